@@ -1,0 +1,1 @@
+"""trajkit's first-party dynamics analyses (registered through the `trajkit.plugins` entry-point group)."""

@@ -1,0 +1,1 @@
+"""trajkit's first-party landscape analyses (registered through the `trajkit.plugins` entry-point group)."""

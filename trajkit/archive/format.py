@@ -1,0 +1,106 @@
+"""On-disk constants of trajectory archive format v1 and the atomic file primitives the writer uses.
+
+The archive is a zarr v3 directory group; see docs/FORMAT.md for the full specification. The writer
+bypasses zarr's array API on the hot path and writes uncompressed chunk bytes straight to their zarr v3
+chunk keys (``<array>/c/<i>/<j>``); these helpers build the matching ``zarr.json`` documents so zarr
+itself, and any other zarr v3 reader, reads the arrays unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "trajkit"
+FORMAT_VERSION = 1
+ROOT_ATTR = "trajkit"
+LOCK_FILE = ".trajkit.lock"
+
+PARAMS = "snapshots/params"
+STEP = "snapshots/step"
+TIME = "snapshots/time"
+EPOCH = "snapshots/epoch"
+METRICS = "snapshots/metrics"
+SNAPSHOTS = "snapshots"
+TRACE = "trace"
+TRACE_STEP = "trace/step"
+
+#: rows per chunk of the 1-D per-snapshot arrays (step, time, epoch, metrics)
+SNAPSHOT_SCALAR_CHUNK = 1024
+#: rows per chunk of the per-step trace arrays
+TRACE_CHUNK = 65536
+#: a params row is split along N into chunks of at most this many bytes
+PARAMS_CHUNK_BYTES = 8 * 2**20
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, doc: dict[str, Any], fsync: bool = False) -> None:
+    """Atomically write a JSON document (used for every ``zarr.json``)."""
+    atomic_write_bytes(path, json.dumps(doc, indent=2, allow_nan=False).encode(), fsync)
+
+
+def group_json(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``zarr.json`` of a zarr v3 group."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+
+
+_FILL = {"float32": "NaN", "float64": "NaN", "int64": -1}
+
+
+def array_json(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
+               attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``zarr.json`` of an uncompressed little-endian zarr v3 array with a regular chunk grid."""
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(shape),
+        "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": _FILL[dtype],
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": attributes or {},
+        "storage_transformers": [],
+    }
+
+
+def params_chunk_cols(n_params: int, chunk_bytes: int = PARAMS_CHUNK_BYTES) -> int:
+    """Columns per params chunk: the whole row when it fits in ``chunk_bytes``, else equal splits."""
+    n_chunks = max(1, -(-n_params * 4 // chunk_bytes))
+    return -(-n_params // n_chunks)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples inside ``obj`` into plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

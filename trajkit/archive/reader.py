@@ -1,0 +1,302 @@
+"""Reading trajectory archives: metadata, committed rows, and a lazy ``[T, N]`` parameter array.
+
+Only rows ``< committed`` (the commit marker in ``snapshots/zarr.json``) are visible. The archive opens
+through zarr, so a directory, a zip of it, or any fsspec URL zarr supports works; for a local,
+uncompressed archive ``params`` reads chunk files directly (no decode step), which is what bounds
+out-of-core analysis speed.
+
+>>> arch = trajkit.open_archive("run.trajkit")                      # doctest: +SKIP
+>>> arch.params[:, arch.select("hidden")]                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajkit.archive import format as fmt
+from trajkit.archive.layout import Layout, select_columns
+from trajkit.archive.metadata import validate_metadata
+from trajkit.errors import ArchiveError
+
+
+def _open_group(path: str | os.PathLike):
+    """The zarr root group behind ``path`` (dir, zip file or URL), and a local dir Path when there is one."""
+    import zarr
+
+    s = str(path)
+    if "://" in s and not s.startswith("file://"):
+        try:
+            return zarr.open_group(s, mode="r", zarr_format=3), None
+        except Exception as e:  # fsspec missing, bad URL, no group
+            raise ArchiveError(f"{s}: cannot open as a zarr v3 group ({type(e).__name__}: {e}); "
+                               "check the URL and that fsspec and its backend are installed") from None
+    p = Path(s.removeprefix("file://"))
+    if not p.exists():
+        raise ArchiveError(f"{p}: no such archive; check the path")
+    if p.is_file():
+        if not zipfile.is_zipfile(p):
+            raise ArchiveError(f"{p}: is a file, not a trajkit archive (expected a NAME.trajkit directory "
+                               "or a zip of one)")
+        from zarr.storage import ZipStore
+
+        store = ZipStore(p, mode="r")
+        names = zipfile.ZipFile(p).namelist()
+        if "zarr.json" in names:
+            return zarr.open_group(store, mode="r", zarr_format=3), None
+        tops = {n.split("/", 1)[0] for n in names if n.endswith("/zarr.json") and n.count("/") == 1}
+        if len(tops) != 1:
+            raise ArchiveError(f"{p}: zip holds no archive (no zarr.json at its root or in one top folder)")
+        return zarr.open_group(store, path=tops.pop(), mode="r", zarr_format=3), None
+    if not (p / "zarr.json").exists():
+        raise ArchiveError(f"{p}: not a trajkit archive (no zarr.json); pass a NAME.trajkit directory")
+    try:
+        return zarr.open_group(str(p), mode="r", zarr_format=3), p
+    except Exception as e:
+        raise ArchiveError(f"{p}: zarr.json is unreadable ({e}); run `trajkit validate` on it") from None
+
+
+class Params:
+    """Lazy ``[T, N]`` float32 view of ``snapshots/params`` limited to committed rows.
+
+    Index with ``params[rows, cols]`` (ints, slices, int arrays); only the chunks touched are read.
+    """
+
+    def __init__(self, archive: Archive):
+        self._a = archive
+        self.shape = (archive.n_snapshots, archive.n_params)
+        self.dtype = np.dtype(np.float32)
+        meta = archive._params_meta
+        self.chunk_cols = int(meta["chunk_grid"]["configuration"]["chunk_shape"][1])
+        raw = archive._local is not None and [c["name"] for c in meta["codecs"]] == ["bytes"]
+        self._raw_dir = archive._local / fmt.PARAMS / "c" if raw else None
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:, :]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key, slice(None))
+        if len(key) != 2:
+            raise IndexError("params takes [rows, cols]")
+        rkey, ckey = key
+        rows = np.arange(self.shape[0])[rkey]
+        scalar_row = np.ndim(rows) == 0
+        rows = np.atleast_1d(rows)
+        if isinstance(ckey, slice):
+            start, stop, stride = ckey.indices(self.shape[1])
+            out = self.read_rows(rows, start, stop)
+            if stride != 1:
+                out = out[:, ::stride]
+        else:
+            cols = np.arange(self.shape[1])[ckey]
+            scalar_col = np.ndim(cols) == 0
+            cols = np.atleast_1d(cols)
+            if cols.size == 0:
+                out = np.empty((rows.size, 0), np.float32)
+            else:
+                lo, hi = int(cols.min()), int(cols.max()) + 1
+                out = self.read_rows(rows, lo, hi)[:, cols - lo]
+            if scalar_col:
+                out = out[:, 0]
+        return out[0] if scalar_row else out
+
+    def read_rows(self, rows: np.ndarray, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """``params[rows, start:stop]`` as a new (or the given) float32 array ``[len(rows), stop-start]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if out is None:
+            out = np.empty((rows.size, max(stop - start, 0)), dtype=np.float32)
+        if stop <= start or rows.size == 0:
+            return out
+        if self._raw_dir is None:
+            arr = self._a._group[fmt.PARAMS]
+            out[:] = arr.oindex[rows, start:stop] if hasattr(arr, "oindex") else arr[rows][:, start:stop]
+            return out
+        cc = self.chunk_cols
+        for i, r in enumerate(rows):
+            j0, j1 = start // cc, (stop - 1) // cc
+            for j in range(j0, j1 + 1):
+                lo, hi = max(start, j * cc), min(stop, (j + 1) * cc)
+                path = self._raw_dir / str(int(r)) / str(j)
+                try:
+                    with open(path, "rb", buffering=0) as f:
+                        f.seek((lo - j * cc) * 4)
+                        dst = out[i, lo - start:hi - start]
+                        n = f.readinto(memoryview(dst).cast("B"))
+                except FileNotFoundError:
+                    raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk c/{int(r)}/{j} is "
+                                       "missing; run `trajkit validate` then `trajkit repair`") from None
+                if n != (hi - lo) * 4:
+                    raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk c/{int(r)}/{j} is "
+                                       "truncated (torn write); run `trajkit repair` to keep the rows before it")
+        return out
+
+    def iter_column_blocks(self, block_cols: int, rows: np.ndarray | None = None
+                           ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(start, stop, block)`` with ``block = params[rows, start:stop]`` for consecutive blocks."""
+        rows = np.arange(self.shape[0]) if rows is None else np.asarray(rows)
+        for start in range(0, self.shape[1], block_cols):
+            stop = min(start + block_cols, self.shape[1])
+            yield start, stop, self.read_rows(rows, start, stop)
+
+    def __repr__(self) -> str:
+        return f"<trajkit params {self.shape[0]}x{self.shape[1]} float32 (lazy)>"
+
+
+class Archive:
+    """A trajectory archive opened for reading (see :func:`open_archive`).
+
+    Attributes: ``metadata`` (nested dict), ``layout`` (list of tensor entries), ``n_params`` (N),
+    ``n_snapshots`` (T, committed rows), ``steps`` int64 ``[T]``, ``times`` float64 ``[T]``, ``epochs``
+    float64 ``[T]``, ``params`` lazy float32 ``[T, N]``, ``metrics`` name → float64 ``[T]``, ``trace``
+    name → array ``[S]`` (``trace["step"]`` int64).
+    """
+
+    def __init__(self, path: str | os.PathLike, validate: bool = True):
+        self.path = str(path)
+        self._group, self._local = _open_group(path)
+        attrs = dict(self._group.attrs)
+        meta = attrs.get(fmt.ROOT_ATTR)
+        if not isinstance(meta, dict):
+            raise ArchiveError(f"{self.path}: not a trajkit archive (root zarr.json has no 'trajkit' attribute)")
+        version = meta.get("format_version")
+        if isinstance(version, int) and version > fmt.FORMAT_VERSION:
+            raise ArchiveError(f"{self.path}: written in archive format v{version}, newer than this trajkit "
+                               f"reads (v{fmt.FORMAT_VERSION}); upgrade: pip install -U trajkit")
+        if validate:
+            validate_metadata(meta, self.path)
+        self.metadata: dict[str, Any] = meta
+        self.layout: Layout = meta["layout"]
+        self.n_params = int(meta["model"]["n_params"])
+        try:
+            snap_attrs = dict(self._group[fmt.SNAPSHOTS].attrs)
+            self._params_meta = self._group[fmt.PARAMS].metadata.to_dict()
+        except KeyError as e:
+            raise ArchiveError(f"{self.path}: missing {e.args[0] if e.args else 'snapshots'} group/array; "
+                               "not a complete trajkit archive") from None
+        shape = tuple(self._params_meta["shape"])
+        if len(shape) != 2 or shape[1] != self.n_params:
+            raise ArchiveError(f"{self.path}: snapshots/params has shape {shape}, expected [T, {self.n_params}]")
+        self.n_snapshots = min(int(snap_attrs.get("committed", 0)), shape[0])
+        self.params = Params(self)
+
+    # -- 1-D arrays -----------------------------------------------------------------------------------------
+
+    def _read1d(self, name: str, n: int) -> np.ndarray:
+        try:
+            arr = self._group[name]
+        except KeyError:
+            raise ArchiveError(f"{self.path}: missing array {name}") from None
+        n = min(n, arr.shape[0])
+        return np.asarray(arr[:n])
+
+    @cached_property
+    def steps(self) -> np.ndarray:
+        return self._read1d(fmt.STEP, self.n_snapshots).astype(np.int64)
+
+    @cached_property
+    def times(self) -> np.ndarray:
+        return self._read1d(fmt.TIME, self.n_snapshots)
+
+    @cached_property
+    def epochs(self) -> np.ndarray:
+        return self._read1d(fmt.EPOCH, self.n_snapshots)
+
+    @cached_property
+    def metrics(self) -> dict[str, np.ndarray]:
+        try:
+            g = self._group[fmt.METRICS]
+        except KeyError:
+            return {}
+        return {name: self._read1d(f"{fmt.METRICS}/{name}", self.n_snapshots) for name in sorted(g.array_keys())}
+
+    @cached_property
+    def trace_length(self) -> int:
+        try:
+            return int(dict(self._group[fmt.TRACE].attrs).get("committed", 0))
+        except KeyError:
+            return 0
+
+    @cached_property
+    def trace(self) -> dict[str, np.ndarray]:
+        try:
+            g = self._group[fmt.TRACE]
+        except KeyError:
+            return {}
+        return {name: self._read1d(f"{fmt.TRACE}/{name}", self.trace_length) for name in sorted(g.array_keys())}
+
+    # -- conveniences ---------------------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self.metadata["run_id"]
+
+    def select(self, spec: str = "all") -> np.ndarray:
+        """Column indices of a parameter subset; see :func:`trajkit.archive.layout.select_columns`."""
+        return select_columns(self.layout, spec, self.path)
+
+    def row(self, step: int, nearest: bool = False) -> int:
+        """Row index of snapshot ``step``; with ``nearest`` the closest snapshot, else an error naming it."""
+        steps = self.steps
+        if steps.size == 0:
+            raise ArchiveError(f"{self.path}: archive has no committed snapshots")
+        i = int(np.searchsorted(steps, step))
+        if i < steps.size and steps[i] == step:
+            return i
+        cand = [j for j in (i - 1, i) if 0 <= j < steps.size]
+        best = min(cand, key=lambda j: abs(int(steps[j]) - step))
+        if nearest:
+            return best
+        raise ArchiveError(f"{self.path}: step {step} is not a snapshot; nearest snapshot is step "
+                           f"{int(steps[best])} (or pass snap=nearest)")
+
+    def state_dict(self, row: int = -1) -> dict[str, Any]:
+        """Tensors of snapshot ``row`` keyed by layout name (load with ``model.load_state_dict(..., strict=False)``)."""
+        import torch
+
+        if self.n_snapshots == 0:
+            raise ArchiveError(f"{self.path}: archive has no committed snapshots")
+        flat = self.params[row, :]
+        return {e["name"]: torch.from_numpy(flat[e["offset"]:e["offset"] + e["size"]].reshape(e["shape"]).copy())
+                for e in self.layout}
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(bytes on disk, logical bytes of committed params) for a local archive; (-1, logical) otherwise."""
+        logical = self.n_snapshots * self.n_params * 4
+        if self._local is None:
+            return -1, logical
+        total = sum(f.stat().st_size for f in self._local.rglob("*") if f.is_file())
+        return total, logical
+
+    def params_disk_bytes(self) -> int:
+        if self._local is None:
+            return -1
+        return sum(f.stat().st_size for f in (self._local / fmt.PARAMS).rglob("*") if f.is_file())
+
+    def __repr__(self) -> str:
+        return (f"Archive({self.path!r}, run_id={self.run_id[:8]}, N={self.n_params}, T={self.n_snapshots})")
+
+
+def open_archive(path: str | os.PathLike, validate: bool = True) -> Archive:
+    """Open an archive (directory, zip, or fsspec URL) for reading; metadata is schema-validated."""
+    if isinstance(path, Archive):
+        return path
+    return Archive(path, validate=validate)

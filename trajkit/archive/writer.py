@@ -1,0 +1,484 @@
+"""Writing trajectory archives: chunk-aligned raw writes plus an atomic commit marker.
+
+Each snapshot row of ``snapshots/params`` is its own set of zarr v3 chunks (``c/<row>/<j>``), written as
+raw little-endian float32 bytes with one ``write`` per chunk — never a read-modify-write of a chunk that
+other snapshots share. The small 1-D arrays (step, time, epoch, metrics, traces) keep their current chunk
+in memory and replace the chunk file atomically. Only then is the commit marker (``committed`` in
+``snapshots/zarr.json``) advanced, by an atomic rename; readers trust rows ``< committed``. A crash, even
+SIGKILL, loses at most the snapshot in flight.
+
+>>> import numpy as np, trajkit
+>>> with trajkit.archive.create("/tmp/doc.trajkit", n_params=3, resume="allow") as w:   # doctest: +SKIP
+...     w.append(0, np.zeros(3, np.float32))
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time as _time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajkit.archive import format as fmt
+from trajkit.archive.layout import Layout, check_layout, single_tensor_layout
+from trajkit.archive.lock import WriterLock
+from trajkit.archive.metadata import build_metadata, deep_merge, validate_metadata
+from trajkit.errors import ArchiveError
+
+RESUME_MODES = ("never", "allow", "must")
+COMPRESSORS = (None, "zstd")
+
+
+class _Column:
+    """A growable 1-D zarr array written one row (or a run of rows) at a time.
+
+    The chunk holding the next row stays in memory; every write replaces that chunk's file atomically,
+    so rows committed earlier in the same chunk survive a crash during the rewrite.
+    """
+
+    def __init__(self, root: Path, name: str, dtype: str, chunk: int, length: int, create: bool,
+                 capacity: int, fsync: bool):
+        self.dir = root / name
+        self.name, self.dtype, self.chunk, self.fsync = name, np.dtype(dtype), chunk, fsync
+        self._fill = np.nan if self.dtype.kind == "f" else -1
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.shape0 = max(capacity, 1)
+            self._write_meta()
+        else:
+            self.shape0 = int(fmt.read_json(self.dir / "zarr.json")["shape"][0])
+        self._chunk_idx = -1
+        self._buf = np.full(chunk, self._fill, dtype=self.dtype)
+        self.length = length
+
+    def _write_meta(self, shape0: int | None = None) -> None:
+        fmt.write_json(self.dir / "zarr.json", fmt.array_json((shape0 if shape0 is not None else self.shape0,),
+                                                              (self.chunk,), self.dtype.name), self.fsync)
+
+    def _chunk_path(self, c: int) -> Path:
+        return self.dir / "c" / str(c)
+
+    def _load(self, c: int) -> None:
+        if c == self._chunk_idx:
+            return
+        p = self._chunk_path(c)
+        self._buf = np.full(self.chunk, self._fill, dtype=self.dtype)
+        if p.exists():
+            data = np.fromfile(p, dtype=self.dtype.newbyteorder("<"))
+            if data.size == self.chunk:
+                self._buf[:] = data
+        self._chunk_idx = c
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Write ``values`` at rows ``start, start+1, ...``; rows past ``start+len`` in the chunk become fill."""
+        values = np.asarray(values, dtype=self.dtype)
+        end = start + values.size
+        if end > self.shape0:
+            self.shape0 = max(2 * self.shape0, end)
+            self._write_meta()
+        (self.dir / "c").mkdir(exist_ok=True)
+        pos = start
+        while pos < end:
+            c = pos // self.chunk
+            self._load(c)
+            lo = pos - c * self.chunk
+            n = min(self.chunk - lo, end - pos)
+            self._buf[lo:lo + n] = values[pos - start:pos - start + n]
+            self._buf[lo + n:] = self._fill
+            fmt.atomic_write_bytes(self._chunk_path(c), self._buf.astype("<" + self.dtype.str[1:]).tobytes(),
+                                   self.fsync)
+            pos += n
+        self.length = end
+
+    def truncate(self, length: int) -> None:
+        self.length = length
+        self._chunk_idx = -1
+
+    def finalize(self, length: int) -> None:
+        """Set the array's shape to ``length`` and delete chunk files wholly beyond it."""
+        self.shape0 = length
+        self._write_meta(length)
+        last = (length - 1) // self.chunk if length else -1
+        cdir = self.dir / "c"
+        if cdir.exists():
+            for p in cdir.iterdir():
+                if p.name.startswith(".") or (p.name.isdigit() and int(p.name) > last):
+                    p.unlink()
+
+
+class ArchiveWriter:
+    """Appends snapshots to a trajectory archive (one writer at a time; see :func:`create`).
+
+    Attributes: ``path``, ``n_params`` (N), ``layout``, ``metadata``, ``committed`` (rows readers trust),
+    ``last_step`` (step of the last committed row, or None), ``padded_size`` (length of a row buffer
+    accepted by :meth:`write_row`: N rounded up to whole chunks).
+    """
+
+    def __init__(self, path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | None = None,
+                 layout: Layout | None = None, *, resume: str = "never", capacity: int = 256,
+                 compressor: str | None = None, fsync: bool = False, chunk_bytes: int = fmt.PARAMS_CHUNK_BYTES):
+        if "://" in str(path):
+            raise ArchiveError(f"{path}: archives are written to local paths; write locally and copy the "
+                               "directory to object storage (reading from URLs works)")
+        if resume not in RESUME_MODES:
+            raise ArchiveError(f"{path}: resume={resume!r} is not one of {', '.join(RESUME_MODES)}")
+        if compressor not in COMPRESSORS:
+            raise ArchiveError(f"{path}: compressor={compressor!r} is not supported; use None or 'zstd'")
+        if isinstance(n_params, bool) or not isinstance(n_params, int | np.integer) or n_params < 1:
+            raise ArchiveError(f"{path}: n_params must be a positive integer, got {n_params!r}")
+        self.path = Path(path)
+        self.n_params = int(n_params)
+        self.fsync = fsync
+        self._closed = False
+        self._t0 = _time.perf_counter()
+        self._time_offset = 0.0
+        exists = self.path.exists()
+        if exists and not self.path.is_dir():
+            raise ArchiveError(f"{self.path}: exists and is a file, not an archive directory; choose another path")
+        if exists and resume == "never":
+            raise ArchiveError(f"{self.path}: archive already exists; pass resume='allow' to continue it, "
+                               "or remove it / choose another path")
+        if not exists and resume == "must":
+            raise ArchiveError(f"{self.path}: resume='must' but no archive exists there")
+        if exists and not (self.path / "zarr.json").exists() and any(self.path.iterdir()):
+            raise ArchiveError(f"{self.path}: directory exists but is not a trajkit archive (no zarr.json)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = WriterLock(self.path)
+        try:
+            if (self.path / "zarr.json").exists():
+                self._open_existing(layout)
+            else:
+                self._create(layout, metadata, capacity, compressor, chunk_bytes)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._staging = np.full(self.padded_size, np.nan, dtype=np.float32)
+        self._trace_pending: dict[str, list[np.ndarray]] = {}
+        self._trace_steps: list[np.ndarray] = []
+        self._nonfinite: list[int] = list((self.metadata.get("nonfinite") or {}).get("steps", []))
+        self._t0 = _time.perf_counter()
+
+    # -- creation / reopening -------------------------------------------------------------------------
+
+    def _create(self, layout, metadata, capacity, compressor, chunk_bytes) -> None:
+        layout = layout if layout is not None else single_tensor_layout(self.n_params)
+        check_layout(layout, self.n_params, str(self.path))
+        meta = build_metadata(self.n_params, layout, metadata)
+        validate_metadata(meta, str(self.path))
+        self.metadata, self.layout = meta, layout
+        self.chunk_cols = fmt.params_chunk_cols(self.n_params, chunk_bytes)
+        self.compressor = compressor
+        root = self.path
+        (root / fmt.SNAPSHOTS).mkdir(exist_ok=True)
+        (root / fmt.METRICS).mkdir(exist_ok=True)
+        (root / fmt.TRACE).mkdir(exist_ok=True)
+        pdir = root / fmt.PARAMS
+        pdir.mkdir(exist_ok=True)
+        self._params_shape0 = max(capacity, 1)
+        self._write_params_meta(self._params_shape0)
+        fmt.write_json(root / fmt.METRICS / "zarr.json", fmt.group_json(), self.fsync)
+        self.committed, self.trace_committed = 0, 0
+        self._write_commit()
+        self._write_trace_commit()
+        self._cols = {k: _Column(root, k, dt, fmt.SNAPSHOT_SCALAR_CHUNK, 0, True, capacity, self.fsync)
+                      for k, dt in ((fmt.STEP, "int64"), (fmt.TIME, "float64"), (fmt.EPOCH, "float64"))}
+        self._metric_cols: dict[str, _Column] = {}
+        self._trace_cols = {"step": _Column(root, fmt.TRACE_STEP, "int64", fmt.TRACE_CHUNK, 0, True, 0,
+                                            self.fsync)}
+        self._write_root()
+        self.last_step: int | None = None
+        self._steps: list[int] = []
+        self._trace_step_list = np.zeros(0, np.int64)
+
+    def _open_existing(self, layout) -> None:
+        from trajkit.archive.reader import open_archive
+
+        arch = open_archive(self.path)
+        meta = arch.metadata
+        if meta["model"]["n_params"] != self.n_params:
+            raise ArchiveError(f"{self.path}: cannot resume: archive has model.n_params="
+                               f"{meta['model']['n_params']} but this run has {self.n_params}")
+        if layout is not None and [dict(e) for e in layout] != meta["layout"]:
+            raise ArchiveError(f"{self.path}: cannot resume: the model's parameter layout differs from the "
+                               "archive's (/layout); record to a new path")
+        self.metadata, self.layout = meta, meta["layout"]
+        pmeta = fmt.read_json(self.path / fmt.PARAMS / "zarr.json")
+        self.chunk_cols = int(pmeta["chunk_grid"]["configuration"]["chunk_shape"][1])
+        self.compressor = "zstd" if any(c["name"] == "zstd" for c in pmeta["codecs"]) else None
+        self._params_shape0 = int(pmeta["shape"][0])
+        self.committed, self.trace_committed = arch.n_snapshots, arch.trace_length
+        root = self.path
+        self._cols = {k: _Column(root, k, dt, fmt.SNAPSHOT_SCALAR_CHUNK, self.committed, False, 0, self.fsync)
+                      for k, dt in ((fmt.STEP, "int64"), (fmt.TIME, "float64"), (fmt.EPOCH, "float64"))}
+        self._metric_cols = {name: _Column(root, f"{fmt.METRICS}/{name}", "float64", fmt.SNAPSHOT_SCALAR_CHUNK,
+                                           self.committed, False, 0, self.fsync) for name in arch.metrics}
+        self._trace_cols = {name: _Column(root, f"{fmt.TRACE}/{name}", "int64" if name == "step" else "float64",
+                                          fmt.TRACE_CHUNK, self.trace_committed, False, 0, self.fsync)
+                            for name in arch.trace}
+        self._steps = list(arch.steps.tolist())
+        self._trace_step_list = arch.trace.get("step", np.zeros(0, np.int64))
+        self.last_step = int(arch.steps[-1]) if self.committed else None
+        self._time_offset = float(arch.times[-1]) if self.committed else 0.0
+
+    def _write_params_meta(self, shape0: int) -> None:
+        doc = fmt.array_json((shape0, self.n_params), (1, self.chunk_cols), "float32")
+        if self.compressor == "zstd":
+            doc["codecs"].append({"name": "zstd", "configuration": {"level": 3, "checksum": False}})
+        fmt.write_json(self.path / fmt.PARAMS / "zarr.json", doc, self.fsync)
+
+    def _write_root(self) -> None:
+        fmt.write_json(self.path / "zarr.json", fmt.group_json({fmt.ROOT_ATTR: self.metadata}), self.fsync)
+
+    def _write_commit(self) -> None:
+        fmt.write_json(self.path / fmt.SNAPSHOTS / "zarr.json", fmt.group_json({"committed": self.committed}),
+                       self.fsync)
+
+    def _write_trace_commit(self) -> None:
+        fmt.write_json(self.path / fmt.TRACE / "zarr.json", fmt.group_json({"committed": self.trace_committed}),
+                       self.fsync)
+
+    # -- public API ---------------------------------------------------------------------------------------
+
+    @property
+    def padded_size(self) -> int:
+        return -(-self.n_params // self.chunk_cols) * self.chunk_cols
+
+    def elapsed(self) -> float:
+        """Seconds since this run started (continuing the archive's clock on resume)."""
+        return self._time_offset + (_time.perf_counter() - self._t0)
+
+    def append(self, step: int, params: Any, time: float | None = None, epoch: float | None = None,
+               metrics: dict[str, float] | None = None) -> int:
+        """Append one snapshot: ``params`` is a float array-like or tensor of length N. Returns its row."""
+        self._check_open()
+        if hasattr(params, "detach"):
+            params = params.detach().to("cpu").numpy()
+        arr = np.asarray(params)
+        if arr.dtype.kind != "f":
+            raise ArchiveError(f"{self.path}: snapshots/params needs a float array, got dtype {arr.dtype}; "
+                               "convert with .astype(np.float32)")
+        if arr.ndim != 1 or arr.size != self.n_params:
+            raise ArchiveError(f"{self.path}: snapshots/params row must have length {self.n_params}, got shape "
+                               f"{tuple(arr.shape)}; flatten the parameters in layout order")
+        self._staging[: self.n_params] = arr
+        return self.write_row(step, self._staging, time=time, epoch=epoch, metrics=metrics)
+
+    def write_row(self, step: int, row: np.ndarray, time: float | None = None, epoch: float | None = None,
+                  metrics: dict[str, float] | None = None) -> int:
+        """Write a snapshot from ``row``, a C-contiguous float32 array of length :attr:`padded_size`.
+
+        The zero-copy path used by the Recorder: the entries past N are chunk padding and must be NaN.
+        """
+        self._check_open()
+        step = self._check_step(step)
+        k = self.committed
+        finite = bool(np.isfinite(row[: self.n_params]).all())
+        if k >= self._params_shape0:
+            self._params_shape0 = max(2 * self._params_shape0, k + 1)
+            self._write_params_meta(self._params_shape0)
+        rowdir = self.path / fmt.PARAMS / "c" / str(k)
+        rowdir.mkdir(parents=True, exist_ok=True)
+        cc = self.chunk_cols
+        for j in range(self.padded_size // cc):
+            data = memoryview(row[j * cc:(j + 1) * cc])
+            if self.compressor == "zstd":
+                data = _zstd().encode(bytes(data))
+            with open(rowdir / str(j), "wb", buffering=0) as f:
+                f.write(data)
+                if self.fsync:
+                    os.fsync(f.fileno())
+        self._cols[fmt.STEP].write(k, [step])
+        self._cols[fmt.TIME].write(k, [self.elapsed() if time is None else float(time)])
+        self._cols[fmt.EPOCH].write(k, [np.nan if epoch is None else float(epoch)])
+        for name, value in (metrics or {}).items():
+            self._metric_column(name).write(k, [float(value)])
+        for name, col in self._metric_cols.items():
+            if name not in (metrics or {}):
+                col.write(k, [np.nan])
+        self._flush_trace()
+        self.committed = k + 1
+        self._write_commit()
+        self.last_step = step
+        self._steps.append(step)
+        if not finite:
+            self._flag_nonfinite(step)
+        return k
+
+    def add_trace(self, steps: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Buffer per-step scalars (``trace/step`` and ``trace/<name>``); written at the next commit."""
+        steps = np.asarray(steps, dtype=np.int64)
+        self._trace_steps.append(steps)
+        n_before = sum(a.size for a in self._trace_steps) - steps.size
+        for name in set(self._trace_pending) | set(columns):
+            if name == "step":
+                raise ArchiveError(f"{self.path}: 'step' is reserved in trace/; rename the scalar")
+            pending = self._trace_pending.setdefault(name, [])
+            if not pending and n_before:
+                pending.append(np.full(n_before, np.nan))
+            vals = columns.get(name)
+            pending.append(np.full(steps.size, np.nan) if vals is None else np.asarray(vals, np.float64).ravel())
+
+    def flush(self) -> None:
+        """Write buffered trace rows and advance the trace commit marker."""
+        self._check_open()
+        self._flush_trace()
+
+    def truncate(self, step: int) -> int:
+        """Drop committed snapshot and trace rows with step ``>= step`` (used when resuming). Returns rows dropped."""
+        self._check_open()
+        steps = self._committed_steps()
+        keep = int(np.searchsorted(steps, step, side="left"))
+        tsteps = self._trace_committed_steps()
+        tkeep = int(np.searchsorted(tsteps, step, side="left"))
+        dropped = self.committed - keep
+        if keep != self.committed:
+            self.committed = keep
+            self._write_commit()
+            for col in (*self._cols.values(), *self._metric_cols.values()):
+                col.truncate(keep)
+            self.last_step = int(steps[keep - 1]) if keep else None
+        if tkeep != self.trace_committed:
+            self.trace_committed = tkeep
+            self._write_trace_commit()
+            for col in self._trace_cols.values():
+                col.truncate(tkeep)
+        self._steps = list(steps[:keep].tolist())
+        self._trace_step_list = tsteps[:tkeep]
+        return dropped
+
+    def update_metadata(self, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` into the root metadata (validated; written atomically)."""
+        self._check_open()
+        meta = deep_merge(self.metadata, fmt.to_jsonable(extra))
+        validate_metadata(meta, str(self.path))
+        self.metadata = meta
+        self._write_root()
+
+    def close(self) -> None:
+        """Flush traces, trim every array's shape to its committed length and release the lock."""
+        if self._closed:
+            return
+        try:
+            self._flush_trace()
+            self.finalize()
+        finally:
+            self._closed = True
+            self._lock.release()
+
+    def finalize(self) -> None:
+        """Shrink the arrays to the committed rows and remove chunk files of uncommitted rows."""
+        for col in (*self._cols.values(), *self._metric_cols.values()):
+            col.finalize(self.committed)
+        for col in self._trace_cols.values():
+            col.finalize(self.trace_committed)
+        self._params_shape0 = self.committed
+        self._write_params_meta(self.committed)
+        cdir = self.path / fmt.PARAMS / "c"
+        if cdir.exists():
+            for p in cdir.iterdir():
+                if not p.name.isdigit() or int(p.name) >= self.committed:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ArchiveWriter({str(self.path)!r}, n_params={self.n_params}, committed={self.committed})"
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ArchiveError(f"{self.path}: the writer is closed; open a new one with resume='allow'")
+
+    def _committed_steps(self) -> np.ndarray:
+        return np.asarray(self._steps, dtype=np.int64)
+
+    def _trace_committed_steps(self) -> np.ndarray:
+        return np.asarray(self._trace_step_list, dtype=np.int64)
+
+    def _check_step(self, step: Any) -> int:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise ArchiveError(f"{self.path}: snapshots/step must be an integer, got {step!r}")
+        step = int(step)
+        if step < 0:
+            raise ArchiveError(f"{self.path}: snapshots/step must be >= 0, got {step}")
+        if self.last_step is not None and step <= self.last_step:
+            raise ArchiveError(f"{self.path}: snapshots/step must increase strictly: got {step} after "
+                               f"{self.last_step}; to overwrite later rows resume with truncate({step})")
+        return step
+
+    def _metric_column(self, name: str) -> _Column:
+        col = self._metric_cols.get(name)
+        if col is None:
+            if not name or "/" in name or name.startswith("."):
+                raise ArchiveError(f"{self.path}: metric name {name!r} is not a valid array name")
+            col = _Column(self.path, f"{fmt.METRICS}/{name}", "float64", fmt.SNAPSHOT_SCALAR_CHUNK,
+                          0, True, max(self.committed + 1, 64), self.fsync)
+            self._metric_cols[name] = col
+        return col
+
+    def _flush_trace(self) -> None:
+        if not self._trace_steps:
+            return
+        steps = np.concatenate(self._trace_steps)
+        prev = self._trace_committed_steps()
+        if steps.size and ((np.diff(steps) <= 0).any() or (prev.size and steps[0] <= prev[-1])):
+            self._trace_steps, self._trace_pending = [], {}
+            raise ArchiveError(f"{self.path}: trace/step must increase strictly; rec.step() was called with a "
+                               "repeated or decreasing step")
+        start = self.trace_committed
+        self._trace_cols["step"].write(start, steps)
+        for name, parts in self._trace_pending.items():
+            vals = np.concatenate(parts)
+            if vals.size < steps.size:
+                vals = np.concatenate([vals, np.full(steps.size - vals.size, np.nan)])
+            col = self._trace_cols.get(name)
+            if col is None:
+                if "/" in name or not name:
+                    raise ArchiveError(f"{self.path}: trace name {name!r} is not a valid array name")
+                col = _Column(self.path, f"{fmt.TRACE}/{name}", "float64", fmt.TRACE_CHUNK, 0, True,
+                              start + steps.size, self.fsync)
+                self._trace_cols[name] = col
+            col.write(start, vals)
+        for name, col in self._trace_cols.items():
+            if name != "step" and name not in self._trace_pending:
+                col.write(start, np.full(steps.size, np.nan))
+        self.trace_committed = start + steps.size
+        self._trace_step_list = np.concatenate([prev, steps])
+        self._write_trace_commit()
+        self._trace_steps, self._trace_pending = [], {}
+
+    def _flag_nonfinite(self, step: int) -> None:
+        if not self._nonfinite:
+            warnings.warn(f"{self.path}: NaN or inf in parameters at step {step} (the run diverged); "
+                          "flagged in metadata /nonfinite", RuntimeWarning, stacklevel=3)
+        self._nonfinite.append(step)
+        steps = self._nonfinite[-1000:]
+        self.metadata["nonfinite"] = {"first_step": self._nonfinite[0], "count": len(self._nonfinite),
+                                      "steps": steps}
+        self._write_root()
+
+
+def _zstd():
+    from numcodecs import Zstd
+
+    return Zstd(level=3)
+
+
+def create(path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | None = None,
+           layout: Layout | None = None, **options: Any) -> ArchiveWriter:
+    """Create (or, with ``resume="allow"|"must"``, reopen) an archive and return its writer.
+
+    Only ``n_params`` is required: trajkit fills the required metadata (run id, creation time, versions)
+    and a single-tensor layout. Options: ``resume`` (``never``/``allow``/``must``), ``capacity`` (initial
+    rows), ``compressor`` (None or ``"zstd"``), ``fsync`` (fsync every chunk: survives power loss, slower).
+    """
+    return ArchiveWriter(path, n_params, metadata, layout, **options)

@@ -1,0 +1,76 @@
+"""The ``trajkit`` command line: a thin layer that parses, calls the library and prints.
+
+Each concern's commands live in their own module and are attached to the :data:`cli` group here.
+User errors (:class:`trajkit.errors.TrajkitError`) print one line and exit 1; anything else is an
+internal error (exit 3). ``--debug`` (or ``TRAJKIT_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from trajkit import __version__
+from trajkit.errors import TrajkitError
+
+
+class TrajkitGroup(click.Group):
+    """A click group that turns trajkit errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except TrajkitError as e:
+            if _debug(ctx):
+                raise
+            click.echo(f"trajkit: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("trajkit: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if _debug(ctx):
+                raise
+            click.echo(f"trajkit: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+                       "traceback and report it)", err=True)
+            ctx.exit(3)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug")) or os.environ.get("TRAJKIT_DEBUG") == "1"
+
+
+@click.group(cls=TrajkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trajkit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Record neural-network training trajectories and analyse them like glasses."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from trajkit.cli import archive_commands
+
+    archive_commands.register(cli)
+    for module in ("record_command", "analysis_commands"):
+        try:
+            mod = __import__(f"trajkit.cli.{module}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"trajkit.cli.{module}":
+                raise
+            continue
+        mod.register(cli)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="trajkit"))
