@@ -1,0 +1,255 @@
+"""The Recorder: records a model's training trajectory into a trajkit archive from any training loop.
+
+Call ``rec.step(k, loss=...)`` when the model holds ``w(k)``, the parameters after ``k`` optimiser steps
+(step 0 is the initialisation). Steps the schedule selects become snapshots: the flat parameter vector,
+the time, the epoch and any metrics (from ``evaluate``); every call also records its scalars in
+``trace/``. Scalars may be tensors: on CUDA nothing synchronises the host on non-snapshot steps.
+
+>>> import torch, trajkit
+>>> model = torch.nn.Linear(4, 2)
+>>> sched = trajkit.schedules.log(1, 1000, 50)
+>>> with trajkit.Recorder("run.trajkit", model, schedule=sched) as rec:     # doctest: +SKIP
+...     for k in range(1001):
+...         loss = train_one_step(model)          # your code
+...         rec.step(k, loss=loss)
+
+Resuming (``resume="allow"`` or ``"must"``): ``rec.restore()`` loads the last committed snapshot into the
+model and returns its step; the first ``step(k)``/``snapshot(k)`` after reopening drops every archived
+row at or after ``k``, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from trajkit import schedules as _schedules
+from trajkit.archive.layout import layout_from_named_parameters
+from trajkit.archive.metadata import deep_merge
+from trajkit.archive.writer import ArchiveWriter
+from trajkit.errors import TrajkitError
+from trajkit.record.background import RecordError, WriteItem, make_sink
+from trajkit.record.copier import ParamCopier
+from trajkit.record.traces import TraceBuffer
+
+WRITER_MODES = ("auto", "inline", "thread")
+#: trace rows buffered before they are handed to the writer even without a snapshot
+TRACE_FLUSH_ROWS = 65536
+
+
+class Recorder:
+    """Record ``model``'s trajectory into the archive at ``path``.
+
+    Parameters
+    ----------
+    path : archive directory (``NAME.trajkit``), created unless resuming.
+    model : a ``torch.nn.Module``; its trainable parameters (``requires_grad``) in ``named_parameters``
+        order form the flat vector ``w`` of length N.
+    schedule : a :mod:`trajkit.schedules` schedule (default: ``log(1, 10**6, 200)``).
+    metadata : nested dict merged into the archive metadata (dataset, dynamics, seed, user, ...).
+    resume : ``"never"`` (the path must not exist), ``"allow"``, or ``"must"``.
+    evaluate : optional callable ``evaluate(model) -> {name: float}`` (or with no argument) run at each
+        snapshot; its values go to ``snapshots/metrics/<name>``.
+    writer : ``"inline"`` (write on the training thread), ``"thread"`` (one writer thread, bounded queue
+        with back-pressure) or ``"auto"`` (thread on CUDA, inline on CPU — what measured cheaper).
+    buffers : number of snapshot buffers for the writer thread (queue depth).
+    compressor, fsync : passed to :func:`trajkit.archive.create`.
+    """
+
+    def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
+                 schedule: _schedules.Schedule | None = None, metadata: dict[str, Any] | None = None,
+                 resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
+                 writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False):
+        if writer not in WRITER_MODES:
+            raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
+        if not isinstance(model, torch.nn.Module):
+            raise TrajkitError(f"Recorder: model must be a torch.nn.Module, got {type(model).__name__}")
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise TrajkitError(f"Recorder: {type(model).__name__} has no trainable parameters to record")
+        self.model = model
+        self.schedule = schedule if schedule is not None else _schedules.log(1, 10**6, 200)
+        self.evaluate = evaluate
+        self._evaluate_takes_model = evaluate is not None and _takes_argument(evaluate)
+        device = named[0][1].device
+        layout = layout_from_named_parameters(named)
+        n_params = sum(p.numel() for _, p in named)
+        auto_meta = {
+            "device": str(device),
+            "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}"},
+            "schedule": self.schedule.spec,
+        }
+        meta = deep_merge(auto_meta, metadata or {})
+        self._archive = ArchiveWriter(path, n_params, meta, layout, resume=resume, compressor=compressor,
+                                      fsync=fsync)
+        self.path = self._archive.path
+        self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
+        mode = writer if writer != "auto" else ("thread" if device.type == "cuda" else "inline")
+        self.writer_mode = mode
+        n_slots = max(1, buffers) if mode == "thread" else 1
+        self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
+        self._sink = make_sink(self._archive, mode, n_slots)
+        self._trace = TraceBuffer()
+        self._epoch: float | None = None
+        self._closed = False
+        self._broken: BaseException | None = None
+
+    # -- training-loop API ------------------------------------------------------------------------------
+
+    def step(self, step: int, loss: Any = None, *, epoch: float | None = None, **scalars: Any) -> bool:
+        """Record optimiser step ``step`` (the model now holds w(step)); snapshot if the schedule says so.
+
+        ``loss`` and ``scalars`` go to ``trace/loss`` and ``trace/<name>`` (numbers or 0-d tensors).
+        ``epoch`` (keyword) is stored with the snapshots. Returns True when a snapshot was taken.
+        """
+        self._check()
+        step = _as_step(step)
+        if self._resumed:
+            self._truncate_for_resume(step)
+        if epoch is not None:
+            self._epoch = float(epoch)
+        if loss is not None:
+            scalars["loss"] = loss
+        self._trace.add(step, scalars)
+        if step in self.schedule:
+            self._snapshot(step, None)
+            return True
+        if len(self._trace) >= TRACE_FLUSH_ROWS:
+            self._submit(None, None, None, None, self._trace.drain())
+        return False
+
+    def snapshot(self, step: int, metrics: dict[str, float] | None = None, *, epoch: float | None = None) -> None:
+        """Force a snapshot of the current parameters at ``step`` (whatever the schedule)."""
+        self._check()
+        step = _as_step(step)
+        if self._resumed:
+            self._truncate_for_resume(step)
+        if epoch is not None:
+            self._epoch = float(epoch)
+        self._snapshot(step, metrics)
+
+    def restore(self) -> int | None:
+        """Load the last committed snapshot into the model; return its step (None for an empty archive)."""
+        self._check()
+        if self._archive.committed == 0:
+            return None
+        from trajkit.archive.reader import open_archive
+
+        arch = open_archive(self.path)
+        row = arch.params[arch.n_snapshots - 1, :]
+        with torch.no_grad():
+            for (_, p), e in zip(((n, p) for n, p in self.model.named_parameters() if p.requires_grad),
+                                 self._archive.layout, strict=True):
+                src = torch.from_numpy(row[e["offset"]:e["offset"] + e["size"]].reshape(e["shape"]).copy())
+                p.copy_(src.to(p.dtype))
+        return int(arch.steps[-1])
+
+    @property
+    def last_step(self) -> int | None:
+        """Step of the last committed snapshot (for the inline writer; may lag with the writer thread)."""
+        return self._archive.last_step
+
+    @property
+    def n_params(self) -> int:
+        return self._archive.n_params
+
+    def update_metadata(self, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` into the archive metadata (e.g. a final status). Waits for pending writes."""
+        self._drain_sink()
+        self._archive.update_metadata(extra)
+
+    def close(self) -> None:
+        """Flush traces and pending snapshots, finalise the archive, release its lock. Re-raises writer errors."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._broken is None:
+                batch = self._trace.drain()
+                if batch is not None:
+                    self._submit(None, None, None, None, batch)
+        finally:
+            try:
+                self._sink.close()
+            finally:
+                self._archive.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Recorder({str(self.path)!r}, n_params={self.n_params}, schedule={self.schedule!r}, "
+                f"writer={self.writer_mode!r})")
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise TrajkitError(f"{self.path}: the Recorder is closed")
+        if self._broken is not None:
+            raise RecordError(f"{self.path}: recording stopped after an earlier write error "
+                              f"({type(self._broken).__name__}: {self._broken})")
+        try:
+            self._sink.check()
+        except BaseException as e:
+            self._broken = e
+            raise
+
+    def _truncate_for_resume(self, step: int) -> None:
+        self._resumed = False
+        self._archive.truncate(step)
+
+    def _snapshot(self, step: int, metrics: dict[str, float] | None) -> None:
+        merged = dict(metrics or {})
+        if self.evaluate is not None:
+            extra = self.evaluate(self.model) if self._evaluate_takes_model else self.evaluate()
+            for k, v in (extra or {}).items():
+                merged.setdefault(k, _to_float(v))
+        trace = self._trace.drain()
+        k = self._sink.acquire()
+        slot = self._copier.copy_into(k)
+        self._submit(k, slot, step, merged, trace)
+
+    def _submit(self, k, slot, step, metrics, trace) -> None:
+        item = WriteItem(k, slot, step, self._archive.elapsed() if slot is not None else None,
+                         self._epoch if slot is not None else None, metrics, trace)
+        try:
+            self._sink.submit(item)
+        except BaseException as e:
+            self._broken = e
+            raise
+
+    def _drain_sink(self) -> None:
+        if self.writer_mode == "thread":
+            self._sink.close()
+            self._sink = make_sink(self._archive, "thread", len(self._copier.slots))
+
+
+def _as_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) and not (
+            hasattr(step, "__index__") and not isinstance(step, float)):
+        raise TrajkitError(f"Recorder.step: step must be an integer optimiser step, got {step!r}")
+    return int(step)
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().cpu())
+    return float(v)
+
+
+def _takes_argument(fn: Callable) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    params = [p for p in sig.parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return bool(params)

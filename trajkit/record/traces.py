@@ -1,0 +1,83 @@
+"""Per-step scalars (minibatch loss, learning rate, ...) gathered without a host sync per step.
+
+Values may be Python numbers, numpy scalars or 0-d tensors on any device. Tensors are kept (detached) and
+only converted when the buffer is drained at a snapshot: on CUDA one ``torch.stack`` and one
+non-blocking copy into pinned memory per column, completed by the writer after a CUDA event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TraceBatch:
+    """Drained trace rows: ``steps`` int64 ``[S]`` and per-name columns (numpy or pinned tensors)."""
+
+    steps: np.ndarray
+    columns: dict[str, Any]
+    event: Any = None
+
+    def resolve(self) -> dict[str, np.ndarray]:
+        """Wait for pending device copies and return float64 numpy columns."""
+        if self.event is not None:
+            self.event.synchronize()
+        return {k: (v.numpy() if isinstance(v, torch.Tensor) else v).astype(np.float64)
+                for k, v in self.columns.items()}
+
+
+@dataclass
+class TraceBuffer:
+    """Accumulates ``(step, {name: value})`` rows; :meth:`drain` hands them over as a :class:`TraceBatch`."""
+
+    steps: list[int] = field(default_factory=list)
+    values: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, step: int, scalars: dict[str, Any]) -> None:
+        n = len(self.steps)
+        self.steps.append(step)
+        for name, v in scalars.items():
+            if v is None:
+                continue
+            if isinstance(v, torch.Tensor):
+                v = v.detach()
+                if v.numel() != 1:
+                    raise ValueError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
+                v = v.reshape(())
+            col = self.values.get(name)
+            if col is None:
+                col = self.values[name] = [None] * n
+            col.append(v)
+        for col in self.values.values():
+            if len(col) < n + 1:
+                col.append(None)
+
+    def drain(self) -> TraceBatch | None:
+        if not self.steps:
+            return None
+        steps = np.asarray(self.steps, dtype=np.int64)
+        columns: dict[str, Any] = {}
+        event = None
+        for name, vals in self.values.items():
+            devs = {v.device for v in vals if isinstance(v, torch.Tensor)}
+            cuda = next((d for d in devs if d.type == "cuda"), None)
+            if cuda is None:
+                columns[name] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
+                continue
+            nan = torch.tensor(float("nan"), device=cuda)
+            stacked = torch.stack([nan if v is None else torch.as_tensor(v, device=cuda).to(torch.float32)
+                                   for v in vals]).to(torch.float32)
+            host = torch.empty(stacked.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(stacked, non_blocking=True)
+            columns[name] = host
+            event = torch.cuda.Event()
+            event.record()
+        self.steps, self.values = [], {}
+        return TraceBatch(steps, columns, event)
