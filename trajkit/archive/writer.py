@@ -330,10 +330,21 @@ class ArchiveWriter:
     def truncate(self, step: int) -> int:
         """Drop committed snapshot and trace rows with step ``>= step`` (used when resuming). Returns rows dropped."""
         self._check_open()
+        keep = int(np.searchsorted(self._committed_steps(), step, side="left"))
+        tkeep = int(np.searchsorted(self._trace_committed_steps(), step, side="left"))
+        return self.truncate_rows(keep, tkeep)
+
+    def truncate_rows(self, keep: int, trace_keep: int | None = None) -> int:
+        """Keep the first ``keep`` committed snapshot rows (and ``trace_keep`` trace rows); returns rows dropped.
+
+        Row-based form of :meth:`truncate`, used by :func:`trajkit.archive.repair` where the rows after a
+        damaged chunk cannot be trusted to hold increasing steps.
+        """
+        self._check_open()
         steps = self._committed_steps()
-        keep = int(np.searchsorted(steps, step, side="left"))
         tsteps = self._trace_committed_steps()
-        tkeep = int(np.searchsorted(tsteps, step, side="left"))
+        keep = max(0, min(int(keep), self.committed))
+        tkeep = self.trace_committed if trace_keep is None else max(0, min(int(trace_keep), self.trace_committed))
         dropped = self.committed - keep
         if keep != self.committed:
             self.committed = keep

@@ -1,0 +1,143 @@
+"""Recorder overhead: training steps/s with vs without recording, alternated in one run.
+
+MLP 784-512-512-10 (~670 k parameters), batch 128, SGD, CPU, synthetic data. Each repeat trains
+the plain baseline and then every configuration (in rotating order), so drifts of the machine hit all
+of them alike; the reported slowdown is the median over repeats of (time with recording / baseline time
+of the same repeat) − 1.
+
+Configurations: (a) 200 log-spaced snapshots over the run, (b) a snapshot every 10 steps, (c) every step
+(on a shorter run: it writes ~2.7 MB per step), each through ``trajkit.Recorder``; (d) the baseline users
+have today, ``torch.save(model.state_dict())`` to a folder at the same schedules; (a-zstd) schedule (a)
+with zstd compression, for the compression ratio.
+
+    python benchmarks/recorder_overhead.py                 # full: 5000 steps, 3 repeats
+    python benchmarks/recorder_overhead.py --quick         # 600 steps, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import trajkit
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
+                               torch.nn.ReLU(), torch.nn.Linear(512, 10))
+
+
+def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None) -> dict:
+    """Train ``steps`` SGD steps; ``sink`` is none | trajkit | torch.save. Returns time and bytes."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(4096, 784, generator=g)
+    y = torch.randint(0, 10, (4096,), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    out = workdir / f"{sink}.trajkit"
+    shutil.rmtree(out, ignore_errors=True)
+    rec = None
+    if sink == "trajkit":
+        rec = trajkit.Recorder(out, model, schedule=schedule, writer=writer, compressor=compressor)
+    elif sink == "torch.save":
+        out.mkdir()
+    t0 = time.perf_counter()
+    for k in range(steps + 1):
+        loss = None
+        if k:
+            i = (k * 128) % 4096
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(X[i:i + 128]), y[i:i + 128])
+            loss.backward()
+            opt.step()
+        if rec is not None:
+            rec.step(k, loss=loss)
+        elif sink == "torch.save":
+            if k in schedule:
+                torch.save(model.state_dict(), out / f"step_{k:07d}.pt")
+    if rec is not None:
+        rec.close()
+    elapsed = time.perf_counter() - t0
+    nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
+    ratio = None
+    if sink == "trajkit":
+        arch = trajkit.open_archive(out)
+        ratio = arch.n_snapshots * arch.n_params * 4 / max(arch.params_disk_bytes(), 1)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": elapsed, "bytes": nbytes, "compression_ratio": ratio}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--every-step-steps", type=int, default=1000, help="run length for config (c)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--writer", default="auto", choices=["auto", "inline", "thread"])
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.every_step_steps, args.repeats = 600, 200, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_info
+
+    print("threadpools:", [(i["internal_api"], i["num_threads"], i.get("architecture")) for i in threadpool_info()])
+    print(f"torch threads: {torch.get_num_threads()}, writer={args.writer}")
+    s, s1 = args.steps, args.every_step_steps
+    configs = {
+        "a: 200 log snapshots": (s, "trajkit", trajkit.schedules.log(1, s, 200), None),
+        "b: every 10 steps": (s, "trajkit", trajkit.schedules.linear(10), None),
+        "c: every step": (s1, "trajkit", trajkit.schedules.linear(1), None),
+        "d(a): torch.save, log": (s, "torch.save", trajkit.schedules.log(1, s, 200), None),
+        "d(b): torch.save, every 10": (s, "torch.save", trajkit.schedules.linear(10), None),
+        "d(c): torch.save, every step": (s1, "torch.save", trajkit.schedules.linear(1), None),
+        "a-zstd: 200 log, zstd": (s, "trajkit", trajkit.schedules.log(1, s, 200), "zstd"),
+    }
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="trajkit-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ratios: dict[str, list[float]] = {k: [] for k in configs}
+    info: dict[str, dict] = {}
+    train(100, "none", trajkit.schedules.explicit([]), workdir)  # warm-up
+    names = list(configs)
+    for rep in range(args.repeats):
+        base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir)["seconds"] for n in {s, s1}}
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            steps, sink, sched, comp = configs[name]
+            r = train(steps, sink, sched, workdir, args.writer, comp)
+            ratios[name].append(r["seconds"] / base[steps])
+            info[name] = r
+        base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir)["seconds"] for n in {s, s1}}
+        print(f"repeat {rep + 1}/{args.repeats}: baseline {s} steps {base[s]:.2f}s / {base2[s]:.2f}s "
+              f"({s / base[s]:.0f} steps/s)")
+    print(f"\n{'configuration':32s} {'slowdown':>9s} {'(min..max)':>16s} {'bytes written':>14s} {'ratio':>6s}")
+    summary = {}
+    for name in names:
+        rs = np.array(ratios[name]) - 1
+        comp = info[name]["compression_ratio"]
+        print(f"{name:32s} {100 * np.median(rs):8.1f}% {100 * rs.min():7.1f}..{100 * rs.max():5.1f}% "
+              f"{info[name]['bytes'] / 1e6:11.1f} MB {comp if comp is None else round(comp, 3)!s:>6s}")
+        summary[name] = {"slowdown_median": float(np.median(rs)), "slowdown_all": rs.tolist(),
+                         "bytes": info[name]["bytes"], "compression_ratio": comp}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS: {peak:.0f} MiB; scratch: {workdir}")
+    if args.json:
+        print(json.dumps({"summary": summary, "peak_rss_mib": peak}))
+    if not args.dir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""The Recorder: what it writes is exactly the trajectory the training loop produced."""
+
+import numpy as np
+import pytest
+import torch
+
+import trajkit
+from trajkit.errors import ArchiveError, TrajkitError
+from trajkit.record import RecordError
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+
+
+def _train(path, writer="inline", steps=120, schedule=None, **kw):
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    expected, losses = {}, {}
+    schedule = schedule or trajkit.schedules.log(1, steps, 15)
+    with trajkit.Recorder(path, model, schedule=schedule, writer=writer, **kw) as rec:
+        for k in range(steps + 1):
+            loss = None
+            if k:
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(X), y)
+                loss.backward()
+                opt.step()
+                losses[k] = loss.item()
+            if rec.step(k, loss=loss, lr=0.05, epoch=k / 8):
+                expected[k] = _flat(model)
+    return model, expected, losses
+
+
+@pytest.mark.parametrize("writer", ["inline", "thread"])
+def test_snapshots_are_bit_exact_and_follow_the_schedule(tmp_path, writer):
+    sched = trajkit.schedules.log(1, 120, 15) | trajkit.schedules.linear(50)
+    model, expected, losses = _train(tmp_path / "r.trajkit", writer, schedule=sched)
+    arch = trajkit.open_archive(tmp_path / "r.trajkit")
+    np.testing.assert_array_equal(arch.steps, sched.steps(120))
+    assert sorted(expected) == arch.steps.tolist()
+    for r, s in enumerate(arch.steps):
+        np.testing.assert_array_equal(arch.params[r, :], expected[int(s)])
+    np.testing.assert_array_equal(arch.epochs, arch.steps / 8)
+    assert np.all(np.diff(arch.times) >= 0)
+    # the trace holds every step; loss is NaN where none was given (step 0)
+    np.testing.assert_array_equal(arch.trace["step"], np.arange(121))
+    assert np.isnan(arch.trace["loss"][0])
+    np.testing.assert_allclose(arch.trace["loss"][1:], [losses[k] for k in range(1, 121)], rtol=1e-7)
+    np.testing.assert_array_equal(arch.trace["lr"], 0.05)
+    meta = arch.metadata
+    assert meta["model"]["n_params"] == sum(p.numel() for p in model.parameters())
+    assert meta["model"]["class"] == "torch.nn.modules.container.Sequential"
+    assert meta["schedule"] == sched.spec
+    assert [e["name"] for e in arch.layout] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [e["layer"] for e in arch.layout] == [0, 0, 1, 1]
+    assert [e["role"] for e in arch.layout] == ["weight", "bias", "weight", "bias"]
+    # select "hidden" = every layer but the output one
+    np.testing.assert_array_equal(arch.select("hidden"), np.arange(5 * 7 + 7))
+
+
+def test_layout_rebuilds_the_state_dict(tmp_path):
+    model, _, _ = _train(tmp_path / "r.trajkit")
+    arch = trajkit.open_archive(tmp_path / "r.trajkit")
+    sd = arch.state_dict(-1)
+    fresh = _mlp(seed=5)
+    fresh.load_state_dict(sd)
+    for a, b in zip(fresh.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_evaluate_metrics_and_tensor_scalars(tmp_path):
+    model = _mlp()
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        return {"norm": torch.cat([p.reshape(-1) for p in m.parameters()]).norm()}
+
+    with trajkit.Recorder(tmp_path / "e.trajkit", model, schedule=trajkit.schedules.explicit([0, 3, 9]),
+                          evaluate=evaluate) as rec:
+        for k in range(10):
+            rec.step(k, loss=torch.tensor(float(k)), grad_norm=np.float32(2 * k))
+        rec.snapshot(12, metrics={"extra": 1.5})
+    arch = trajkit.open_archive(tmp_path / "e.trajkit")
+    assert arch.steps.tolist() == [0, 3, 9, 12]
+    assert len(calls) == 4
+    np.testing.assert_allclose(arch.metrics["norm"], np.linalg.norm(_flat(model)), rtol=1e-6)
+    assert np.isnan(arch.metrics["extra"][:3]).all() and arch.metrics["extra"][3] == 1.5
+    np.testing.assert_array_equal(arch.trace["loss"], np.arange(10.0))
+    np.testing.assert_array_equal(arch.trace["grad_norm"], 2 * np.arange(10.0))
+
+
+def test_resume_drops_rows_at_or_after_the_resume_step(tmp_path):
+    path = tmp_path / "r.trajkit"
+    model = _mlp()
+    with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(2)) as rec:
+        for k in range(11):
+            rec.step(k, loss=float(k))
+    with pytest.raises(ArchiveError, match="already exists"):
+        trajkit.Recorder(path, model)
+    with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(2), resume="allow") as rec:
+        assert rec.restore() == 10
+        for k in range(6, 9):  # training restarted from step 6: rows 6, 8, 10 are replaced
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float(k))
+            rec.step(k, loss=-float(k))
+    arch = trajkit.open_archive(path)
+    assert arch.steps.tolist() == [0, 2, 4, 6, 8]
+    assert np.all(arch.params[3, :] == 6.0) and np.all(arch.params[4, :] == 8.0)
+    np.testing.assert_array_equal(arch.trace["step"], np.arange(9))
+    np.testing.assert_array_equal(arch.trace["loss"], [0, 1, 2, 3, 4, 5, -6, -7, -8])
+    with pytest.raises(ArchiveError, match="resume='must'"):
+        trajkit.Recorder(tmp_path / "absent.trajkit", model, resume="must")
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path):
+    path = tmp_path / "r.trajkit"
+    with trajkit.Recorder(path, _mlp()) as rec:
+        rec.step(0)
+    with pytest.raises(ArchiveError, match="n_params"):
+        trajkit.Recorder(path, torch.nn.Linear(2, 2), resume="allow")
+
+
+def test_writer_thread_errors_surface_on_the_next_step(tmp_path):
+    path = tmp_path / "r.trajkit"
+    model = _mlp()
+    rec = trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), writer="thread", buffers=1)
+    rec.step(0)
+    rec.step(1)
+    rec._sink.close()  # let the queue drain, then break the params directory under the writer
+    rec._sink = type(rec._sink)(rec._archive, 1)
+    cdir = path / "snapshots" / "params" / "c"
+    import shutil
+    shutil.rmtree(cdir)
+    cdir.write_text("not a directory")
+    with pytest.raises(RecordError, match="step 2"):
+        rec.step(2)
+        for k in range(3, 50):
+            rec.step(k)
+    with pytest.raises(RecordError, match="earlier write error"):
+        rec.step(60)
+    cdir.unlink()
+    rec.close()
+    assert trajkit.open_archive(path).n_snapshots == 2
+
+
+def test_back_pressure_never_drops_snapshots(tmp_path, monkeypatch):
+    """A writer much slower than training makes the training thread wait; every snapshot lands."""
+    import time as _time
+
+    from trajkit.archive.writer import ArchiveWriter
+
+    original = ArchiveWriter.write_row
+
+    def slow_write_row(self, *a, **k):
+        _time.sleep(0.01)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(ArchiveWriter, "write_row", slow_write_row)
+    model = _mlp()
+    with trajkit.Recorder(tmp_path / "bp.trajkit", model, schedule=trajkit.schedules.linear(1),
+                          writer="thread", buffers=2) as rec:
+        for k in range(40):
+            with torch.no_grad():
+                model[0].weight.fill_(float(k))
+            rec.step(k)
+    arch = trajkit.open_archive(tmp_path / "bp.trajkit")
+    assert arch.steps.tolist() == list(range(40))
+    for r in range(40):
+        assert np.all(arch.params[r, :35] == float(r))
+
+
+def test_nonfinite_params_are_flagged_at_record_time(tmp_path):
+    model = _mlp()
+    with pytest.warns(RuntimeWarning, match="NaN or inf"), \
+            trajkit.Recorder(tmp_path / "nan.trajkit", model, schedule=trajkit.schedules.linear(1)) as rec:
+        rec.step(0)
+        with torch.no_grad():
+            model[0].weight[0, 0] = float("nan")
+        rec.step(1)
+        rec.step(2)
+    meta = trajkit.open_archive(tmp_path / "nan.trajkit").metadata
+    assert meta["nonfinite"]["first_step"] == 1 and meta["nonfinite"]["steps"] == [1, 2]
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    model = _mlp()
+    with pytest.raises(TrajkitError, match="writer="):
+        trajkit.Recorder(tmp_path / "a.trajkit", model, writer="fast")
+    with pytest.raises(TrajkitError, match="no trainable parameters"):
+        trajkit.Recorder(tmp_path / "b.trajkit", torch.nn.ReLU())
+    with trajkit.Recorder(tmp_path / "c.trajkit", model) as rec:
+        rec.step(0)
+        with pytest.raises(TrajkitError, match="integer"):
+            rec.step(1.5)
+        with pytest.raises(ArchiveError, match="increase strictly"):
+            rec.snapshot(0)
+    with pytest.raises(TrajkitError, match="closed"):
+        rec.step(3)
+
+
+def test_schedules():
+    s = trajkit.schedules.log(1, 1000, 10)
+    assert s.steps(1000)[0] == 0 and s.steps(1000)[-1] == 1000
+    assert all(k in s for k in s.steps(1000))
+    lin = trajkit.schedules.linear(7, start=3, stop=30)
+    assert lin.steps(100).tolist() == [3, 10, 17, 24]
+    assert 10 in lin and 11 not in lin and 31 not in lin
+    u = s | lin | trajkit.schedules.explicit([5, 999])
+    assert set(u.steps(1000)) == set(s.steps(1000)) | {3, 10, 17, 24, 5, 999}
+    rebuilt = trajkit.schedules.from_spec(u.spec)
+    assert np.array_equal(rebuilt.steps(1000), u.steps(1000))
+    with pytest.raises(TrajkitError):
+        trajkit.schedules.log(10, 5, 3)
+    with pytest.raises(TrajkitError):
+        trajkit.schedules.linear(0)

@@ -1,0 +1,300 @@
+"""Results of analyses: named arrays with coordinates, scalars with uncertainties, parameters, provenance.
+
+>>> r = Result(arrays={"msd": (msd_KxT, ("tw_step", "step"))},            # doctest: +SKIP
+...            coords={"tw_step": tw, "step": steps},
+...            scalars={"beta": 0.51, "beta_ci": [0.47, 0.55], "regime": "simple"})
+>>> r.arrays["msd"], r.dims["msd"], r.scalars["beta"]                       # doctest: +SKIP
+>>> r.save("out/overlaps"); trajkit.load_result("out/overlaps")             # doctest: +SKIP
+
+Conventions. An array is given as ``(values, dims)`` or as bare values (dims then default to
+``dim_0, dim_1, ...``); each dim that has a coordinate in ``coords`` must match the array's axis length.
+Scalars are numbers, strings, booleans, ``None`` (e.g. an unresolved relaxation time) or short lists of
+numbers; uncertainties use suffixes on the scalar's name: ``<name>_ci`` = ``[low, high]`` confidence
+interval, ``<name>_sem`` / ``<name>_err`` = standard error. The core fills ``params`` and ``provenance``
+(``analysis``, ``analysis_version``, ``plugin``, ``distribution``, ``plugin_version``, ``trajkit_version``,
+``run_ids``, ``inputs``, ``created``, ``device``).
+
+On disk (``save(dir)``): ``result.json`` (validated by ``schemas/result.schema.json``; non-finite numbers
+are written as ``null`` since JSON has none, and read back as ``None``), ``arrays.npz`` and
+``coords.npz`` (plain numeric or unicode arrays, no pickle), and CSV tables: ``scalars.csv``, one
+``<dim>.csv`` per dimension holding every 1-D array along it, and ``<name>.csv`` in long form (one column
+per dim, then ``value``) for each array with two or more dims.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajkit.errors import AnalysisError
+
+RESULT_FORMAT = "trajkit-result"
+RESULT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise AnalysisError(f"result {kind} name {name!r} is invalid; use letters, digits, '_', '-', '.' "
+                            "starting with a letter or '_'")
+    return name
+
+
+def _jsonable(v: Any) -> Any:
+    """Plain JSON types; non-finite floats become None."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, bool | np.bool_):
+        return bool(v)
+    if isinstance(v, int | np.integer):
+        return int(v)
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if v is None or isinstance(v, str):
+        return v
+    return str(v)
+
+
+class Result:
+    """The output of an analysis.
+
+    Attributes: ``arrays`` (name → ndarray), ``dims`` (name → tuple of dim names), ``coords`` (dim →
+    1-D ndarray), ``scalars`` (name → number / str / bool / None / list), ``params`` (dict),
+    ``provenance`` (dict), ``analysis`` (the Analysis class when known, used by :meth:`plot`).
+    ``result[name]`` returns an array or a scalar.
+    """
+
+    def __init__(self, arrays: dict[str, Any] | None = None, coords: dict[str, Any] | None = None,
+                 scalars: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                 provenance: dict[str, Any] | None = None):
+        self.arrays: dict[str, np.ndarray] = {}
+        self.dims: dict[str, tuple[str, ...]] = {}
+        self.coords: dict[str, np.ndarray] = {}
+        for dim, values in (coords or {}).items():
+            arr = np.asarray(values)
+            if arr.ndim != 1:
+                raise AnalysisError(f"result coordinate {dim!r} must be 1-D, got shape {arr.shape}")
+            self.coords[_check_name("coordinate", dim)] = arr
+        for name, spec in (arrays or {}).items():
+            _check_name("array", name)
+            if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], tuple | list) \
+                    and all(isinstance(d, str) for d in spec[1]):
+                values, dims = np.asarray(spec[0]), tuple(spec[1])
+            else:
+                values = np.asarray(spec)
+                dims = tuple(f"dim_{i}" for i in range(values.ndim))
+            if values.dtype == object:
+                raise AnalysisError(f"result array {name!r} has dtype object; use a numeric or string array")
+            if len(dims) != values.ndim:
+                raise AnalysisError(f"result array {name!r} has {values.ndim} axes but {len(dims)} dims {dims}")
+            for ax, d in enumerate(dims):
+                _check_name("dim", d)
+                if d in self.coords and self.coords[d].shape[0] != values.shape[ax]:
+                    raise AnalysisError(f"result array {name!r} axis {ax} ({d}) has length {values.shape[ax]} "
+                                        f"but coordinate {d!r} has {self.coords[d].shape[0]}")
+            self.arrays[name] = values
+            self.dims[name] = dims
+        self.scalars: dict[str, Any] = {}
+        for name, v in (scalars or {}).items():
+            _check_name("scalar", name)
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            self.scalars[name] = v
+        self.params: dict[str, Any] = dict(params or {})
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.analysis: Any = None
+
+    # -- access ---------------------------------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.arrays:
+            return self.arrays[name]
+        if name in self.scalars:
+            return self.scalars[name]
+        raise KeyError(f"result has no array or scalar {name!r} (arrays: {', '.join(self.arrays) or 'none'}; "
+                       f"scalars: {', '.join(self.scalars) or 'none'})")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays or name in self.scalars
+
+    def __repr__(self) -> str:
+        arrays = ", ".join(f"{k}{list(self.dims[k])}" for k in self.arrays)
+        name = self.provenance.get("analysis", "?")
+        return f"<Result {name}: arrays [{arrays}], scalars [{', '.join(self.scalars)}]>"
+
+    # -- serialisation --------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``result.json`` document (without writing anything)."""
+        arrays = {}
+        for name, a in self.arrays.items():
+            entry: dict[str, Any] = {"dims": list(self.dims[name]), "shape": list(a.shape), "dtype": str(a.dtype),
+                                     "file": "arrays.npz"}
+            entry["table"] = f"{self.dims[name][0]}.csv" if a.ndim == 1 else (f"{name}.csv" if a.ndim else None)
+            arrays[name] = entry
+        coords = {d: {"shape": list(c.shape), "dtype": str(c.dtype), "file": "coords.npz"}
+                  for d, c in self.coords.items()}
+        return {"format": RESULT_FORMAT, "version": RESULT_VERSION,
+                "analysis": self.provenance.get("analysis"),
+                "params": _jsonable(self.params), "scalars": _jsonable(self.scalars),
+                "arrays": arrays, "coords": coords, "provenance": _jsonable(self.provenance)}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``result.json``, ``arrays.npz``, ``coords.npz`` and CSV tables into ``directory``; returns it."""
+        from trajkit.archive.metadata import schema_problems
+
+        doc = self.to_json()
+        problems = schema_problems(doc, "result.schema.json")
+        if problems:
+            detail = "; ".join(f"{p or '/'}: {m}" for p, m in problems[:5])
+            raise AnalysisError(f"result of {doc['analysis']!r} fails schemas/result.schema.json at {detail}")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(out / "arrays.npz", **self.arrays)
+        np.savez(out / "coords.npz", **self.coords)
+        self._write_tables(out)
+        tmp = out / "result.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, out / "result.json")
+        return out
+
+    def _write_tables(self, out: Path) -> None:
+        with open(out / "scalars.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "value"])
+            for k, v in self.scalars.items():
+                w.writerow([k, json.dumps(_jsonable(v)) if isinstance(v, list | tuple) else _csv(v)])
+        by_dim: dict[str, list[str]] = {}
+        for name, a in self.arrays.items():
+            if a.ndim == 1:
+                by_dim.setdefault(self.dims[name][0], []).append(name)
+            elif a.ndim >= 2:
+                self._write_long(out / f"{name}.csv", name)
+        for dim, names in by_dim.items():
+            n = self.arrays[names[0]].shape[0]
+            names = [k for k in names if self.arrays[k].shape[0] == n]
+            coord = self.coords.get(dim, np.arange(n))
+            with open(out / f"{dim}.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow([dim, *names])
+                for i in range(n):
+                    w.writerow([_csv(coord[i]), *(_csv(self.arrays[k][i]) for k in names)])
+
+    def _write_long(self, path: Path, name: str) -> None:
+        a, dims = self.arrays[name], self.dims[name]
+        axes = [self.coords.get(d, np.arange(a.shape[i])) for i, d in enumerate(dims)]
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([*dims, "value"])
+            for idx in np.ndindex(*a.shape):
+                w.writerow([*(_csv(axes[i][j]) for i, j in enumerate(idx)), _csv(a[idx])])
+
+    # -- plotting -------------------------------------------------------------------------------------------
+
+    def plot(self, fig: Any = None) -> Any:
+        """A matplotlib Figure: the analysis's own ``plot(result, fig)`` when it has one, else a generic plot."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise AnalysisError("result.plot() needs matplotlib; install it with: pip install 'trajkit[plot]'") \
+                from None
+        fig = fig if fig is not None else Figure(figsize=(9, 6), layout="constrained")
+        analysis = self.analysis
+        if analysis is None and self.provenance.get("analysis"):
+            from trajkit.analysis.plugins import find_analysis_class
+
+            analysis = find_analysis_class(self.provenance["analysis"])
+        if analysis is not None and callable(getattr(analysis, "plot", None)):
+            out = analysis().plot(self, fig)
+            return out if out is not None else fig
+        return generic_plot(self, fig)
+
+
+def _csv(v: Any) -> Any:
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return "" if math.isnan(f) else repr(f)
+    if isinstance(v, np.generic):
+        return v.item()
+    return "" if v is None else v
+
+
+def generic_plot(result: Result, fig: Any) -> Any:
+    """One panel per array (up to 6): 1-D arrays as lines against their coordinate, 2-D as one line per row."""
+    names = [k for k, a in result.arrays.items() if a.ndim in (1, 2) and np.issubdtype(a.dtype, np.number)][:6]
+    if not names:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.axis("off")
+        text = "\n".join(f"{k} = {v}" for k, v in result.scalars.items()) or "(empty result)"
+        ax.text(0.02, 0.98, text, va="top", family="monospace", fontsize=9)
+        return fig
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        a, dims = result.arrays[name], result.dims[name]
+        x = result.coords.get(dims[-1], np.arange(a.shape[-1]))
+        ys = a[None, :] if a.ndim == 1 else a
+        labels = result.coords.get(dims[0], np.arange(a.shape[0])) if a.ndim == 2 else [None]
+        for y, lab in zip(ys, labels, strict=False):
+            ax.plot(x, y, marker=".", ms=3, label=None if lab is None else f"{dims[0]}={lab}")
+        if np.issubdtype(np.asarray(x).dtype, np.number) and np.nanmin(x) > 0 and np.nanmax(x) / np.nanmin(x) > 100:
+            ax.set_xscale("log")
+        ax.set_xlabel(dims[-1])
+        ax.set_title(name)
+        if a.ndim == 2 and a.shape[0] <= 10:
+            ax.legend(fontsize=6)
+    fig.suptitle(str(result.provenance.get("analysis", "result")))
+    return fig
+
+
+def load_result(directory: str | os.PathLike) -> Result:
+    """Read a result written by :meth:`Result.save` (``result.json`` is schema-validated)."""
+    from trajkit.archive.metadata import schema_problems
+
+    d = Path(directory)
+    path = d / "result.json"
+    if not path.is_file():
+        raise AnalysisError(f"{d}: no result.json; pass a directory written by result.save() or --out")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AnalysisError(f"{path}: not valid JSON ({e})") from None
+    problems = schema_problems(doc, "result.schema.json")
+    if problems:
+        detail = "; ".join(f"{p or '/'}: {m}" for p, m in problems[:5])
+        raise AnalysisError(f"{path}: fails schemas/result.schema.json at {detail}")
+    arrays: dict[str, Any] = {}
+    coords: dict[str, Any] = {}
+    try:
+        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+            for name, entry in doc["arrays"].items():
+                arrays[name] = (z[name], tuple(entry["dims"]))
+        with np.load(d / "coords.npz", allow_pickle=False) as z:
+            for dim in doc["coords"]:
+                coords[dim] = z[dim]
+    except (OSError, KeyError) as e:
+        raise AnalysisError(f"{d}: arrays.npz/coords.npz missing or incomplete ({e}); re-run the analysis") \
+            from None
+    r = Result(arrays=arrays, coords=coords, scalars=doc["scalars"], params=doc["params"],
+               provenance=doc["provenance"])
+    return r
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,74 @@
+"""Archive commands: ``trajkit info``, ``validate``, ``repair`` and ``import`` (parse, call, print)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from trajkit.archive.importer import import_checkpoints
+from trajkit.archive.info import format_summary, summarize
+from trajkit.archive.reader import open_archive
+from trajkit.archive.repair import repair
+from trajkit.archive.validate import validate
+
+
+@click.command("info")
+@click.argument("archive")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_command(archive: str, as_json: bool) -> None:
+    """Summarise ARCHIVE: run, model, N, T, step range, schedule, metrics, size, compression."""
+    summary = summarize(archive)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo("\n".join(format_summary(summary)))
+
+
+@click.command("validate")
+@click.argument("archives", nargs=-1, required=True)
+def validate_command(archives: tuple[str, ...]) -> None:
+    """Check each ARCHIVE (schema, structure, committed chunks, NaN/inf); exit 1 if any has a problem."""
+    failed = False
+    for path in archives:
+        problems = validate(path)
+        for p in problems:
+            click.echo(p.message)
+        if problems:
+            failed = True
+        else:
+            arch = open_archive(path)
+            click.echo(f"ok {path} ({arch.n_snapshots} snapshots x {arch.n_params} parameters)")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@click.command("repair")
+@click.argument("archive")
+def repair_command(archive: str) -> None:
+    """Truncate ARCHIVE to its last good committed snapshot and remove uncommitted files."""
+    click.echo("\n".join(repair(archive).lines()))
+
+
+@click.command("import")
+@click.argument("checkpoint_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, help="The archive to create (NAME.trajkit; must not exist).")
+@click.option("--pattern", default=None,
+              help="Regex searched in file names; its group 'step' (or first group) is the step. "
+                   "Default: the last integer in the file stem.")
+def import_command(checkpoint_dir: str, out: str, pattern: str | None) -> None:
+    """Import CHECKPOINT_DIR of PyTorch state_dict files (torch.load weights_only=True) as an archive."""
+    path = import_checkpoints(checkpoint_dir, out, pattern=pattern)
+    arch = open_archive(path)
+    skipped = arch.metadata.get("import", {}).get("skipped") or []
+    click.echo(f"imported {arch.n_snapshots} checkpoints (steps {int(arch.steps[0])}..{int(arch.steps[-1])}, "
+               f"{arch.n_params} parameters in {len(arch.layout)} tensors) -> {Path(path)}")
+    if skipped:
+        click.echo(f"skipped non-floating buffers: {', '.join(skipped)}")
+
+
+def register(cli: click.Group) -> None:
+    """Attach the archive commands to the ``trajkit`` group."""
+    for command in (info_command, validate_command, repair_command, import_command):
+        cli.add_command(command)
