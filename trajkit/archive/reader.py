@@ -287,9 +287,11 @@ class Archive:
         return total, logical
 
     def params_disk_bytes(self) -> int:
+        """Bytes of the ``snapshots/params`` chunk files on disk (data only), or -1 when not local."""
         if self._local is None:
             return -1
-        return sum(f.stat().st_size for f in (self._local / fmt.PARAMS).rglob("*") if f.is_file())
+        chunks = self._local / fmt.PARAMS / "c"
+        return sum(f.stat().st_size for f in chunks.rglob("*") if f.is_file()) if chunks.is_dir() else 0
 
     def __repr__(self) -> str:
         return (f"Archive({self.path!r}, run_id={self.run_id[:8]}, N={self.n_params}, T={self.n_snapshots})")

@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trajkit.archive import format as fmt
-from trajkit.archive.validate import Problem, validate
+from trajkit.archive.validate import STRAY_NODE_WARNING, Problem, validate
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import ArchiveError
 
@@ -89,13 +90,15 @@ def repair(path: str | os.PathLike) -> RepairReport:
         problems = validate(root)
         raise ArchiveError(problems[0].message if problems else f"{root}: metadata has no /model/n_params")
     before = _files(root)
-    writer = ArchiveWriter(root, n_params, resume="must")  # takes the lock; refuses while a writer is active
-    try:
-        report = _repair_locked(root, writer)
-    except BaseException:
-        writer._closed = True
-        writer._lock.release()
-        raise
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=STRAY_NODE_WARNING)  # such directories are removed below
+        writer = ArchiveWriter(root, n_params, resume="must")  # takes the lock; refuses while one is active
+        try:
+            report = _repair_locked(root, writer)
+        except BaseException:
+            writer._closed = True
+            writer._lock.release()
+            raise
     report.files_removed = sorted(str(p.relative_to(root)) for p in before - _files(root))
     return report
 
@@ -165,5 +168,6 @@ def _marker(group_dir: Path) -> int:
 def _tail(p: Problem) -> str:
     """A problem's message without the archive path prefix."""
     prefix = f"{p.path}: "
-    return p.message[len(prefix):] if p.message.startswith(prefix) else p.message
+    text = p.message[len(prefix):] if p.message.startswith(prefix) else p.message
+    return text.split("; run `trajkit repair`")[0]
 

@@ -20,6 +20,7 @@ order, stop early only when later ones cannot run:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from trajkit.errors import ArchiveError
 
 #: memory budget of one column block of the NaN/inf scan (bytes of float32 ``[T, block]``)
 SCAN_BLOCK_BYTES = 64 * 2**20
+
+#: zarr's warning for a directory without zarr.json inside a group
+STRAY_NODE_WARNING = r"Object at .* is not recognized as a component of a Zarr hierarchy"
 
 _SCALARS = ((fmt.STEP, "int64"), (fmt.TIME, "float64"), (fmt.EPOCH, "float64"))
 
@@ -76,6 +80,12 @@ class _Checker:
 
 def validate(path: str | os.PathLike) -> list[Problem]:
     """Every problem found in the archive at ``path`` (directory, zip or URL); ``[]`` when it is valid."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=STRAY_NODE_WARNING)  # reported as a "debris" problem
+        return _validate(path)
+
+
+def _validate(path: str | os.PathLike) -> list[Problem]:
     from trajkit.archive.reader import Archive, _open_group
 
     c = _Checker(str(path))
@@ -315,7 +325,7 @@ def _check_params_chunks(c: _Checker, arch: Any, store: _ChunkStore, committed: 
             if what is None:
                 continue
             step = int(steps[row]) if row < steps.size else None
-            kept = f"rows 0..{row - 1}" if row else "no rows"
+            kept = {0: "no rows", 1: "row 0"}.get(row, f"rows 0..{row - 1}")
             c.add("chunk", f"{fmt.PARAMS} row {row} (step {step}) {what}; run `trajkit repair` to keep {kept} "
                            "and drop the rest", array=fmt.PARAMS, row=row, step=step)
             c.bad_row(row)

@@ -34,16 +34,18 @@ COMPRESSORS = (None, "zstd")
 
 
 class _Column:
-    """A growable 1-D zarr array written one row (or a run of rows) at a time.
+    """A growable 1-D zarr array written one row (or a run of rows) at a time, in place.
 
-    The chunk holding the next row stays in memory; every write replaces that chunk's file atomically,
-    so rows committed earlier in the same chunk survive a crash during the rewrite.
+    A chunk file is created once, whole, filled with the fill value; rows are then written into it with
+    ``pwrite`` at their byte offset through a file descriptor kept open. A write touches only the bytes
+    of rows not yet committed, so a crash at any moment leaves every committed row intact — without the
+    cost of a rename per write (on ext4 a rename over an existing file forces a data flush, ~0.2 ms).
     """
 
     def __init__(self, root: Path, name: str, dtype: str, chunk: int, length: int, create: bool,
                  capacity: int, fsync: bool):
         self.dir = root / name
-        self.name, self.dtype, self.chunk, self.fsync = name, np.dtype(dtype), chunk, fsync
+        self.name, self.dtype, self.chunk, self.fsync = name, np.dtype(dtype).newbyteorder("<"), chunk, fsync
         self._fill = np.nan if self.dtype.kind == "f" else -1
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ class _Column:
         else:
             self.shape0 = int(fmt.read_json(self.dir / "zarr.json")["shape"][0])
         self._chunk_idx = -1
-        self._buf = np.full(chunk, self._fill, dtype=self.dtype)
+        self._fd: int | None = None
         self.length = length
 
     def _write_meta(self, shape0: int | None = None) -> None:
@@ -62,44 +64,51 @@ class _Column:
     def _chunk_path(self, c: int) -> Path:
         return self.dir / "c" / str(c)
 
-    def _load(self, c: int) -> None:
-        if c == self._chunk_idx:
-            return
+    def _open(self, c: int) -> int:
+        if c == self._chunk_idx and self._fd is not None:
+            return self._fd
+        self.release()
         p = self._chunk_path(c)
-        self._buf = np.full(self.chunk, self._fill, dtype=self.dtype)
-        if p.exists():
-            data = np.fromfile(p, dtype=self.dtype.newbyteorder("<"))
-            if data.size == self.chunk:
-                self._buf[:] = data
+        nbytes = self.chunk * self.dtype.itemsize
+        if not p.exists() or p.stat().st_size != nbytes:
+            # a new chunk (or one torn while being created): every row in it is uncommitted
+            p.parent.mkdir(exist_ok=True)
+            fmt.atomic_write_bytes(p, np.full(self.chunk, self._fill, dtype=self.dtype).tobytes(), self.fsync)
+        self._fd = os.open(p, os.O_WRONLY)
         self._chunk_idx = c
+        return self._fd
 
-    def write(self, start: int, values: np.ndarray) -> None:
-        """Write ``values`` at rows ``start, start+1, ...``; rows past ``start+len`` in the chunk become fill."""
-        values = np.asarray(values, dtype=self.dtype)
+    def write(self, start: int, values: Any) -> None:
+        """Write ``values`` at rows ``start, start+1, ...`` (a crash never touches rows before ``start``)."""
+        values = np.asarray(values, dtype=self.dtype).ravel()
         end = start + values.size
         if end > self.shape0:
             self.shape0 = max(2 * self.shape0, end)
             self._write_meta()
-        (self.dir / "c").mkdir(exist_ok=True)
         pos = start
         while pos < end:
             c = pos // self.chunk
-            self._load(c)
+            fd = self._open(c)
             lo = pos - c * self.chunk
             n = min(self.chunk - lo, end - pos)
-            self._buf[lo:lo + n] = values[pos - start:pos - start + n]
-            self._buf[lo + n:] = self._fill
-            fmt.atomic_write_bytes(self._chunk_path(c), self._buf.astype("<" + self.dtype.str[1:]).tobytes(),
-                                   self.fsync)
+            os.pwrite(fd, values[pos - start:pos - start + n].tobytes(), lo * self.dtype.itemsize)
+            if self.fsync:
+                os.fsync(fd)
             pos += n
         self.length = end
 
     def truncate(self, length: int) -> None:
         self.length = length
-        self._chunk_idx = -1
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._chunk_idx = -1
 
     def finalize(self, length: int) -> None:
         """Set the array's shape to ``length`` and delete chunk files wholly beyond it."""
+        self.release()
         self.shape0 = length
         self._write_meta(length)
         last = (length - 1) // self.chunk if length else -1
@@ -155,6 +164,8 @@ class ArchiveWriter:
                 self._create(layout, metadata, capacity, compressor, chunk_bytes)
         except BaseException:
             self._lock.release()
+            if not exists:  # a failed create (e.g. invalid metadata) leaves nothing behind
+                shutil.rmtree(self.path, ignore_errors=True)
             raise
         self._staging = np.full(self.padded_size, np.nan, dtype=np.float32)
         self._trace_pending: dict[str, list[np.ndarray]] = {}

@@ -1,0 +1,257 @@
+"""The aging exponent μ from two-time curves measured at several waiting times.
+
+Three independent estimates from curves ``y_k(t) = F(tw_k, tw_k + t)`` (``F`` = ``msd``, ``self_overlap``
+or ``overlap_normalized``):
+
+(a) **collapse** (:func:`fit_mu_collapse`): the μ that minimises the spread of the curves plotted against
+    ``x = t / tw^μ``. Each curve is interpolated (linearly in ``ln x``) onto a common grid of ``ln x``;
+    the spread is ``S(μ) = Σ_j Σ_k (y_kj − ȳ_j)² / Σ_j Σ_k (y_kj − ȳ)²`` over the grid points ``j``
+    covered by at least two curves (``ȳ_j`` the mean at point j, ``ȳ`` the mean of all covered values) —
+    the fraction of the curves' variance that the scaling variable does not explain, so a μ cannot win by
+    pushing the overlap onto a flat stretch. For ``msd`` the curves are compared as ``ln msd``. The
+    collapse in ``t/tw^μ`` holds for ``t ≪ tw`` when μ ≠ 1: restrict it with ``max_ratio`` (t/tw).
+(b) **h-form** (:func:`fit_mu_h`): the same minimisation with the scaling variable
+    ``ln[h(tw+t)/h(tw)] = s(tw+t) − s(tw)``, ``h(u) = exp(u^(1−μ)/(1−μ))`` (μ → 1: ``h(u) = u``), which
+    is exact at every ``t`` for a stationary process run in effective time ``s(t) = t^(1−μ)/(1−μ)``.
+(c) **relaxation time** (:func:`fit_mu_tau`): the slope of ``ln τ(tw)`` vs ``ln tw``, where ``τ(tw)`` is
+    when the curve, restricted to the same ``max_ratio`` window as (a), crosses a level — ``c·y(tw,tw)`` for overlaps (τ_c of OBSERVABLES.md), and for the MSD
+    (trajkit's own choice) the geometric middle of the range all curves share.
+
+At μ = 0 every scaling variable is the lag ``t`` itself: a stationary process collapses at μ = 0 and has
+``τ`` independent of ``tw``. **Regime rule** (:func:`classify_regime`, trajkit's own): *stationary* when
+the collapse estimate and, if resolved, the τ estimate are both consistent with μ = 0 — the estimate or
+its confidence interval lies within ``tol`` (default 0.1) of 0; otherwise the collapse estimate decides:
+*simple* (μ = 1 within ``tol`` or inside its interval), *sub* (μ < 1), *super* (μ > 1). A stationary
+run reports no μ (NaN): an exponent of a process that does not age is not a measurement.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+#: Search range of μ and the coarse scan step before the bounded refinement.
+MU_BOUNDS = (-0.5, 2.5)
+_SCAN_STEP = 0.05
+_GRID_POINTS = 64
+_MIN_COVERED = 4
+
+
+def curves_in_window(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *,
+                     max_ratio: float | None = None, min_lag: float = 0.0,
+                     log_values: bool = False) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Split ``values [K, T]`` into per-tw curves ``(tw, lags, y)`` with ``lags > min_lag`` (and
+    ``lags ≤ max_ratio·tw``), finite (positive if ``log_values``) values; ``y = ln values`` if asked."""
+    out = []
+    for k, tw in enumerate(np.asarray(tw_steps)):
+        lag = (steps - tw).astype(float)
+        y = np.asarray(values[k], dtype=float)
+        ok = (lag > min_lag) & np.isfinite(y)
+        if max_ratio is not None:
+            ok &= lag <= max_ratio * tw
+        if log_values:
+            ok &= y > 0
+        if tw <= 0:
+            ok &= False
+        y = np.log(y[ok]) if log_values else y[ok]
+        out.append((float(tw), lag[ok], y))
+    return out
+
+
+def ln_ratio_variable(tw: float, lags: np.ndarray, mu: float) -> np.ndarray:
+    """``ln(t / tw^μ)``."""
+    return np.log(lags) - mu * np.log(tw)
+
+
+def ln_h_variable(tw: float, lags: np.ndarray, mu: float) -> np.ndarray:
+    """``ln(s(tw+t) − s(tw))`` for ``s(u) = u^(1−μ)/(1−μ)`` (μ = 1: ``ln u``), computed stably as
+    ``(1−μ) ln tw + ln[expm1((1−μ) log1p(t/tw)) / (1−μ)]``."""
+    a = 1.0 - mu
+    lp = np.log1p(lags / tw)
+    if abs(a) < 1e-9:
+        return np.log(lp)
+    return a * np.log(tw) + np.log(np.expm1(a * lp) / a)
+
+
+def collapse_spread(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_grid: int = _GRID_POINTS) -> float:
+    """Normalised spread ``S`` of curves ``(u_k, y_k)`` (u increasing) on a common grid of ``u``.
+
+    ``inf`` when fewer than 4 grid points are covered by two or more curves or the covered values do not
+    vary.
+    """
+    curves = [(u, y) for u, y in curves if u.size >= 2]
+    if len(curves) < 2:
+        return float("inf")
+    lo = min(float(u[0]) for u, _ in curves)
+    hi = max(float(u[-1]) for u, _ in curves)
+    if not hi > lo:
+        return float("inf")
+    grid = np.linspace(lo, hi, n_grid)
+    ys = np.full((len(curves), n_grid), np.nan)
+    for k, (u, y) in enumerate(curves):
+        inside = (grid >= u[0]) & (grid <= u[-1])
+        ys[k, inside] = np.interp(grid[inside], u, y)
+    covered = np.sum(np.isfinite(ys), axis=0) >= 2
+    if covered.sum() < _MIN_COVERED:
+        return float("inf")
+    ys = ys[:, covered]
+    mask = np.isfinite(ys)
+    point_mean = np.nansum(ys, axis=0) / mask.sum(axis=0)
+    within = np.nansum((ys - point_mean) ** 2)
+    total = np.nansum((ys - np.nanmean(ys)) ** 2)
+    return float(within / total) if total > 0 else float("inf")
+
+
+def _minimise(spread_at, bounds: tuple[float, float] = MU_BOUNDS) -> float:
+    scan = np.arange(bounds[0], bounds[1] + 1e-9, _SCAN_STEP)
+    values = np.array([spread_at(m) for m in scan])
+    if not np.isfinite(values).any():
+        return float("nan")
+    best = float(scan[int(np.nanargmin(values))])
+    lo, hi = max(bounds[0], best - _SCAN_STEP), min(bounds[1], best + _SCAN_STEP)
+    res = minimize_scalar(spread_at, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    return float(res.x) if res.fun <= spread_at(best) else best
+
+
+def _spread_for(curves, variable):
+    def spread_at(mu: float) -> float:
+        parts = []
+        for tw, lags, y in curves:
+            u = variable(tw, lags, mu)
+            ok = np.isfinite(u)
+            parts.append((u[ok], y[ok]))
+        return collapse_spread(parts)
+
+    return spread_at
+
+
+def fit_mu_collapse(curves: list[tuple[float, np.ndarray, np.ndarray]],
+                    bounds: tuple[float, float] = MU_BOUNDS) -> float:
+    """μ minimising the spread of ``y`` against ``ln(t/tw^μ)`` for curves ``(tw, lags, y)``."""
+    return _minimise(_spread_for(curves, ln_ratio_variable), bounds)
+
+
+def fit_mu_h(curves: list[tuple[float, np.ndarray, np.ndarray]],
+             bounds: tuple[float, float] = MU_BOUNDS) -> float:
+    """μ minimising the spread of ``y`` against ``ln[h(tw+t)/h(tw)]`` for curves ``(tw, lags, y)``."""
+    return _minimise(_spread_for(curves, ln_h_variable), bounds)
+
+
+def crossing_level(curves: list[tuple[float, np.ndarray, np.ndarray]], increasing: bool,
+                   c: float, y0: np.ndarray | None = None) -> np.ndarray:
+    """Per-curve crossing level: ``c·y0[k]`` for decaying curves (y0 default 1), the geometric middle of
+    the shared range for increasing ones (curves given as ``ln y``: the arithmetic middle)."""
+    if not increasing:
+        base = np.ones(len(curves)) if y0 is None else np.asarray(y0, dtype=float)
+        return c * base
+    lo = max((float(np.min(y)) for _, _, y in curves if y.size), default=np.nan)
+    hi = min((float(np.max(y)) for _, _, y in curves if y.size), default=np.nan)
+    return np.full(len(curves), 0.5 * (lo + hi) if hi > lo else np.nan)
+
+
+def crossing_times(curves: list[tuple[float, np.ndarray, np.ndarray]], levels: np.ndarray,
+                   increasing: bool) -> np.ndarray:
+    """First lag at which each curve crosses its level (linear interpolation; NaN if unresolved)."""
+    from trajkit_dynamics.relaxation import relaxation_time
+
+    taus = np.full(len(curves), np.nan)
+    for k, (_, lags, y) in enumerate(curves):
+        if not np.isfinite(levels[k]) or y.size == 0:
+            continue
+        sign = -1.0 if increasing else 1.0
+        taus[k], _ = relaxation_time(lags, sign * y, 1.0, q0=sign * levels[k])
+    return taus
+
+
+def fit_mu_tau(tw: np.ndarray, tau: np.ndarray) -> float:
+    """Slope of ``ln τ`` vs ``ln tw`` over resolved points (NaN with fewer than two)."""
+    tw = np.asarray(tw, dtype=float)
+    tau = np.asarray(tau, dtype=float)
+    ok = np.isfinite(tau) & (tau > 0) & (tw > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(tw[ok]), np.log(tau[ok]), 1)[0])
+
+
+def _consistent(value: float, ci: tuple[float, float], target: float, tol: float) -> bool:
+    if not np.isfinite(value):
+        return False
+    if abs(value - target) <= tol:
+        return True
+    lo, hi = ci
+    return bool(np.isfinite(lo) and np.isfinite(hi) and lo - tol <= target <= hi + tol)
+
+
+def classify_regime(mu_collapse: float, mu_collapse_ci: tuple[float, float], mu_tau: float,
+                    mu_tau_ci: tuple[float, float], tol: float = 0.1) -> str:
+    """``"stationary" | "simple" | "sub" | "super" | "undetermined"`` by the rule in the module docstring."""
+    if not np.isfinite(mu_collapse):
+        return "undetermined"
+    tau_flat = (not np.isfinite(mu_tau)) or _consistent(mu_tau, mu_tau_ci, 0.0, tol)
+    if _consistent(mu_collapse, mu_collapse_ci, 0.0, tol) and tau_flat:
+        return "stationary"
+    if _consistent(mu_collapse, mu_collapse_ci, 1.0, tol):
+        return "simple"
+    return "sub" if mu_collapse < 1.0 else "super"
+
+
+def _nanmean0(values: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0)
+
+
+def _estimates(tw_steps: np.ndarray, steps: np.ndarray, curves_kt: np.ndarray, *, log_values: bool,
+               decaying: bool, max_ratio: float | None, min_lag: float, c: float,
+               bounds: tuple[float, float]) -> tuple[float, float, float, np.ndarray]:
+    ratio_curves = curves_in_window(tw_steps, steps, curves_kt, max_ratio=max_ratio, min_lag=min_lag,
+                                    log_values=log_values)
+    all_curves = curves_in_window(tw_steps, steps, curves_kt, min_lag=min_lag, log_values=log_values)
+    mu_c = fit_mu_collapse(ratio_curves, bounds)
+    mu_h = fit_mu_h(all_curves, bounds)
+    levels = crossing_level(ratio_curves, increasing=not decaying, c=c)
+    taus = crossing_times(ratio_curves, levels, increasing=not decaying)
+    return mu_c, mu_h, fit_mu_tau(tw_steps, taus), taus
+
+
+def estimate_mu(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *, observable: str = "msd",
+                max_ratio: float | None = None, min_lag: float = 0.0, c: float = float(np.exp(-1.0)),
+                n_boot: int = 200, level: float = 0.95, tol: float = 0.1,
+                bounds: tuple[float, float] = MU_BOUNDS,
+                rng: np.random.Generator | None = None) -> dict[str, object]:
+    """All three μ estimates with bootstrap intervals over replicas, and the regime.
+
+    ``values [R, K, T]`` are per-replica two-time curves of ``observable`` (``msd`` is increasing and
+    compared in ``ln``; ``self_overlap`` / ``overlap_normalized`` decay and cross ``c·y(tw,tw)``, with
+    ``y(tw,tw) = 1``). The point estimates use the replica mean; each bootstrap replicate resamples
+    replicas with replacement (``n_boot = 0``: no intervals). Returns ``mu_collapse``, ``mu_h``,
+    ``mu_tau`` (NaN when stationary), their ``*_ci``, the unconditioned fits ``*_raw``, ``tau [K]``
+    (crossing lags of the mean curves) and ``regime``.
+    """
+    from trajkit_dynamics.relaxation import percentile_ci
+
+    values = np.asarray(values, dtype=float)
+    log_values = observable == "msd"
+    kw = dict(log_values=log_values, decaying=not log_values, max_ratio=max_ratio, min_lag=min_lag, c=c,
+              bounds=bounds)
+    mean = _nanmean0(values)
+    mu_c, mu_h, mu_t, taus = _estimates(tw_steps, steps, mean, **kw)
+    boot = np.full((n_boot, 3), np.nan)
+    if n_boot:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        r = values.shape[0]
+        for b in range(n_boot):
+            sample = _nanmean0(values[rng.integers(0, r, r)])
+            boot[b] = _estimates(tw_steps, steps, sample, **kw)[:3]
+    cis = [percentile_ci(boot[:, i], level) for i in range(3)]
+    regime = classify_regime(mu_c, cis[0], mu_t, cis[2], tol)
+    out: dict[str, object] = {"regime": regime, "tau": taus}
+    for i, (name, v) in enumerate((("mu_collapse", mu_c), ("mu_h", mu_h), ("mu_tau", mu_t))):
+        stationary = regime == "stationary"
+        out[name] = float("nan") if stationary else v
+        out[f"{name}_ci"] = [float("nan"), float("nan")] if stationary else list(cis[i])
+        out[f"{name}_raw"] = v
+    return out

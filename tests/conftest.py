@@ -1,0 +1,27 @@
+"""Shared pytest fixtures (each engineer adds small, independent fixtures here)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root`` (or ``root`` itself if it is a file).
+
+    The writer lock file is left out: it holds the pid of the last lock holder, not archive data.
+    """
+    root = Path(root)
+    if root.is_file():
+        return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".trajkit.lock"}
+
+
+@pytest.fixture
+def tree_digest() -> Callable[[Path], dict[str, str]]:
+    """A function hashing every file of an archive, to assert a failed operation changed nothing."""
+    return _tree_digest

@@ -1,0 +1,384 @@
+"""Experiment configuration: the TOML schema, defaults, ``--set`` overrides and validation.
+
+A config is a TOML file with the sections ``[model]``, ``[data]``, ``[loss]``, ``[dynamics]``, ``[run]``,
+``[snapshots]`` and ``[sweep]`` (see docs/EXPERIMENTS.md). :func:`load_config` returns the *resolved*
+config: a plain dict holding every key of every section (defaults filled in, relative ``data.path`` and
+``run.init_from`` made absolute), validated before anything runs.
+Every error is one line naming the key and the fix, with a "did you mean" suggestion for misspellings.
+
+>>> cfg = load_config("examples/demo.toml", ["dynamics.lr=0.05"])       # doctest: +SKIP
+>>> cfg["dynamics"]["lr"]                                              # doctest: +SKIP
+0.05
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trajkit.errors import ConfigError
+
+Config = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default, allowed values or range, and a one-line meaning."""
+
+    type: str  # int | float | bool | str | list[int] | int? | str? (``?``: may be absent/None)
+    default: Any
+    doc: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    maximum: float | None = None
+    exclusive_maximum: bool = False
+
+
+ACTIVATIONS = ("auto", "relu", "tanh", "sigmoid", "gelu", "elu", "softplus", "linear")
+DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz")
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "kind": Key("str", "mlp", "architecture: mlp, cnn (small conv net for images) or rnn (tanh RNN)",
+                    ("mlp", "cnn", "rnn")),
+        "hidden": Key("list[int]", [32], "mlp: widths of the hidden layers ([] is a linear model)", minimum=1),
+        "bias": Key("bool", True, "whether every layer has a bias"),
+        "activation": Key("str", "auto", "nonlinearity; auto = relu for mlp/cnn, tanh for rnn", ACTIVATIONS),
+        "channels": Key("list[int]", [8, 16], "cnn: output channels of each conv layer", minimum=1),
+        "kernel_size": Key("int", 3, "cnn: odd square kernel size (padding keeps the image size)", minimum=1),
+        "pool": Key("bool", True, "cnn: 2x2 max-pooling after each conv layer (while the image is >= 2 px)"),
+        "width": Key("int", 32, "rnn: hidden-state size of each recurrent layer", minimum=1),
+        "depth": Key("int", 1, "rnn: number of stacked recurrent layers", minimum=1),
+    },
+    "data": {
+        "name": Key("str", "digits", "dataset (none is downloaded)", DATASETS),
+        "seed": Key("int", 0, "seed of the train/test split and of synthetic data (shared by all replicas)",
+                    minimum=0),
+        "test_fraction": Key("float", 0.2, "digits, pca_parity: fraction held out for testing",
+                             minimum=0, exclusive_minimum=True, maximum=1, exclusive_maximum=True),
+        "n_train": Key("int?", None, "training-set size P (digits/pca_parity: subsample, default all; "
+                                     "synthetic: default 1000)", minimum=1),
+        "n_test": Key("int?", None, "test-set size (synthetic: default 1000; digits/pca_parity: subsample)",
+                      minimum=1),
+        "dim": Key("int", 20, "teacher, gaussian_mixture: input dimension", minimum=1),
+        "teacher_hidden": Key("int", 32, "teacher: width of the random teacher's hidden layer", minimum=1),
+        "label_noise": Key("float", 0.0, "teacher: probability that a label is flipped", minimum=0, maximum=1,
+                           exclusive_maximum=True),
+        "classes": Key("int", 2, "gaussian_mixture: number of classes", minimum=2),
+        "separation": Key("float", 3.0, "gaussian_mixture: distance of each class centre from the origin, "
+                                        "in units of the within-class standard deviation", minimum=0),
+        "components": Key("int", 10, "pca_parity: number k of leading principal components", minimum=1,
+                          maximum=64),
+        "path": Key("str?", None, "npz: file holding X_train, y_train, X_test, y_test"),
+    },
+    "loss": {
+        "name": Key("str", "cross_entropy", "training loss", ("cross_entropy", "mse", "quadratic_hinge")),
+    },
+    "dynamics": {
+        "kind": Key("str", "sgd", "update rule: sgd (minibatch, momentum), gd (full batch), langevin "
+                                  "(full batch + thermal noise)", ("sgd", "gd", "langevin")),
+        "lr": Key("float", 0.01, "learning rate η", minimum=0, exclusive_minimum=True),
+        "temperature": Key("float", 0.0, "langevin: temperature T of the noise sqrt(2Tη/P)·ξ", minimum=0),
+        "weight_decay": Key("float", 0.0, "L2 coefficient λ: the update uses ∇L + λw", minimum=0),
+        "batch_size": Key("int", 64, "sgd: minibatch size B (gd and langevin use the full batch)", minimum=1),
+        "momentum": Key("float", 0.0, "sgd: heavy-ball momentum μ", minimum=0, maximum=1,
+                        exclusive_maximum=True),
+    },
+    "run": {
+        "steps": Key("int", 1000, "number of optimiser steps; snapshots cover steps 0..steps", minimum=1),
+        "seed": Key("int", 0, "seed of replica 0; replica r uses seed + r (init, minibatches, noise)",
+                    minimum=0),
+        "replicas": Key("int", 1, "independent replicas of each configuration, trained together", minimum=1),
+        "device": Key("str", "cpu", "cpu, cuda or cuda:K"),
+        "init_from": Key("str?", None, "start from a recorded snapshot: 'path/run.trajkit@STEP' (or @last); "
+                                       "'{replica}' in the path is replaced by the replica index"),
+        "vectorize": Key("bool", True, "train the replicas as one batched computation (false: one replica "
+                                       "at a time, the reference path)"),
+    },
+    "snapshots": {
+        "schedule": Key("str", "log", "which steps are recorded", ("log", "linear", "explicit")),
+        "n": Key("int", 60, "log: about n log-spaced snapshots between start and run.steps", minimum=1),
+        "start": Key("int", 1, "log: first nonzero snapshot step", minimum=1),
+        "every": Key("int", 100, "linear: a snapshot every `every` steps from step 0", minimum=1),
+        "steps": Key("list[int]", [], "explicit: the snapshot steps", minimum=0),
+    },
+}
+SECTIONS = (*SCHEMA, "sweep")
+
+
+def default_config() -> Config:
+    """Every section with its default values (and an empty sweep)."""
+    cfg: Config = {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()} for sec, keys in SCHEMA.items()}
+    cfg["sweep"] = {}
+    return cfg
+
+
+def all_keys() -> list[str]:
+    """Every valid dotted key, ``section.key``."""
+    return [f"{sec}.{k}" for sec, keys in SCHEMA.items() for k in keys]
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the closest option, or ``""``."""
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    if not close:
+        tails = {o.rsplit(".", 1)[-1]: o for o in options}
+        close = [tails[c] for c in difflib.get_close_matches(word.rsplit(".", 1)[-1], tails, n=1, cutoff=0.6)]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+
+
+def read_toml(path: str | Path) -> Config:
+    """The raw TOML document at ``path`` (one-line errors for a missing or malformed file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file" + ("; it is a directory" if p.is_dir() else ""))
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"dynamics.lr=1e-3"`` → ``("dynamics.lr", 0.001)``. The value is read as a TOML value
+    (numbers, booleans, ``[lists]``, quoted strings); anything TOML cannot read is taken as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set dynamics.temperature=1e-4")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(raw: Config, overrides: Iterable[str]) -> Config:
+    """``raw`` with each ``KEY=VALUE`` applied (``sweep.<dotted key>=[...]`` sets a sweep axis)."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.startswith("sweep."):
+            out.setdefault("sweep", {})[key[len("sweep."):]] = value
+            continue
+        sec, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"--set {text!r}: the key must be section.key (e.g. run.steps)"
+                              f"{suggest(key, all_keys())}")
+        if sec not in SECTIONS:
+            raise ConfigError(f"--set {text!r}: unknown section [{sec}]{suggest(sec, SECTIONS)}")
+        section = out.setdefault(sec, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"--set {text!r}: [{sec}] is not a table in the config")
+        section[name] = value
+    return out
+
+
+def load_config(path: str | Path | Config | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read, override, fill defaults and validate a config; returns the resolved config dict.
+
+    ``path`` is a TOML file, an already-parsed dict (e.g. the ``config`` stored in an archive) or None
+    (all defaults). Relative ``data.path`` / ``run.init_from`` are taken relative to the file's folder.
+    """
+    if path is None:
+        raw, base = {}, Path.cwd()
+    elif isinstance(path, dict):
+        raw, base = copy.deepcopy(path), Path.cwd()
+    else:
+        raw, base = read_toml(path), Path(path).resolve().parent
+    raw = apply_overrides(raw, overrides)
+    return resolve(raw, base)
+
+
+# -- validation ----------------------------------------------------------------------------------------------
+
+
+def resolve(raw: Config, base: Path | None = None) -> Config:
+    """Check ``raw`` key by key, fill defaults, resolve relative paths and cross-check the sweep."""
+    base = base or Path.cwd()
+    for sec, body in raw.items():
+        if sec not in SECTIONS:
+            keys_here = all_keys()
+            if not isinstance(body, dict):
+                raise ConfigError(f"unknown top-level key {sec!r}{suggest(sec, keys_here)}; keys live in "
+                                  "sections such as [run]")
+            raise ConfigError(f"unknown config section [{sec}]{suggest(sec, SECTIONS)}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{sec}] must be a table (a [{sec}] header followed by key = value lines)")
+    cfg = default_config()
+    for sec, keys in SCHEMA.items():
+        for name, value in (raw.get(sec) or {}).items():
+            if name not in keys:
+                raise ConfigError(f"unknown config key {sec}.{name}"
+                                  f"{suggest(f'{sec}.{name}', all_keys())}")
+            cfg[sec][name] = check_value(f"{sec}.{name}", keys[name], value)
+    sweep = raw.get("sweep") or {}
+    for key, values in sweep.items():
+        spec = key_spec(key, "sweep")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep {key!r}: give a non-empty list of values, e.g. \"{key}\" = [a, b]")
+        checked = [check_value(f"sweep {key}", spec, v) for v in values]
+        if len({repr(v) for v in checked}) != len(checked):
+            raise ConfigError(f"sweep {key!r}: values repeat ({values}); list each value once")
+        cfg["sweep"][key] = checked
+    _resolve_paths(cfg, base)
+    for point in sweep_points(cfg):
+        check_consistency(point_config(cfg, point))
+    return cfg
+
+
+def key_spec(key: str, where: str) -> Key:
+    """The :class:`Key` of dotted ``key`` (error with a suggestion when there is none)."""
+    sec, _, name = key.partition(".")
+    if sec == "sweep":
+        raise ConfigError(f"{where} {key!r}: cannot sweep the sweep itself")
+    if sec not in SCHEMA or name not in SCHEMA[sec]:
+        raise ConfigError(f"{where}: unknown config key {key!r}{suggest(key, all_keys())}")
+    return SCHEMA[sec][name]
+
+
+def check_value(name: str, key: Key, value: Any) -> Any:
+    """``value`` converted to ``key``'s type, or a one-line ConfigError naming the key and the rule."""
+    t = key.type.rstrip("?")
+    if value is None and key.type.endswith("?"):
+        return None
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    elif t == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        if key.choices and value not in key.choices:
+            raise ConfigError(f"{name} = {value!r} is not one of {', '.join(key.choices)}"
+                              f"{suggest(value, key.choices)}")
+    elif t == "list[int]":
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+        for v in value:
+            _check_range(name, key, v)
+        return list(value)
+    _check_range(name, key, value)
+    return value
+
+
+def _check_range(name: str, key: Key, value: Any) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    lo, hi = key.minimum, key.maximum
+    if lo is not None and (value < lo or (key.exclusive_minimum and value == lo)):
+        raise ConfigError(f"{name} = {value!r} is out of range: must be {'>' if key.exclusive_minimum else '>='} "
+                          f"{lo:g}")
+    if hi is not None and (value > hi or (key.exclusive_maximum and value == hi)):
+        raise ConfigError(f"{name} = {value!r} is out of range: must be {'<' if key.exclusive_maximum else '<='} "
+                          f"{hi:g}")
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    if cfg["data"]["path"] is not None:
+        cfg["data"]["path"] = str((base / Path(cfg["data"]["path"]).expanduser()).resolve())
+    init = cfg["run"]["init_from"]
+    if init is not None:
+        path, at, step = init.rpartition("@") if "@" in init else (init, "", "")
+        cfg["run"]["init_from"] = str((base / Path(path).expanduser()).resolve()) + (at + step)
+
+
+def check_consistency(cfg: Config) -> None:
+    """Rules that involve several keys (checked for every sweep point before anything runs)."""
+    dyn, model, snaps, run = cfg["dynamics"], cfg["model"], cfg["snapshots"], cfg["run"]
+    if dyn["kind"] != "sgd" and dyn["momentum"] != 0:
+        raise ConfigError(f"dynamics.momentum = {dyn['momentum']} applies to sgd only; set it to 0 for "
+                          f"dynamics.kind = {dyn['kind']!r}")
+    if dyn["kind"] != "langevin" and dyn["temperature"] != 0:
+        raise ConfigError(f"dynamics.temperature = {dyn['temperature']} applies to langevin only; set "
+                          f"dynamics.kind = \"langevin\" or temperature = 0")
+    if model["kind"] == "cnn" and model["kernel_size"] % 2 == 0:
+        raise ConfigError(f"model.kernel_size = {model['kernel_size']} must be odd (padding keeps the size)")
+    if model["kind"] == "cnn" and not model["channels"]:
+        raise ConfigError("model.channels must list at least one conv layer for model.kind = \"cnn\"")
+    if cfg["data"]["name"] == "npz" and not cfg["data"]["path"]:
+        raise ConfigError("data.path is required for data.name = \"npz\" (a file with X_train, y_train, "
+                          "X_test, y_test)")
+    if snaps["schedule"] == "log" and snaps["start"] > run["steps"]:
+        raise ConfigError(f"snapshots.start = {snaps['start']} is beyond run.steps = {run['steps']}")
+    if snaps["schedule"] == "explicit":
+        if not snaps["steps"]:
+            raise ConfigError("snapshots.steps must list the snapshot steps for schedule = \"explicit\"")
+        late = [s for s in snaps["steps"] if s > run["steps"]]
+        if late:
+            raise ConfigError(f"snapshots.steps has {late[0]} > run.steps = {run['steps']}; drop it or raise "
+                              "run.steps")
+    init = run["init_from"]
+    if init is not None and "@" in init:
+        at = init.rpartition("@")[2]
+        if not (at == "last" or at.isdigit()):
+            raise ConfigError(f"run.init_from = {init!r}: the part after @ must be a step number or 'last'")
+    dev = run["device"]
+    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"run.device = {dev!r}: use cpu, cuda or cuda:K")
+
+
+# -- sweep points --------------------------------------------------------------------------------------------
+
+
+def sweep_points(cfg: Config) -> list[dict[str, Any]]:
+    """The Cartesian product of the sweep axes, in the order the axes are listed (last varies fastest).
+
+    Each point is ``{dotted_key: value}``; no sweep gives one empty point.
+    """
+    points: list[dict[str, Any]] = [{}]
+    for key, values in cfg["sweep"].items():
+        points = [{**p, key: v} for p in points for v in values]
+    return points
+
+
+def point_config(cfg: Config, coords: dict[str, Any]) -> Config:
+    """The resolved config of one sweep point: ``cfg`` with ``coords`` applied and no sweep."""
+    out = copy.deepcopy(cfg)
+    out["sweep"] = {}
+    for key, value in coords.items():
+        sec, _, name = key.partition(".")
+        out[sec][name] = copy.deepcopy(value)
+    return out
+
+
+def replica_config(point_cfg: Config, replica: int) -> Config:
+    """The config that reproduces replica ``replica`` of a point on its own.
+
+    Replica r of a point with seed s is the run with seed ``s + r`` and one replica; ``{replica}`` in
+    ``run.init_from`` is filled in.
+    """
+    out = copy.deepcopy(point_cfg)
+    out["run"]["seed"] = point_cfg["run"]["seed"] + replica
+    out["run"]["replicas"] = 1
+    if out["run"]["init_from"]:
+        out["run"]["init_from"] = out["run"]["init_from"].replace("{replica}", str(replica))
+    return out
+
+
+def config_diff(a: Config, b: Config, ignore: Iterable[str] = ()) -> str | None:
+    """The first dotted key whose value differs between two configs, as ``"key: a vs b"``, or None."""
+    ignore = set(ignore)
+    for sec in SECTIONS:
+        sa, sb = a.get(sec) or {}, b.get(sec) or {}
+        for k in sorted(set(sa) | set(sb)):
+            if f"{sec}.{k}" in ignore:
+                continue
+            if sa.get(k) != sb.get(k):
+                return f"{sec}.{k}: {sa.get(k)!r} vs {sb.get(k)!r}"
+    return None

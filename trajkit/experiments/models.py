@@ -1,0 +1,242 @@
+"""Built-in models, rebuilt exactly from a declarative spec, with a forward pass over stacked replicas.
+
+Specs (stored in archive metadata as ``model.spec``):
+
+- ``{"kind": "mlp", "in_features": D, "hidden": [h1, ...], "out_features": K, "bias": b, "activation": a}``
+  — ``x → a(W1 x + b1) → … → W_L h + b_L`` (tensors ``layers.<i>.weight`` ``[out, in]``, ``layers.<i>.bias``).
+- ``{"kind": "cnn", "in_shape": [C, H, W], "channels": [c1, ...], "kernel_size": k, "pool": p, ...}``
+  — per layer ``conv k×k (padding k//2) → a → 2×2 max-pool`` (pool while the image is ≥ 2 px), then a
+  linear read-out of the flattened maps (``convs.<i>.*``, ``head.*``).
+- ``{"kind": "rnn", "seq_len": L, "input_size": F, "width": w, "depth": d, ...}`` — a tanh (or ``a``) RNN
+  ``h_t = a(W_ih x_t + b + W_hh h_{t-1})`` per layer, read out linearly from the last layer's final
+  state (``cells.<i>.ih.*``, ``cells.<i>.hh.weight``, ``head.*``). Inputs are the rows of an image
+  (``L = H``, ``F = W``) or the features of a vector one at a time (``L = D``, ``F = 1``).
+
+``build_model(spec)`` returns the ``nn.Module``; its ``named_parameters()`` order is the archive layout
+(:func:`trajkit.archive.layout.layout_from_named_parameters`). Every built-in module also has
+``batched_forward(params, x)``: the forward pass of R replicas at once from stacked parameters
+(``params[name]`` of shape ``[R, *shape]``), with ``x`` shared ``[B, D]`` or per replica ``[R, B, D]``,
+returning ``[R, B, K]`` — batched GEMMs and grouped convolutions instead of R separate passes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trajkit.errors import ConfigError
+
+ACTIVATION_FUNCTIONS = {
+    "relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu, "elu": F.elu,
+    "softplus": F.softplus, "linear": lambda x: x,
+}
+DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh"}
+
+
+def _act(name: str):
+    return ACTIVATION_FUNCTIONS[name]
+
+
+def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x W_r^T + b_r`` for every replica r: ``x`` ``[B, in]`` (shared) or ``[R, B, in]``,
+    ``weight`` ``[R, out, in]``, ``bias`` ``[R, out]`` → ``[R, B, out]``."""
+    R, out, _ = weight.shape
+    if x.dim() == 2:
+        h = (x @ weight.reshape(R * out, -1).T).view(x.shape[0], R, out).transpose(0, 1)
+        return h if bias is None else h + bias.unsqueeze(1)
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+class MLP(nn.Module):
+    """Fully connected network; ``hidden = []`` is a linear model."""
+
+    def __init__(self, in_features: int, hidden: list[int], out_features: int, bias: bool = True,
+                 activation: str = "relu"):
+        super().__init__()
+        widths = [in_features, *hidden, out_features]
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.flatten(1)
+        act = _act(self.activation)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = act(h)
+        return h
+
+    def batched_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        act = _act(self.activation)
+        h = x
+        n = len(self.layers)
+        for i in range(n):
+            h = batched_linear(h, params[f"layers.{i}.weight"], params.get(f"layers.{i}.bias"))
+            if i < n - 1:
+                h = act(h)
+        return h
+
+
+class CNN(nn.Module):
+    """Small convolutional net: conv → activation → 2×2 max-pool per layer, then a linear read-out."""
+
+    def __init__(self, in_shape: list[int], channels: list[int], out_features: int, kernel_size: int = 3,
+                 pool: bool = True, bias: bool = True, activation: str = "relu"):
+        super().__init__()
+        c, h, w = in_shape
+        self.in_shape, self.activation, self.kernel_size = (c, h, w), activation, kernel_size
+        convs, self.pools = [], []
+        for out_c in channels:
+            convs.append(nn.Conv2d(c, out_c, kernel_size, padding=kernel_size // 2, bias=bias))
+            do_pool = pool and h >= 2 and w >= 2
+            self.pools.append(do_pool)
+            c, h, w = out_c, (h // 2 if do_pool else h), (w // 2 if do_pool else w)
+        self.convs = nn.ModuleList(convs)
+        self.head = nn.Linear(c * h * w, out_features, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        act = _act(self.activation)
+        h = x.reshape(x.shape[0], *self.in_shape)
+        for conv, do_pool in zip(self.convs, self.pools, strict=True):
+            h = act(conv(h))
+            if do_pool:
+                h = F.max_pool2d(h, 2)
+        return self.head(h.flatten(1))
+
+    def batched_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        act = _act(self.activation)
+        pad = self.kernel_size // 2
+        W0 = params["convs.0.weight"]
+        R = W0.shape[0]
+        c, hh, ww = self.in_shape
+        if x.dim() == 2:  # shared input: one ordinary conv with R*c_out output channels
+            h, groups = x.reshape(x.shape[0], c, hh, ww), 1
+        else:  # per replica: replicas become channel groups
+            B = x.shape[1]
+            h = x.reshape(R, B, c, hh, ww).transpose(0, 1).reshape(B, R * c, hh, ww)
+            groups = R
+        for i, do_pool in enumerate(self.pools):
+            W = params[f"convs.{i}.weight"]
+            b = params.get(f"convs.{i}.bias")
+            h = F.conv2d(h, W.reshape(-1, *W.shape[2:]), None if b is None else b.reshape(-1), padding=pad,
+                         groups=groups)
+            groups = R
+            h = act(h)
+            if do_pool:
+                h = F.max_pool2d(h, 2)
+        B = h.shape[0]
+        feats = h.reshape(B, R, -1).transpose(0, 1)
+        return batched_linear(feats, params["head.weight"], params.get("head.bias"))
+
+
+class _Cell(nn.Module):
+    def __init__(self, input_size: int, width: int, bias: bool):
+        super().__init__()
+        self.ih = nn.Linear(input_size, width, bias=bias)
+        self.hh = nn.Linear(width, width, bias=False)
+
+
+class RNN(nn.Module):
+    """Stacked recurrent net ``h_t = a(W_ih x_t + b + W_hh h_{t-1})``, linear read-out of the final state."""
+
+    def __init__(self, seq_len: int, input_size: int, width: int, out_features: int, depth: int = 1,
+                 bias: bool = True, activation: str = "tanh"):
+        super().__init__()
+        self.seq_len, self.input_size, self.width, self.activation = seq_len, input_size, width, activation
+        self.cells = nn.ModuleList(_Cell(input_size if i == 0 else width, width, bias) for i in range(depth))
+        self.head = nn.Linear(width, out_features, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        act = _act(self.activation)
+        seq = x.reshape(x.shape[0], self.seq_len, self.input_size)
+        for cell in self.cells:
+            pre = cell.ih(seq)  # [B, L, w]
+            h = torch.zeros(x.shape[0], self.width, dtype=x.dtype, device=x.device)
+            outs = []
+            for t in range(self.seq_len):
+                h = act(pre[:, t] + cell.hh(h))
+                outs.append(h)
+            seq = torch.stack(outs, dim=1)
+        return self.head(seq[:, -1])
+
+    def batched_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        act = _act(self.activation)
+        L, Fi = self.seq_len, self.input_size
+        if x.dim() == 2:
+            seq = x.reshape(x.shape[0] * L, Fi)  # shared: one GEMM for every replica and time step
+        else:
+            R0, B0 = x.shape[:2]
+            seq = x.reshape(R0, B0 * L, Fi)
+        B = x.shape[-2]
+        for i in range(len(self.cells)):
+            Wih = params[f"cells.{i}.ih.weight"]
+            R = Wih.shape[0]
+            pre = batched_linear(seq, Wih, params.get(f"cells.{i}.ih.bias")).view(R, B, L, self.width)
+            Whh_t = params[f"cells.{i}.hh.weight"].transpose(1, 2)
+            h = torch.zeros(R, B, self.width, dtype=pre.dtype, device=pre.device)
+            outs = []
+            for t in range(L):
+                h = act(torch.baddbmm(pre[:, :, t], h, Whh_t))
+                outs.append(h)
+            seq = torch.stack(outs, dim=2).reshape(R, B * L, self.width)
+        last = seq.view(-1, B, L, self.width)[:, :, -1]
+        return batched_linear(last, params["head.weight"], params.get("head.bias"))
+
+
+MODEL_CLASSES = {"mlp": MLP, "cnn": CNN, "rnn": RNN}
+
+
+def model_spec(model: dict[str, Any], input_shape: tuple[int, ...], out_features: int) -> dict[str, Any]:
+    """The declarative spec of the ``[model]`` config section for data of ``input_shape`` and K outputs."""
+    kind = model["kind"]
+    act = model["activation"] if model["activation"] != "auto" else DEFAULT_ACTIVATION[kind]
+    common = {"out_features": int(out_features), "bias": bool(model["bias"]), "activation": act}
+    if kind == "mlp":
+        return {"kind": "mlp", "in_features": math.prod(input_shape), "hidden": list(model["hidden"]), **common}
+    if kind == "cnn":
+        if len(input_shape) == 2:
+            shape = [1, *input_shape]
+        elif len(input_shape) == 3:
+            shape = list(input_shape)
+        else:
+            raise ConfigError(f"model.kind = \"cnn\" needs image data (samples of shape [H, W] or [C, H, W]), "
+                              f"but the data's samples have shape {list(input_shape)}; use digits or an npz of "
+                              "images, or model.kind = \"mlp\"")
+        return {"kind": "cnn", "in_shape": shape, "channels": list(model["channels"]),
+                "kernel_size": int(model["kernel_size"]), "pool": bool(model["pool"]), **common}
+    if kind == "rnn":
+        if len(input_shape) == 2:
+            L, Fi = input_shape
+        elif len(input_shape) == 1:
+            L, Fi = input_shape[0], 1
+        else:
+            raise ConfigError(f"model.kind = \"rnn\" needs sequences (samples of shape [L, F] or [D]), but the "
+                              f"data's samples have shape {list(input_shape)}")
+        return {"kind": "rnn", "seq_len": int(L), "input_size": int(Fi), "width": int(model["width"]),
+                "depth": int(model["depth"]), **common}
+    raise ConfigError(f"model.kind = {kind!r} is unknown; use mlp, cnn or rnn")
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """The module described by ``spec`` (float32, on the CPU, initialised from torch's global RNG)."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    cls = MODEL_CLASSES.get(kind)
+    if cls is None:
+        raise ConfigError(f"model.spec kind {kind!r} is not a built-in model (mlp, cnn, rnn)")
+    try:
+        return cls(**spec)
+    except TypeError as e:
+        raise ConfigError(f"model.spec for {kind!r} is invalid ({e}); it must be a spec written by trajkit "
+                          "record") from None
+
+
+def model_class_name(module: nn.Module) -> str:
+    """``module.qualname`` of the class, recorded as ``model.class``."""
+    return f"{type(module).__module__}.{type(module).__qualname__}"
