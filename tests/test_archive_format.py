@@ -21,7 +21,7 @@ import zarr
 
 import trajkit
 from trajkit import schedules
-from trajkit.archive import create, layout_from_named_parameters, open_archive
+from trajkit.archive import create, layout_from_named_parameters, open_archive, validate
 from trajkit.errors import ArchiveError, LockedError, MetadataError, TrajkitError
 
 
@@ -64,7 +64,8 @@ def test_round_trip_params_metrics_trace(tmp_path):
     np.testing.assert_array_equal(a.trace["step"], np.arange(101))
     np.testing.assert_array_equal(a.trace["loss"], np.linspace(1, 0, 101))
     assert a.metadata["seed"] == 7 and a.metadata["dynamics"]["lr"] == 0.05
-    assert a.layout == [{"name": "params", "shape": [37], "offset": 0, "size": 37, "role": "weight", "layer": 0}]
+    assert a.layout == [{"name": "params", "shape": [37], "offset": 0, "size": 37, "role": "weight",
+                         "layer": 0}]
     # lazy slicing reads the same values as numpy slicing of what we wrote
     cols = np.array([0, 5, 36])
     np.testing.assert_array_equal(a.params[[1, 4], cols], rows[[1, 4]][:, cols])
@@ -114,6 +115,7 @@ def test_zip_of_directory_opens_read_only(tmp_path, top_folder):
                 rel = f.relative_to(path if not top_folder else tmp_path)
                 z.write(f, str(rel))
     a = open_archive(zpath)
+    assert validate(zpath) == []
     np.testing.assert_array_equal(a.params[:, :], rows)
     np.testing.assert_array_equal(a.steps, [0, 5, 9])
     with pytest.raises(ArchiveError, match="is a file"):
@@ -188,8 +190,8 @@ _TRY = textwrap.dedent("""
 
 
 def _python(code: str, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
 
 
 def test_second_writer_same_process_gets_locked_error(tmp_path, tree_digest):
@@ -315,7 +317,7 @@ def test_open_refuses_non_archives(tmp_path):
     with pytest.raises(ArchiveError, match="no such archive"):
         open_archive(tmp_path / "missing.trajkit")
     (tmp_path / "empty.trajkit").mkdir()
-    with pytest.raises(ArchiveError, match="no zarr.json"):
+    with pytest.raises(ArchiveError, match=r"no zarr\.json"):
         open_archive(tmp_path / "empty.trajkit")
     plain = tmp_path / "notes.txt"
     plain.write_text("hello")
@@ -369,7 +371,7 @@ def test_append_bad_inputs_leave_archive_unchanged(tmp_path, tree_digest):
     with create(path, n_params=4) as w:
         w.append(5, np.ones(4, np.float32))
         before = tree_digest(path)
-        with pytest.raises(ArchiveError, match="length 4, got shape \\(3,\\)"):
+        with pytest.raises(ArchiveError, match=r"length 4, got shape \(3,\)"):
             w.append(6, np.ones(3, np.float32))
         with pytest.raises(ArchiveError, match="increase strictly: got 5 after 5"):
             w.append(5, np.ones(4, np.float32))

@@ -23,6 +23,19 @@ the collapse estimate and, if resolved, the τ estimate are both consistent with
 its confidence interval lies within ``tol`` (default 0.1) of 0; otherwise the collapse estimate decides:
 *simple* (μ = 1 within ``tol`` or inside its interval), *sub* (μ < 1), *super* (μ > 1). A stationary
 run reports no μ (NaN): an exponent of a process that does not age is not a measurement.
+
+Intervals: percentile bootstrap over replicas (resample replicas with replacement, refit all three).
+
+Plugin ``aging`` (:class:`Aging`, needs an ensemble; 2+ replicas unless ``n_boot = 0``). Parameters: those
+of ``overlaps`` (``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
+``allow_nan``), ``observable`` (``msd``, ``self_overlap``, ``overlap_normalized``), ``max_ratio`` (fit
+window of (a) and (c): ``t ≤ max_ratio·tw``; none = all lags), ``min_lag``, ``threshold`` (c of (c) for
+overlaps, default 1/e), ``n_boot`` (default 200), ``level`` (0.95), ``stationary_tol`` (0.1), ``seed``.
+
+Result keys. Arrays ``<observable> [K, T]`` and ``<observable>_sem`` over ``(tw_step, step)``,
+``tau [K]`` (crossing lags of the mean curves, NaN unresolved); scalars ``mu_collapse``,
+``mu_collapse_ci``, ``mu_h``, ``mu_h_ci``, ``mu_tau``, ``mu_tau_ci`` (NaN when stationary), the raw fits
+``mu_collapse_raw``, ``mu_h_raw``, ``mu_tau_raw``, ``regime``, ``observable``, ``replicas``.
 """
 
 from __future__ import annotations
@@ -30,8 +43,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize_scalar
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.errors import AnalysisError
+from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
 
 #: Search range of μ and the coarse scan step before the bounded refinement.
 MU_BOUNDS = (-0.5, 2.5)
@@ -255,3 +274,72 @@ def estimate_mu(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *, 
         out[f"{name}_ci"] = [float("nan"), float("nan")] if stationary else list(cis[i])
         out[f"{name}_raw"] = v
     return out
+
+
+class Aging(Analysis):
+    """Aging exponent μ by collapse, h-form and τ(tw) (formulas and the regime rule in the module docstring)."""
+
+    name = "aging"
+    version = "1.0.0"
+    description = "Aging exponent mu from the t/tw^mu collapse, the h(tw+t)/h(tw) form and tau(tw); regime."
+    needs = "ensemble"
+    params = (*COMMON_PARAMS,
+              Param("observable", "str", default="msd", choices=("msd", "self_overlap", "overlap_normalized"),
+                    help="two-time curve whose collapse gives mu"),
+              Param("max_ratio", "float", default=None, help="fit window of the collapse and tau: t <= max_ratio*tw",
+                    check=lambda v: v > 0, valid="> 0"),
+              Param("min_lag", "float", default=0.0, min=0, help="ignore lags t <= min_lag"),
+              Param("threshold", "float", default=float(np.exp(-1.0)),
+                    help="level c of tau(tw) for overlaps (crossing of c*y(tw,tw))", check=lambda v: 0 < v < 1,
+                    valid="in (0, 1)"),
+              Param("n_boot", "int", default=200, min=0, help="bootstrap replicates over replicas (0: no intervals)"),
+              Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
+                    valid="in (0, 1)"),
+              Param("stationary_tol", "float", default=0.1, min=0, help="tolerance of the regime rule"),
+              Param("seed", "int", default=0, help="seed of the bootstrap"))
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        r = len(getattr(data, "archives", [data]))
+        if params["n_boot"] and r < 2:
+            raise AnalysisError(f"the bootstrap over replicas needs at least 2 replicas (got {r}); pass more "
+                                "replicas, or n_boot=0 for estimates without intervals")
+        obs = params["observable"]
+        sums = ("dot", "sq", "quart") + (("theta",) if obs == "self_overlap" else ())
+        tt = measure_two_time(data, params, ctx, sums=sums)
+        if tt.tw_step.size < 2:
+            raise AnalysisError("aging needs at least 2 waiting times; pass waiting_times=n (n >= 2) or a list")
+        values = tt.values[obs]
+        est = estimate_mu(tt.tw_step, tt.steps, values, observable=obs, max_ratio=params["max_ratio"],
+                          min_lag=params["min_lag"], c=params["threshold"], n_boot=params["n_boot"],
+                          level=params["level"], tol=params["stationary_tol"],
+                          rng=np.random.default_rng(params["seed"]))
+        mean = _nanmean0(values)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(r) if r >= 2 else np.full_like(mean, np.nan)
+        dims = ("tw_step", "step")
+        arrays = {obs: (mean, dims), f"{obs}_sem": (sem, dims), "tau": (np.asarray(est.pop("tau")), ("tw_step",))}
+        scalars = dict(est, observable=obs, replicas=r, n_selected=tt.n, masked_steps=tt.masked_steps,
+                       max_ratio=params["max_ratio"])
+        return Result(arrays=arrays, coords={"tw_step": tt.tw_step, "step": tt.steps}, scalars=scalars)
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        obs = result.scalars["observable"]
+        y, step = result.arrays[obs], result.coords["step"]
+        mu = result.scalars.get("mu_collapse")
+        mu = result.scalars.get("mu_collapse_raw") if mu is None or not np.isfinite(mu) else mu
+        ax1, ax2 = fig.subplots(1, 2)
+        for k, tw in enumerate(result.coords["tw_step"]):
+            lag = (step - tw).astype(float)
+            ok = (lag > 0) & np.isfinite(y[k])
+            ax1.plot(lag[ok], y[k][ok], label=f"tw={tw}")
+            ax2.plot(lag[ok] / float(tw) ** mu, y[k][ok])
+        for ax, label in ((ax1, "t"), (ax2, f"t / tw^{mu:.3g}")):
+            ax.set_xscale("log")
+            if obs == "msd":
+                ax.set_yscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel(obs)
+        ax1.legend(fontsize="x-small")
+        ax2.set_title(f"regime: {result.scalars.get('regime')}")
+        return fig

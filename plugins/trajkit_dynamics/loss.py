@@ -11,14 +11,35 @@
 - Critical width (:func:`fit_critical_width`): ``t_learn = A/(w − w_c)``, i.e. ``1/t_learn`` linear in ``w``
   with root ``w_c``; its interval by the delta method from the regression covariance (Student t).
   :func:`extrapolate_to_zero` fits ``w_c(ℓ)`` linearly in ``ℓ`` and reports the intercept ``w_c(0)``.
+
+Plugin ``loss`` (:class:`LossDynamics`, needs groups). The ensemble is split by ``group_by`` (default
+``model.n_params``: runs with one parameter count are replicas of one configuration, so a width sweep
+splits by itself; for a sweep recorded by ``trajkit record`` use e.g. ``model.width``). Within a group
+the curve is the replica mean of ``metric`` (a snapshot metric such as ``train_loss``, or
+``trace:NAME`` for a per-step trace). Parameters: ``metric``, ``thresholds`` (ℓ values), ``window``
+(``[lo, hi]`` steps of the power-law fit), ``width_key`` (metadata key holding the width, default the
+group value; a list value such as ``model.hidden = [32, 32]`` must have equal entries), ``n_boot``,
+``level``, ``seed``. With replicas, the power-law intervals are bootstrap percentiles over replicas.
+
+Result keys. Arrays over ``group`` (the group values, ``[G]``): ``width``, ``loss_inf``, ``loss_inf_ci
+[G, 2]``, ``beta``, ``beta_ci [G, 2]``, ``amplitude``, ``final_loss``, ``n_over_p`` (N / dataset.n_train,
+NaN when unknown); ``t_learn [G, C]`` and ``reached [G, C]`` over ``(group, threshold)``; ``loss [G, T]``
+over ``(group, step)`` when the groups share their steps. Across groups (three or more reached widths):
+``w_c [C]``, ``w_c_ci [C, 2]`` over ``threshold`` and scalars ``w_c0``, ``w_c0_ci`` (ℓ → 0). With one
+group, scalars ``loss_inf``, ``loss_inf_ci``, ``beta``, ``beta_ci``, ``amplitude``.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.archive.metadata import get_path
+from trajkit.errors import AnalysisError
 
 
 def _model_log(t: np.ndarray, loss_inf: float, amplitude: float, beta: float) -> np.ndarray:
@@ -141,3 +162,132 @@ def extrapolate_to_zero(thresholds: np.ndarray, values: np.ndarray,
         return float(fit.intercept), (nan, nan)
     half = stats.t.ppf(0.5 + level / 2, x.size - 2) * fit.intercept_stderr
     return float(fit.intercept), (float(fit.intercept - half), float(fit.intercept + half))
+
+
+def _curve(arch: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if metric.startswith("trace:"):
+        name = metric[len("trace:"):]
+        trace = arch.trace
+        if name not in trace:
+            names = ", ".join(k for k in trace if k != "step") or "none"
+            raise AnalysisError(f"{arch.path}: no trace {name!r} (traces: {names}); pass metric=NAME or "
+                                "metric=trace:NAME")
+        return np.asarray(trace["step"], float), np.asarray(trace[name], float)
+    metrics = arch.metrics
+    if metric not in metrics:
+        raise AnalysisError(f"{arch.path}: no snapshot metric {metric!r} (metrics: {', '.join(metrics) or 'none'}); "
+                            "pass metric=NAME or metric=trace:NAME")
+    return arch.steps.astype(float), np.asarray(metrics[metric], float)
+
+
+def _width(value: Any, where: str) -> float:
+    if isinstance(value, list | tuple):
+        if not value or len(set(value)) != 1:
+            raise AnalysisError(f"{where}: width {value!r} is not a single number; pass width_key naming one")
+        value = value[0]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise AnalysisError(f"{where}: width {value!r} is not a number; pass width_key naming a numeric key") from None
+
+
+class LossDynamics(Analysis):
+    """Power-law loss decay, learning times and the critical width (formulas in the module docstring)."""
+
+    name = "loss"
+    version = "1.0.0"
+    description = "Power-law loss approach L_inf + A t^-beta, learning times, critical width w_c and final loss."
+    needs = "groups"
+    params = (Param("group_by", "str", default="model.n_params",
+                    help="metadata key splitting the runs into configurations (e.g. model.width)"),
+              Param("metric", "str", default="train_loss", help="snapshot metric, or trace:NAME"),
+              Param("thresholds", "floats", default=[0.1, 0.03, 0.01], help="loss thresholds of t_learn",
+                    check=lambda v: all(x > 0 for x in (v if isinstance(v, list) else [v])), valid="each > 0"),
+              Param("window", "floats", default=None, help="[lo, hi] steps of the power-law fit"),
+              Param("width_key", "str", default=None, help="metadata key of the width (default: the group value)"),
+              Param("n_boot", "int", default=200, min=0, help="bootstrap replicates over replicas (0: none)"),
+              Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
+                    valid="in (0, 1)"),
+              Param("seed", "int", default=0, help="seed of the bootstrap"))
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        from trajkit_dynamics.relaxation import percentile_ci
+
+        thresholds = np.atleast_1d(np.asarray(params["thresholds"], dtype=float))
+        level, window = params["level"], params["window"]
+        window = tuple(window) if window else None
+        rng = np.random.default_rng(params["seed"])
+        rows: dict[str, list[Any]] = {k: [] for k in ("width", "loss_inf", "loss_inf_ci", "beta", "beta_ci",
+                                                      "amplitude", "final_loss", "n_over_p", "t_learn", "reached")}
+        curves, group_values = [], []
+        for value, ens in data.items():
+            group_values.append(value)
+            runs = [_curve(a, params["metric"]) for a in ens.archives]
+            t = runs[0][0]
+            if any(r[0].shape != t.shape or not np.array_equal(r[0], t) for r in runs):
+                raise AnalysisError(f"group {value!r}: runs differ in the steps of {params['metric']!r}")
+            losses = np.stack([r[1] for r in runs])
+            mean = np.nanmean(losses, axis=0)
+            curves.append((t, mean))
+            fit = fit_power_law(t, mean, window, level)
+            if params["n_boot"] and losses.shape[0] >= 2:
+                boot = np.array([[fit_power_law(t, np.nanmean(losses[rng.integers(0, len(runs), len(runs))], axis=0),
+                                                window, level)[k] for k in ("loss_inf", "beta")]
+                                 for _ in range(params["n_boot"])])
+                fit["loss_inf_ci"], fit["beta_ci"] = percentile_ci(boot[:, 0], level), percentile_ci(boot[:, 1], level)
+            tl, reached = learning_times(t, mean, thresholds)
+            arch = ens.archives[0]
+            wkey = params["width_key"]
+            rows["width"].append(_width(get_path(arch.metadata, wkey) if wkey else value, str(arch.path)))
+            for k in ("loss_inf", "loss_inf_ci", "beta", "beta_ci", "amplitude"):
+                rows[k].append(fit[k])
+            rows["final_loss"].append(float(mean[np.isfinite(mean)][-1]) if np.isfinite(mean).any() else np.nan)
+            n_train = get_path(arch.metadata, "dataset.n_train")
+            rows["n_over_p"].append(arch.n_params / n_train if n_train else np.nan)
+            rows["t_learn"].append(tl)
+            rows["reached"].append(reached)
+        arrays: dict[str, Any] = {}
+        for k, v in rows.items():
+            arr = np.asarray(v, dtype=bool if k == "reached" else float)
+            dims = ("group", "threshold") if k in ("t_learn", "reached") else \
+                ("group", "bound") if k.endswith("_ci") else ("group",)
+            arrays[k] = (arr, dims)
+        if all(np.array_equal(c[0], curves[0][0]) for c in curves):
+            arrays["loss"] = (np.stack([c[1] for c in curves]), ("group", "step"))
+        coords: dict[str, Any] = {"group": np.asarray([str(g) for g in group_values]), "threshold": thresholds,
+                                  "step": curves[0][0]}
+        scalars: dict[str, Any] = {"metric": params["metric"], "groups": len(group_values)}
+        if len(group_values) == 1:
+            for k in ("loss_inf", "loss_inf_ci", "beta", "beta_ci", "amplitude"):
+                v = rows[k][0]
+                scalars[k] = list(v) if isinstance(v, tuple) else v
+        widths = np.asarray(rows["width"])
+        tl_all = np.asarray(rows["t_learn"])
+        wc = [fit_critical_width(widths, tl_all[:, i], level) for i in range(thresholds.size)]
+        if len(group_values) >= 3:
+            wc_val = np.array([f["w_c"] for f in wc])
+            arrays["w_c"] = (wc_val, ("threshold",))
+            arrays["w_c_ci"] = (np.array([f["w_c_ci"] for f in wc]), ("threshold", "bound"))
+            arrays["w_c_points"] = (np.array([f["n_points"] for f in wc]), ("threshold",))
+            w0, w0_ci = extrapolate_to_zero(thresholds, wc_val, level)
+            scalars.update(w_c0=w0, w_c0_ci=list(w0_ci))
+        return Result(arrays=arrays, coords=coords, scalars=scalars)
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        ax1, ax2 = fig.subplots(1, 2)
+        if "loss" in result.arrays:
+            step = result.coords["step"]
+            for g, label in enumerate(result.coords["group"]):
+                ok = step > 0
+                ax1.loglog(step[ok], result.arrays["loss"][g][ok], label=str(label))
+            ax1.legend(fontsize="x-small")
+        ax1.set_xlabel("step")
+        ax1.set_ylabel(result.scalars.get("metric", "loss"))
+        widths, tl = result.arrays["width"], result.arrays["t_learn"]
+        for i, ell in enumerate(result.coords["threshold"]):
+            with np.errstate(divide="ignore"):
+                ax2.plot(widths, 1.0 / tl[:, i], "o", label=f"ℓ={ell:g}")
+        ax2.set_xlabel("width")
+        ax2.set_ylabel("1 / t_learn")
+        ax2.legend(fontsize="x-small")
+        return fig

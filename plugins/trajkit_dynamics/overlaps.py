@@ -18,13 +18,33 @@ For snapshots ``a = w(tw)`` and ``b = w(tw+t)`` of the N selected parameters, th
 ``q_ab(t) = w^a(t)·w^b(t) / (|w^a(t)| |w^b(t)|)`` (:func:`replica_overlap`), the displacement
 distribution the histogram of ``log10 |w_i(tw+t) − w_i(tw)|`` pooled over parameters and replicas
 (:func:`displacement_histogram`).
+
+Plugin ``overlaps`` (:class:`Overlaps`, needs an ensemble of 1+ replicas). Parameters: ``waiting_times``
+(steps, or n for n log-spaced snapshots; default 8), ``snap`` (exact | nearest), ``select`` (parameter
+subset), ``epsilon`` (absolute ε) or ``epsilon_factor`` F (ε = std(w(tw))/F, default 10), ``mode``
+(``waiting``: t_w-resolved, default; ``lag``: origin-averaged over origins with step ≥
+``origin_min_step``), ``hist_lag`` (lag of the displacement histogram, default the middle later snapshot
+after the first waiting time), ``hist_bins``, ``allow_nan``.
+
+Result keys. ``waiting`` mode: arrays ``overlap, overlap_normalized, msd, self_overlap, d4,
+participation, alpha2`` ``[K, T]`` over ``(tw_step, step)`` (replica means; NaN where step < tw_step),
+each with ``<name>_sem`` (standard error over replicas); ``epsilon [R, K]`` (the cutoffs used).
+``lag`` mode: the same names ``[L]`` over ``lag``, plus ``n_pairs [L]``. Always: ``disp_hist [B]``
+(density of log10|Δw|) with bin edges ``disp_bins [B+1]``; ``replica_overlap [T]`` over ``step`` when
+there are two or more replicas. Scalars: ``n_selected``, ``replicas``, ``disp_tw_step``, ``disp_lag``,
+``masked_steps`` (snapshots masked by ``allow_nan``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.errors import AnalysisError
+from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time, replica_gram, selected_columns
 
 #: Arrays computed from the pair sums, in the order the plugin reports them.
 TWO_TIME_NAMES = ("overlap", "overlap_normalized", "msd", "self_overlap", "d4", "participation", "alpha2")
@@ -33,8 +53,9 @@ TWO_TIME_NAMES = ("overlap", "overlap_normalized", "msd", "self_overlap", "d4", 
 def two_time_from_sums(sums: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """The two-time observables from pair sums over ``n`` parameters (any common shape, e.g. ``[P]``).
 
-    ``sums`` needs ``dot, sq, quart`` and, for the named observables, ``norm_a, norm_b`` (normalised
-    overlap) and ``theta`` (self-overlap); missing inputs leave their outputs out.
+    Each output appears when its inputs are present: ``dot`` → overlap (with ``norm_a, norm_b`` also the
+    normalised overlap), ``sq`` → msd, ``theta`` → self_overlap, ``sq`` and ``quart`` → d4,
+    participation, alpha2.
     """
     out: dict[str, np.ndarray] = {}
     n = float(n)
@@ -45,15 +66,18 @@ def two_time_from_sums(sums: dict[str, np.ndarray], n: int) -> dict[str, np.ndar
             if "norm_a" in sums and "norm_b" in sums:
                 out["overlap_normalized"] = dot / np.sqrt(np.asarray(sums["norm_a"], float)
                                                           * np.asarray(sums["norm_b"], float))
-        sq = np.asarray(sums["sq"], dtype=float)
-        quart = np.asarray(sums["quart"], dtype=float)
-        out["msd"] = sq / n
         if "theta" in sums:
             out["self_overlap"] = np.asarray(sums["theta"], dtype=float) / n
-        out["d4"] = quart / n
-        moving = sq > 0
-        out["participation"] = np.where(moving, quart / np.where(moving, sq, 1.0) ** 2, np.nan)
-        out["alpha2"] = np.where(moving, n * quart / (3.0 * np.where(moving, sq, 1.0) ** 2) - 1.0, np.nan)
+        if "sq" in sums:
+            sq = np.asarray(sums["sq"], dtype=float)
+            out["msd"] = sq / n
+        if "sq" in sums and "quart" in sums:
+            quart = np.asarray(sums["quart"], dtype=float)
+            out["d4"] = quart / n
+            moving = sq > 0
+            safe = np.where(moving, sq, 1.0)
+            out["participation"] = np.where(moving, quart / safe**2, np.nan)
+            out["alpha2"] = np.where(moving, n * quart / (3.0 * safe**2) - 1.0, np.nan)
     return out
 
 
@@ -115,3 +139,88 @@ def replica_mean_sem(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             count = np.sum(np.isfinite(v), axis=0)
             sem = np.where(count >= 2, np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.maximum(count, 1)), np.nan)
     return mean, sem
+
+
+class Overlaps(Analysis):
+    """Two-time overlaps and displacement statistics (see the module docstring for formulas and keys)."""
+
+    name = "overlaps"
+    version = "1.0.0"
+    description = "Two-time overlap, MSD, self-overlap Q, D4, participation, alpha2, displacement histogram."
+    needs = "ensemble"
+
+    params = (*COMMON_PARAMS,
+              Param("mode", "str", default="waiting", choices=("waiting", "lag"),
+                    help="waiting: t_w-resolved [K, T]; lag: averaged over time origins [L]"),
+              Param("origin_min_step", "int", default=0, min=0,
+                    help="lag mode: first step used as a time origin (start of the stationary window)"),
+              Param("hist_lag", "int", default=None, min=1,
+                    help="lag (steps) of the displacement histogram after the first waiting time"),
+              Param("hist_bins", "int", default=60, min=2, help="bins of the displacement histogram"))
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        tt = measure_two_time(data, params, ctx, mode=params["mode"], origin_min_step=params["origin_min_step"])
+        arrays: dict[str, Any] = {}
+        coords: dict[str, Any] = {"step": tt.steps}
+        if tt.mode == "waiting":
+            dims: tuple[str, ...] = ("tw_step", "step")
+            coords["tw_step"] = tt.tw_step
+            arrays["epsilon"] = (tt.epsilon, ("replica", "tw_step"))
+        else:
+            dims = ("lag",)
+            coords["lag"] = tt.lags
+            arrays["n_pairs"] = (tt.n_pairs, ("lag",))
+        for name in TWO_TIME_NAMES:
+            if name in tt.values:
+                mean, sem = replica_mean_sem(tt.values[name])
+                arrays[name] = (mean, dims)
+                arrays[f"{name}_sem"] = (sem, dims)
+        archives = list(getattr(data, "archives", [data]))
+        cols = selected_columns(data, params["select"])
+        steps = tt.steps
+        tw_row = int(tt.tw_rows[0]) if tt.mode == "waiting" else 0
+        later = np.arange(tw_row + 1, steps.size)
+        if later.size == 0:
+            raise AnalysisError(f"no snapshot after the first waiting time (step {int(steps[tw_row])})")
+        if params["hist_lag"] is None:
+            b_row = int(later[later.size // 2])
+        else:
+            target = steps[tw_row] + params["hist_lag"]
+            b_row = int(later[np.argmin(np.abs(steps[later] - target))])
+        disp = [np.asarray(a.params[b_row, :], np.float64)[cols] - np.asarray(a.params[tw_row, :], np.float64)[cols]
+                for a in archives]
+        hist, edges = displacement_histogram(disp, bins=params["hist_bins"])
+        arrays["disp_hist"] = (hist, ("disp_bin",))
+        arrays["disp_bins"] = (edges, ("disp_edge",))
+        if len(archives) >= 2:
+            arrays["replica_overlap"] = (replica_overlap(replica_gram(data, cols, ctx)), ("step",))
+        scalars = {"n_selected": tt.n, "replicas": tt.replicas, "disp_tw_step": int(steps[tw_row]),
+                   "disp_lag": int(steps[b_row] - steps[tw_row]), "masked_steps": tt.masked_steps}
+        return Result(arrays=arrays, coords=coords, scalars=scalars)
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        axes = fig.subplots(2, 2)
+        waiting = "tw_step" in result.dims.get("msd", ())
+        for ax, name, logy in zip(axes.flat, ("msd", "self_overlap", "overlap_normalized", "alpha2"),
+                                  (True, False, False, False), strict=True):
+            values = result.arrays.get(name)
+            if values is None:
+                ax.set_visible(False)
+                continue
+            if waiting:
+                step = result.coords["step"]
+                for k, tw in enumerate(result.coords["tw_step"]):
+                    lag = step - tw
+                    ok = (lag > 0) & np.isfinite(values[k])
+                    ax.plot(lag[ok], values[k][ok], label=f"tw={tw}")
+            else:
+                ok = np.isfinite(values)
+                ax.plot(result.coords["lag"][ok], values[ok])
+            ax.set_xscale("log")
+            if logy:
+                ax.set_yscale("log")
+            ax.set_xlabel("t = step − tw" if waiting else "lag")
+            ax.set_ylabel(name)
+        if waiting:
+            axes.flat[0].legend(fontsize="x-small")
+        return fig

@@ -10,12 +10,37 @@
 - Time–temperature superposition: ``Q(t)`` at each temperature against ``t/τe(T)``; the power-law
   exponent is the slope of ``ln Q`` vs ``ln(t/τe)`` over a window (default ``1 ≤ t/τe ≤ 10³``) at the
   highest temperature (−1/2 for diffusion, where ``Q ≈ ε/sqrt(πDt)``).
+
+Plugin ``relaxation`` (:class:`Relaxation`, needs an ensemble). Parameters: those of ``overlaps``
+(``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``allow_nan``),
+``thresholds`` (values of c, default 0.9 and 1/e), ``group_by`` (``auto``: split by
+``dynamics.temperature`` when the runs have two or more temperatures; ``none``; or a metadata key, which
+must then take two or more values), ``tau_threshold`` (c of τ(T), default 1/e), ``t_range`` (temperature
+range [lo, hi] of the slope, default all T > 0), ``tts_window`` (``[lo, hi]`` of t/τe, default 1, 1000),
+``level`` (confidence level, 0.95). τ(T) and the TTS curves use the first waiting time. Intervals: from
+the replicas by a bootstrap (``n_boot``, ``seed``) when every group has two or more replicas, else the
+Student-t interval of the regression.
+
+Result keys. Arrays ``self_overlap [K, T]`` and ``self_overlap_sem`` over ``(tw_step, step)``,
+``tau [K, C]`` and ``tau_flag [K, C]`` over ``(tw_step, threshold)`` (flag 0 resolved, −1 faster than the
+schedule resolves, +1 slower than the run; τ NaN unless resolved) — for a grouped ensemble these come per
+group: ``tau [G, K, C]``, ``tau_flag [G, K, C]``, ``self_overlap [G, K, T]`` with leading ``temperature``
+(the group values). Grouped also: ``tau_T [G]``, ``tau_T_flag [G]``, ``tts_x [G, T]`` (t/τe(T)),
+``tts_q [G, T]`` over ``(temperature, step)``; scalars ``tau_T_slope``, ``tau_T_slope_ci``, ``tau_T0``
+(τ at T = 0, None when absent or unresolved), ``tts_exponent``, ``tts_exponent_ci``, ``tts_temperature``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import stats
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.errors import AnalysisError
+from trajkit_dynamics.measure import COMMON_PARAMS, TwoTime, measure_two_time
+from trajkit_dynamics.overlaps import replica_mean_sem
 
 #: Flag values of :func:`relaxation_time`.
 RESOLVED, TOO_FAST, TOO_SLOW = 0, -1, 1
@@ -97,3 +122,148 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
         return float("nan"), float("nan")
     lo, hi = np.percentile(s, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def _group_key(data: Any, choice: str) -> str | None:
+    if choice == "none":
+        return None
+    if choice == "auto":
+        try:
+            temps = data.metadata("dynamics.temperature")
+        except AnalysisError:
+            return None
+        return "dynamics.temperature" if len({float(t) for t in temps}) >= 2 else None
+    return choice
+
+
+def _tau_of_mean(tt: TwoTime, q: np.ndarray, k: int, c: float) -> tuple[float, int]:
+    after = tt.steps > tt.tw_step[k]
+    return relaxation_time(tt.steps[after] - tt.tw_step[k], q[k, after], c)
+
+
+class Relaxation(Analysis):
+    """Relaxation times τ_c(tw), τ(T) and time–temperature superposition (formulas in the module docstring)."""
+
+    name = "relaxation"
+    version = "1.0.0"
+    description = "Relaxation times tau_c(tw) of the self-overlap; tau(T) slope and time-temperature superposition."
+    needs = "ensemble"
+    params = (*COMMON_PARAMS,
+              Param("thresholds", "floats", default=[0.9, float(np.exp(-1.0))],
+                    help="levels c of tau_c: first t with Q(tw, tw+t) < c Q(tw, tw)", check=lambda v: all(
+                        0 < x < 1 for x in (v if isinstance(v, list) else [v])), valid="each in (0, 1)"),
+              Param("group_by", "str", default="auto",
+                    help="auto (dynamics.temperature if it varies), none, or a metadata key"),
+              Param("tau_threshold", "float", default=float(np.exp(-1.0)), help="c of tau(T) and the TTS scale",
+                    check=lambda v: 0 < v < 1, valid="in (0, 1)"),
+              Param("t_range", "floats", default=None, help="[lo, hi] temperatures of the tau(T) slope"),
+              Param("tts_window", "floats", default=[1.0, 1000.0], help="[lo, hi] of t/tau_e for the exponent"),
+              Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
+                    valid="in (0, 1)"),
+              Param("n_boot", "int", default=200, min=0, help="bootstrap replicates over replicas (0: none)"),
+              Param("seed", "int", default=0, help="seed of the bootstrap"))
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        thresholds = np.atleast_1d(np.asarray(params["thresholds"], dtype=float))
+        key = _group_key(data, params["group_by"])
+        if key is None:
+            tt = measure_two_time(data, params, ctx, sums=("sq", "theta"))
+            mean, sem = replica_mean_sem(tt.values["self_overlap"])
+            tau, flag = relaxation_times(tt.tw_step, tt.steps, mean, thresholds)
+            arrays = {"self_overlap": (mean, ("tw_step", "step")), "self_overlap_sem": (sem, ("tw_step", "step")),
+                      "tau": (tau, ("tw_step", "threshold")), "tau_flag": (flag, ("tw_step", "threshold"))}
+            return Result(arrays=arrays, coords={"tw_step": tt.tw_step, "step": tt.steps, "threshold": thresholds},
+                          scalars={"n_selected": tt.n, "replicas": tt.replicas, "masked_steps": tt.masked_steps})
+        groups = data.groups(key)
+        if len(groups) < 2:
+            raise AnalysisError(f"group_by={key!r}: all runs have the same value ({next(iter(groups))!r}); "
+                                "tau(T) needs two or more groups (record a sweep, or use group_by=none)")
+        try:
+            temps = np.array([float(g) for g in groups], dtype=float)
+        except (TypeError, ValueError):
+            raise AnalysisError(f"group_by={key!r}: values {list(groups)} are not numbers") from None
+        return self._grouped(list(groups.values()), temps, thresholds, params, ctx)
+
+    def _grouped(self, groups: list[Any], temps: np.ndarray, thresholds: np.ndarray, params: dict[str, Any],
+                 ctx: Any) -> Result:
+        c = float(params["tau_threshold"])
+        tts = [measure_two_time(g, params, ctx, sums=("sq", "theta")) for g in groups]
+        ref = tts[0]
+        for tt in tts[1:]:
+            if not (np.array_equal(tt.steps, ref.steps) and np.array_equal(tt.tw_step, ref.tw_step)):
+                raise AnalysisError("groups differ in snapshot steps or waiting times; record the sweep with one "
+                                    "schedule")
+        q_mean = np.stack([replica_mean_sem(tt.values["self_overlap"])[0] for tt in tts])     # [G, K, T]
+        taus = [relaxation_times(ref.tw_step, ref.steps, q, thresholds) for q in q_mean]
+        tau_T = np.array([_tau_of_mean(ref, q, 0, c) for q in q_mean])                      # [G, 2]
+        lag = (ref.steps - ref.tw_step[0]).astype(float)
+        after = lag > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tts_x = np.where(after[None, :], lag[None, :] / tau_T[:, :1], np.nan)
+        tts_q = np.where(after[None, :], q_mean[:, 0, :], np.nan)
+        lo, hi = params["t_range"] or [float(np.min(temps[temps > 0], initial=np.inf)), float(np.max(temps))]
+        in_range = (temps >= lo) & (temps <= hi) & (temps > 0)
+        level = params["level"]
+        slope, _, slope_ci = log_log_slope(temps[in_range], tau_T[in_range, 0], level)
+        hot = int(np.argmax(temps))
+        window = tuple(params["tts_window"])
+        expo, expo_ci, _ = window_slope(tts_x[hot], tts_q[hot], window, level)
+        reps = [tt.replicas for tt in tts]
+        if params["n_boot"] and min(reps) >= 2:
+            rng = np.random.default_rng(params["seed"])
+            bs, be = [], []
+            for _ in range(params["n_boot"]):
+                qb = np.stack([replica_mean_sem(tt.values["self_overlap"][rng.integers(0, r, r)])[0]
+                               for tt, r in zip(tts, reps, strict=True)])
+                tb = np.array([_tau_of_mean(ref, q, 0, c)[0] for q in qb])
+                bs.append(log_log_slope(temps[in_range], tb[in_range], level)[0])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    xb = np.where(after, lag / tb[hot], np.nan)
+                be.append(window_slope(xb, np.where(after, qb[hot, 0], np.nan), window, level)[0])
+            slope_ci, expo_ci = percentile_ci(np.array(bs), level), percentile_ci(np.array(be), level)
+        zero = np.flatnonzero(temps == 0)
+        tau0 = float(tau_T[zero[0], 0]) if zero.size and tau_T[zero[0], 1] == RESOLVED else None
+        arrays = {"self_overlap": (q_mean, ("temperature", "tw_step", "step")),
+                  "tau": (np.stack([t for t, _ in taus]), ("temperature", "tw_step", "threshold")),
+                  "tau_flag": (np.stack([f for _, f in taus]), ("temperature", "tw_step", "threshold")),
+                  "tau_T": (tau_T[:, 0], ("temperature",)), "tau_T_flag": (tau_T[:, 1].astype(np.int8), ("temperature",)),
+                  "tts_x": (tts_x, ("temperature", "step")), "tts_q": (tts_q, ("temperature", "step"))}
+        scalars = {"tau_T_slope": slope, "tau_T_slope_ci": list(slope_ci), "tau_T0": tau0,
+                   "tts_exponent": expo, "tts_exponent_ci": list(expo_ci), "tts_temperature": float(temps[hot]),
+                   "tau_threshold": c, "tw_step": int(ref.tw_step[0]), "n_selected": ref.n,
+                   "replicas": reps, "masked_steps": sorted({s for tt in tts for s in tt.masked_steps})}
+        coords = {"temperature": temps, "tw_step": ref.tw_step, "step": ref.steps, "threshold": thresholds}
+        return Result(arrays=arrays, coords=coords, scalars=scalars)
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        if "tts_x" not in result.arrays:
+            ax = fig.subplots(1, 1)
+            q, step = result.arrays["self_overlap"], result.coords["step"]
+            for k, tw in enumerate(result.coords["tw_step"]):
+                lag = step - tw
+                ok = (lag > 0) & np.isfinite(q[k])
+                ax.plot(lag[ok], q[k][ok], label=f"tw={tw}")
+            ax.set_xscale("log")
+            ax.set_xlabel("t")
+            ax.set_ylabel("Q(tw, tw+t)")
+            ax.legend(fontsize="x-small")
+            return fig
+        ax1, ax2 = fig.subplots(1, 2)
+        temps = result.coords["temperature"]
+        for g, temp in enumerate(temps):
+            x, q = result.arrays["tts_x"][g], result.arrays["tts_q"][g]
+            ok = np.isfinite(x) & np.isfinite(q) & (x > 0) & (q > 0)
+            ax1.plot(x[ok], q[ok], label=f"T={temp:g}")
+        ax1.set_xscale("log")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("t / τe(T)")
+        ax1.set_ylabel("Q")
+        ax1.set_title(f"exponent {result.scalars.get('tts_exponent', float('nan')):.3g}")
+        ax1.legend(fontsize="x-small")
+        tau = result.arrays["tau_T"]
+        ok = np.isfinite(tau) & (temps > 0)
+        ax2.loglog(temps[ok], tau[ok], "o-")
+        ax2.set_xlabel("T")
+        ax2.set_ylabel("τe")
+        ax2.set_title(f"slope {result.scalars.get('tau_T_slope', float('nan')):.3g}")
+        return fig

@@ -90,7 +90,7 @@ class Param:
         if not self.name.isidentifier():
             raise AnalysisError(f"Param {self.name!r}: names must be Python identifiers (e.g. waiting_times)")
 
-    # -- description ------------------------------------------------------------------------------------------
+    # -- description -------------------------------------------------------------------------------
 
     @property
     def is_list(self) -> bool:
@@ -117,10 +117,10 @@ class Param:
             parts.append("or none")
         return ", ".join(parts)
 
-    # -- parsing and validation -------------------------------------------------------------------------------
+    # -- parsing and validation --------------------------------------------------------------------
 
     def parse(self, text: str) -> Any:
-        """The value of a command-line string (``-p name=text``); raises :class:`AnalysisError` if malformed."""
+        """The value of a command-line string (``-p name=text``); :class:`AnalysisError` if malformed."""
         s = text.strip()
         if self.nullable and s.lower() in _NONE:
             return None
@@ -158,7 +158,7 @@ class Param:
             if self.nullable:
                 return None
             raise AnalysisError(f"parameter {self.name!r} must be set; expected {self.valid_text()}")
-        if isinstance(value, str) and self.type != "str" and not (self.type == "strs"):
+        if isinstance(value, str) and self.type not in ("str", "strs"):
             value = self.parse(value)
         if self.is_list and isinstance(value, Iterable) and not isinstance(value, str | bytes):
             items = list(value)
@@ -220,7 +220,7 @@ class Param:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise AnalysisError(f"parameter {self.name!r}={_show(whole)} is not allowed{hint}; valid: one of "
                                 + ", ".join(str(c) for c in self.choices))
-        if self.min is not None and v < self.min or self.max is not None and v > self.max:
+        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
             raise AnalysisError(f"parameter {self.name!r}={_show(whole)} is out of range; valid: "
                                 f"{self.valid_text()}")
 
@@ -245,10 +245,10 @@ class Analysis:
     params: ClassVar[tuple[Param, ...]] = ()
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Context) -> Result:
-        """Compute the result from ``data`` (see ``needs``) with validated ``params``; ``ctx`` gives kernels."""
+        """The result for ``data`` (see ``needs``) and validated ``params``; ``ctx`` gives the kernels."""
         raise NotImplementedError(f"analysis {self.name!r} does not implement compute()")
 
-    # -- parameters -------------------------------------------------------------------------------------------
+    # -- parameters --------------------------------------------------------------------------------
 
     @classmethod
     def all_params(cls) -> tuple[Param, ...]:
@@ -261,7 +261,7 @@ class Analysis:
 
     @classmethod
     def resolve_params(cls, given: dict[str, Any] | None = None, *, from_cli: bool = False) -> dict[str, Any]:
-        """Defaults updated by ``given``, every value validated; raises :class:`AnalysisError` on the first problem.
+        """Defaults updated by ``given``, every value validated; :class:`AnalysisError` on the first problem.
 
         Unknown keys are reported with the closest valid name. With ``from_cli`` the values are strings
         from ``-p key=value`` and are parsed first.
@@ -273,7 +273,8 @@ class Analysis:
                 close = difflib.get_close_matches(key, list(by_name), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 names = ", ".join(by_name) or "none"
-                raise AnalysisError(f"analysis {cls.name!r} has no parameter {key!r}{hint} (parameters: {names})")
+                raise AnalysisError(f"analysis {cls.name!r} has no parameter {key!r}{hint} "
+                                    f"(parameters: {names})")
         out: dict[str, Any] = {}
         for name, p in by_name.items():
             if name in given:
@@ -297,7 +298,7 @@ class Analysis:
 
 
 def check_analysis_class(cls: Any, where: str) -> None:
-    """Raise :class:`AnalysisError` unless ``cls`` satisfies the contract (called when a plugin registers it)."""
+    """Raise :class:`AnalysisError` unless ``cls`` meets the contract (called when a plugin registers it)."""
     if not (isinstance(cls, type) and issubclass(cls, Analysis)):
         raise AnalysisError(f"{where}: register() got {cls!r}; pass a subclass of trajkit.analysis.Analysis")
     label = f"{where}: analysis {cls.__name__}"
@@ -342,7 +343,8 @@ class Context:
         self.analysis = analysis
         self.kernels = _BoundKernels(self)
 
-    def progress(self, iterable: Iterable[Any], total: int | None = None, desc: str | None = None) -> Iterable[Any]:
+    def progress(self, iterable: Iterable[Any], total: int | None = None,
+                 desc: str | None = None) -> Iterable[Any]:
         """``iterable`` with a tqdm progress bar on stderr when progress is shown, else unchanged."""
         if not self.show_progress:
             return iterable

@@ -29,9 +29,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def trajkit_register_analyses(register: Callable[[type], None]) -> None:
-    """Called once when plugins load; call ``register(cls)`` for each :class:`~trajkit.analysis.Analysis` subclass."""
+    """Called once when plugins load; call ``register(cls)`` for each ``Analysis`` subclass provided."""
 
 
 @hookspec
 def trajkit_register_models(register: Callable[..., Any]) -> None:
-    """Called when runs are rebuilt; call ``register(name, factory, symmetries=None)`` per model architecture."""
+    """Called when runs are rebuilt; call ``register(name, factory, symmetries=None)`` per architecture."""

@@ -47,8 +47,8 @@ from trajkit.errors import AnalysisError
 
 SUMS = ("dot", "sq", "quart", "theta")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
-_TILE_ELEMS = 1 << 17          # float64 elements per numpy tile (1 MiB): stays in L2
-_GROUP_ROWS = 64               # b-rows per numpy tile
+_TILE_ELEMS = 1 << 16          # float64 elements per numpy tile (512 KiB): stays in L2
+_TILE_COLS = 4096              # columns per numpy tile
 
 
 def resolve_device(device: str | None) -> str:
@@ -77,7 +77,7 @@ def _open(source: Any) -> Any:
 
 @dataclass(frozen=True)
 class Block:
-    """Columns ``[start, stop)`` of the archive, of which ``sel`` (local indices, or all when None) are used."""
+    """Columns ``[start, stop)`` of the archive, of which ``sel`` (local indices; all when None) are used."""
 
     start: int
     stop: int
@@ -178,33 +178,40 @@ def _zero_acc(want: set[str], P: int) -> dict[str, np.ndarray]:
 
 def _tiles_numpy(X: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want: set[str],
                  c0: int, c1: int) -> dict[str, np.ndarray]:
-    """Partial sums over columns ``[c0, c1)`` of the float64 block ``X [R, n]`` (one thread's share)."""
+    """Partial sums over columns ``[c0, c1)`` of the float64 block ``X [R, n]`` (one thread's share).
+
+    Works on tiles of at most :data:`_TILE_ELEMS` elements (``rows × _TILE_COLS``) so the temporaries stay
+    in cache; the workspace is ``_TILE_ELEMS · 17`` bytes whatever the block size.
+    """
     P = plan.la.size
     acc = _zero_acc(want & {"sq", "quart", "theta"}, P)
-    width = c1 - c0
-    gmax = max(1, min(_GROUP_ROWS, _TILE_ELEMS // max(width, 1)))
-    D = np.empty((gmax, width))
-    D2 = np.empty((gmax, width))
-    mask = np.empty((gmax, width), dtype=bool)
-    for a, idx, b in plan.groups:
-        xa = X[a, c0:c1]
-        nb = (b.stop - b.start) if isinstance(b, slice) else b.size
-        for g0 in range(0, nb, gmax):
-            g1 = min(g0 + gmax, nb)
-            n = g1 - g0
-            xb = X[b.start + g0:b.start + g1, c0:c1] if isinstance(b, slice) else X[b[g0:g1], c0:c1]
-            d, d2 = D[:n], D2[:n]
-            np.subtract(xb, xa, out=d)
-            np.multiply(d, d, out=d2)
-            pid = idx[g0:g1]
-            if "sq" in acc:
-                acc["sq"][pid] += np.einsum("ij->i", d2)
-            if "quart" in acc:
-                acc["quart"][pid] += np.einsum("ij,ij->i", d2, d2)
-            if "theta" in acc:
-                m = mask[:n]
-                np.less(d2, eps2[pid, None], out=m)
-                acc["theta"][pid] += np.count_nonzero(m, axis=1)
+    tile = min(_TILE_COLS, max(c1 - c0, 1))
+    gmax = max(1, _TILE_ELEMS // tile)
+    D = np.empty((gmax, tile))
+    D2 = np.empty((gmax, tile))
+    mask = np.empty((gmax, tile), dtype=bool)
+    for t0 in range(c0, c1, tile):
+        t1 = min(t0 + tile, c1)
+        w = t1 - t0
+        for a, idx, b in plan.groups:
+            xa = X[a, t0:t1]
+            nb = (b.stop - b.start) if isinstance(b, slice) else b.size
+            for g0 in range(0, nb, gmax):
+                g1 = min(g0 + gmax, nb)
+                n = g1 - g0
+                xb = X[b.start + g0:b.start + g1, t0:t1] if isinstance(b, slice) else X[b[g0:g1], t0:t1]
+                d, d2 = D[:n, :w], D2[:n, :w]
+                np.subtract(xb, xa, out=d)
+                np.multiply(d, d, out=d2)
+                pid = idx[g0:g1]
+                if "sq" in acc:
+                    acc["sq"][pid] += np.einsum("ij->i", d2)
+                if "quart" in acc:
+                    acc["quart"][pid] += np.einsum("ij,ij->i", d2, d2)
+                if "theta" in acc:
+                    m = mask[:n, :w]
+                    np.less(d2, eps2[pid, None], out=m)
+                    acc["theta"][pid] += np.count_nonzero(m, axis=1)
     return acc
 
 
@@ -256,7 +263,7 @@ def _block_torch(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want
         acc["norm_a"] += nrm[la]
         acc["norm_b"] += nrm[lb]
     if want & {"sq", "quart", "theta"}:
-        e2 = None if eps2 is None else torch.from_numpy(eps2).to(device)
+        e2 = None if eps2 is None else torch.tensor(np.asarray(eps2), device=device)
         width = X.shape[1]
         gmax = max(1, (1 << 24) // max(width, 1)) if device != "cpu" else max(1, (1 << 19) // max(width, 1))
         for a, idx, b in plan.groups:
@@ -264,7 +271,8 @@ def _block_torch(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want
             nb = (b.stop - b.start) if isinstance(b, slice) else b.size
             for g0 in range(0, nb, gmax):
                 g1 = min(g0 + gmax, nb)
-                xb = X[b.start + g0:b.start + g1] if isinstance(b, slice) else X[torch.from_numpy(b[g0:g1]).to(device)]
+                xb = (X[b.start + g0:b.start + g1] if isinstance(b, slice)
+                      else X[torch.from_numpy(b[g0:g1]).to(device)])
                 d2 = (xb - X[a]).square_()
                 pid = tidx[g0:g1]
                 if "sq" in acc:
@@ -340,8 +348,8 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     P = pairs.shape[0]
     plan = _pair_plan(pairs) if P else None
     R = plan.rows.size if plan else 0
-    # read buffer f32 + f64 copy per row; numpy tiles are fixed-size (~3 MiB per thread)
-    block_cols = max(256, (block_bytes - 8 * 2**20) // max(1, 12 * R + 16 * 4))
+    threads = threads or min(2, os.cpu_count() or 1)
+    block_cols = _block_cols(block_bytes, R, threads)
     blocks = plan_blocks(archive.n_params, block_cols, c, ranges)
     L = len(layer_ids)
     want = set(sums) | {"norm_a", "norm_b"}
@@ -349,8 +357,6 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     n_cols_layer = np.zeros(L, dtype=np.int64)
     if P:
         eps2 = None if "theta" not in sums else np.broadcast_to(np.asarray(epsilon, np.float64) ** 2, (P,))
-        threads = threads or min(2, os.cpu_count() or 1)
-        # the plan's local rows are reused for every block (no re-planning per block)
         buf = np.empty((R, max((b.stop - b.start) for b in blocks)), dtype=np.float32) if blocks else None
         for blk in _progress(blocks, progress, "pair sums"):
             X32 = _read_block(archive, plan.rows, blk, buf)
@@ -370,6 +376,13 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
         out["layers"] = np.asarray(layer_ids, dtype=np.int64)
         out["n_cols_per_layer"] = n_cols_layer
     return out
+
+
+def _block_cols(block_bytes: int, n_rows: int, threads: int) -> int:
+    """Columns per block: float32 read buffer, its selected copy and the float64 copy (16 B per row and
+    column) within ``block_bytes`` after the fixed tile workspace (``_TILE_ELEMS · 17`` B per thread)."""
+    free = block_bytes - threads * _TILE_ELEMS * 17 - 2**20
+    return max(256, free // max(1, 16 * n_rows))
 
 
 def _progress(blocks: list[Block], progress: Any, desc: str) -> Any:

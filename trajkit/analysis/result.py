@@ -99,12 +99,12 @@ class Result:
             if values.dtype == object:
                 raise AnalysisError(f"result array {name!r} has dtype object; use a numeric or string array")
             if len(dims) != values.ndim:
-                raise AnalysisError(f"result array {name!r} has {values.ndim} axes but {len(dims)} dims {dims}")
+                raise AnalysisError(f"result array {name!r} has {values.ndim} axes but dims {dims}")
             for ax, d in enumerate(dims):
                 _check_name("dim", d)
                 if d in self.coords and self.coords[d].shape[0] != values.shape[ax]:
-                    raise AnalysisError(f"result array {name!r} axis {ax} ({d}) has length {values.shape[ax]} "
-                                        f"but coordinate {d!r} has {self.coords[d].shape[0]}")
+                    raise AnalysisError(f"result array {name!r} axis {ax} ({d}) has length "
+                                        f"{values.shape[ax]}, coordinate {d!r} has {self.coords[d].shape[0]}")
             self.arrays[name] = values
             self.dims[name] = dims
         self.scalars: dict[str, Any] = {}
@@ -143,9 +143,9 @@ class Result:
         """The ``result.json`` document (without writing anything)."""
         arrays = {}
         for name, a in self.arrays.items():
-            entry: dict[str, Any] = {"dims": list(self.dims[name]), "shape": list(a.shape), "dtype": str(a.dtype),
-                                     "file": "arrays.npz"}
-            entry["table"] = f"{self.dims[name][0]}.csv" if a.ndim == 1 else (f"{name}.csv" if a.ndim else None)
+            table = f"{self.dims[name][0]}.csv" if a.ndim == 1 else (f"{name}.csv" if a.ndim else None)
+            entry: dict[str, Any] = {"dims": list(self.dims[name]), "shape": list(a.shape),
+                                     "dtype": str(a.dtype), "file": "arrays.npz", "table": table}
             arrays[name] = entry
         coords = {d: {"shape": list(c.shape), "dtype": str(c.dtype), "file": "coords.npz"}
                   for d, c in self.coords.items()}
@@ -155,7 +155,7 @@ class Result:
                 "arrays": arrays, "coords": coords, "provenance": _jsonable(self.provenance)}
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``result.json``, ``arrays.npz``, ``coords.npz`` and CSV tables into ``directory``; returns it."""
+        """Write ``result.json``, ``arrays.npz``, ``coords.npz`` and CSV tables into ``directory``."""
         from trajkit.archive.metadata import schema_problems
 
         doc = self.to_json()
@@ -207,12 +207,12 @@ class Result:
     # -- plotting -------------------------------------------------------------------------------------------
 
     def plot(self, fig: Any = None) -> Any:
-        """A matplotlib Figure: the analysis's own ``plot(result, fig)`` when it has one, else a generic plot."""
+        """A matplotlib Figure: the analysis's ``plot(result, fig)`` when it has one, else a generic plot."""
         try:
             from matplotlib.figure import Figure
         except ImportError:
-            raise AnalysisError("result.plot() needs matplotlib; install it with: pip install 'trajkit[plot]'") \
-                from None
+            raise AnalysisError("result.plot() needs matplotlib; install it with: "
+                                "pip install 'trajkit[plot]'") from None
         fig = fig if fig is not None else Figure(figsize=(9, 6), layout="constrained")
         analysis = self.analysis
         if analysis is None and self.provenance.get("analysis"):
@@ -235,8 +235,9 @@ def _csv(v: Any) -> Any:
 
 
 def generic_plot(result: Result, fig: Any) -> Any:
-    """One panel per array (up to 6): 1-D arrays as lines against their coordinate, 2-D as one line per row."""
-    names = [k for k, a in result.arrays.items() if a.ndim in (1, 2) and np.issubdtype(a.dtype, np.number)][:6]
+    """One panel per array (up to 6): 1-D arrays as lines against their coordinate, 2-D one line per row."""
+    names = [k for k, a in result.arrays.items()
+             if a.ndim in (1, 2) and np.issubdtype(a.dtype, np.number)][:6]
     if not names:
         ax = fig.add_subplot(1, 1, 1)
         ax.axis("off")
@@ -253,7 +254,8 @@ def generic_plot(result: Result, fig: Any) -> Any:
         labels = result.coords.get(dims[0], np.arange(a.shape[0])) if a.ndim == 2 else [None]
         for y, lab in zip(ys, labels, strict=False):
             ax.plot(x, y, marker=".", ms=3, label=None if lab is None else f"{dims[0]}={lab}")
-        if np.issubdtype(np.asarray(x).dtype, np.number) and np.nanmin(x) > 0 and np.nanmax(x) / np.nanmin(x) > 100:
+        numeric = np.issubdtype(np.asarray(x).dtype, np.number) and x.size > 0
+        if numeric and np.nanmin(x) > 0 and np.nanmax(x) / np.nanmin(x) > 100:
             ax.set_xscale("log")
         ax.set_xlabel(dims[-1])
         ax.set_title(name)

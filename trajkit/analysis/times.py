@@ -91,8 +91,8 @@ def waiting_time_rows(steps: Sequence[int] | np.ndarray, waiting_times: int | Se
             raise AnalysisError(f"waiting time {t} is outside the recorded steps {int(s[0])}..{int(s[-1])}")
         j = _nearest(s, float(t))
         if s[j] != t and snap == "exact":
-            raise AnalysisError(f"waiting time {t} is not a snapshot step; nearest snapshot is step {int(s[j])} "
-                                "(use that step, or snap='nearest')")
+            raise AnalysisError(f"waiting time {t} is not a snapshot step; nearest snapshot is step "
+                                f"{int(s[j])} (use that step, or snap='nearest')")
         rows.append(j)
     return np.unique(rows).astype(np.int64)
 
@@ -117,7 +117,7 @@ class WaitingPairs:
         return self.step[self.pairs[:, 1]] - self.step[self.pairs[:, 0]]
 
     def grid(self, values: np.ndarray) -> np.ndarray:
-        """Per-pair ``values [P, ...]`` placed on the ``[K, T, ...]`` grid (float64, NaN where step < tw_step)."""
+        """Per-pair ``values [P, ...]`` on the ``[K, T, ...]`` grid (float64, NaN where step < tw_step)."""
         v = np.asarray(values, dtype=np.float64)
         if v.shape[0] != self.pairs.shape[0]:
             raise AnalysisError(f"grid() got {v.shape[0]} values for {self.pairs.shape[0]} pairs")
@@ -190,7 +190,7 @@ def lag_pairs(steps: Sequence[int] | np.ndarray, lags: Sequence[int] | np.ndarra
     ii, jj = ii[keep], jj[keep]
     d = (s[jj] - s[ii]).astype(np.float64)
     lf = nominal.astype(np.float64)
-    # closest nominal lag by |d - l| (nominal sorted): candidates at the insertion point and its left neighbour
+    # closest nominal lag (sorted): the candidates are the insertion point and its left neighbour
     pos = np.searchsorted(lf, d)
     left = np.clip(pos - 1, 0, lf.size - 1)
     right = np.clip(pos, 0, lf.size - 1)

@@ -32,7 +32,7 @@ TRACE_STEP = "trace/step"
 #: rows per chunk of the 1-D per-snapshot arrays (step, time, epoch, metrics)
 SNAPSHOT_SCALAR_CHUNK = 1024
 #: rows per chunk of the per-step trace arrays
-TRACE_CHUNK = 65536
+TRACE_CHUNK = 8192
 #: a params row is split along N into chunks of at most this many bytes
 PARAMS_CHUNK_BYTES = 8 * 2**20
 
@@ -46,6 +46,12 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = False
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+    if fsync:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def write_json(path: Path, doc: dict[str, Any], fsync: bool = False) -> None:

@@ -21,6 +21,7 @@ On any refusal nothing is left behind: the partly written output is removed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -39,7 +40,8 @@ _INT = re.compile(r"\d+")
 _EPOCH = re.compile(r"epoch[_-]?(\d+)", re.IGNORECASE)
 
 
-def checkpoint_steps(directory: str | os.PathLike, pattern: str | None = None) -> list[tuple[int, Path, int | None]]:
+def checkpoint_steps(directory: str | os.PathLike,
+                     pattern: str | None = None) -> list[tuple[int, Path, int | None]]:
     """``[(step, file, epoch), ...]`` sorted by step for the checkpoints in ``directory`` (see module doc)."""
     d = Path(directory)
     if not d.is_dir():
@@ -57,8 +59,8 @@ def checkpoint_steps(directory: str | os.PathLike, pattern: str | None = None) -
         if rx is None:
             ints = _INT.findall(f.stem)
             if not ints:
-                raise ArchiveError(f"{f}: file name carries no step (no integer in {f.stem!r}); rename it like "
-                                   "step_000100.pt, move it out, or pass --pattern")
+                raise ArchiveError(f"{f}: file name carries no step (no integer in {f.stem!r}); rename it "
+                                   "like step_000100.pt, move it out, or pass --pattern")
             step = int(ints[-1])
         else:
             m = rx.search(f.name)
@@ -67,8 +69,8 @@ def checkpoint_steps(directory: str | os.PathLike, pattern: str | None = None) -
             groups = m.groupdict()
             text = groups.get("step") or (m.group(1) if rx.groups else m.group(0))
             if not text or not text.isdigit():
-                raise ArchiveError(f"{f}: --pattern {pattern!r} matched {m.group(0)!r}, which is not an integer "
-                                   "step; capture the step digits in a group, e.g. 'step_(\\d+)'")
+                raise ArchiveError(f"{f}: --pattern {pattern!r} matched {m.group(0)!r}, which is not an "
+                                   "integer step; capture the step digits in a group, e.g. 'step_(\\d+)'")
             step = int(text)
             if groups.get("epoch") and groups["epoch"].isdigit():
                 epoch = int(groups["epoch"])
@@ -77,15 +79,15 @@ def checkpoint_steps(directory: str | os.PathLike, pattern: str | None = None) -
         what = f"matching {pattern!r}" if pattern else f"with suffix {', '.join(CHECKPOINT_SUFFIXES)}"
         raise ArchiveError(f"{d}: no checkpoint files {what}; nothing to import")
     found.sort(key=lambda t: t[0])
-    for (s0, f0, _), (s1, f1, _) in zip(found, found[1:], strict=False):
+    for (s0, f0, _), (s1, f1, _) in itertools.pairwise(found):
         if s0 == s1:
-            raise ArchiveError(f"{d}: {f0.name} and {f1.name} both carry step {s0}; remove one (duplicate steps "
-                               "are refused)")
+            raise ArchiveError(f"{d}: {f0.name} and {f1.name} both carry step {s0}; remove one (duplicate "
+                               "steps are refused)")
     return found
 
 
 def load_state_dict(f: Path) -> dict[str, Any]:
-    """A checkpoint's ``name -> Tensor`` mapping, loaded with ``weights_only=True`` only (nothing executes)."""
+    """A checkpoint's ``name -> Tensor`` mapping, loaded with ``weights_only=True`` (nothing executes)."""
     import torch
 
     try:
@@ -94,14 +96,15 @@ def load_state_dict(f: Path) -> dict[str, Any]:
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ArchiveError(f"{f}: torch.load(weights_only=True) refused it ({_reason(e)}); only plain "
-                           "state_dict files (name -> tensor) are imported, nothing in the file was run") from None
+                           "state_dict files (name -> tensor) are imported; nothing in the file was run"
+                           ) from None
     if not isinstance(obj, Mapping):
-        raise ArchiveError(f"{f}: holds a {type(obj).__name__}, not a state_dict mapping name -> tensor; save "
-                           "model.state_dict()")
+        raise ArchiveError(f"{f}: holds a {type(obj).__name__}, not a state_dict mapping name -> tensor; "
+                           "save model.state_dict()")
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
-            raise ArchiveError(f"{f}: entry {k!r} is a {type(v).__name__}, not a tensor; a plain state_dict is "
-                               "needed (save model.state_dict(), not a dict of model/optimizer states)")
+            raise ArchiveError(f"{f}: entry {k!r} is a {type(v).__name__}, not a tensor; a plain state_dict "
+                               "is needed (save model.state_dict(), not a dict of model/optimizer states)")
         if v.is_complex():
             raise ArchiveError(f"{f}: entry {k!r} is complex ({v.dtype}); only real tensors can be imported")
     return dict(obj)
@@ -142,8 +145,7 @@ def import_checkpoints(directory: str | os.PathLike, out: str | os.PathLike,
             writer.append(step, flat, time=float("nan"), epoch=None if epoch is None else float(epoch))
         writer.close()
     except BaseException:
-        writer._closed = True
-        writer._lock.release()
+        writer.abort()
         shutil.rmtree(out, ignore_errors=True)
         raise
     return out
@@ -152,18 +154,19 @@ def import_checkpoints(directory: str | os.PathLike, out: str | os.PathLike,
 def _check_same(sd: dict[str, Any], shapes: dict[str, tuple[int, ...]], f: Path, ref: Path) -> None:
     if set(sd) != set(shapes):
         extra, missing = sorted(set(sd) - set(shapes)), sorted(set(shapes) - set(sd))
-        raise ArchiveError(f"{f}: tensor names differ from {ref.name} (extra {extra[:3]}, missing {missing[:3]}); "
-                           "all checkpoints must come from the same model")
+        raise ArchiveError(f"{f}: tensor names differ from {ref.name} (extra {extra[:3]}, missing "
+                           f"{missing[:3]}); all checkpoints must come from the same model")
     for k, v in sd.items():
         if tuple(v.shape) != shapes[k]:
-            raise ArchiveError(f"{f}: tensor {k!r} has shape {list(v.shape)} but {list(shapes[k])} in {ref.name}; "
-                               "all checkpoints must come from the same model")
+            raise ArchiveError(f"{f}: tensor {k!r} has shape {list(v.shape)} but {list(shapes[k])} in "
+                               f"{ref.name}; all checkpoints must come from the same model")
 
 
 def _reason(e: Exception) -> str:
     """The informative line of a torch.load error (the unsupported global), shortened."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    pick = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unpickler error" in ln.lower()),
-                lines[0] if lines else type(e).__name__)
+    keys = ("GLOBAL", "Unsupported", "nsupported operand", "WeightsUnpickler error")
+    informative = (ln for ln in lines if any(k in ln for k in keys))
+    pick = next(informative, lines[0] if lines else type(e).__name__)
     pick = pick.removeprefix("WeightsUnpickler error: ")
     return pick if len(pick) < 140 else pick[:137] + "..."

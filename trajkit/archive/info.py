@@ -79,8 +79,9 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
     if s["size_on_disk"] is not None:
         rows.append(("size on disk", _bytes(s["size_on_disk"])))
     if s["compression_ratio"] is not None:
-        rows.append(("compression ratio", f"{s['compression_ratio']:.3f} (params {_bytes(s['params_bytes_logical'])}"
-                                          f" logical / {_bytes(s['params_bytes_on_disk'])} on disk)"))
+        ratio = (f"{s['compression_ratio']:.3f} (params {_bytes(s['params_bytes_logical'])} logical / "
+                 f"{_bytes(s['params_bytes_on_disk'])} on disk)")
+        rows.append(("compression ratio", ratio))
     rows.append(("nonfinite", f"yes, first at step {s['nonfinite_first_step']}" if s["nonfinite"] else "no"))
     width = max(len(k) for k, _ in rows)
     return [f"{k:<{width}}  {v}" for k, v in rows]

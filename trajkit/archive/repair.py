@@ -35,7 +35,11 @@ _TMP = re.compile(r"^\..+\.tmp\d*$")
 
 @dataclass
 class RepairReport:
-    """What :func:`repair` did: rows before/after, the steps dropped, trace rows dropped, files removed."""
+    """What :func:`repair` did: rows before/after, the steps dropped, trace rows dropped, files removed.
+
+    ``dropped_steps`` lists the readable steps of the dropped rows (a row past the end of
+    ``snapshots/step`` has none, so it may be shorter than ``rows_dropped``).
+    """
 
     path: str
     committed_before: int
@@ -60,10 +64,15 @@ class RepairReport:
         if self.rows_dropped:
             steps = self.dropped_steps
             shown = ", ".join(map(str, steps[:10])) + (", ..." if len(steps) > 10 else "")
+            unknown = self.rows_dropped - len(steps)
+            detail = f"steps {shown}" if steps else "no readable step"
+            if steps and unknown:
+                detail += f", and {unknown} row(s) with no readable step"
             out.append(f"dropped {self.rows_dropped} snapshot row(s) {self.committed_after}.."
-                       f"{self.committed_before - 1} (steps {shown})")
+                       f"{self.committed_before - 1} ({detail})")
         if self.trace_rows_dropped:
-            out.append(f"dropped {self.trace_rows_dropped} trace row(s) {self.trace_after}..{self.trace_before - 1}")
+            out.append(f"dropped {self.trace_rows_dropped} trace row(s) "
+                       f"{self.trace_after}..{self.trace_before - 1}")
         if self.files_removed:
             out.append(f"removed {len(self.files_removed)} uncommitted or temporary file(s)/folder(s)")
         out += [f"reason: {r}" for r in self.reasons]
@@ -76,7 +85,7 @@ _FATAL = ("open", "version", "schema")
 
 
 def repair(path: str | os.PathLike) -> RepairReport:
-    """Truncate the archive at ``path`` (a local directory) to its last good committed row; see the module doc."""
+    """Truncate the archive at ``path`` (a local directory) to its last good committed row (module doc)."""
     root = Path(path)
     if "://" in str(path) or not root.is_dir():
         kind = "a URL" if "://" in str(path) else ("a file" if root.is_file() else "missing")
@@ -96,8 +105,7 @@ def repair(path: str | os.PathLike) -> RepairReport:
         try:
             report = _repair_locked(root, writer)
         except BaseException:
-            writer._closed = True
-            writer._lock.release()
+            writer.abort()
             raise
     report.files_removed = sorted(str(p.relative_to(root)) for p in before - _files(root))
     return report
@@ -118,8 +126,6 @@ def _repair_locked(root: Path, w: ArchiveWriter) -> RepairReport:
     steps = list(w._steps)
     report = RepairReport(str(root), committed, keep, [int(s) for s in steps[keep:]], trace_committed, tkeep,
                           reasons=[_tail(p) for p in problems if p.kind in ("structure", "chunk")])
-    if len(steps) < committed:
-        report.dropped_steps += [-1] * (committed - len(steps))
     w.truncate_rows(keep, tkeep)
     w._write_commit()
     w._write_trace_commit()
@@ -136,7 +142,8 @@ def _drop_nonfinite_flags(w: ArchiveWriter, dropped: list[int]) -> None:
         return
     kept = [s for s in flagged.get("steps", []) if s < dropped[0]]
     w.metadata.pop("nonfinite")
-    w.update_metadata({"nonfinite": {"first_step": kept[0], "count": len(kept), "steps": kept} if kept else None})
+    flag = {"first_step": kept[0], "count": len(kept), "steps": kept} if kept else None
+    w.update_metadata({"nonfinite": flag})
 
 
 def _remove_debris(root: Path) -> None:

@@ -7,11 +7,15 @@ order, stop early only when later ones cannot run:
    ``schemas/archive.schema.json`` (one problem per failing JSON pointer);
 2. structure: every required group and array exists with the dtype, rank and chunking of FORMAT.md;
    ``committed`` ≤ the first dimension of every snapshot array (and of every trace array for the trace
-   marker); the committed ``snapshots/step`` strictly increase; stray directories without ``zarr.json``;
+   marker); the committed ``snapshots/step`` strictly increase;
 3. every committed ``snapshots/params`` chunk ``c/<row>/<j>`` exists and holds exactly
    ``chunk_cols × 4`` bytes (local, uncompressed) or decodes to that many (compressed, zip, URL);
 4. a NaN/inf scan of the committed rows before the first damaged one, streamed in column blocks of at
    most :data:`SCAN_BLOCK_BYTES` (memory ``O(T × block)``), compared with the metadata ``/nonfinite``.
+
+Leftovers that the format tells readers to ignore (temp files, chunks of uncommitted rows, directories
+without ``zarr.json`` from an interrupted write) are not problems; :func:`trajkit.archive.repair`
+removes them.
 
 >>> for problem in trajkit.archive.validate("run.trajkit"):       # doctest: +SKIP
 ...     print(problem.message)
@@ -46,8 +50,8 @@ class Problem:
     """One thing wrong with an archive.
 
     ``message`` is one line naming the archive, the array, the row/step and the fix; ``kind`` is one of
-    ``open``, ``version``, ``schema``, ``structure``, ``chunk``, ``debris``, ``nonfinite``; ``array``, ``row`` and
-    ``step`` locate it when they apply.
+    ``open``, ``version``, ``schema``, ``structure``, ``chunk``, ``nonfinite``; ``array``,
+    ``row`` and ``step`` locate it when they apply.
     """
 
     path: str
@@ -81,7 +85,7 @@ class _Checker:
 def validate(path: str | os.PathLike) -> list[Problem]:
     """Every problem found in the archive at ``path`` (directory, zip or URL); ``[]`` when it is valid."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=STRAY_NODE_WARNING)  # reported as a "debris" problem
+        warnings.filterwarnings("ignore", message=STRAY_NODE_WARNING)  # ignorable leftovers, see above
         return _validate(path)
 
 
@@ -121,7 +125,7 @@ def _validate(path: str | os.PathLike) -> list[Problem]:
         c.add("structure", _strip(str(e), c.path))
         return c.problems
     store = _ChunkStore(arch)
-    committed, steps = _check_structure(c, arch, store)
+    committed, steps = _check_structure(c, arch)
     if committed is None:
         return c.problems
     _check_params_chunks(c, arch, store, committed, steps)
@@ -171,7 +175,7 @@ def _committed_attr(c: _Checker, group: Any, name: str) -> int | None:
     return value
 
 
-def _check_structure(c: _Checker, arch: Any, store: _ChunkStore) -> tuple[int | None, np.ndarray]:
+def _check_structure(c: _Checker, arch: Any) -> tuple[int | None, np.ndarray]:
     """Check groups, arrays, dtypes and shapes; returns (committed, committed steps) or (None, ...)."""
     g = arch._group
     committed = _committed_attr(c, g, fmt.SNAPSHOTS)
@@ -228,9 +232,6 @@ def _check_structure(c: _Checker, arch: Any, store: _ChunkStore) -> tuple[int | 
         c.bad_row(r)
     if trace_committed is not None:
         _check_trace(c, g, trace_committed)
-    for stray in store.stray_nodes():
-        c.add("debris", f"{stray} is a directory without zarr.json (left by an interrupted write); run "
-                           "`trajkit repair` to remove it", array=stray)
     return committed, steps
 
 
@@ -271,18 +272,6 @@ class _ChunkStore:
         self.raw = [cd["name"] for cd in pm["codecs"]] == ["bytes"]
         self._params_array: Any = None
 
-    def stray_nodes(self) -> list[str]:
-        """Directories under the metrics and trace groups that hold no zarr.json (local archives only)."""
-        if self.local is None:
-            return []
-        out = []
-        for parent in (fmt.METRICS, fmt.TRACE):
-            d = self.local / parent
-            if d.is_dir():
-                out += [f"{parent}/{p.name}" for p in sorted(d.iterdir())
-                        if p.is_dir() and not (p / "zarr.json").exists()]
-        return out
-
     def params_chunk_problem(self, row: int, j: int) -> str | None:
         """None when chunk ``c/<row>/<j>`` of snapshots/params is whole, else what is wrong with it."""
         want = self.chunk_cols * 4
@@ -292,9 +281,10 @@ class _ChunkStore:
                 size = (self.local / fmt.PARAMS / "c" / str(row) / str(j)).stat().st_size
             except FileNotFoundError:
                 return f"chunk {key} is missing"
-            if size != want:
-                return f"chunk {key} is truncated ({size} of {want} bytes: a torn write)" if size < want else \
-                    f"chunk {key} has {size} bytes, expected {want}"
+            if size < want:
+                return f"chunk {key} is truncated ({size} of {want} bytes: a torn write)"
+            if size > want:
+                return f"chunk {key} has {size} bytes, expected {want}"
             return None
         if not self._exists(f"{fmt.PARAMS}/{key}"):
             return f"chunk {key} is missing"
@@ -316,7 +306,8 @@ class _ChunkStore:
         return bool(sync(sp.store.exists(full)))
 
 
-def _check_params_chunks(c: _Checker, arch: Any, store: _ChunkStore, committed: int, steps: np.ndarray) -> None:
+def _check_params_chunks(c: _Checker, arch: Any, store: _ChunkStore, committed: int,
+                         steps: np.ndarray) -> None:
     n_chunks = -(-arch.n_params // store.chunk_cols)
     limit = committed if c.first_bad_row is None else min(committed, c.first_bad_row)
     for row in range(limit):
@@ -326,8 +317,8 @@ def _check_params_chunks(c: _Checker, arch: Any, store: _ChunkStore, committed: 
                 continue
             step = int(steps[row]) if row < steps.size else None
             kept = {0: "no rows", 1: "row 0"}.get(row, f"rows 0..{row - 1}")
-            c.add("chunk", f"{fmt.PARAMS} row {row} (step {step}) {what}; run `trajkit repair` to keep {kept} "
-                           "and drop the rest", array=fmt.PARAMS, row=row, step=step)
+            c.add("chunk", f"{fmt.PARAMS} row {row} (step {step}) {what}; run `trajkit repair` to keep "
+                           f"{kept} and drop the rest", array=fmt.PARAMS, row=row, step=step)
             c.bad_row(row)
             return
 
@@ -373,9 +364,9 @@ def _scan_nonfinite(c: _Checker, arch: Any, committed: int, steps: np.ndarray) -
             note = f"; metadata /nonfinite/first_step is {flagged.get('first_step')}, expected {first}"
         else:
             note = " (flagged in metadata /nonfinite)"
-        c.add("nonfinite", f"{fmt.PARAMS} holds {count} NaN/inf values in {bad_steps.size} snapshot(s), first at "
-                           f"row {r} (step {first}): the run diverged{note}; analyses refuse or mask these rows",
-              array=fmt.PARAMS, row=r, step=first)
+        c.add("nonfinite", f"{fmt.PARAMS} holds {count} NaN/inf values in {bad_steps.size} snapshot(s), "
+                           f"first at row {r} (step {first}): the run diverged{note}; analyses refuse or "
+                           "mask these rows", array=fmt.PARAMS, row=r, step=first)
         return
     listed = [s for s in flagged.get("steps", []) if s in set(steps[:rows].tolist())]
     if listed:

@@ -391,6 +391,15 @@ class ArchiveWriter:
             self._closed = True
             self._lock.release()
 
+    def abort(self) -> None:
+        """Release the lock and open files without flushing or finalizing; committed rows stay as they are."""
+        if self._closed:
+            return
+        self._closed = True
+        for col in (*self._cols.values(), *self._metric_cols.values(), *self._trace_cols.values()):
+            col.release()
+        self._lock.release()
+
     def finalize(self) -> None:
         """Shrink the arrays to the committed rows and remove chunk files of uncommitted rows."""
         for col in (*self._cols.values(), *self._metric_cols.values()):

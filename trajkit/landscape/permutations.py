@@ -63,7 +63,8 @@ class PermutationSpec:
 
     groups: Mapping[str, tuple[Axis, ...]]
     sizes: Mapping[str, int]
-    _by_tensor: dict[str, dict[int, tuple[str, bool]]] = field(default_factory=dict, repr=False, compare=False)
+    _by_tensor: dict[str, dict[int, tuple[str, bool]]] = field(default_factory=dict, repr=False,
+                                                               compare=False)
 
     def __post_init__(self) -> None:
         by_tensor: dict[str, dict[int, tuple[str, bool]]] = {}
@@ -71,8 +72,9 @@ class PermutationSpec:
             for ax in axes:
                 slots = by_tensor.setdefault(ax.tensor, {})
                 if ax.axis in slots:
-                    raise AnalysisError(f"permutation spec: axis {ax.axis} of tensor {ax.tensor!r} is in groups "
-                                        f"{slots[ax.axis][0]!r} and {g!r}; an axis can belong to one group only")
+                    raise AnalysisError(f"permutation spec: axis {ax.axis} of tensor {ax.tensor!r} is in "
+                                        f"groups {slots[ax.axis][0]!r} and {g!r}; an axis can belong to one "
+                                        "group only")
                 slots[ax.axis] = (g, ax.stacked)
         self._by_tensor.update(by_tensor)
 
@@ -94,18 +96,20 @@ class PermutationSpec:
             for ax in axes:
                 if ax.tensor not in shapes:
                     names = ", ".join(list(shapes)[:8])
-                    raise AnalysisError(f"permutation spec: group {g!r} names tensor {ax.tensor!r}, which is not in "
-                                        f"the layout (tensors: {names}{', ...' if len(shapes) > 8 else ''})")
+                    more = ", ..." if len(shapes) > 8 else ""
+                    raise AnalysisError(f"permutation spec: group {g!r} names tensor {ax.tensor!r}, which is "
+                                        f"not in the layout (tensors: {names}{more})")
                 shape = shapes[ax.tensor]
                 if not 0 <= ax.axis < len(shape):
-                    raise AnalysisError(f"permutation spec: group {g!r}: tensor {ax.tensor!r} of shape {shape} "
-                                        f"has no axis {ax.axis}")
+                    raise AnalysisError(f"permutation spec: group {g!r}: tensor {ax.tensor!r} of shape "
+                                        f"{shape} has no axis {ax.axis}")
                 lengths.append(shape[ax.axis])
             n = int(sizes[g]) if sizes and g in sizes else min(lengths)
             for ax, length in zip(axes, lengths, strict=True):
                 if n <= 0 or length % n:
-                    raise AnalysisError(f"permutation spec: group {g!r} permutes {n} units but axis {ax.axis} of "
-                                        f"{ax.tensor!r} has length {length}, not a multiple of {n}")
+                    raise AnalysisError(f"permutation spec: group {g!r} permutes {n} units but axis "
+                                        f"{ax.axis} of {ax.tensor!r} has length {length}, not a multiple "
+                                        f"of {n}")
             norm[g] = axes
             out_sizes[g] = n
         return cls(groups=norm, sizes=out_sizes)
@@ -115,7 +119,7 @@ class PermutationSpec:
         return self._by_tensor.get(tensor, {})
 
     def to_json(self) -> dict[str, list[list[Any]]]:
-        """Plain JSON form ``{group: [[tensor, axis, stacked], ...]}`` (sizes are re-derived from a layout)."""
+        """Plain JSON form ``{group: [[tensor, axis, stacked], ...]}`` (sizes come from a layout)."""
         return {g: [[a.tensor, a.axis, a.stacked] for a in axes] for g, axes in self.groups.items()}
 
     def __repr__(self) -> str:
@@ -149,7 +153,8 @@ def feedforward_spec(layout: Layout) -> PermutationSpec:
                                               for e in entries):
                 groups[open_group[0]].extend((e["name"], 0) for e in entries)
                 continue
-            raise AnalysisError(f"feedforward permutation spec: layer {k} ({', '.join(e['name'] for e in entries)}) "
+            names = ", ".join(e["name"] for e in entries)
+            raise AnalysisError(f"feedforward permutation spec: layer {k} ({names}) "
                                 "is neither a linear/conv layer nor a per-unit scale; register the model's "
                                 "symmetries explicitly (see trajkit.landscape.registry)")
         if len(weights) != 1:
@@ -159,8 +164,9 @@ def feedforward_spec(layout: Layout) -> PermutationSpec:
         if open_group is not None:
             g, n = open_group
             if w["shape"][1] % n:
-                raise AnalysisError(f"feedforward permutation spec: {w['name']} has {w['shape'][1]} inputs, not a "
-                                    f"multiple of the {n} outputs of the previous layer; not a simple chain")
+                raise AnalysisError(f"feedforward permutation spec: {w['name']} has {w['shape'][1]} inputs, "
+                                    f"not a multiple of the {n} outputs of the previous layer; not a simple "
+                                    "chain")
             groups[g].append((w["name"], 1))
         g = f"P{len(groups)}"
         groups[g] = [(e["name"], 0) for e in entries if e["shape"] and e["shape"][0] == w["shape"][0]]
@@ -172,6 +178,41 @@ def feedforward_spec(layout: Layout) -> PermutationSpec:
     for g, axes in groups.items():
         sizes[g] = int(shapes[axes[0][0]][0])
     return PermutationSpec.from_groups(groups, layout, sizes=sizes)
+
+
+def recurrent_spec(layout: Layout, prefix: str = "cells", head: str = "head") -> PermutationSpec:
+    """Hidden-unit symmetries of trajkit's built-in stacked RNN (``h_t = a(W_ih x_t + b + W_hh h_{t−1})``).
+
+    Cell ``i``'s hidden units are group ``P<i>``: rows of ``<prefix>.<i>.ih.weight`` and ``.ih.bias``, both
+    axes of ``<prefix>.<i>.hh.weight``, and the input axis of the next cell's ``ih.weight`` (or of
+    ``<head>.weight`` for the last cell).
+    """
+    names = {e["name"] for e in layout}
+    groups: dict[str, list[tuple[str, int]]] = {}
+    i = 0
+    while f"{prefix}.{i}.ih.weight" in names:
+        g = [(f"{prefix}.{i}.ih.weight", 0), (f"{prefix}.{i}.hh.weight", 0), (f"{prefix}.{i}.hh.weight", 1)]
+        if f"{prefix}.{i}.ih.bias" in names:
+            g.insert(1, (f"{prefix}.{i}.ih.bias", 0))
+        nxt = f"{prefix}.{i + 1}.ih.weight" if f"{prefix}.{i + 1}.ih.weight" in names else f"{head}.weight"
+        g.append((nxt, 1))
+        groups[f"P{i}"] = g
+        i += 1
+    if not groups:
+        raise AnalysisError(f"recurrent permutation spec: the layout has no {prefix}.0.ih.weight tensor; "
+                            "register the model's symmetries explicitly (see trajkit.landscape.registry)")
+    return PermutationSpec.from_groups(groups, layout)
+
+
+def builtin_spec(kind: str, layout: Layout) -> PermutationSpec:
+    """The symmetries of a built-in model kind (``mlp``, ``cnn``: :func:`feedforward_spec`; ``rnn``:
+    :func:`recurrent_spec`)."""
+    if kind in ("mlp", "cnn"):
+        return feedforward_spec(layout)
+    if kind == "rnn":
+        return recurrent_spec(layout)
+    raise AnalysisError(f"no built-in permutation symmetries for model kind {kind!r} (built-in: mlp, cnn, "
+                        "rnn)")
 
 
 def unit_view(tensor: np.ndarray, axis: int, n: int, stacked: bool = False) -> np.ndarray:
@@ -190,7 +231,7 @@ def unit_view(tensor: np.ndarray, axis: int, n: int, stacked: bool = False) -> n
 
 def permute_tensor(tensor: np.ndarray, axes: Mapping[int, tuple[str, bool]], spec: PermutationSpec,
                    perms: Mapping[str, np.ndarray], skip: str | None = None) -> np.ndarray:
-    """``tensor`` with every permutation of ``axes`` (``{axis: (group, stacked)}``) applied, except group ``skip``."""
+    """``tensor`` with the permutations of ``axes`` (``{axis: (group, stacked)}``) but ``skip`` applied."""
     out = tensor
     for axis, (g, stacked) in axes.items():
         if g == skip or g not in perms:
@@ -236,7 +277,7 @@ def random_permutations(spec: PermutationSpec, seed: int | np.random.Generator |
 
 
 def compose(first: Mapping[str, np.ndarray], then: Mapping[str, np.ndarray]) -> Perms:
-    """The set equal to applying ``first`` and then ``then``: ``b'' [i] = b'[then[i]] = b[first[then[i]]]``."""
+    """Applying ``first`` and then ``then``: ``b''[i] = b'[then[i]] = b[first[then[i]]]``."""
     return {g: np.asarray(first[g])[np.asarray(then[g])] for g in first}
 
 

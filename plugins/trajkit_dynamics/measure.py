@@ -1,0 +1,176 @@
+"""Per-replica two-time measurements through the core's pair kernels (shared by the dynamics plugins).
+
+:func:`measure_two_time` turns an :class:`~trajkit.analysis.Ensemble` and the common parameters
+(``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``mode``, ``allow_nan``) into
+per-replica observables of :mod:`trajkit_dynamics.overlaps`:
+
+- ``mode = "waiting"``: arrays ``[R, K, T]`` on the ``(tw_step, step)`` grid, NaN where ``step < tw_step``;
+- ``mode = "lag"``: origin-averaged arrays ``[R, L]`` over ``lag`` (origins with ``step ≥ origin_min_step``,
+  lag matching of :func:`trajkit.analysis.times.lag_pairs`), plus per-pair self-overlaps for χ4 over origins.
+
+The cutoff is ``ε = epsilon`` or, with ``epsilon_factor = F``, ``ε = std(w(tw))/F`` over the selected
+parameters of each replica at each waiting time (at each origin in lag mode). Snapshots flagged
+non-finite in an archive's metadata (``/nonfinite``) or found non-finite by the kernels are refused
+unless ``allow_nan`` is true, which drops every pair that touches them (their grid cells stay NaN) and
+lists the masked steps in the measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trajkit.analysis import Param, times
+from trajkit.errors import AnalysisError
+
+#: Parameters every two-time plugin accepts.
+COMMON_PARAMS = (
+    Param("waiting_times", "ints", default=8,
+          help="waiting-time steps, or an integer n for n log-spaced snapshots", min=0),
+    Param("snap", "str", default="exact", choices=("exact", "nearest"),
+          help="a waiting time that is not a snapshot: error naming the nearest (exact) or use it (nearest)"),
+    Param("select", "str", default="all",
+          help="parameter subset: all, weights, biases, hidden, layer:K, tensor-name glob, joined by +"),
+    Param("epsilon", "float", default=None, help="absolute cutoff ε of the self-overlap Q",
+          check=lambda v: v > 0, valid="> 0"),
+    Param("epsilon_factor", "float", default=10.0,
+          help="when epsilon is not given: ε = std(w(tw))/F over the selected parameters at each waiting time",
+          check=lambda v: v > 0, valid="> 0"),
+    Param("allow_nan", "bool", default=False,
+          help="mask snapshots with NaN/inf parameters (pairs touching them become NaN) instead of refusing"),
+)
+
+
+@dataclass
+class TwoTime:
+    """Per-replica two-time observables. ``values[name]`` is ``[R, K, T]`` (waiting) or ``[R, L]`` (lag)."""
+
+    mode: str
+    n: int
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    epsilon: np.ndarray
+    tw_step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tw_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    n_pairs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pair_q: list[np.ndarray] = field(default_factory=list)
+    pair_lag_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    masked_steps: list[int] = field(default_factory=list)
+
+    @property
+    def replicas(self) -> int:
+        return next(iter(self.values.values())).shape[0]
+
+
+def selected_columns(data: Any, spec: str) -> np.ndarray:
+    """Column indices of ``spec``; an :class:`AnalysisError` when the selection matches nothing."""
+    cols = np.asarray(data.select(spec), dtype=np.int64)
+    if cols.size == 0:
+        raise AnalysisError(f"select={spec!r} matches no parameters; use all, weights, biases, hidden, "
+                            "layer:K or a tensor-name glob that names a tensor of the layout")
+    return cols
+
+
+def nonfinite_rows(archives: list[Any], steps: np.ndarray, allow_nan: bool) -> np.ndarray:
+    """Rows flagged non-finite in any archive's metadata; an error naming the archive unless ``allow_nan``."""
+    bad: set[int] = set()
+    for arch in archives:
+        flagged = (arch.metadata.get("nonfinite") or {}).get("steps") or []
+        if flagged and not allow_nan:
+            raise AnalysisError(f"{arch.path}: parameters are NaN/inf at step {flagged[0]} (metadata /nonfinite; "
+                                "the run diverged); pass allow_nan=true to mask those snapshots")
+        bad.update(int(np.searchsorted(steps, s)) for s in flagged if s in set(steps.tolist()))
+    return np.array(sorted(bad), dtype=np.int64)
+
+
+def row_std(arch: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``std(w(row))`` over ``cols`` for each row: ``[len(rows)]``."""
+    out = np.empty(rows.size)
+    for i, r in enumerate(rows):
+        out[i] = float(np.std(np.asarray(arch.params[int(r), :], dtype=np.float64)[cols]))
+    return out
+
+
+def _epsilon(arch: Any, rows: np.ndarray, cols: np.ndarray, params: dict[str, Any], steps: np.ndarray) -> np.ndarray:
+    if params.get("epsilon") is not None:
+        return np.full(rows.size, float(params["epsilon"]))
+    eps = row_std(arch, rows, cols) / float(params["epsilon_factor"])
+    zero = np.flatnonzero(~(eps > 0))
+    if zero.size:
+        raise AnalysisError(f"{arch.path}: ε = std(w)/epsilon_factor is 0 at step {int(steps[rows[zero[0]]])} "
+                            "(the selected parameters are all equal there); pass an absolute epsilon")
+    return eps
+
+
+def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str = "waiting",
+                     sums: tuple[str, ...] = ("dot", "sq", "quart", "theta"),
+                     origin_min_step: int | None = None, lag_rtol: float = 0.02) -> TwoTime:
+    """Run the pair kernels on every replica of ``data`` (an Ensemble, or one Archive) and derive the
+    two-time observables; see the module docstring."""
+    from trajkit_dynamics.overlaps import two_time_from_sums
+
+    archives = list(getattr(data, "archives", [data]))
+    steps = np.asarray(data.steps, dtype=np.int64)
+    cols = selected_columns(data, params["select"])
+    bad = nonfinite_rows(archives, steps, bool(params.get("allow_nan")))
+    n = int(cols.size)
+    if mode == "waiting":
+        rows = times.waiting_time_rows(steps, params["waiting_times"], snap=params["snap"])
+        wp = times.waiting_pairs(steps, rows)
+        pairs = wp.pairs
+    else:
+        lp = times.lag_pairs(steps, rtol=lag_rtol, min_origin_step=origin_min_step)
+        pairs = lp.pairs
+        rows = np.unique(pairs[:, 0])
+    keep = ~(np.isin(pairs[:, 0], bad) | np.isin(pairs[:, 1], bad))
+    per_pair: dict[str, list[np.ndarray]] = {}
+    eps_all = []
+    for arch in ctx.progress(archives, total=len(archives), desc="replicas"):
+        eps_rows = _epsilon(arch, rows, cols, params, steps)
+        eps_all.append(eps_rows)
+        eps_pair = eps_rows[np.searchsorted(rows, pairs[keep, 0])]
+        got = ctx.kernels.pair_sums(arch, pairs[keep], cols=cols, epsilon=eps_pair, sums=sums)
+        full = {}
+        for name in (*sums, "norm_a", "norm_b"):
+            if name in got:
+                v = np.full(pairs.shape[0], np.nan)
+                v[keep] = np.asarray(got[name], dtype=np.float64)
+                full[name] = v
+        if not params.get("allow_nan") and any(not np.all(np.isfinite(v[keep])) for v in full.values()):
+            raise AnalysisError(f"{arch.path}: parameters are NaN/inf in some snapshots (not flagged in metadata); "
+                                "pass allow_nan=true to mask them")
+        for name, v in two_time_from_sums(full, n).items():
+            per_pair.setdefault(name, []).append(v)
+    masked = [int(steps[r]) for r in bad]
+    eps = np.stack(eps_all)
+    if mode == "waiting":
+        values = {k: np.stack([wp.grid(v) for v in vs]) for k, vs in per_pair.items()}
+        return TwoTime(mode, n, steps, values, eps, tw_step=wp.tw_step, tw_rows=rows, masked_steps=masked)
+    values = {k: np.stack([lp.average(np.where(keep, v, np.nan)) for v in vs]) for k, vs in per_pair.items()}
+    q = [np.asarray(v) for v in per_pair.get("self_overlap", [])]
+    return TwoTime(mode, n, steps, values, eps, lags=lp.lags, n_pairs=lp.n_pairs, pair_q=q,
+                   pair_lag_index=lp.lag_index, masked_steps=masked)
+
+
+def replica_gram(data: Any, cols: np.ndarray, ctx: Any, block_bytes: int = 64 << 20) -> np.ndarray:
+    """``G[t, a, b] = w^a(t)·w^b(t)`` over ``cols`` for every snapshot: ``[T, R, R]`` float64.
+
+    One streaming pass over column blocks of every replica (``R·T·block`` floats in memory at a time).
+    """
+    archives = list(getattr(data, "archives", [data]))
+    r, t = len(archives), int(np.asarray(data.steps).size)
+    gram = np.zeros((t, r, r))
+    block = max(1, int(block_bytes // (8 * r * t)))
+    lo_cols = np.asarray(cols, dtype=np.int64)
+    starts = range(0, lo_cols.size, block)
+    for s in ctx.progress(starts, total=len(starts), desc="replica overlaps"):
+        sel = lo_cols[s:s + block]
+        c0, c1 = int(sel[0]), int(sel[-1]) + 1
+        x = np.empty((r, t, sel.size))
+        for i, arch in enumerate(archives):
+            x[i] = np.asarray(arch.params[:, c0:c1], dtype=np.float64)[:, sel - c0]
+        gram += np.einsum("atn,btn->tab", x, x, optimize=True)
+    return gram

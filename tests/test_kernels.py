@@ -1,0 +1,206 @@
+"""Pair kernels against a direct float64 numpy computation, both backends, selections, layers and memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import trajkit
+from trajkit.analysis import kernels
+from trajkit.archive.layout import layer_slices
+from trajkit.errors import AnalysisError
+
+LAYOUT = [  # three layers, weights and biases: N = 600 + 30 + 300 + 10 + 77 = 1017
+    {"name": "0.weight", "shape": [30, 20], "offset": 0, "size": 600, "role": "weight", "layer": 0},
+    {"name": "0.bias", "shape": [30], "offset": 600, "size": 30, "role": "bias", "layer": 0},
+    {"name": "2.weight", "shape": [10, 30], "offset": 630, "size": 300, "role": "weight", "layer": 1},
+    {"name": "2.bias", "shape": [10], "offset": 930, "size": 10, "role": "bias", "layer": 1},
+    {"name": "4.weight", "shape": [77], "offset": 940, "size": 77, "role": "weight", "layer": 2},
+]
+N = 1017
+
+
+def _trajectory(T: int, n: int, rel_step: float, seed: int = 0) -> np.ndarray:
+    """Weights of scale ~0.1 plus a random walk whose steps are ``rel_step`` times that scale."""
+    rng = np.random.default_rng(seed)
+    w0 = 0.1 * rng.standard_normal(n)
+    steps = rel_step * 0.1 * rng.standard_normal((T, n))
+    steps[0] = 0
+    return (w0 + np.cumsum(steps, axis=0)).astype(np.float32)
+
+
+def _write(path, X: np.ndarray, layout=None):
+    with trajkit.archive.create(path, n_params=X.shape[1], layout=layout) as w:
+        for t, row in enumerate(X):
+            w.append(10 * t + t * t, row)
+    return trajkit.open_archive(path)
+
+
+def _reference(X: np.ndarray, pairs: np.ndarray, cols: np.ndarray, eps) -> dict[str, np.ndarray]:
+    A = X[pairs[:, 0]][:, cols].astype(np.float64)
+    B = X[pairs[:, 1]][:, cols].astype(np.float64)
+    D = B - A
+    eps = np.broadcast_to(np.asarray(eps, np.float64), (pairs.shape[0],))
+    return {"dot": (A * B).sum(1), "sq": (D**2).sum(1), "quart": (D**4).sum(1),
+            "theta": (np.abs(D) < eps[:, None]).sum(1).astype(np.float64),
+            "norm_a": (A * A).sum(1), "norm_b": (B * B).sum(1)}
+
+
+def _rel(a, b):
+    return np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def tiny_disp(tmp_path_factory):
+    X = _trajectory(24, N, 1e-4, seed=1)
+    return X, _write(tmp_path_factory.mktemp("k") / "tiny.trajkit", X, LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def big_disp(tmp_path_factory):
+    X = _trajectory(17, N, 0.3, seed=2)
+    return X, _write(tmp_path_factory.mktemp("k") / "big.trajkit", X, LAYOUT)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("which", ["tiny_disp", "big_disp"])
+def test_pair_sums_match_float64_reference(which, backend, request):
+    X, arch = request.getfixturevalue(which)
+    T = X.shape[0]
+    rng = np.random.default_rng(5)
+    pairs = np.concatenate([np.stack([np.zeros(T, int), np.arange(T)], 1),        # shared a, contiguous b
+                            rng.integers(0, T, size=(40, 2))])                    # arbitrary pairs
+    eps = np.abs(X[1] - X[0]).mean() * rng.uniform(0.5, 2.0, size=pairs.shape[0])
+    got = kernels.pair_sums(arch, pairs, epsilon=eps, backend=backend, block_bytes=64 * 1024)
+    ref = _reference(X, pairs, np.arange(N), eps)
+    for k in ("dot", "norm_a", "norm_b"):
+        assert _rel(got[k], ref[k]) <= 1e-12, k
+    nz = ref["sq"] > 0
+    assert np.all(got["sq"][~nz] == 0) and np.all(got["quart"][~nz] == 0)
+    for k in ("sq", "quart"):
+        assert _rel(got[k][nz], ref[k][nz]) <= 1e-6, k
+    np.testing.assert_array_equal(got["theta"], ref["theta"])
+    assert got["n_cols"] == N
+
+
+def test_float32_gram_identity_would_fail_here(tiny_disp):
+    """Sanity: the data really is hard — |a|²+|b|²−2a·b in float32 is far off for these displacements."""
+    X, _ = tiny_disp
+    a, b = X[3], X[4]
+    naive = float(np.dot(a, a) + np.dot(b, b) - 2 * np.dot(a, b))
+    exact = float(((b.astype(np.float64) - a) ** 2).sum())
+    assert abs(naive - exact) / exact > 1e-3
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_selection_and_per_layer(tiny_disp, backend):
+    X, arch = tiny_disp
+    pairs = np.array([[0, 5], [2, 9], [9, 2], [7, 7], [1, 23]])
+    cols = arch.select("weights")
+    got = kernels.pair_sums(arch, pairs, cols=cols, epsilon=1e-5, per_layer=True, backend=backend,
+                            block_bytes=32 * 1024)
+    ref = _reference(X, pairs, cols, 1e-5)
+    assert got["n_cols"] == cols.size == 600 + 300 + 77
+    for k in ("dot", "sq", "quart"):
+        nz = ref[k] != 0
+        assert _rel(got[k][nz], ref[k][nz]) <= 1e-6
+    np.testing.assert_array_equal(got["theta"], ref["theta"])
+    assert list(got["layers"]) == [0, 1, 2]
+    for li, sl in layer_slices(LAYOUT).items():
+        lc = cols[(cols >= sl.start) & (cols < sl.stop)]
+        r = _reference(X, pairs, lc, 1e-5)
+        assert got["n_cols_per_layer"][li] == lc.size
+        nz = r["sq"] > 0
+        assert _rel(got["sq_per_layer"][nz, li], r["sq"][nz]) <= 1e-6
+        np.testing.assert_array_equal(got["theta_per_layer"][:, li], r["theta"])
+    np.testing.assert_allclose(got["dot_per_layer"].sum(1), got["dot"], rtol=1e-14)
+
+
+def test_sparse_selection_reads_spans(tiny_disp):
+    X, arch = tiny_disp
+    cols = np.sort(np.random.default_rng(0).choice(N, 50, replace=False))
+    pairs = np.array([[0, 1], [3, 20]])
+    got = kernels.pair_sums(arch, pairs, cols=cols, sums=("sq", "dot"), block_bytes=1)
+    ref = _reference(X, pairs, cols, 1.0)
+    assert _rel(got["sq"], ref["sq"]) <= 1e-6 and _rel(got["dot"], ref["dot"]) <= 1e-12
+
+
+def test_backends_agree(big_disp):
+    _, arch = big_disp
+    pairs = np.array([[0, 3], [3, 16], [5, 5], [16, 1]])
+    a = kernels.pair_sums(arch, pairs, epsilon=0.05, backend="numpy")
+    b = kernels.pair_sums(arch, pairs, epsilon=0.05, backend="torch", device="cpu")
+    for k in ("dot", "sq", "quart", "norm_a", "norm_b"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-12)
+    np.testing.assert_array_equal(a["theta"], b["theta"])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("which", ["tiny_disp", "big_disp"])
+def test_gram_matches_reference(which, backend, request):
+    X, arch = request.getfixturevalue(which)
+    rows = np.arange(0, X.shape[0], 2)
+    cols = arch.select("hidden")
+    dot, sq = kernels.gram(arch, rows=rows, cols=cols, backend=backend, block_bytes=16 * 1024)
+    Y = X[rows][:, cols].astype(np.float64)
+    ref_dot = Y @ Y.T
+    ref_sq = ((Y[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+    assert _rel(dot, ref_dot) <= 1e-12
+    off = ~np.eye(rows.size, dtype=bool)
+    assert _rel(sq[off], ref_sq[off]) <= 1e-6
+    assert np.all(np.diag(sq) == 0)
+
+
+def test_memory_stays_within_block_budget(tmp_path):
+    """An archive of 12 MB streamed with a 3 MiB budget: numpy's peak allocation stays under the budget."""
+    T, n = 48, 65_536
+    rng = np.random.default_rng(3)
+    path = tmp_path / "mem.trajkit"
+    with trajkit.archive.create(path, n_params=n) as w:
+        for t in range(T):
+            w.append(t, rng.standard_normal(n).astype(np.float32))
+    arch = trajkit.open_archive(path)
+    assert arch.params.nbytes >= 4 * 3 * 2**20
+    pairs = np.stack([np.repeat([0, 4, 8], T), np.tile(np.arange(T), 3)], 1)
+    budget = 3 * 2**20
+    tracemalloc.start()
+    try:
+        out = kernels.pair_sums(arch, pairs, epsilon=0.5, backend="numpy", block_bytes=budget)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= budget, f"peak {peak / 2**20:.2f} MiB over the {budget / 2**20:.0f} MiB budget"
+    X = arch.params[:, :]
+    ref = _reference(X, pairs[:5], np.arange(n), 0.5)
+    np.testing.assert_allclose(out["sq"][:5], ref["sq"], rtol=1e-9)
+
+
+def test_bad_inputs(tiny_disp):
+    _, arch = tiny_disp
+    with pytest.raises(AnalysisError, match="shape"):
+        kernels.pair_sums(arch, np.array([1, 2, 3]))
+    with pytest.raises(AnalysisError, match=r"0\.\.23"):
+        kernels.pair_sums(arch, np.array([[0, 24]]))
+    with pytest.raises(AnalysisError, match="needs epsilon"):
+        kernels.pair_sums(arch, np.array([[0, 1]]), sums=("theta",))
+    with pytest.raises(AnalysisError, match="epsilon must be > 0"):
+        kernels.pair_sums(arch, np.array([[0, 1]]), sums=("theta",), epsilon=-1.0)
+    with pytest.raises(AnalysisError, match="unknown sum 'cube'"):
+        kernels.pair_sums(arch, np.array([[0, 1]]), sums=("cube",))
+    with pytest.raises(AnalysisError, match="backend"):
+        kernels.pair_sums(arch, np.array([[0, 1]]), sums=("sq",), backend="jax")
+    with pytest.raises(AnalysisError, match="outside"):
+        kernels.pair_sums(arch, np.array([[0, 1]]), sums=("sq",), cols=[N])
+
+
+def test_block_tasks_sum_to_the_total(tiny_disp):
+    """The per-block tasks (what a Dask cluster would run, given the archive path) add up to pair_sums."""
+    _, arch = tiny_disp
+    pairs = np.array([[0, 4], [2, 11]])
+    blocks = kernels.plan_blocks(N, 300)
+    parts = [kernels.pair_sums_block(arch.path, pairs, b, sums=("sq", "dot")) for b in blocks]
+    total = kernels.pair_sums(arch, pairs, sums=("sq", "dot"))
+    np.testing.assert_allclose(sum(p["sq"] for p in parts), total["sq"], rtol=1e-13)
+    np.testing.assert_allclose(sum(p["dot"] for p in parts), total["dot"], rtol=1e-13)

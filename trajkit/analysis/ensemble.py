@@ -1,0 +1,235 @@
+"""Ensembles: replicas of one configuration, opened together and checked for consistency.
+
+``open_ensemble(paths)`` accepts archive directories (or zips), ensemble directories (``ensemble.json``,
+format ``trajkit-ensemble`` v1: only runs with status ``done`` are used, the others are skipped with a
+warning naming them), directories holding ``*.trajkit`` archives, and glob patterns. Replicas must share
+N, the parameter layout and the snapshot steps; a mismatch is an error naming the two runs — schedules
+are never interpolated. ``ensemble.groups("dynamics.temperature")`` splits an ensemble by a metadata key
+(each group checked on its own, so a width sweep may differ in N between groups).
+
+>>> ens = trajkit.open_ensemble(["sweep/"])                              # doctest: +SKIP
+>>> ens.steps, ens.n_params, len(ens)                                    # doctest: +SKIP
+>>> {T: len(g) for T, g in ens.groups("dynamics.temperature").items()}   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajkit.archive import Archive, open_archive
+from trajkit.archive.metadata import get_path
+from trajkit.errors import AnalysisError
+
+_MISSING = object()
+
+
+def _label(a: Archive) -> str:
+    return f"{a.path} (run {str(a.metadata.get('run_id', '?'))[:8]})"
+
+
+def check_consistent(archives: Sequence[Archive]) -> None:
+    """Raise :class:`AnalysisError` naming the first two runs that differ in N, layout or steps."""
+    ref = archives[0]
+    for a in archives[1:]:
+        if a.n_params != ref.n_params:
+            raise AnalysisError(f"runs differ in parameter count: {_label(ref)} has N={ref.n_params}, "
+                                f"{_label(a)} has N={a.n_params}; analyse them separately or group them")
+        if a.layout != ref.layout:
+            raise AnalysisError(f"runs differ in parameter layout: {_label(ref)} and {_label(a)}; "
+                                "replicas must share one architecture")
+        if a.steps.shape != ref.steps.shape or not np.array_equal(a.steps, ref.steps):
+            if a.steps.size != ref.steps.size:
+                what = f"{ref.steps.size} vs {a.steps.size} snapshots"
+            else:
+                i = int(np.flatnonzero(a.steps != ref.steps)[0])
+                what = f"row {i} is step {int(ref.steps[i])} vs {int(a.steps[i])}"
+            raise AnalysisError(f"runs differ in snapshot steps: {_label(ref)} and {_label(a)} ({what}); "
+                                "replicas must share the schedule (no interpolation is done)")
+
+
+class Ensemble:
+    """A list of archives of one configuration (see the module docstring).
+
+    Attributes: ``archives`` (list of :class:`~trajkit.archive.Archive`), ``steps`` int64 ``[T]``,
+    ``n_params``, ``layout``, ``run_ids``, ``paths``, ``info`` (the ``ensemble.json`` documents read).
+    """
+
+    def __init__(self, archives: Sequence[Archive], info: list[dict[str, Any]] | None = None,
+                 check: bool = True):
+        if not archives:
+            raise AnalysisError("an ensemble needs at least one archive")
+        self.archives = list(archives)
+        self.info = list(info or [])
+        self.checked = check
+        if check:
+            check_consistent(self.archives)
+
+    def _require_checked(self) -> None:
+        if not self.checked:
+            check_consistent(self.archives)
+            self.checked = True
+
+    @property
+    def steps(self) -> np.ndarray:
+        self._require_checked()
+        return self.archives[0].steps
+
+    @property
+    def n_params(self) -> int:
+        self._require_checked()
+        return self.archives[0].n_params
+
+    @property
+    def n_snapshots(self) -> int:
+        return int(self.steps.size)
+
+    @property
+    def layout(self) -> list[dict[str, Any]]:
+        self._require_checked()
+        return self.archives[0].layout
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [str(a.metadata.get("run_id")) for a in self.archives]
+
+    @property
+    def paths(self) -> list[str]:
+        return [a.path for a in self.archives]
+
+    def select(self, spec: str = "all") -> np.ndarray:
+        """Column indices of a parameter subset (same for every replica)."""
+        self._require_checked()
+        return self.archives[0].select(spec)
+
+    def metadata(self, key: str) -> list[Any]:
+        """The value of dotted metadata ``key`` in each run (error naming a run that lacks it)."""
+        out = []
+        for a in self.archives:
+            v = get_path(a.metadata, key, _MISSING)
+            if v is _MISSING:
+                raise AnalysisError(f"{_label(a)} has no metadata key {key!r}; `trajkit info` lists its keys")
+            out.append(v)
+        return out
+
+    def groups(self, key: str) -> dict[Any, Ensemble]:
+        """``{value: Ensemble}`` by the value of metadata ``key``, sorted by value; each group is checked."""
+        by: dict[Any, list[Archive]] = {}
+        for a, v in zip(self.archives, self.metadata(key), strict=True):
+            by.setdefault(_hashable(v), []).append(a)
+        try:
+            keys = sorted(by)
+        except TypeError:
+            keys = list(by)
+        return {k: Ensemble(by[k], self.info) for k in keys}
+
+    def __len__(self) -> int:
+        return len(self.archives)
+
+    def __iter__(self) -> Iterator[Archive]:
+        return iter(self.archives)
+
+    def __getitem__(self, i: int) -> Archive:
+        return self.archives[i]
+
+    def __repr__(self) -> str:
+        a = self.archives[0]
+        return f"Ensemble({len(self.archives)} runs, N={a.n_params}, T={a.n_snapshots})"
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+def _read_ensemble_json(d: Path) -> tuple[list[Path], dict[str, Any]]:
+    path = d / "ensemble.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AnalysisError(f"{path}: unreadable ({e}); it should be written by `trajkit record`") from None
+    if not isinstance(doc, dict) or doc.get("format") != "trajkit-ensemble" \
+            or not isinstance(doc.get("runs"), list):
+        raise AnalysisError(f"{path}: not a trajkit-ensemble document (no format/runs)")
+    if doc.get("version", 1) > 1:
+        raise AnalysisError(f"{path}: ensemble format v{doc.get('version')} is newer than this trajkit "
+                            "reads; upgrade trajkit")
+    out, skipped = [], []
+    for run in doc["runs"]:
+        status = run.get("status", "done")
+        if status != "done":
+            reason = f": {run['reason']}" if run.get("reason") else ""
+            skipped.append(f"{run.get('path')} ({status}{reason})")
+            continue
+        out.append(d / run["path"])
+    if skipped:
+        warnings.warn(f"{path}: skipping runs not done: {', '.join(skipped)}", stacklevel=3)
+    if not out:
+        raise AnalysisError(f"{path}: no run has status 'done'; nothing to analyse")
+    return out, doc
+
+
+def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]
+                  ) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Archive paths behind files, ensemble directories, directories of archives and globs (deduplicated)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    found: list[Path] = []
+    infos: list[dict[str, Any]] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?[") and not Path(s).exists():
+            matches = sorted(glob.glob(s))
+            if not matches:
+                raise AnalysisError(f"{s}: glob matches nothing; check the pattern")
+            sub, inf = resolve_paths(matches)
+            found += sub
+            infos += inf
+            continue
+        path = Path(s)
+        if path.is_dir() and (path / "ensemble.json").is_file():
+            runs, doc = _read_ensemble_json(path)
+            found += runs
+            infos.append(doc)
+        elif path.is_dir() and not (path / "zarr.json").exists():
+            runs = sorted(q for q in path.glob("*.trajkit") if q.is_dir() or q.is_file())
+            if not runs:
+                raise AnalysisError(f"{path}: directory holds no archive (no zarr.json, ensemble.json or "
+                                    "*.trajkit inside)")
+            found += runs
+        else:
+            found.append(path)
+    seen, unique = set(), []
+    for q in found:
+        key = os.path.realpath(q)
+        if key not in seen:
+            seen.add(key)
+            unique.append(q)
+    return unique, infos
+
+
+def open_ensemble(paths: str | os.PathLike | Sequence[Any], check: bool = True) -> Ensemble:
+    """Open archives (files, ensemble directories, directories of archives, globs) as an :class:`Ensemble`.
+
+    With ``check`` (default) the runs must share N, layout and steps; pass ``check=False`` to group a
+    sweep first (``ens.groups(key)`` checks each group).
+    """
+    if isinstance(paths, Archive):
+        return Ensemble([paths], check=check)
+    if isinstance(paths, Sequence) and not isinstance(paths, str) and paths and \
+            all(isinstance(p, Archive) for p in paths):
+        return Ensemble(list(paths), check=check)
+    found, infos = resolve_paths(paths)
+    if not found:
+        raise AnalysisError("no archives given")
+    return Ensemble([open_archive(p) for p in found], infos, check=check)

@@ -1,0 +1,470 @@
+"""``run_experiment``: plan a config's sweep, check everything, then train and record every run.
+
+Planning (no file is touched) resolves the config, expands the sweep, builds each point's dataset and
+model spec, checks ``init_from`` archives and the device, and estimates disk use; any problem is a
+one-line :class:`~trajkit.errors.TrajkitError` before training starts. Execution trains the replicas of
+each sweep point together (:mod:`trajkit.experiments.replicas`), writes one archive per replica and keeps
+``ensemble.json`` current, so an interrupted sweep resumes where it stopped.
+
+>>> summary = run_experiment("examples/demo.toml", "demo-out", quiet=True)   # doctest: +SKIP
+>>> [r["status"] for r in summary["runs"]][:2]                               # doctest: +SKIP
+['done', 'done']
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajkit import schedules
+from trajkit.archive import create, open_archive
+from trajkit.archive import format as fmt
+from trajkit.archive.layout import Layout, layout_from_named_parameters
+from trajkit.errors import ConfigError, TrajkitError
+from trajkit.experiments import losses
+from trajkit.experiments.config import (Config, config_diff, load_config, point_config, replica_config,
+                                        sweep_points)
+from trajkit.experiments.datasets import Dataset, build_dataset, dataset_spec
+from trajkit.experiments.dynamics import Dynamics
+from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names, save_ensemble
+from trajkit.experiments.models import build_model, model_class_name, model_spec
+from trajkit.experiments.randomness import derive_seed
+from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
+from trajkit.experiments.training import TrainData, train
+
+METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc")
+
+
+@dataclass
+class PointPlan:
+    """Everything one sweep point needs, checked before anything is written."""
+
+    index: int
+    coords: dict[str, Any]
+    config: Config
+    dataset: Dataset
+    spec: dict[str, Any]
+    layout: Layout
+    n_params: int
+    schedule: schedules.Schedule
+    snapshot_steps: np.ndarray
+    names: list[str]
+    init_from: list[dict[str, Any] | None] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return int(self.config["run"]["steps"])
+
+    @property
+    def replicas(self) -> int:
+        return int(self.config["run"]["replicas"])
+
+    def estimated_bytes(self) -> int:
+        """Disk use of one run's archive: params rows, 1-D arrays in whole chunks, metadata."""
+        cc = fmt.params_chunk_cols(self.n_params)
+        padded = -(-self.n_params // cc) * cc
+        T = int(self.snapshot_steps.size)
+        n_metrics = 4 if self.dataset.n_classes is not None else 2
+        scalar = (3 + n_metrics) * math.ceil(T / fmt.SNAPSHOT_SCALAR_CHUNK) * fmt.SNAPSHOT_SCALAR_CHUNK * 8
+        trace = 3 * math.ceil(self.steps / fmt.TRACE_CHUNK) * fmt.TRACE_CHUNK * 8
+        return T * padded * 4 + scalar + trace + 24_000 + 200 * len(self.layout)
+
+
+@dataclass
+class Plan:
+    """The resolved config, the output directory and each sweep point's plan."""
+
+    config: Config
+    out: Path
+    device: str
+    points: list[PointPlan]
+
+    @property
+    def n_runs(self) -> int:
+        return sum(p.replicas for p in self.points)
+
+
+# -- planning ------------------------------------------------------------------------------------------------
+
+
+def make_schedule(cfg: Config) -> schedules.Schedule:
+    """The snapshot schedule of ``[snapshots]`` over ``run.steps``; the final step is always included."""
+    s, steps = cfg["snapshots"], cfg["run"]["steps"]
+    if s["schedule"] == "log":
+        sched: schedules.Schedule = schedules.log(s["start"], steps, s["n"])
+    elif s["schedule"] == "linear":
+        sched = schedules.linear(s["every"], 0, steps)
+    else:
+        sched = schedules.explicit(s["steps"])
+    if steps not in sched:
+        sched = sched | schedules.explicit([steps])
+    return sched
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can use it, else a one-line ConfigError."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"run.device = {device!r} but torch finds no CUDA GPU here "
+                              f"(torch {torch.__version__}); use --device cpu")
+        k = int(device.split(":", 1)[1]) if ":" in device else 0
+        if k >= torch.cuda.device_count():
+            raise ConfigError(f"run.device = {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
+def initial_params(spec: dict[str, Any], seed: int) -> torch.Tensor:
+    """Flat float32 ``[N]`` initial parameters of the model for replica seed ``seed`` (PyTorch's default
+    initialisation drawn from ``derive_seed(seed, "init")``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = build_model(spec)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(torch.float32)
+
+
+def parse_init_from(text: str) -> tuple[str, str]:
+    """``"path@STEP"`` → ``(path, "STEP")``; no ``@`` means the last snapshot."""
+    if "@" in text:
+        path, _, step = text.rpartition("@")
+        return path, step
+    return text, "last"
+
+
+def load_init_from(text: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Open the ``init_from`` archive, check its model spec against ``spec`` and read the snapshot."""
+    path, step_text = parse_init_from(text)
+    try:
+        arch = open_archive(path)
+    except TrajkitError as e:
+        raise ConfigError(f"run.init_from = {text!r}: {e}") from None
+    theirs = arch.metadata.get("model", {}).get("spec")
+    if theirs != spec:
+        diff = next((f"{k}: {theirs.get(k)!r} vs {spec.get(k)!r}" for k in sorted(set(spec) | set(theirs or {}))
+                     if (theirs or {}).get(k) != spec.get(k)), "no model.spec in that archive") \
+            if isinstance(theirs, dict) else "no model.spec in that archive"
+        raise ConfigError(f"run.init_from = {text!r}: its model does not match this run's ({diff}); use an "
+                          "archive recorded with the same [model] and data shape")
+    if arch.n_snapshots == 0:
+        raise ConfigError(f"run.init_from = {text!r}: the archive has no committed snapshots")
+    if step_text == "last":
+        row = arch.n_snapshots - 1
+    else:
+        try:
+            row = arch.row(int(step_text))
+        except TrajkitError:
+            raise ConfigError(f"run.init_from = {text!r}: step {step_text} is not a snapshot of that archive "
+                              f"(snapshots {int(arch.steps[0])}..{int(arch.steps[-1])}); pick a recorded step "
+                              "or @last") from None
+    flat = np.asarray(arch.params[row, :], dtype=np.float32)
+    if not np.isfinite(flat).all():
+        raise ConfigError(f"run.init_from = {text!r}: that snapshot holds NaN/inf parameters")
+    return {"path": str(Path(path).resolve()), "step": int(arch.steps[row]), "run_id": arch.run_id,
+            "params": flat}
+
+
+def plan_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
+                    device: str | None = None) -> Plan:
+    """Resolve and check everything a run needs; writes nothing."""
+    overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
+    cfg = load_config(config, overrides)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the ensemble")
+    coords_list = sweep_points(cfg)
+    keys = list(cfg["sweep"])
+    names = run_names(coords_list, keys, 1)
+    datasets: dict[str, Dataset] = {}
+    points = []
+    dev = None
+    for i, coords in enumerate(coords_list):
+        pcfg = point_config(cfg, coords)
+        dev = check_device(pcfg["run"]["device"])
+        dspec = dataset_spec(pcfg["data"])
+        key = repr(sorted(dspec.items()))
+        if key not in datasets:
+            datasets[key] = build_dataset(dspec)
+        ds = datasets[key]
+        spec = model_spec(pcfg["model"], ds.input_shape, losses.n_outputs(pcfg["loss"]["name"], ds))
+        with torch.device("meta"):
+            layout = layout_from_named_parameters(list(build_model(spec).named_parameters()))
+        n_params = sum(e["size"] for e in layout)
+        sched = make_schedule(pcfg)
+        R = pcfg["run"]["replicas"]
+        base = names[i][0].removesuffix("r00.trajkit")
+        plan = PointPlan(i, coords, pcfg, ds, spec, layout, n_params, sched, sched.steps(pcfg["run"]["steps"]),
+                         [f"{base}r{r:02d}.trajkit" for r in range(R)])
+        init = pcfg["run"]["init_from"]
+        if init is not None:
+            cache: dict[str, dict[str, Any]] = {}
+            for r in range(R):
+                text = init.replace("{replica}", str(r))
+                if text not in cache:
+                    cache[text] = load_init_from(text, spec)
+                plan.init_from.append(cache[text])
+        else:
+            plan.init_from = [None] * R
+        points.append(plan)
+    return Plan(cfg, out, dev or "cpu", points)
+
+
+# -- execution -----------------------------------------------------------------------------------------------
+
+
+class ArchiveSink:
+    """Writes one replica's trajectory into its archive (see :class:`trajkit.experiments.training.Sink`)."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.row = np.full(writer.padded_size, np.nan, dtype=np.float32)
+        self.n = writer.n_params
+        self.status: tuple[str, str | None] = ("running", None)
+
+    def trace(self, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
+        self.writer.add_trace(steps, {"loss": loss, "lr": np.full(len(steps), lr)})
+
+    def snapshot(self, step: int, flat: torch.Tensor, epoch: float, metrics: dict[str, float]) -> None:
+        self.row[:self.n] = flat.numpy()
+        self.writer.write_row(step, self.row, epoch=epoch, metrics=metrics)
+
+    def diverged(self, step: int, reason: str) -> None:
+        self.status = ("diverged", f"diverged: {reason}")
+        self.writer.update_metadata({"status": "diverged", "status_reason": self.status[1]})
+        self.writer.close()
+
+
+def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, dyn: Dynamics) -> dict[str, Any]:
+    """Archive metadata of one run (``ensemble.coords`` is added after creation, keys kept verbatim)."""
+    ds = plan.dataset
+    rcfg = replica_config(plan.config, replica)
+    meta: dict[str, Any] = {
+        "seed": rcfg["run"]["seed"],
+        "device": device,
+        "model": {"spec": plan.spec, "class": model_class_name(build_model_meta(plan.spec))},
+        "dataset": {"name": ds.name, "n_train": ds.n_train, "n_test": ds.n_test, "spec": ds.spec,
+                    "input_shape": list(ds.input_shape), "n_classes": ds.n_classes},
+        "loss": {"name": plan.config["loss"]["name"]},
+        "dynamics": dyn.metadata(),
+        "optimizer": dyn.optimizer_metadata(),
+        "ensemble": {"id": ensemble_id, "replica": replica},
+        "config": rcfg,
+        "schedule": plan.schedule.spec,
+        "status": "running",
+        "status_reason": None,
+    }
+    init = plan.init_from[replica]
+    if init is not None:
+        meta["init_from"] = {k: init[k] for k in ("path", "step", "run_id")}
+    return meta
+
+
+def build_model_meta(spec: dict[str, Any]) -> torch.nn.Module:
+    with torch.device("meta"):
+        return build_model(spec)
+
+
+def _train_data(ds: Dataset, loss: str, device: str) -> TrainData:
+    def t(a):
+        return torch.as_tensor(a).to(device)
+
+    ytr, yte = t(ds.y_train), t(ds.y_test)
+    classes = ds.n_classes is not None
+    return TrainData(loss, t(ds.X_train), losses.targets(loss, ytr, ds.n_classes), ytr if classes else None,
+                     t(ds.X_test), losses.targets(loss, yte, ds.n_classes), yte if classes else None)
+
+
+def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dict[int, Any]]:
+    """The step the replicas in ``todo`` restart from, and each one's params there (from its archive)."""
+    last: dict[int, int | None] = {}
+    for r in todo:
+        path = out / plan.names[r]
+        last[r] = None
+        if path.exists():
+            try:
+                arch = open_archive(path)
+            except TrajkitError:
+                shutil.rmtree(path)  # a pending run's archive torn at creation: start it again
+                continue
+            if arch.n_snapshots:
+                last[r] = int(arch.steps[-1])
+    start = min((s if s is not None else 0) for s in last.values())
+    params: dict[int, Any] = {}
+    if start > 0:
+        for r in todo:
+            arch = open_archive(out / plan.names[r])
+            params[r] = torch.from_numpy(np.asarray(arch.params[arch.row(start), :], dtype=np.float32))
+    return start, params
+
+
+def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any], device: str,
+                progress=None) -> None:
+    """Train and record the replicas ``todo`` of one sweep point; updates ``doc`` (ensemble.json)."""
+    cfg = plan.config
+    dyn = Dynamics.from_config(cfg["dynamics"], plan.dataset.n_train)
+    start, resumed = _resume_point(plan, out, todo)
+    seeds = [cfg["run"]["seed"] + r for r in todo]
+    inits = []
+    for r, seed in zip(todo, seeds, strict=True):
+        if r in resumed:
+            inits.append(resumed[r])
+        elif plan.init_from[r] is not None:
+            inits.append(torch.from_numpy(plan.init_from[r]["params"]))
+        else:
+            inits.append(initial_params(plan.spec, seed))
+    init = torch.stack(inits)
+    entries = {r: doc["runs"][plan.index * plan.replicas + r] for r in todo}
+    writers, sinks = [], []
+    try:
+        for r in todo:
+            path = out / plan.names[r]
+            if path.exists():
+                w = create(path, plan.n_params, layout=plan.layout, resume="allow")
+                w.truncate(start)
+                w.update_metadata({"status": "running", "status_reason": None})
+            else:
+                meta = run_metadata(plan, r, doc["id"], device, dyn)
+                w = create(path, plan.n_params, metadata=meta, layout=plan.layout)
+                w.update_metadata({"ensemble": {"coords": plan.coords}})
+            entries[r]["run_id"] = w.metadata["run_id"]
+            writers.append(w)
+            sinks.append(ArchiveSink(w))
+        if cfg["run"]["vectorize"]:
+            with torch.device("meta"):
+                module = build_model(plan.spec)
+            engine: Any = BatchedReplicas(module, plan.layout, init, device)
+        else:
+            engine = SequentialReplicas(plan.spec, plan.layout, init, device)
+        data = _train_data(plan.dataset, cfg["loss"]["name"], device)
+        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sinks, start_step=start, progress=progress)
+        for r, w, sink in zip(todo, writers, sinks, strict=True):
+            if sink.status[0] == "diverged":
+                entries[r].update(status="diverged", reason=sink.status[1])
+            else:
+                w.update_metadata({"status": "done", "status_reason": None})
+                w.close()
+                entries[r].update(status="done", reason=None)
+    except KeyboardInterrupt:
+        for w in writers:
+            w.close()
+        raise
+    except Exception as e:  # record the failure, go on with the sweep
+        reason = f"failed: {type(e).__name__}: {e}"
+        for r, w in zip(todo, writers, strict=False):
+            if entries[r]["status"] not in ("done", "diverged"):
+                try:
+                    w.update_metadata({"status": "failed", "status_reason": reason})
+                except Exception:  # noqa: BLE001 - the writer may be the thing that failed
+                    pass
+            w.close()
+        for r in todo:
+            if entries[r]["status"] not in ("done", "diverged"):
+                entries[r].update(status="failed", reason=reason)
+
+
+def _prepare_out(plan: Plan) -> dict[str, Any]:
+    """Create the ensemble directory (or check that an existing one holds this experiment)."""
+    out = plan.out
+    doc = load_ensemble(out) if out.is_dir() else None
+    if doc is None:
+        if out.is_dir() and any(out.iterdir()):
+            raise ConfigError(f"--out {str(out)!r} exists, is not empty and holds no ensemble.json; choose a new "
+                              "or empty directory")
+        runs = [{"path": name, "replica": r, "coords": p.coords, "run_id": None, "status": "pending",
+                 "reason": None} for p in plan.points for r, name in enumerate(p.names)]
+        return new_ensemble(plan.config, runs)
+    diff = config_diff(doc.get("config") or {}, plan.config, ignore={"run.device"})
+    if diff is None and (doc.get("sweep") or {}) != plan.config["sweep"]:
+        diff = f"sweep: {doc.get('sweep')} vs {plan.config['sweep']}"
+    if diff is not None or len(doc["runs"]) != plan.n_runs:
+        raise ConfigError(f"--out {str(out)!r} holds a different experiment ({diff or 'run count differs'}); "
+                          "rerun with the same config to resume it, or choose a new --out")
+    return doc
+
+
+def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str, Any]:
+    rows = []
+    for p in plan.points:
+        for r, name in enumerate(p.names):
+            row: dict[str, Any] = {"name": name, "path": str(plan.out / name), "replica": r, "coords": p.coords,
+                                   "steps": p.steps, "snapshots": int(p.snapshot_steps.size),
+                                   "n_params": p.n_params, "estimated_bytes": p.estimated_bytes(),
+                                   "status": "planned" if dry_run else None, "reason": None}
+            if doc is not None:
+                entry = doc["runs"][p.index * p.replicas + r]
+                row["status"], row["reason"], row["run_id"] = entry["status"], entry["reason"], entry["run_id"]
+                path = plan.out / name
+                if path.exists():
+                    try:
+                        arch = open_archive(path)
+                        for m in METRIC_NAMES:
+                            vals = arch.metrics.get(m)
+                            row[m] = float(vals[-1]) if vals is not None and vals.size else None
+                        row["bytes"] = arch.disk_usage()[0]
+                        row["last_step"] = int(arch.steps[-1]) if arch.n_snapshots else None
+                    except TrajkitError:
+                        row["bytes"] = None
+            rows.append(row)
+    statuses = [r["status"] for r in rows]
+    return {"out": str(plan.out), "dry_run": dry_run, "device": plan.device,
+            "ensemble_id": doc["id"] if doc else None, "n_runs": len(rows), "runs": rows,
+            "estimated_bytes": sum(r["estimated_bytes"] for r in rows),
+            "n_failed": statuses.count("failed"), "n_diverged": statuses.count("diverged"),
+            "config": plan.config}
+
+
+def run_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
+                   quiet: bool = False, dry_run: bool = False, device: str | None = None) -> dict[str, Any]:
+    """Record every run of an experiment config into the ensemble directory ``out``.
+
+    ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
+    ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``. With ``dry_run`` nothing
+    is trained or written. Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords",
+    "status", "reason", "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss",
+    "train_acc", "test_acc", "bytes"}], "n_runs", "n_failed", "n_diverged", "estimated_bytes", ...}``.
+    """
+    plan = plan_experiment(config, out, overrides, device)
+    if dry_run:
+        if plan.out.is_dir():
+            _prepare_out(plan)  # report a mismatching existing ensemble in the dry run too
+        return _summary(plan, None, dry_run=True)
+    doc = _prepare_out(plan)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    save_ensemble(plan.out, doc)
+    from tqdm.auto import tqdm
+
+    total = sum(p.steps for p in plan.points)
+    n_runs = plan.n_runs
+    done_runs = sum(e["status"] in ("done", "diverged") for e in doc["runs"])
+    with tqdm(total=total, unit="step", disable=quiet, dynamic_ncols=True, desc="trajkit record",
+              leave=True) as bar:
+        bar.set_postfix_str(f"runs {done_runs}/{n_runs}")
+        for p in plan.points:
+            entries = doc["runs"][p.index * p.replicas:(p.index + 1) * p.replicas]
+            todo = [r for r, e in enumerate(entries) if e["status"] in ("pending", "failed")]
+            if todo:
+                before = bar.n
+                try:
+                    train_point(p, plan.out, todo, doc, plan.device, progress=bar.update)
+                finally:
+                    save_ensemble(plan.out, doc)
+                bar.update(max(0, before + p.steps - bar.n))
+            else:
+                bar.update(p.steps)
+            done_runs = sum(e["status"] in ("done", "diverged") for e in doc["runs"])
+            bar.set_postfix_str(f"runs {done_runs}/{n_runs}")
+    return _summary(plan, doc, dry_run=False)
+
+
+def config_from_archive(path: str | Path) -> Config:
+    """The resolved config stored in a run's archive (``trajkit record --from-archive``)."""
+    arch = open_archive(path)
+    cfg = arch.metadata.get("config")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: the archive holds no 'config' metadata (not recorded by trajkit record)")
+    return cfg
