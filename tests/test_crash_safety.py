@@ -20,7 +20,7 @@ import pytest
 import trajkit
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from crash_child import expected_loss, expected_params  # noqa: E402
+from crash_child import expected_loss, expected_params
 
 CHILD = Path(__file__).parent / "helpers" / "crash_child.py"
 N = 2 * 150_000

@@ -21,6 +21,7 @@ row at or after ``k``, so nothing is duplicated.
 from __future__ import annotations
 
 import inspect
+import operator
 import os
 from collections.abc import Callable
 from typing import Any
@@ -233,10 +234,12 @@ class Recorder:
 
 
 def _as_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, int) and not (
-            hasattr(step, "__index__") and not isinstance(step, float)):
-        raise TrajkitError(f"Recorder.step: step must be an integer optimiser step, got {step!r}")
-    return int(step)
+    try:
+        if isinstance(step, bool):
+            raise TypeError
+        return operator.index(step)
+    except TypeError:
+        raise TrajkitError(f"Recorder.step: step must be an integer optimiser step, got {step!r}") from None
 
 
 def _to_float(v: Any) -> float:
