@@ -54,7 +54,7 @@ def write_archive(path: Path, T: int, N: int, seed: int = 0) -> None:
         for t in range(T):
             w += (1e-3 * rng.standard_normal(N)).astype(np.float32)
             row[:N] = w
-            wr.write_row(int(round(1.02 ** t)) + t, row)
+            wr.write_row(round(1.02**t) + t, row)
 
 
 def plain_read(arch, block_cols: int) -> float:

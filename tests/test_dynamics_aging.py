@@ -3,11 +3,11 @@ estimates (collapse, h-form, τ(tw)); Ornstein–Uhlenbeck and Brownian motion a
 
 import numpy as np
 import pytest
+from trajkit_dynamics import aging
 
 import trajkit
 from trajkit import synthetic
 from trajkit.errors import TrajkitError
-from trajkit_dynamics import aging
 
 TWS = [100, 300, 1000, 3000, 10000]
 # short lags after every waiting time (t ≪ tw is where t/tw^μ scaling holds) plus a log-spaced backbone

@@ -3,11 +3,11 @@ real archives and the real entry point; bootstrap errors; bad input."""
 
 import numpy as np
 import pytest
+from trajkit_dynamics import chi4 as c4
 
 import trajkit
 from trajkit import synthetic
 from trajkit.errors import TrajkitError
-from trajkit_dynamics import chi4 as c4
 
 D0, EPS, N = 1e-3, 1.0, 10_000
 DIFFUSIONS = D0 * np.geomspace(0.25, 4.0, 16)
@@ -30,7 +30,8 @@ def test_chi4_matches_closed_form(result):
     got = result["chi4"][0][1:]
     big = expected > 0.1 * expected.max()
     # chi4 = N var_r(p_r + eta_r): the cross term 2N cov(p, eta) has relative std 2 sqrt(p(1-p) / (N var(p) R))
-    # ~ 1-2 % here (N = 1e4, R = 16, var(p) >= 0.01 where chi4 is >= 10 % of its peak); 5 sigma -> 10 %
+    # ~ 1-2 % per point here (N = 1e4, R = 16, var(p) >= 0.01 where chi4 is >= 10 % of its peak); the largest
+    # of the ~25 correlated points deviated by 3-5 % over three seeds; tolerance 10 %
     np.testing.assert_allclose(got[big], expected[big], rtol=0.10)
     assert np.all(np.isnan(result["chi4"][0][:0]))
 

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
-
-from trajkit import synthetic
 from trajkit_dynamics import loss as L
+
+import trajkit
+from trajkit import synthetic
+from trajkit.errors import TrajkitError
 
 STEPS = np.unique(np.rint(np.geomspace(1, 1e5, 80)).astype(int))
 
@@ -59,6 +61,61 @@ def test_critical_width_recovered_within_interval():
 def test_extrapolation_to_zero_threshold():
     ell = np.array([0.05, 0.1, 0.2, 0.4])
     w0, ci = L.extrapolate_to_zero(ell, 8.0 + 10 * ell)
+    assert ci[0] == pytest.approx(8.0) and ci[1] == pytest.approx(8.0)
     assert w0 == pytest.approx(8.0)
-    value, ci = L.extrapolate_to_zero(ell[:1], [1.0])
+    value, _ = L.extrapolate_to_zero(ell[:1], [1.0])
     assert np.isnan(value)
+
+
+# -- through archives and the `loss` plugin ------------------------------------------------------------------
+
+LOSS_STEPS = np.unique(np.concatenate([[0], np.rint(np.geomspace(1, 1e6, 100))])).astype(np.int64)
+
+
+def _runs(curves, meta=None, n=8):
+    rng = np.random.default_rng(0)
+    return [{"steps": LOSS_STEPS, "params": rng.standard_normal((LOSS_STEPS.size, n)),
+             "metrics": {"train_loss": c}, "metadata": meta or {}} for c in curves]
+
+
+def test_loss_plugin_power_law(tmp_path):
+    curves = [synthetic.loss_curve(LOSS_STEPS, 0.1, 2.0, 0.6, noise=0.01, seed=s) for s in range(4)]
+    root = synthetic.write_ensemble(tmp_path / "ens", _runs(curves))
+    r = trajkit.analyze("loss", [root], n_boot=50, thresholds=[0.2, 0.03, 0.01])
+    assert r.scalars["groups"] == 1
+    # 4 replicas x 1 % noise: bootstrap intervals over replicas must cover the truth, and be informative
+    for name, truth in (("beta", 0.6), ("loss_inf", 0.1)):
+        lo, hi = r.scalars[f"{name}_ci"]
+        assert lo <= truth <= hi and hi - lo < 0.2 * truth
+    assert r["t_learn"].shape == (1, 3)
+    assert r["reached"][0].tolist() == [True, False, False]       # floor 0.1: 0.03 and 0.01 never reached
+
+
+def test_loss_plugin_critical_width(tmp_path):
+    w_c, amp = 10.0, 1000.0
+    runs = []
+    for width in (6, 12, 14, 16, 20, 24, 32):
+        for seed in range(2):
+            noise = np.exp(0.01 * np.random.default_rng(seed + width).standard_normal(LOSS_STEPS.size))
+            t = np.maximum(LOSS_STEPS, 1).astype(float)
+            curve = (amp / ((width - w_c) * t) if width > w_c else 0.5 + t**-0.5) * noise
+            runs += _runs([curve], {"model": {"width": width}, "dataset": {"n_train": 100}}, n=width)
+    root = synthetic.write_ensemble(tmp_path / "ens", runs)
+    r = trajkit.analyze("loss", [root], group_by="model.width", thresholds=[0.1, 0.03, 0.01], n_boot=0)
+    np.testing.assert_array_equal(r["width"], [6, 12, 14, 16, 20, 24, 32])
+    assert not r["reached"][0].any()                               # below w_c: never reached, left out of the fit
+    # t_learn(l) = amp / (l (w - w_c)) exactly (up to 1 % noise): w_c inside each interval, and at l -> 0
+    for i in range(3):
+        lo, hi = r["w_c_ci"][i]
+        assert lo <= w_c <= hi
+        assert r["w_c"][i] == pytest.approx(w_c, abs=0.5)
+    assert r.scalars["w_c0"] == pytest.approx(w_c, abs=0.5)
+    np.testing.assert_allclose(r["n_over_p"], r["width"] / 100)
+    assert r["final_loss"][0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_loss_plugin_missing_metric(tmp_path):
+    root = synthetic.write_ensemble(tmp_path / "ens", _runs([np.ones(LOSS_STEPS.size)]))
+    with pytest.raises(TrajkitError, match="no snapshot metric 'test_loss'") as e:
+        trajkit.analyze("loss", [root], metric="test_loss")
+    assert "\n" not in str(e.value)

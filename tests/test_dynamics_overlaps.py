@@ -4,11 +4,11 @@ the real entry point (trajkit.analyze) and the core's pair kernels; and its bad 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from trajkit_dynamics import overlaps as ov
 
 import trajkit
 from trajkit import synthetic
 from trajkit.errors import TrajkitError
-from trajkit_dynamics import overlaps as ov
 
 D, EPS, N, R = 1e-3, 1.0, 5000, 4
 STEPS = np.unique(np.concatenate([[0, 100], np.rint(np.geomspace(1, 20000, 50))])).astype(np.int64)
@@ -164,7 +164,7 @@ def test_nan_params_refused_unless_allow_nan(tmp_path, tree_digest):
     with pytest.warns(RuntimeWarning, match="NaN"):
         path = synthetic.write_archive(tmp_path / "nan.trajkit", steps, w)
     before = tree_digest(path)
-    with pytest.raises(TrajkitError, match="NaN/inf at step .*allow_nan"):
+    with pytest.raises(TrajkitError, match=r"NaN/inf at step .*allow_nan"):
         trajkit.analyze("overlaps", [path], waiting_times=[0], epsilon=EPS)
     r = trajkit.analyze("overlaps", [path], waiting_times=[0, int(steps[2])], epsilon=EPS, allow_nan=True)
     assert r.scalars["masked_steps"] == [int(steps[7])]

@@ -3,11 +3,11 @@ and the time–temperature-superposition exponent, through real archives and the
 
 import numpy as np
 import pytest
+from trajkit_dynamics import relaxation as rx
 
 import trajkit
 from trajkit import synthetic
 from trajkit.errors import TrajkitError
-from trajkit_dynamics import relaxation as rx
 
 D, EPS, N, R = 1e-3, 1.0, 5000, 4
 STEPS = np.unique(np.concatenate([[0], np.rint(np.geomspace(1, 20000, 120))])).astype(np.int64)

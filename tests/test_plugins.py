@@ -102,9 +102,12 @@ def test_allow_list_loads_only_the_named_plugins(site):
     assert json.loads(r.stdout)["analyses"] == []
 
 
-def test_a_raising_analysis_is_reported_under_its_plugin(site, archive):
-    r = run(["analyze", "--plugin", "explode", str(archive)], site, TRAJKIT_LOAD_PLUGINS=ALL)
+def test_a_raising_analysis_is_reported_under_its_plugin(site, archive, tree_digest, tmp_path):
+    before = tree_digest(archive)
+    out = tmp_path / "out"
+    r = run(["analyze", "--plugin", "explode", str(archive), "--out", str(out)], site, TRAJKIT_LOAD_PLUGINS=ALL)
     assert r.returncode == 1
+    assert tree_digest(archive) == before and not out.exists()      # nothing written anywhere
     err = [ln for ln in r.stderr.splitlines() if not ln.startswith("trajkit: warning:")]
     assert len(err) == 1
     assert "analysis 'explode' (plugin 'raising', tk-raising 0.3) raised RuntimeError: boom at snapshot 3" \

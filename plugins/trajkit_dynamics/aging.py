@@ -14,7 +14,8 @@ or ``overlap_normalized``):
     ``ln[h(tw+t)/h(tw)] = s(tw+t) − s(tw)``, ``h(u) = exp(u^(1−μ)/(1−μ))`` (μ → 1: ``h(u) = u``), which
     is exact at every ``t`` for a stationary process run in effective time ``s(t) = t^(1−μ)/(1−μ)``.
 (c) **relaxation time** (:func:`fit_mu_tau`): the slope of ``ln τ(tw)`` vs ``ln tw``, where ``τ(tw)`` is
-    when the curve, restricted to the same ``max_ratio`` window as (a), crosses a level — ``c·y(tw,tw)`` for overlaps (τ_c of OBSERVABLES.md), and for the MSD
+    when the curve, restricted to the same ``max_ratio`` window as (a), crosses a level — ``c·y(tw,tw)``
+    for overlaps (τ_c of OBSERVABLES.md), and for the MSD
     (trajkit's own choice) the geometric middle of the range all curves share.
 
 At μ = 0 every scaling variable is the lag ``t`` itself: a stationary process collapses at μ = 0 and has
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-
 from typing import Any
 
 import numpy as np

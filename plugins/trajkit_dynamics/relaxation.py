@@ -226,7 +226,8 @@ class Relaxation(Analysis):
         arrays = {"self_overlap": (q_mean, ("temperature", "tw_step", "step")),
                   "tau": (np.stack([t for t, _ in taus]), ("temperature", "tw_step", "threshold")),
                   "tau_flag": (np.stack([f for _, f in taus]), ("temperature", "tw_step", "threshold")),
-                  "tau_T": (tau_T[:, 0], ("temperature",)), "tau_T_flag": (tau_T[:, 1].astype(np.int8), ("temperature",)),
+                  "tau_T": (tau_T[:, 0], ("temperature",)),
+                  "tau_T_flag": (tau_T[:, 1].astype(np.int8), ("temperature",)),
                   "tts_x": (tts_x, ("temperature", "step")), "tts_q": (tts_q, ("temperature", "step"))}
         scalars = {"tau_T_slope": slope, "tau_T_slope_ci": list(slope_ci), "tau_T0": tau0,
                    "tts_exponent": expo, "tts_exponent_ci": list(expo_ci), "tts_temperature": float(temps[hot]),

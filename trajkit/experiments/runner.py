@@ -419,12 +419,13 @@ def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str,
 
 
 def run_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
-                   quiet: bool = False, dry_run: bool = False, device: str | None = None) -> dict[str, Any]:
+                   quiet: bool = False, dry_run: bool = False, device: str | None = None,
+                   threads: int | None = None) -> dict[str, Any]:
     """Record every run of an experiment config into the ensemble directory ``out``.
 
     ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
-    ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``. With ``dry_run`` nothing
-    is trained or written. Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords",
+    ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``; ``threads`` sets torch's
+    CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written. Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords",
     "status", "reason", "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss",
     "train_acc", "test_acc", "bytes"}], "n_runs", "n_failed", "n_diverged", "estimated_bytes", ...}``.
     """
@@ -436,6 +437,17 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
     doc = _prepare_out(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     save_ensemble(plan.out, doc)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        _execute(plan, doc, quiet)
+    finally:
+        torch.set_num_threads(old_threads)
+    return _summary(plan, doc, dry_run=False)
+
+
+def _execute(plan: Plan, doc: dict[str, Any], quiet: bool) -> None:
     from tqdm.auto import tqdm
 
     total = sum(p.steps for p in plan.points)
@@ -458,7 +470,6 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
                 bar.update(p.steps)
             done_runs = sum(e["status"] in ("done", "diverged") for e in doc["runs"])
             bar.set_postfix_str(f"runs {done_runs}/{n_runs}")
-    return _summary(plan, doc, dry_run=False)
 
 
 def config_from_archive(path: str | Path) -> Config:

@@ -1,0 +1,100 @@
+"""``interpolation``: loss along straight lines between minima, with and without permutation alignment.
+
+For each chosen pair (a, b) of runs (``pairs``: ``all``, ``consecutive`` or ``"0:1,2:5"``) the train and
+test losses along ``(1 − α) w_a + α π(w_b)`` on ``points`` values of α in [0, 1], with ``π`` the identity
+(``raw``) and the weight-matching permutation aligning b to a (``aligned``; ``align=false`` skips it).
+The model and data are rebuilt from the archives (:func:`trajkit.experiments.rebuild`), and the loss is
+evaluated for a whole batch of α at once.
+
+Arrays: ``path_train``, ``path_test`` ``[P, A]`` (raw) and ``path_train_aligned``, ``path_test_aligned``
+over ``(pair, alpha)``; ``pairs [P, 2]``; per pair ``barrier_train``, ``barrier_test`` and their
+``_aligned`` versions ``[P]``, with ``B = max_α L − max(L(0), L(1))``; and the barrier matrices
+``barrier_train_matrix``, ``barrier_train_aligned_matrix`` (and ``test``) ``[R, R]`` (symmetric, NaN
+for pairs not computed). Scalars: the mean barrier of each kind (``mean_barrier_train``,
+``mean_barrier_train_aligned``, ``mean_barrier_test``, ``mean_barrier_test_aligned``), ``step``,
+``n_pairs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.errors import AnalysisError
+from trajkit.landscape.interpolation import alpha_grid, barrier, interpolation_path
+from trajkit.landscape.weight_matching import align_vectors
+from trajkit_landscape.common import STEP, evaluator, final_params, parse_pairs, permutation_spec, snapshot_row
+
+
+class Interpolation(Analysis):
+    name = "interpolation"
+    version = "1.0.0"
+    description = "Train/test loss along linear paths between minima, raw and permutation-aligned; barriers."
+    needs = "ensemble"
+    params = (
+        STEP,
+        Param("pairs", "str", default="all", help="all, consecutive, or run-index pairs like 0:1,0:2"),
+        Param("points", "int", default=21, min=2, help="values of alpha on [0, 1]"),
+        Param("align", "bool", default=True, help="also interpolate to the permutation-aligned partner"),
+        Param("batch", "int", default=64, min=1, help="parameter vectors evaluated per batch"),
+        Param("seed", "int", default=0, min=0, help="seed of the weight-matching sweep order"),
+    )
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        ens = data
+        r = len(ens.archives)
+        pairs = parse_pairs(params["pairs"], r)
+        if pairs.shape[0] == 0:
+            raise AnalysisError(f"interpolation needs at least one pair of runs; the ensemble has {r} run(s)")
+        row, step = snapshot_row(ens, params["step"])
+        w = final_params(ens, row)
+        rb = evaluator(ens, row, ctx.device)
+        spec = permutation_spec(ens) if params["align"] else None
+        alphas = alpha_grid(params["points"])
+        kinds = ["raw", "aligned"] if params["align"] else ["raw"]
+        paths = {(k, s): np.full((pairs.shape[0], alphas.size), np.nan) for k in kinds for s in ("train", "test")}
+        for i, (a, b) in enumerate(ctx.progress(pairs.tolist(), total=pairs.shape[0], desc="interpolation")):
+            ends = {"raw": w[b]}
+            if spec is not None:
+                ends["aligned"], _, _ = align_vectors(w[a], w[b], ens.layout, spec, seed=params["seed"])
+            for k, wb in ends.items():
+                for s in ("train", "test"):
+                    paths[k, s][i] = interpolation_path(rb.loss_fn(s), w[a], wb, alphas, batch=params["batch"])
+        arrays: dict[str, Any] = {"pairs": (pairs, ("pair", "end"))}
+        scalars: dict[str, Any] = {"step": step, "n_pairs": int(pairs.shape[0])}
+        for (k, s), p in paths.items():
+            suffix = "" if k == "raw" else "_aligned"
+            bar = np.array([barrier(x) for x in p])
+            mat = np.full((r, r), np.nan)
+            mat[pairs[:, 0], pairs[:, 1]] = bar
+            mat[pairs[:, 1], pairs[:, 0]] = bar
+            arrays[f"path_{s}{suffix}"] = (p, ("pair", "alpha"))
+            arrays[f"barrier_{s}{suffix}"] = (bar, ("pair",))
+            arrays[f"barrier_{s}{suffix}_matrix"] = (mat, ("run_a", "run_b"))
+            scalars[f"mean_barrier_{s}{suffix}"] = float(bar.mean())
+        runs = np.arange(r)
+        return Result(arrays=arrays, coords={"alpha": alphas, "pair": np.arange(pairs.shape[0]),
+                                             "end": np.array(["a", "b"]), "run_a": runs, "run_b": runs},
+                      scalars=scalars)
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        alphas = result.coords["alpha"]
+        axes = fig.subplots(1, 2, sharey=False)
+        for ax, s in zip(axes, ("train", "test"), strict=True):
+            for key, colour, label in ((f"path_{s}", "tab:gray", "raw"),
+                                       (f"path_{s}_aligned", "tab:red", "aligned")):
+                if key not in result.arrays:
+                    continue
+                p = result.arrays[key]
+                for i, line in enumerate(p[:50]):
+                    ax.plot(alphas, line, color=colour, alpha=0.25, lw=0.8, label=label if i == 0 else None)
+                ax.plot(alphas, p.mean(axis=0), color=colour, lw=2.5)
+            ax.set_xlabel("α")
+            ax.set_ylabel(f"{s} loss")
+            ax.set_title(f"{s}: mean barrier {result.scalars[f'mean_barrier_{s}']:.3g} raw"
+                         + (f", {result.scalars[f'mean_barrier_{s}_aligned']:.3g} aligned"
+                            if f"mean_barrier_{s}_aligned" in result.scalars else ""), fontsize=9)
+            ax.legend()
+        return fig

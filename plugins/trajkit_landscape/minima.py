@@ -1,0 +1,134 @@
+"""``minima``: how an ensemble's minima are organised — permutation-aligned distances, hierarchical
+clustering, ultrametricity and the overlap distribution P(q).
+
+For R runs (R ≥ 3) at one snapshot (``step``, default the last), with ``w_a`` the flat parameters:
+
+- ``distance [R, R]``: ``d_ab = |w_a − w_b|/√N`` over the ``select``-ed parameters (N their number);
+- ``distance_aligned [R, R]``: the same after permutation alignment (weight matching, see
+  :mod:`trajkit.landscape.weight_matching`), ``align`` = ``reference`` (every run aligned to run 0, R−1
+  matchings; distances between the aligned vectors), ``pairwise`` (b aligned to a for every pair a < b,
+  R(R−1)/2 matchings: each pair's own best match) or ``none`` (no alignment: equal to ``distance``);
+- ``q [R, R]`` and ``q_aligned [R, R]``: overlaps ``q_ab = w_a·w_b/(|w_a||w_b|)``;
+- ``linkage [R−1, 4]`` (scipy format) of the aligned distances (``distance = overlap`` clusters on
+  ``1 − q_aligned`` instead) with ``method`` single/average/complete/ward; ``labels [R]`` at
+  ``n_clusters``; ``leaves [R]`` the dendrogram order;
+- ``pq [bins]`` over coordinate ``q``: the histogram P(q) of the off-diagonal ``q_aligned``.
+
+Scalars: ``cophenetic`` (cophenetic correlation of the linkage), ``ultrametricity`` (mean over triangles
+of ``(d_max − d_mid)/d_min``, :mod:`trajkit.landscape.ultrametric`), ``ultrametricity_control`` and
+``ultrametricity_control_std`` (the same for ``shuffles`` symmetric shuffles of the distance matrix),
+``mean_distance``, ``mean_distance_aligned``, ``mean_q_aligned``, ``step``, ``n_runs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.errors import AnalysisError
+from trajkit.landscape import clustering, ultrametric
+from trajkit.landscape.weight_matching import align_vectors
+from trajkit_landscape.common import STEP, check_same_model, final_params, permutation_spec, snapshot_row
+
+
+class Minima(Analysis):
+    name = "minima"
+    version = "1.0.0"
+    description = "Permutation-aligned distances between minima, hierarchical clustering, ultrametricity, P(q)."
+    needs = "ensemble"
+    params = (
+        STEP,
+        Param("align", "str", default="reference", choices=("reference", "pairwise", "none"),
+              help="permutation alignment: to run 0, every pair, or none"),
+        Param("method", "str", default="average", choices=clustering.METHODS, help="linkage method"),
+        Param("distance", "str", default="euclidean", choices=("euclidean", "overlap"),
+              help="clustered distance: |w_a - w_b|/sqrt(N) or 1 - q_ab (both aligned)"),
+        Param("select", "str", default="all", help="parameters entering distances: all, weights, layer:K, glob"),
+        Param("n_clusters", "int", default=2, min=1, help="clusters for the labels (cut of the dendrogram)"),
+        Param("shuffles", "int", default=50, min=1, help="shuffled distance matrices for the control"),
+        Param("bins", "int", default=30, min=2, help="bins of the P(q) histogram"),
+        Param("seed", "int", default=0, min=0, help="seed of the shuffles and of the matching sweep order"),
+    )
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        ens = data
+        r = len(ens.archives)
+        if r < 3:
+            raise AnalysisError(f"clustering needs at least 3 runs, got {r}; add replicas (run.replicas)")
+        check_same_model(ens)
+        row, step = snapshot_row(ens, params["step"])
+        cols = ens.select(params["select"])
+        w = final_params(ens, row)
+        spec = permutation_spec(ens) if params["align"] != "none" else None
+        d_raw = clustering.distance_matrix(w[:, cols])
+        q_raw = clustering.overlap_matrix(w[:, cols])
+        if params["align"] == "none":
+            d_al, q_al = d_raw, q_raw
+        elif params["align"] == "reference":
+            aligned = np.empty_like(w)
+            aligned[0] = w[0]
+            for b in ctx.progress(range(1, r), total=r - 1, desc="minima: aligning"):
+                aligned[b], _, _ = align_vectors(w[0], w[b], ens.layout, spec, seed=params["seed"])
+            d_al = clustering.distance_matrix(aligned[:, cols])
+            q_al = clustering.overlap_matrix(aligned[:, cols])
+        else:
+            d_al, q_al = np.zeros((r, r)), np.eye(r)
+            pairs = [(a, b) for a in range(r) for b in range(a + 1, r)]
+            for a, b in ctx.progress(pairs, total=len(pairs), desc="minima: aligning pairs"):
+                wb, _, _ = align_vectors(w[a], w[b], ens.layout, spec, seed=params["seed"])
+                two = np.stack([w[a][cols], wb[cols]])
+                d_al[a, b] = d_al[b, a] = clustering.distance_matrix(two)[0, 1]
+                q_al[a, b] = q_al[b, a] = clustering.overlap_matrix(two)[0, 1]
+        target = d_al if params["distance"] == "euclidean" else 1.0 - q_al
+        np.fill_diagonal(target, 0.0)
+        z = clustering.linkage(target, params["method"])
+        labels = clustering.cluster_labels(z, n_clusters=min(params["n_clusters"], r))
+        um = ultrametric.ultrametricity_index(target)
+        control, control_std = ultrametric.ultrametricity_control(target, params["shuffles"], params["seed"])
+        centres, pq = clustering.overlap_distribution(q_al, bins=params["bins"])
+        iu = np.triu_indices(r, k=1)
+        runs = np.arange(r)
+        return Result(
+            arrays={"distance": (d_raw, ("run_a", "run_b")), "distance_aligned": (d_al, ("run_a", "run_b")),
+                    "q": (q_raw, ("run_a", "run_b")), "q_aligned": (q_al, ("run_a", "run_b")),
+                    "linkage": (z, ("merge", "linkage_field")), "labels": (labels, ("run_a",)),
+                    "leaves": (clustering.leaf_order(z), ("leaf",)), "pq": (pq, ("q",))},
+            coords={"run_a": runs, "run_b": runs, "leaf": runs, "q": centres,
+                    "linkage_field": np.array(["cluster_1", "cluster_2", "height", "size"])},
+            scalars={"cophenetic": clustering.cophenetic_correlation(z, target), "ultrametricity": um,
+                     "ultrametricity_control": control, "ultrametricity_control_std": control_std,
+                     "mean_distance": float(d_raw[iu].mean()), "mean_distance_aligned": float(d_al[iu].mean()),
+                     "mean_q_aligned": float(q_al[iu].mean()), "step": step, "n_runs": r,
+                     "clustered": "distance_aligned" if params["distance"] == "euclidean" else "1-q_aligned"})
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        from scipy.cluster import hierarchy
+
+        z = result.arrays["linkage"]
+        clustered = result.arrays["distance_aligned"] if result.scalars.get("clustered") == "distance_aligned" \
+            else 1.0 - result.arrays["q_aligned"]
+        order = result.arrays["leaves"]
+        gs = fig.add_gridspec(2, 2, height_ratios=[1, 3], width_ratios=[3, 2])
+        ax_d = fig.add_subplot(gs[0, 0])
+        hierarchy.dendrogram(z, ax=ax_d, no_labels=len(order) > 40, color_threshold=None)
+        ax_d.set_ylabel("merge height")
+        sc = result.scalars
+        ax_d.set_title(f"dendrogram — cophenetic {sc['cophenetic']:.3f}, ultrametricity "
+                       f"{sc['ultrametricity']:.3f} (shuffled {sc['ultrametricity_control']:.3f})", fontsize=9)
+        ax_h = fig.add_subplot(gs[1, 0])
+        im = ax_h.imshow(clustered[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
+        ax_h.set_xlabel("run (dendrogram order)")
+        ax_h.set_ylabel("run (dendrogram order)")
+        fig.colorbar(im, ax=ax_h, label=result.scalars.get("clustered", "distance"))
+        ax_q = fig.add_subplot(gs[:, 1])
+        centres = result.coords["q"]
+        width = float(np.diff(centres).mean()) if centres.size > 1 else 0.01
+        ax_q.bar(centres, result.arrays["pq"], width=width, color="tab:blue", alpha=0.8, label="aligned")
+        q_raw = result.arrays["q"][np.triu_indices(result.arrays["q"].shape[0], k=1)]
+        ax_q.hist(q_raw, bins=max(5, centres.size), density=True, histtype="step", color="tab:gray", label="raw")
+        ax_q.set_xlabel("q")
+        ax_q.set_ylabel("P(q)")
+        ax_q.legend()
+        return fig

@@ -1,0 +1,172 @@
+"""``rugosity``: landscape probes around each run's minimum, and how they correlate with generalisation.
+
+Per run (at ``step``, default the last snapshot) with the model and data rebuilt from the archive
+(:func:`trajkit.experiments.rebuild`), on the ``split`` loss (default train):
+
+- ``directions`` random directions normalised by ``normalization`` (``filter``: Li et al. per output
+  unit/filter, ``layer``: per tensor, ``unit``: global unit vector), profiles at ``points`` offsets on
+  ``[−radius, radius]`` → ``sharpness`` (mean loss rise at the radius) and ``rugosity`` (arc length over
+  chord of the half-ray profiles);
+- ``walks`` random walks of ``walk_steps`` steps for each step size in ``deltas`` → ``increment_variance
+  [R, n_delta]`` (variance of the loss increments), its log–log slope ``increment_exponent``, and the
+  1/e ``autocorrelation_length [R, n_delta]`` of the detrended loss along the walk (in distance units);
+  the per-run scalar statistic ``correlation_length`` is its value at the smallest δ.
+
+Definitions and closed forms: :mod:`trajkit.landscape.probes`, :mod:`trajkit.landscape.rugosity`.
+Generalisation per run at the minimum: ``gap = test loss − train loss`` and ``gap_accuracy = train
+accuracy − test accuracy``. Across the ensemble, for each statistic ``s`` in ``sharpness, rugosity,
+increment_exponent, correlation_length``: scalars ``spearman_<s>``, ``spearman_<s>_ci``, ``pearson_<s>``,
+``pearson_<s>_ci`` against ``gap`` and ``spearman_<s>_acc``... against ``gap_accuracy`` (percentile
+bootstrap over runs, ``n_boot`` resamples, 95 %).
+
+Arrays over ``run`` ``[R]``: the four statistics, ``gap``, ``gap_accuracy``, ``train_loss``,
+``test_loss``, ``train_accuracy``, ``test_accuracy``; ``increment_variance`` and
+``autocorrelation_length`` over ``(run, delta)``; the raw probes ``profiles [R, D, P]`` over ``(run,
+direction, offset)`` and ``walks [R, n_delta, W, S+1]`` over ``(run, delta, walk, walk_step)``. Probes are
+seeded per run (``seed``, run index). With ``cache=DIR`` each run's probes are stored in ``DIR`` (never in
+an archive) and reused when the run, step and probe parameters match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trajkit.analysis import Analysis, Param, Result
+from trajkit.landscape import probes
+from trajkit.landscape import rugosity as stats
+from trajkit.landscape.correlation import correlate
+from trajkit_landscape.common import (
+    STEP,
+    cache_key,
+    check_cache_dir,
+    evaluator,
+    final_params,
+    run_seed,
+    snapshot_row,
+)
+
+STATISTICS = ("sharpness", "rugosity", "increment_exponent", "correlation_length")
+PROBE_KEYS = ("directions", "radius", "points", "deltas", "walks", "walk_steps", "normalization", "split",
+              "seed")
+
+
+class Rugosity(Analysis):
+    name = "rugosity"
+    version = "1.0.0"
+    description = "Sharpness, rugosity, increment variance and correlation length around minima vs the gap."
+    needs = "ensemble"
+    params = (
+        STEP,
+        Param("directions", "int", default=8, min=1, help="random directions per run"),
+        Param("radius", "float", default=0.5, check=lambda v: v > 0, valid="> 0",
+              help="probe radius r (relative to the weights' scale unless normalization=unit)"),
+        Param("points", "int", default=21, min=3, check=lambda v: v % 2 == 1, valid="odd",
+              help="offsets per direction on [-r, r] (odd, so that 0 is one)"),
+        Param("deltas", "floats", default=[0.005, 0.01, 0.02], check=lambda v: all(x > 0 for x in np.atleast_1d(v)),
+              valid="each > 0", help="random-walk step sizes"),
+        Param("walks", "int", default=2, min=1, help="random walks per run and step size"),
+        Param("walk_steps", "int", default=50, min=2, help="steps per random walk"),
+        Param("normalization", "str", default="filter", choices=probes.NORMALIZATIONS,
+              help="direction normalisation: filter (Li et al.), layer, unit"),
+        Param("split", "str", default="train", choices=("train", "test"), help="loss probed"),
+        Param("n_boot", "int", default=1000, min=10, help="bootstrap resamples of the correlations"),
+        Param("seed", "int", default=0, min=0, help="seed of the probes (run r uses the stream (seed, r))"),
+        Param("batch", "int", default=64, min=1, help="parameter vectors evaluated per batch"),
+        Param("cache", "str", default=None, help="directory caching each run's probes (outside the archives)"),
+    )
+
+    def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
+        ens = data
+        r = len(ens.archives)
+        row, step = snapshot_row(ens, params["step"])
+        cache = check_cache_dir(params["cache"], ens)
+        deltas = np.atleast_1d(np.asarray(params["deltas"], dtype=np.float64))
+        w = final_params(ens, row)
+        rb = evaluator(ens, row, ctx.device)
+        probe_params = {k: params[k] for k in PROBE_KEYS}
+        profiles = np.empty((r, params["directions"], params["points"]))
+        walks = np.empty((r, deltas.size, params["walks"], params["walk_steps"] + 1))
+        at_min = {k: np.empty(r) for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")}
+        for i in ctx.progress(range(r), total=r, desc="rugosity: probing"):
+            for s in ("train", "test"):
+                ev = rb.evaluate(w[i][None], s)
+                at_min[f"{s}_loss"][i], at_min[f"{s}_accuracy"][i] = ev["loss"][0], ev["accuracy"][0]
+            path = cache / cache_key(ens.run_ids[i], step, probe_params) if cache is not None else None
+            if path is not None and path.exists():
+                with np.load(path) as f:
+                    profiles[i], walks[i] = f["profiles"], f["walks"]
+                continue
+            rng = run_seed(params["seed"], i)
+            loss_fn = rb.loss_fn(params["split"])
+            dirs = probes.random_directions(w[i], ens.layout, params["directions"], params["normalization"], rng)
+            t, profiles[i] = probes.direction_profiles(loss_fn, w[i], dirs, params["radius"], params["points"],
+                                                       batch=params["batch"])
+            walks[i] = probes.random_walks(loss_fn, w[i], ens.layout, deltas, params["walks"],
+                                           params["walk_steps"], params["normalization"], rng, params["batch"])
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, profiles=profiles[i], walks=walks[i])
+                tmp.replace(path)
+        t = probes.profile_offsets(params["radius"], params["points"])
+        inc_var = np.stack([stats.increment_variance(walks[i]) for i in range(r)])
+        ac_len = np.stack([stats.autocorrelation_length(deltas, walks[i]) for i in range(r)])
+        per_run = {
+            "sharpness": np.array([stats.sharpness(t, profiles[i]) for i in range(r)]),
+            "rugosity": np.array([stats.rugosity(t, profiles[i]) for i in range(r)]),
+            "increment_exponent": np.array([stats.increment_exponent(deltas, inc_var[i]) for i in range(r)]),
+            "correlation_length": ac_len[:, int(np.argmin(deltas))],
+        }
+        gap = at_min["test_loss"] - at_min["train_loss"]
+        gap_acc = at_min["train_accuracy"] - at_min["test_accuracy"]
+        scalars: dict[str, Any] = {"step": step, "n_runs": r}
+        for s in STATISTICS:
+            for target, suffix in ((gap, ""), (gap_acc, "_acc")):
+                c = correlate(per_run[s], target, n_boot=params["n_boot"], seed=params["seed"])
+                for kind in ("spearman", "pearson"):
+                    scalars[f"{kind}_{s}{suffix}"] = c[kind]
+                    scalars[f"{kind}_{s}{suffix}_ci"] = c[f"{kind}_ci"]
+            scalars[f"mean_{s}"] = float(np.nanmean(per_run[s]))
+        arrays: dict[str, Any] = {k: (v, ("run",)) for k, v in per_run.items()}
+        arrays.update({"gap": (gap, ("run",)), "gap_accuracy": (gap_acc, ("run",))})
+        arrays.update({k: (v, ("run",)) for k, v in at_min.items()})
+        arrays["increment_variance"] = (inc_var, ("run", "delta"))
+        arrays["autocorrelation_length"] = (ac_len, ("run", "delta"))
+        arrays["profiles"] = (profiles, ("run", "direction", "offset"))
+        arrays["walks"] = (walks, ("run", "delta", "walk", "walk_step"))
+        return Result(arrays=arrays, coords={"run": np.arange(r), "delta": deltas, "offset": t,
+                                             "direction": np.arange(params["directions"]),
+                                             "walk": np.arange(params["walks"]),
+                                             "walk_step": np.arange(params["walk_steps"] + 1)},
+                      scalars=scalars)
+
+    def plot(self, result: Result, fig: Any) -> Any:
+        axes = fig.subplots(2, 3).ravel()
+        gap = result.arrays["gap"]
+        for ax, s in zip(axes, STATISTICS, strict=False):
+            ax.scatter(result.arrays[s], gap, s=18)
+            rho, ci = result.scalars[f"spearman_{s}"], result.scalars[f"spearman_{s}_ci"]
+            ax.set_xlabel(s)
+            ax.set_ylabel("gap (test − train loss)")
+            ax.set_title(f"Spearman {_fmt(rho)} [{_fmt(ci[0])}, {_fmt(ci[1])}]", fontsize=9)
+        ax = axes[4]
+        offsets = result.coords["offset"]
+        for prof in result.arrays["profiles"][:8]:
+            ax.plot(offsets, prof.T, color="tab:blue", alpha=0.3, lw=0.7)
+        ax.set_xlabel("offset t along a normalised direction")
+        ax.set_ylabel("loss")
+        ax.set_title("direction profiles (first runs)", fontsize=9)
+        ax = axes[5]
+        deltas = result.coords["delta"]
+        for v in result.arrays["increment_variance"]:
+            ax.loglog(deltas, v, "o-", color="tab:green", alpha=0.4)
+        ax.set_xlabel("walk step δ")
+        ax.set_ylabel("Var ΔL")
+        ax.set_title("increment variance vs δ", fontsize=9)
+        return fig
+
+
+def _fmt(v: Any) -> str:
+    return "nan" if v is None or not np.isfinite(v) else f"{v:.2f}"
