@@ -99,3 +99,11 @@ def test_log_log_slope_interval():
     x = np.array([1.0, 2.0, 4.0, 8.0])
     slope, _, ci = rx.log_log_slope(x, 3 * x**-1.0)
     assert slope == pytest.approx(-1.0) and ci[0] == pytest.approx(-1.0) and ci[1] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("params, message", [({"t_range": 5.0}, "t_range"), ({"tts_window": [10, 1]}, "tts_window"),
+                                             ({"thresholds": [0.5, 1.5]}, "thresholds"), ({"epsilon": 0}, "epsilon")])
+def test_bad_parameters_rejected_before_reading(params, message, tmp_path):
+    # the path does not exist: parameters are validated before any data is opened
+    with pytest.raises(TrajkitError, match=message):
+        trajkit.analyze("relaxation", [tmp_path / "missing.trajkit"], **params)

@@ -7,8 +7,7 @@ import pytest
 
 from trajkit.errors import ConfigError
 from trajkit.experiments import load_config, run_experiment
-from trajkit.experiments.config import (SCHEMA, parse_override, point_config, replica_config,
-                                        sweep_points)
+from trajkit.experiments.config import SCHEMA, parse_override, point_config, replica_config, sweep_points
 from trajkit.experiments.datasets import build_dataset
 
 
@@ -58,10 +57,10 @@ def test_sweep_is_cartesian_product_in_listed_order():
 
 
 def test_replica_config_is_seed_plus_replica_and_fills_placeholder(tmp_path):
-    cfg = load_config(None, ["run.seed=7", "run.replicas=4", f'run.init_from="{tmp_path}/r{{replica}}.trajkit@5"'])
+    cfg = load_config(None, ["run.seed=7", "run.replicas=4", f'run.init_from="{tmp_path}/r{{replica:02d}}.trajkit@5"'])
     rc = replica_config(cfg, 3)
     assert rc["run"]["seed"] == 10 and rc["run"]["replicas"] == 1
-    assert rc["run"]["init_from"] == f"{tmp_path}/r3.trajkit@5"
+    assert rc["run"]["init_from"] == f"{tmp_path}/r03.trajkit@5"
 
 
 BAD = [
@@ -154,3 +153,13 @@ def test_npz_dataset_round_trip_and_labels(tmp_path):
              y_test=np.zeros(4, int))
     with pytest.raises(ConfigError, match="the file changed"):
         build_dataset(ds.spec)
+
+
+def test_every_config_key_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "EXPERIMENTS.md").read_text()
+    for sec, keys in SCHEMA.items():
+        assert f"### [{sec}]" in doc
+        for k in keys:
+            assert f"| `{k}` |" in doc, f"{sec}.{k} missing from docs/EXPERIMENTS.md"

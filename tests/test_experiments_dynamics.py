@@ -134,12 +134,12 @@ def test_same_seed_reproduces_archive_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("model", [["model.hidden=[6, 5]"], ['model.kind="cnn"', 'data.name="digits"',
-                                                             "data.n_train=96", "model.channels=[3]"],
-                                   ['model.kind="rnn"', 'data.name="digits"', "data.n_train=96", "model.width=5",
-                                    "model.depth=2"]])
+                                                             "data.n_train=96", "data.n_test=40", "model.channels=[3]"],
+                                   ['model.kind="rnn"', 'data.name="digits"', "data.n_train=96", "data.n_test=40",
+                                    "model.width=5", "model.depth=2"]])
 def test_batched_replicas_equal_one_at_a_time_and_solo_runs(tmp_path, model):
     over = [*model, 'dynamics.kind="sgd"', "dynamics.lr=0.05", "dynamics.batch_size=16", "dynamics.momentum=0.5",
-            "run.replicas=3", "run.seed=4", "run.steps=12", 'loss.name="cross_entropy"']
+            "run.replicas=3", "run.seed=4", "run.steps=12", "snapshots.every=3", 'loss.name="cross_entropy"']
     batched = record(tmp_path, "batched", over)
     sequential = record(tmp_path, "seq", [*over, "run.vectorize=false"])
     (solo,) = record(tmp_path, "solo", [*over, "run.replicas=1", "run.seed=6"])   # replica 2 of seed 4

@@ -114,7 +114,7 @@ class Chi4(Analysis):
         if r < 2:
             raise AnalysisError(f"chi4 needs at least 2 replicas (got {r}): chi4 is a variance over replicas; "
                                 "record more replicas (run.replicas) and pass the ensemble directory")
-        tt = measure_two_time(data, params, ctx, mode=params["mode"], sums=("sq", "quart", "theta"),
+        tt = measure_two_time(data, params, ctx, mode=params["mode"], sums=("theta",),
                               origin_min_step=params["origin_min_step"])
         rng = np.random.default_rng(params["seed"])
         boot_idx = rng.integers(0, r, size=(params["n_boot"], r))

@@ -170,7 +170,9 @@ def replica_gram(data: Any, cols: np.ndarray, ctx: Any, block_bytes: int = 64 <<
         sel = lo_cols[s:s + block]
         c0, c1 = int(sel[0]), int(sel[-1]) + 1
         x = np.empty((r, t, sel.size))
+        contiguous = c1 - c0 == sel.size
         for i, arch in enumerate(archives):
-            x[i] = np.asarray(arch.params[:, c0:c1], dtype=np.float64)[:, sel - c0]
+            block_values = arch.params[:, c0:c1]
+            x[i] = block_values if contiguous else block_values[:, sel - c0]
         gram += np.einsum("atn,btn->tab", x, x, optimize=True)
     return gram

@@ -16,15 +16,18 @@ Definitions and closed forms: :mod:`trajkit.landscape.probes`, :mod:`trajkit.lan
 Generalisation per run at the minimum: ``gap = test loss − train loss`` and ``gap_accuracy = train
 accuracy − test accuracy``. Across the ensemble, for each statistic ``s`` in ``sharpness, rugosity,
 increment_exponent, correlation_length``: scalars ``spearman_<s>``, ``spearman_<s>_ci``, ``pearson_<s>``,
-``pearson_<s>_ci`` against ``gap`` and ``spearman_<s>_acc``... against ``gap_accuracy`` (percentile
-bootstrap over runs, ``n_boot`` resamples, 95 %).
+``pearson_<s>_ci`` against ``gap``, the same four with the suffix ``_acc`` (``spearman_<s>_acc``,
+``spearman_<s>_acc_ci``, ...) against ``gap_accuracy`` (percentile bootstrap over runs, ``n_boot``
+resamples, 95 %), and ``mean_<s>``.
 
 Arrays over ``run`` ``[R]``: the four statistics, ``gap``, ``gap_accuracy``, ``train_loss``,
 ``test_loss``, ``train_accuracy``, ``test_accuracy``; ``increment_variance`` and
 ``autocorrelation_length`` over ``(run, delta)``; the raw probes ``profiles [R, D, P]`` over ``(run,
-direction, offset)`` and ``walks [R, n_delta, W, S+1]`` over ``(run, delta, walk, walk_step)``. Probes are
-seeded per run (``seed``, run index). With ``cache=DIR`` each run's probes are stored in ``DIR`` (never in
-an archive) and reused when the run, step and probe parameters match.
+direction, offset)`` and ``walks [R, n_delta, W, S+1]`` over ``(run, delta, walk, walk_step)`` — so the
+probes are saved with the result (``--out DIR``). Probes are seeded per run (``seed``, run index). With
+``cache=DIR`` (e.g. ``-p cache=OUT/probes``) each run's probes are also stored in ``DIR`` as
+``probes-<run>-<hash>.npz`` and reused when the run, step and probe parameters match; a directory inside
+an input archive is refused (archives are never written).
 """
 
 from __future__ import annotations

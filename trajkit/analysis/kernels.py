@@ -15,30 +15,52 @@ and ``n_cols`` (the number of columns summed). With ``per_layer=True`` each sum 
 ``<name>_per_layer`` ``[P, L]`` over the layers of :func:`trajkit.archive.layout.layer_slices` (the
 layer ids in ``layers``, the column count of each in ``n_cols_per_layer``).
 
-Numerics. Differences are taken directly, ``b − a`` on the float32 values promoted to float64 (exact),
+Numerics. Each float32 value is promoted to float64 before anything else, so the difference
+``d = b − a``, the products ``a·b``, ``a²`` and ``d²`` are exact (a float32 has a 24-bit significand),
 and every sum accumulates in float64 — never ``|a|² + |b|² − 2a·b`` in float32, which is wrong by orders
-of magnitude for nearby snapshots. :func:`gram` (all pairs of ``Σ a·b`` and ``Σ (b−a)²`` by a blocked
-float64 GEMM) centres each column block on its row mean first, so the distances it derives from the Gram
-matrix, ``|a'|² + |b'|² − 2a'·b'`` with ``x' = x − mean``, cancel only at the scale of the trajectory's
-own spread, not the weights' scale (tested to ≤ 1e-6 relative for displacements 1e-4 of the weights).
+of magnitude for nearby snapshots. ``theta`` tests ``|d| < ε`` on that exact float64 difference (not
+``d² < ε²``, whose rounding could move a count at the boundary), so counts equal a float64 reference
+exactly; a difference exactly equal to ε is not counted (Θ(0) = 0). The summation order differs from a
+sequential loop (SIMD lanes, column tiles, threads), which changes the last bits only: relative error
+≲ 1e-15 for ``dot``, ``sq``, ``quart``.
+:func:`gram` (all pairs of ``Σ a·b`` and ``Σ (b−a)²`` by a blocked float64 GEMM) centres each column block
+on its row mean first, so the distances it derives from the Gram matrix, ``|a'|² + |b'|² − 2a'·b'`` with
+``x' = x − mean``, cancel only at the scale of the trajectory's own spread, not the weights' scale (tested
+to ≤ 1e-6 relative for displacements 1e-4 of the weights).
+
+Speed. The pass is bound by one elementwise sweep over ``P · n`` values (``P`` pairs, ``n`` columns).
+On the CPU the ``numpy`` backend runs a small fused C loop (:data:`_NATIVE_SRC`: per pair and column
+tile, one SIMD pass computes all four sums in float64 registers) compiled once with the system C compiler
+and cached under ``$TRAJKIT_CACHE_DIR`` (default ``~/.cache/trajkit``); two threads split each block's
+columns, and a reader thread fetches the next column block while the current one is computed (double
+buffering), so reading and computing overlap. Without a C compiler, or with ``TRAJKIT_NATIVE=0``, it
+falls back to tiled numpy (same numerics and answers, several times slower; see :func:`native_available`).
 
 Memory. Rows are read only for the snapshots that some pair involves, in column blocks sized so that the
-block (float32 read buffer + float64 copy) and the pair workspace stay within ``block_bytes`` whatever
-``T·N`` is. Work is split into pure per-block tasks, :func:`pair_sums_block` and :func:`gram_block`, that
-take an archive (or its path) and a column range and return partial sums, so a Dask cluster can run them
-unchanged and add the partials.
+blocks in flight (two float32 read buffers, the selected copy, the float64 copy where a backend makes
+one) and the pair workspace stay within ``block_bytes`` whatever ``T·N`` is. Work is split into pure
+per-block tasks, :func:`pair_sums_block` and :func:`gram_block`, that take an archive (or its path) and
+a column range and return partial sums, so a Dask cluster can run them unchanged and add the partials.
 
-Backends: ``numpy`` (float64 tiles sized for the CPU cache, two threads over column tiles) and ``torch``
+Backends: ``numpy`` (CPU: the native loop, or float64 numpy tiles sized for the CPU cache) and ``torch``
 (the same computation on ``device``, CUDA when available; falls back to CPU). ``backend="auto"`` picks
 torch on CUDA and numpy otherwise. Both give the same answers (to float64 rounding; ``theta`` exactly).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
 import os
-from collections.abc import Sequence
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,8 +69,161 @@ from trajkit.errors import AnalysisError
 
 SUMS = ("dot", "sq", "quart", "theta")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
-_TILE_ELEMS = 1 << 16          # float64 elements per numpy tile (512 KiB): stays in L2
-_TILE_COLS = 4096              # columns per numpy tile
+_TILE_ELEMS = 1 << 16          # float64 elements per numpy-fallback tile (512 KiB): stays in L2
+_TILE_COLS = 4096              # columns per numpy-fallback tile
+_NATIVE_TILE_BYTES = 1 << 21   # native loop: float32 bytes of one column tile over all rows (fits L2)
+
+
+# -- native loop --------------------------------------------------------------------------------------------
+
+_NATIVE_SRC = r"""
+/* trajkit pair kernels: fused float64 pair sums over a float32 block (see trajkit.analysis.kernels). */
+#include <stdint.h>
+#include <math.h>
+
+/* X: float32 block, row r at X + r*ldx. For pairs p (rows la[p], lb[p]) and columns [c0, c1), visited
+   in tiles of `tile` columns, add to acc[4p .. 4p+3]: sum a*b, sum d^2, sum d^4, count |d| < eps[p],
+   with a, b promoted to double and d = b - a (all exact before the float64 sums). */
+void tk_pair_sums(const float *X, int64_t ldx, int64_t P, const int64_t *la, const int64_t *lb,
+                  const double *eps, int64_t c0, int64_t c1, int64_t tile, double *acc) {
+    for (int64_t t0 = c0; t0 < c1; t0 += tile) {
+        int64_t t1 = t0 + tile < c1 ? t0 + tile : c1;
+        for (int64_t p = 0; p < P; p++) {
+            const float *a = X + la[p] * ldx, *b = X + lb[p] * ldx;
+            const double e = eps[p];
+            double dt = 0.0, s = 0.0, q = 0.0, c = 0.0;
+            #pragma omp simd reduction(+:dt, s, q, c)
+            for (int64_t i = t0; i < t1; i++) {
+                double x = (double)a[i], y = (double)b[i];
+                double d = y - x, d2 = d * d;
+                dt += x * y;
+                s += d2;
+                q += d2 * d2;
+                c += (fabs(d) < e) ? 1.0 : 0.0;
+            }
+            acc[4 * p] += dt;
+            acc[4 * p + 1] += s;
+            acc[4 * p + 2] += q;
+            acc[4 * p + 3] += c;
+        }
+    }
+}
+
+/* out[r] += sum over columns [c0, c1) of X[r]^2 in double, for rows r < R. */
+void tk_row_sq(const float *X, int64_t ldx, int64_t R, int64_t c0, int64_t c1, double *out) {
+    for (int64_t r = 0; r < R; r++) {
+        const float *x = X + r * ldx;
+        double s = 0.0;
+        #pragma omp simd reduction(+:s)
+        for (int64_t i = c0; i < c1; i++) {
+            double v = (double)x[i];
+            s += v * v;
+        }
+        out[r] += s;
+    }
+}
+"""
+
+# Tried in order; the first that compiles, loads and passes the self-check is used. 512-bit vectors
+# measured ≈ 20–30 % faster than gcc's default 256-bit ones on this AVX-512 machine.
+_NATIVE_FLAGS = (
+    ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp-simd"),
+    ("-O3", "-march=native", "-fopenmp-simd"),
+    ("-O3", "-fopenmp-simd"),
+    ("-O3",),
+)
+
+
+def _cpu_tag() -> str:
+    """Machine and CPU feature line: part of the cache key, since ``-march=native`` code is CPU-specific."""
+    tag = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return tag + line
+    except OSError:
+        pass
+    return tag + platform.processor()
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("TRAJKIT_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trajkit"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="trajkit-native-"))
+
+
+def _compile(cc: str, flags: Sequence[str], target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src, out = Path(tmp) / "pair_kernels.c", Path(tmp) / "pair_kernels.so"
+        src.write_text(_NATIVE_SRC)
+        subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", str(out), str(src)], check=True,
+                       capture_output=True, timeout=120)
+        os.replace(out, target)                 # atomic: concurrent builders never see a partial file
+
+
+def _bind(lib: Any) -> Any:
+    p, i = ctypes.c_void_p, ctypes.c_int64
+    lib.tk_pair_sums.argtypes = [p, i, i, p, p, p, i, i, i, p]
+    lib.tk_pair_sums.restype = None
+    lib.tk_row_sq.argtypes = [p, i, i, i, i, p]
+    lib.tk_row_sq.restype = None
+    return lib
+
+
+def _self_check(lib: Any) -> bool:
+    """The compiled loop against numpy float64 on a small block (guards against a miscompile)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5, 203)).astype(np.float32)
+    X[3] = X[1] + np.float32(1e-4) * rng.standard_normal(203).astype(np.float32)
+    la, lb = (np.ascontiguousarray(v, dtype=np.int64) for v in np.divmod(np.arange(25), 5))
+    eps = np.full(25, 0.5)
+    acc = np.zeros((25, 4))
+    lib.tk_pair_sums(X.ctypes.data, 203, 25, la.ctypes.data, lb.ctypes.data, eps.ctypes.data, 0, 203, 64,
+                     acc.ctypes.data)
+    nrm = np.zeros(5)
+    lib.tk_row_sq(X.ctypes.data, 203, 5, 0, 203, nrm.ctypes.data)
+    A, B = X[la].astype(np.float64), X[lb].astype(np.float64)
+    D = B - A
+    ref = np.stack([(A * B).sum(1), (D * D).sum(1), (D**4).sum(1), (np.abs(D) < 0.5).sum(1)], 1)
+    x64 = X.astype(np.float64)
+    return (np.allclose(acc, ref, rtol=1e-12, atol=0) and np.array_equal(acc[:, 3], ref[:, 3])
+            and np.allclose(nrm, (x64 * x64).sum(1), rtol=1e-12, atol=0))
+
+
+@functools.cache
+def _native() -> Any:
+    """The compiled pair loop (a ctypes library), or None when disabled or no C compiler works."""
+    if os.environ.get("TRAJKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return None
+    cache = _cache_dir()
+    for flags in _NATIVE_FLAGS:
+        key = hashlib.sha256("\0".join([_NATIVE_SRC, cc, *flags, _cpu_tag()]).encode()).hexdigest()[:20]
+        target = cache / f"pair_kernels-{key}.so"
+        try:
+            if not target.exists():
+                _compile(cc, flags, target)
+            lib = _bind(ctypes.CDLL(str(target)))
+        except (OSError, subprocess.SubprocessError, AttributeError):
+            continue
+        if _self_check(lib):
+            return lib
+    return None
+
+
+def native_available() -> bool:
+    """True when the fused C pair loop is compiled and in use for the ``numpy`` backend (first call may
+    compile it, ≈ 0.3 s once per machine; ``TRAJKIT_NATIVE=0`` disables it)."""
+    return _native() is not None
 
 
 def resolve_device(device: str | None) -> str:
@@ -145,6 +320,23 @@ def _read_block(archive: Any, rows: np.ndarray, block: Block, buf: np.ndarray | 
     return raw if block.sel is None else raw[:, block.sel]
 
 
+def _read_ahead(archive: Any, rows: np.ndarray, blocks: list[Block], bufs: list[np.ndarray]
+                ) -> Iterator[tuple[Block, np.ndarray]]:
+    """Yield ``(block, data)`` in order while a reader thread already fills the other buffer with the next
+    block (double buffering: file reads release the GIL, so I/O overlaps the computation)."""
+    if len(bufs) < 2 or len(blocks) < 2:
+        for blk in blocks:
+            yield blk, _read_block(archive, rows, blk, bufs[0] if bufs else None)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="trajkit-read") as io:
+        fut = io.submit(_read_block, archive, rows, blocks[0], bufs[0])
+        for i, blk in enumerate(blocks):
+            data = fut.result()
+            if i + 1 < len(blocks):              # the consumer is done with bufs[(i + 1) % 2] by now
+                fut = io.submit(_read_block, archive, rows, blocks[i + 1], bufs[(i + 1) % 2])
+            yield blk, data
+
+
 # -- pair sums ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -152,13 +344,14 @@ class _PairPlan:
     rows: np.ndarray            # [R] unique archive rows
     la: np.ndarray              # [P] local row of a
     lb: np.ndarray              # [P] local row of b
+    order: np.ndarray           # [P] pair order sorted by (a, b): row a stays in cache across its pairs
     groups: list[tuple[int, np.ndarray, slice | np.ndarray]]   # (local a, pair idx, local b rows)
 
 
 def _pair_plan(pairs: np.ndarray) -> _PairPlan:
     rows, inv = np.unique(pairs.ravel(), return_inverse=True)
     inv = inv.reshape(-1, 2)
-    la, lb = inv[:, 0], inv[:, 1]
+    la, lb = np.ascontiguousarray(inv[:, 0]), np.ascontiguousarray(inv[:, 1])
     order = np.lexsort((lb, la))
     groups = []
     bounds = np.flatnonzero(np.diff(la[order])) + 1
@@ -169,14 +362,51 @@ def _pair_plan(pairs: np.ndarray) -> _PairPlan:
             groups.append((int(la[idx[0]]), idx, slice(int(b[0]), int(b[-1]) + 1)))
         else:
             groups.append((int(la[idx[0]]), idx, b))
-    return _PairPlan(rows=rows, la=la, lb=lb, groups=groups)
+    return _PairPlan(rows=rows, la=la, lb=lb, order=order, groups=groups)
 
 
 def _zero_acc(want: set[str], P: int) -> dict[str, np.ndarray]:
     return {k: np.zeros(P) for k in (*SUMS, "norm_a", "norm_b") if k in want}
 
 
-def _tiles_numpy(X: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want: set[str],
+def _block_native(lib: Any, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
+                  threads: int) -> dict[str, np.ndarray]:
+    """The fused C loop over the float32 block ``X32 [R, n]``; ``threads`` threads split the columns."""
+    if X32.strides[1] != 4 or X32.strides[0] % 4:
+        X32 = np.ascontiguousarray(X32)
+    R, n = X32.shape
+    ldx = X32.strides[0] // 4
+    P = plan.la.size
+    oa, ob = np.ascontiguousarray(plan.la[plan.order]), np.ascontiguousarray(plan.lb[plan.order])
+    oe = np.zeros(P) if eps is None else np.ascontiguousarray(np.asarray(eps, np.float64)[plan.order])
+    parts = max(1, min(threads, n // 2048))
+    edges = np.linspace(0, n, parts + 1).astype(np.int64)
+    tile = max(256, _NATIVE_TILE_BYTES // (4 * R))
+    accs = [np.zeros((P, 4)) for _ in range(parts)]
+    nrms = [np.zeros(R) for _ in range(parts)]
+
+    def run(k: int) -> None:
+        c0, c1 = int(edges[k]), int(edges[k + 1])
+        lib.tk_pair_sums(X32.ctypes.data, ldx, P, oa.ctypes.data, ob.ctypes.data, oe.ctypes.data, c0, c1, tile,
+                         accs[k].ctypes.data)
+        lib.tk_row_sq(X32.ctypes.data, ldx, R, c0, c1, nrms[k].ctypes.data)
+
+    if parts == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(parts, thread_name_prefix="trajkit-pairs") as ex:
+            list(ex.map(run, range(parts)))
+    acc, nrm = sum(accs[1:], accs[0]), sum(nrms[1:], nrms[0])
+    out = {}
+    for j, k in enumerate(SUMS):
+        if k in want:
+            out[k] = np.empty(P)
+            out[k][plan.order] = acc[:, j]
+    out["norm_a"], out["norm_b"] = nrm[plan.la], nrm[plan.lb]
+    return out
+
+
+def _tiles_numpy(X: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
                  c0: int, c1: int) -> dict[str, np.ndarray]:
     """Partial sums over columns ``[c0, c1)`` of the float64 block ``X [R, n]`` (one thread's share).
 
@@ -202,30 +432,34 @@ def _tiles_numpy(X: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want: 
                 xb = X[b.start + g0:b.start + g1, t0:t1] if isinstance(b, slice) else X[b[g0:g1], t0:t1]
                 d, d2 = D[:n, :w], D2[:n, :w]
                 np.subtract(xb, xa, out=d)
-                np.multiply(d, d, out=d2)
                 pid = idx[g0:g1]
+                if "theta" in acc:
+                    m = mask[:n, :w]
+                    np.less(np.abs(d, out=d2), eps[pid, None], out=m)
+                    acc["theta"][pid] += np.count_nonzero(m, axis=1)
+                np.multiply(d, d, out=d2)
                 if "sq" in acc:
                     acc["sq"][pid] += np.einsum("ij->i", d2)
                 if "quart" in acc:
                     acc["quart"][pid] += np.einsum("ij,ij->i", d2, d2)
-                if "theta" in acc:
-                    m = mask[:n, :w]
-                    np.less(d2, eps2[pid, None], out=m)
-                    acc["theta"][pid] += np.count_nonzero(m, axis=1)
     return acc
 
 
-def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want: set[str],
+def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
                  threads: int) -> dict[str, np.ndarray]:
+    """CPU partial sums of one float32 block: the native loop when available, else float64 numpy tiles."""
+    lib = _native()
+    if lib is not None:
+        return _block_native(lib, X32, plan, eps, want, threads)
     X = X32.astype(np.float64)
     P = plan.la.size
     acc = _zero_acc(want, P)
     if want & {"dot", "norm_a", "norm_b"}:
         ua = np.unique(plan.la)
-        G = X[ua] @ X.T                                          # [Ka, R] float64 GEMM
+        G = X @ X[ua].T                     # [R, Ka]; this orientation is ≈ 10× faster in OpenBLAS
         pos = np.searchsorted(ua, plan.la)
         if "dot" in acc:
-            acc["dot"] += G[pos, plan.lb]
+            acc["dot"] += G[plan.lb, pos]
         nrm = np.einsum("ij,ij->i", X, X)
         acc["norm_a"] += nrm[plan.la]
         acc["norm_b"] += nrm[plan.lb]
@@ -234,10 +468,10 @@ def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want
         parts = max(1, min(threads, n // 4096))
         edges = np.linspace(0, n, parts + 1).astype(int)
         if parts == 1:
-            results = [_tiles_numpy(X, plan, eps2, want, 0, n)]
+            results = [_tiles_numpy(X, plan, eps, want, 0, n)]
         else:
             with ThreadPoolExecutor(parts) as ex:
-                results = list(ex.map(lambda k: _tiles_numpy(X, plan, eps2, want, edges[k], edges[k + 1]),
+                results = list(ex.map(lambda k: _tiles_numpy(X, plan, eps, want, edges[k], edges[k + 1]),
                                       range(parts)))
         for r in results:
             for k, v in r.items():
@@ -245,7 +479,7 @@ def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want
     return acc
 
 
-def _block_torch(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want: set[str],
+def _block_torch(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
                  device: str) -> dict[str, np.ndarray]:
     import torch
 
@@ -256,14 +490,14 @@ def _block_torch(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want
     lb = torch.from_numpy(plan.lb).to(device)
     if want & {"dot", "norm_a", "norm_b"}:
         ua, pos = torch.unique(la, return_inverse=True)
-        G = X[ua] @ X.T
+        G = X @ X[ua].T
         if "dot" in acc:
-            acc["dot"] += G[pos, lb]
+            acc["dot"] += G[lb, pos]
         nrm = (X * X).sum(dim=1)
         acc["norm_a"] += nrm[la]
         acc["norm_b"] += nrm[lb]
     if want & {"sq", "quart", "theta"}:
-        e2 = None if eps2 is None else torch.tensor(np.asarray(eps2), device=device)
+        e = None if eps is None else torch.tensor(np.asarray(eps), device=device)
         width = X.shape[1]
         gmax = max(1, (1 << 24) // max(width, 1)) if device != "cpu" else max(1, (1 << 19) // max(width, 1))
         for a, idx, b in plan.groups:
@@ -273,14 +507,15 @@ def _block_torch(X32: np.ndarray, plan: _PairPlan, eps2: np.ndarray | None, want
                 g1 = min(g0 + gmax, nb)
                 xb = (X[b.start + g0:b.start + g1] if isinstance(b, slice)
                       else X[torch.from_numpy(b[g0:g1]).to(device)])
-                d2 = (xb - X[a]).square_()
+                d = xb - X[a]
                 pid = tidx[g0:g1]
+                if "theta" in acc:
+                    acc["theta"][pid] += (d.abs() < e[pid, None]).sum(dim=1).to(torch.float64)
+                d2 = d.square_()
                 if "sq" in acc:
                     acc["sq"][pid] += d2.sum(dim=1)
                 if "quart" in acc:
                     acc["quart"][pid] += (d2 * d2).sum(dim=1)
-                if "theta" in acc:
-                    acc["theta"][pid] += (d2 < e2[pid, None]).sum(dim=1).to(torch.float64)
     return {k: v.cpu().numpy() for k, v in acc.items()}
 
 
@@ -290,6 +525,13 @@ def _choose_backend(backend: str, device: str) -> str:
     if backend == "auto":
         return "torch" if device != "cpu" else "numpy"
     return backend
+
+
+def _block_sums(be: str, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
+                device: str, threads: int) -> dict[str, np.ndarray]:
+    if be == "torch":
+        return _block_torch(X32, plan, eps, want, device)
+    return _block_numpy(X32, plan, eps, want, threads)
 
 
 def pair_sums_block(source: Any, pairs: np.ndarray, block: Block, sums: Sequence[str] = SUMS,
@@ -302,13 +544,11 @@ def pair_sums_block(source: Any, pairs: np.ndarray, block: Block, sums: Sequence
     """
     archive = _open(source)
     plan = _pair_plan(np.asarray(pairs, dtype=np.int64))
-    eps2 = None if epsilon is None else np.broadcast_to(np.asarray(epsilon, np.float64) ** 2, (plan.la.size,))
+    eps = None if epsilon is None else np.broadcast_to(np.asarray(epsilon, np.float64), (plan.la.size,))
     X32 = _read_block(archive, plan.rows, block)
     want = set(sums) | {"norm_a", "norm_b"}
     threads = threads or min(2, os.cpu_count() or 1)
-    if backend == "torch":
-        return _block_torch(X32, plan, eps2, want, device)
-    return _block_numpy(X32, plan, eps2, want, threads)
+    return _block_sums(backend, X32, plan, eps, want, device, threads)
 
 
 def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
@@ -322,6 +562,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     for ``theta``. ``sums``: any of :data:`SUMS`. Returns float64 ``[P]`` arrays keyed by sum name plus
     ``norm_a``, ``norm_b``, ``n_cols`` (int); with ``per_layer`` also ``<name>_per_layer`` ``[P, L]``,
     ``layers`` ``[L]`` and ``n_cols_per_layer`` ``[L]``. Memory stays within about ``block_bytes``.
+    ``threads``: compute threads per block (default ``min(2, cpus)``); one more thread reads ahead.
     """
     archive = _open(archive)
     pairs = np.asarray(pairs, dtype=np.int64)
@@ -349,19 +590,20 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     plan = _pair_plan(pairs) if P else None
     R = plan.rows.size if plan else 0
     threads = threads or min(2, os.cpu_count() or 1)
-    block_cols = _block_cols(block_bytes, R, threads)
+    native = be == "numpy" and _native() is not None
+    block_cols = _block_cols(block_bytes, R, threads, P, native=native, selection=c is not None)
     blocks = plan_blocks(archive.n_params, block_cols, c, ranges)
     L = len(layer_ids)
     want = set(sums) | {"norm_a", "norm_b"}
     totals = {k: np.zeros((P, L)) for k in want}
     n_cols_layer = np.zeros(L, dtype=np.int64)
     if P:
-        eps2 = None if "theta" not in sums else np.broadcast_to(np.asarray(epsilon, np.float64) ** 2, (P,))
-        buf = np.empty((R, max((b.stop - b.start) for b in blocks)), dtype=np.float32) if blocks else None
-        for blk in _progress(blocks, progress, "pair sums"):
-            X32 = _read_block(archive, plan.rows, blk, buf)
-            part = (_block_torch(X32, plan, eps2, want, device) if be == "torch"
-                    else _block_numpy(X32, plan, eps2, want, threads))
+        eps = None if "theta" not in sums else np.broadcast_to(np.asarray(epsilon, np.float64), (P,))
+        width = max((b.stop - b.start) for b in blocks) if blocks else 0
+        bufs = [np.empty((R, width), dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
+        for blk, X32 in _progress(_read_ahead(archive, plan.rows, blocks, bufs), progress, "pair sums",
+                                  len(blocks)):
+            part = _block_sums(be, X32, plan, eps, want, device, threads)
             for k, v in part.items():
                 totals[k][:, blk.layer] += v
             n_cols_layer[blk.layer] += blk.n_cols
@@ -378,21 +620,25 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     return out
 
 
-def _block_cols(block_bytes: int, n_rows: int, threads: int) -> int:
-    """Columns per block: float32 read buffer, its selected copy and the float64 copy (16 B per row and
-    column) within ``block_bytes`` after the fixed tile workspace (``_TILE_ELEMS · 17`` B per thread)."""
-    free = block_bytes - threads * _TILE_ELEMS * 17 - 2**20
-    return max(256, free // max(1, 16 * n_rows))
+def _block_cols(block_bytes: int, n_rows: int, threads: int, n_pairs: int = 0, native: bool = False,
+                selection: bool = False) -> int:
+    """Columns per block so that what is in flight fits ``block_bytes``: two float32 read buffers (8 B per
+    row and column), the selected copy (4 B) with a selection, the float64 copy (8 B) unless the native
+    loop runs, after a fixed part (1 MiB, the numpy tile workspace ``_TILE_ELEMS · 17`` B per thread, the
+    per-thread pair accumulators)."""
+    per_col = n_rows * (8 + (4 if selection else 0) + (0 if native else 8))
+    fixed = 2**20 + threads * (48 * n_pairs + (0 if native else _TILE_ELEMS * 17))
+    return max(256, (block_bytes - fixed) // max(1, per_col))
 
 
-def _progress(blocks: list[Block], progress: Any, desc: str) -> Any:
+def _progress(items: Any, progress: Any, desc: str, total: int) -> Any:
     if progress is None:
-        progress = len(blocks) > 64
-    if not progress or len(blocks) < 2:
-        return blocks
+        progress = total > 64
+    if not progress or total < 2:
+        return items
     from tqdm.auto import tqdm
 
-    return tqdm(blocks, desc=desc, unit="block", leave=False)
+    return tqdm(items, desc=desc, unit="block", leave=False, total=total)
 
 
 # -- Gram matrix --------------------------------------------------------------------------------------------
@@ -439,7 +685,8 @@ def gram(archive: Any, rows: Any = None, cols: Any = None, block_bytes: int = DE
     G = np.zeros((R, R))
     v = np.zeros(R)
     mm = 0.0
-    for blk in _progress(plan_blocks(archive.n_params, block_cols, c), progress, "gram"):
+    blocks = plan_blocks(archive.n_params, block_cols, c)
+    for blk in _progress(blocks, progress, "gram", len(blocks)):
         g, vv, m2 = gram_block(archive, rows, blk, be, device if be == "torch" else "cpu")
         G += g
         v += vv

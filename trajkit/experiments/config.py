@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -367,8 +368,13 @@ def replica_config(point_cfg: Config, replica: int) -> Config:
     out["run"]["seed"] = point_cfg["run"]["seed"] + replica
     out["run"]["replicas"] = 1
     if out["run"]["init_from"]:
-        out["run"]["init_from"] = out["run"]["init_from"].replace("{replica}", str(replica))
+        out["run"]["init_from"] = fill_replica(out["run"]["init_from"], replica)
     return out
+
+
+def fill_replica(text: str, replica: int) -> str:
+    """``text`` with ``{replica}`` or ``{replica:02d}`` (any format spec) replaced by the replica index."""
+    return re.sub(r"\{replica(?::([^}]*))?\}", lambda m: format(replica, m.group(1) or ""), text)
 
 
 def config_diff(a: Config, b: Config, ignore: Iterable[str] = ()) -> str | None:

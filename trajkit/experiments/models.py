@@ -21,6 +21,7 @@ returning ``[R, B, K]`` — batched GEMMs and grouped convolutions instead of R 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -60,7 +61,7 @@ class MLP(nn.Module):
                  activation: str = "relu"):
         super().__init__()
         widths = [in_features, *hidden, out_features]
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in itertools.pairwise(widths))
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,8 +29,15 @@ from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, layout_from_named_parameters
 from trajkit.errors import ConfigError, TrajkitError
 from trajkit.experiments import losses
-from trajkit.experiments.config import (Config, config_diff, load_config, point_config, replica_config,
-                                        sweep_points)
+from trajkit.experiments.config import (
+    Config,
+    config_diff,
+    fill_replica,
+    load_config,
+    point_config,
+    replica_config,
+    sweep_points,
+)
 from trajkit.experiments.datasets import Dataset, build_dataset, dataset_spec
 from trajkit.experiments.dynamics import Dynamics
 from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names, save_ensemble
@@ -74,7 +81,7 @@ class PointPlan:
         n_metrics = 4 if self.dataset.n_classes is not None else 2
         scalar = (3 + n_metrics) * math.ceil(T / fmt.SNAPSHOT_SCALAR_CHUNK) * fmt.SNAPSHOT_SCALAR_CHUNK * 8
         trace = 3 * math.ceil(self.steps / fmt.TRACE_CHUNK) * fmt.TRACE_CHUNK * 8
-        return T * padded * 4 + scalar + trace + 24_000 + 200 * len(self.layout)
+        return T * padded * 4 + scalar + trace + 10_000 + 200 * len(self.layout)
 
 
 @dataclass
@@ -204,7 +211,7 @@ def plan_experiment(config: str | Path | Config | None, out: str | Path, overrid
         if init is not None:
             cache: dict[str, dict[str, Any]] = {}
             for r in range(R):
-                text = init.replace("{replica}", str(r))
+                text = fill_replica(init, r)
                 if text not in cache:
                     cache[text] = load_init_from(text, spec)
                 plan.init_from.append(cache[text])
@@ -359,7 +366,7 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             if entries[r]["status"] not in ("done", "diverged"):
                 try:
                     w.update_metadata({"status": "failed", "status_reason": reason})
-                except Exception:  # noqa: BLE001 - the writer may be the thing that failed
+                except Exception:
                     pass
             w.close()
         for r in todo:
@@ -425,9 +432,11 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
 
     ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
     ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``; ``threads`` sets torch's
-    CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written. Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords",
-    "status", "reason", "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss",
-    "train_acc", "test_acc", "bytes"}], "n_runs", "n_failed", "n_diverged", "estimated_bytes", ...}``.
+    CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written.
+
+    Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords", "status", "reason",
+    "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss", "train_acc", "test_acc",
+    "bytes"}], "n_runs", "n_failed", "n_diverged", "estimated_bytes", ...}``.
     """
     plan = plan_experiment(config, out, overrides, device)
     if dry_run:

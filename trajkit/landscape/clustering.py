@@ -60,8 +60,12 @@ def linkage(d: np.ndarray, method: str = "average") -> np.ndarray:
 
 
 def cophenetic_correlation(z: np.ndarray, d: np.ndarray) -> float:
-    """Pearson correlation between ``d_ab`` and the cophenetic (merge) heights of linkage ``z``."""
-    c, _ = hierarchy.cophenet(z, squareform(np.asarray(d, dtype=np.float64), checks=False))
+    """Pearson correlation between ``d_ab`` and the cophenetic (merge) heights of linkage ``z``.
+
+    NaN when either is constant (e.g. all runs at distance 0).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c, _ = hierarchy.cophenet(z, squareform(np.asarray(d, dtype=np.float64), checks=False))
     return float(c)
 
 
