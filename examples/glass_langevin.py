@@ -76,10 +76,10 @@ def save(result: trajkit.analysis.Result, out: Path, name: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--snapshots", type=int, default=80)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--epsilon-factor", type=float, default=10.0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "glass_langevin"))
     args = ap.parse_args()

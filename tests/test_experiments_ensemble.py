@@ -179,7 +179,7 @@ def test_sweep_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if trajkit.open_archive(target).n_snapshots >= 3:
+            if trajkit.open_archive(target).n_snapshots >= 14:   # past the first trace hand-over
                 break
         except trajkit.TrajkitError:
             pass
@@ -189,6 +189,7 @@ def test_sweep_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
     proc.wait()
     doc = json.loads((out / "ensemble.json").read_text())
     assert [r["status"] for r in doc["runs"]] == ["done", "done", "pending", "pending"]
+    assert trajkit.open_archive(target).trace["step"].size >= 1024      # so the resume starts mid-run
     run_experiment(None, out, over, quiet=True)
     doc = json.loads((out / "ensemble.json").read_text())
     assert [r["status"] for r in doc["runs"]] == ["done"] * 4

@@ -225,16 +225,37 @@ def plan_experiment(config: str | Path | Config | None, out: str | Path, overrid
 
 
 class ArchiveSink:
-    """Writes one replica's trajectory into its archive (see :class:`trajkit.experiments.training.Sink`)."""
+    """Writes one replica's trajectory into its archive (see :class:`trajkit.experiments.training.Sink`).
+
+    Per-step losses are handed to the writer in blocks of at least :attr:`trace_block` steps (and at the
+    end): each hand-over costs the writer a trace commit, so the trace may lag the snapshots after a
+    crash; a resume restarts from the last snapshot the trace covers.
+    """
+
+    trace_block = 1024
 
     def __init__(self, writer):
         self.writer = writer
         self.row = np.full(writer.padded_size, np.nan, dtype=np.float32)
         self.n = writer.n_params
         self.status: tuple[str, str | None] = ("running", None)
+        self._steps: list[np.ndarray] = []
+        self._loss: list[np.ndarray] = []
+        self._lr = 0.0
 
     def trace(self, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
-        self.writer.add_trace(steps, {"loss": loss, "lr": np.full(len(steps), lr)})
+        self._steps.append(steps)
+        self._loss.append(np.array(loss, dtype=np.float64))
+        self._lr = lr
+        if sum(a.size for a in self._steps) >= self.trace_block:
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        """Give the buffered per-step values to the writer (committed with its next snapshot or close)."""
+        if self._steps:
+            steps = np.concatenate(self._steps)
+            self.writer.add_trace(steps, {"loss": np.concatenate(self._loss), "lr": np.full(steps.size, self._lr)})
+            self._steps, self._loss = [], []
 
     def snapshot(self, step: int, flat: torch.Tensor, epoch: float, metrics: dict[str, float]) -> None:
         self.row[:self.n] = flat.numpy()
@@ -242,7 +263,14 @@ class ArchiveSink:
 
     def diverged(self, step: int, reason: str) -> None:
         self.status = ("diverged", f"diverged: {reason}")
+        self.hand_over()
         self.writer.update_metadata({"status": "diverged", "status_reason": self.status[1]})
+        self.writer.close()
+
+    def close(self, status: str = "done") -> None:
+        """Hand over the rest of the trace, record ``status`` and close the archive."""
+        self.hand_over()
+        self.writer.update_metadata({"status": status, "status_reason": None})
         self.writer.close()
 
 
@@ -287,20 +315,25 @@ def _train_data(ds: Dataset, loss: str, device: str) -> TrainData:
 
 
 def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dict[int, Any]]:
-    """The step the replicas in ``todo`` restart from, and each one's params there (from its archive)."""
-    last: dict[int, int | None] = {}
+    """The step the replicas in ``todo`` restart from, and each one's params there (from its archive).
+
+    A replica can restart from snapshot s when its trace covers every step before s; the point restarts
+    from the earliest such step over its replicas (0 when one has no archive)."""
+    usable: dict[int, int] = {}
     for r in todo:
         path = out / plan.names[r]
-        last[r] = None
+        usable[r] = 0
         if path.exists():
             try:
                 arch = open_archive(path)
             except TrajkitError:
                 shutil.rmtree(path)  # a pending run's archive torn at creation: start it again
                 continue
-            if arch.n_snapshots:
-                last[r] = int(arch.steps[-1])
-    start = min((s if s is not None else 0) for s in last.values())
+            tsteps = arch.trace.get("step", np.zeros(0, np.int64))
+            covered = int(tsteps[-1]) + 1 if tsteps.size else 0
+            ok = arch.steps[arch.steps <= covered]
+            usable[r] = int(ok[-1]) if ok.size else 0
+    start = min(usable.values())
     params: dict[int, Any] = {}
     if start > 0:
         for r in todo:
@@ -353,12 +386,13 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             if sink.status[0] == "diverged":
                 entries[r].update(status="diverged", reason=sink.status[1])
             else:
-                w.update_metadata({"status": "done", "status_reason": None})
-                w.close()
+                sink.close("done")
                 entries[r].update(status="done", reason=None)
     except KeyboardInterrupt:
-        for w in writers:
-            w.close()
+        for sink in sinks:
+            if sink.status[0] == "running":
+                sink.hand_over()
+            sink.writer.close()
         raise
     except Exception as e:  # record the failure, go on with the sweep
         reason = f"failed: {type(e).__name__}: {e}"
