@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -81,11 +82,14 @@ def main() -> None:
     out = Path(args.out)
     ens_dir = record(out, args.steps, args.replicas, args.snapshots, args.lr)
     ens = trajkit.open_ensemble([ens_dir], check=False)
-    summary: dict[str, object] = {"widths": WIDTHS, "replicas": args.replicas, "steps": args.steps}
+    # waiting times after the first fast descent, log-spaced up to a fifth of the run
+    late = [int(x) for x in np.geomspace(100, args.steps / 5, 5)]
+    summary: dict[str, object] = {"widths": WIDTHS, "replicas": args.replicas, "steps": args.steps,
+                                  "waiting_times": late}
     for n_params, group in ens.groups("model.n_params").items():
         width = group.archives[0].metadata["config"]["model"]["hidden"][0]
         p = group.archives[0].metadata["dataset"]["n_train"]
-        ag = trajkit.analyze("aging", group, waiting_times=5, observable="msd")
+        ag = trajkit.analyze("aging", group, waiting_times=late, snap="nearest", observable="msd")
         ag.plot().savefig(out / f"aging_width{width}.png", dpi=110)
         ag.save(out / f"aging_width{width}")
         lo = trajkit.analyze("loss", group, thresholds=[0.3, 0.1, 0.03])

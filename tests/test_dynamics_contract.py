@@ -4,15 +4,15 @@ saves, validates, loads back and plots (trajkit.testing.check_analysis) — on s
 import matplotlib
 import numpy as np
 import pytest
-
-import trajkit
-from trajkit import synthetic
-from trajkit.testing import check_analysis
 from trajkit_dynamics.aging import Aging
 from trajkit_dynamics.chi4 import Chi4
 from trajkit_dynamics.loss import LossDynamics
 from trajkit_dynamics.overlaps import Overlaps
 from trajkit_dynamics.relaxation import Relaxation
+
+import trajkit
+from trajkit import synthetic
+from trajkit.testing import check_analysis
 
 matplotlib.use("Agg")
 STEPS = np.unique(np.concatenate([[0], np.rint(np.geomspace(1, 3000, 30))])).astype(np.int64)

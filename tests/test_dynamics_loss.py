@@ -79,8 +79,7 @@ def _runs(curves, meta=None, n=8):
 
 
 def test_loss_plugin_power_law(tmp_path):
-    curves = [synthetic.loss_curve(LOSS_STEPS, 0.1, 2.0, 0.6, noise=0.01, seed=s) for s in range(4)]
-    root = synthetic.write_ensemble(tmp_path / "ens", _runs(curves))
+    root = synthetic.loss_curve_ensemble(tmp_path / "ens", LOSS_STEPS, 0.1, 2.0, 0.6, replicas=4, noise=0.01)
     r = trajkit.analyze("loss", [root], n_boot=50, thresholds=[0.2, 0.03, 0.01])
     assert r.scalars["groups"] == 1
     # 4 replicas x 1 % noise: bootstrap intervals over replicas must cover the truth, and be informative

@@ -147,7 +147,7 @@ def test_bad_parameters(brownian, params, message):
     assert "\n" not in str(e.value)
 
 
-def test_ensemble_with_different_N_is_refused(tmp_path):
+def test_ensemble_with_different_N_layout_or_steps_is_refused(tmp_path):
     synthetic.write_archive(tmp_path / "a.trajkit", STEPS[:5], np.zeros((5, 10)))
     synthetic.write_archive(tmp_path / "b.trajkit", STEPS[:5], np.zeros((5, 11)))
     with pytest.raises(TrajkitError, match="differ in parameter count"):
@@ -155,6 +155,11 @@ def test_ensemble_with_different_N_is_refused(tmp_path):
     synthetic.write_archive(tmp_path / "c.trajkit", STEPS[1:6], np.zeros((5, 10)))
     with pytest.raises(TrajkitError, match="differ in snapshot steps"):
         trajkit.analyze("overlaps", [tmp_path / "a.trajkit", tmp_path / "c.trajkit"], epsilon=1.0)
+    two = [{"name": n, "shape": [5], "offset": 5 * i, "size": 5, "role": r, "layer": 0}
+           for i, (n, r) in enumerate((("w", "weight"), ("b", "bias")))]
+    synthetic.write_archive(tmp_path / "d.trajkit", STEPS[:5], np.zeros((5, 10)), layout=two)
+    with pytest.raises(TrajkitError, match="differ in parameter layout"):
+        trajkit.analyze("overlaps", [tmp_path / "a.trajkit", tmp_path / "d.trajkit"], epsilon=1.0)
 
 
 def test_nan_params_refused_unless_allow_nan(tmp_path, tree_digest):

@@ -90,3 +90,17 @@ def test_losses_match_their_definitions():
                                torch.nn.functional.cross_entropy(logits, yy, reduction="none"))
     zero = per_sample("quadratic_hinge", torch.zeros(6, 4), targets("quadratic_hinge", torch.arange(6) % 4, 4))
     np.testing.assert_allclose(zero.numpy(), 0.5)            # w = 0 gives hinge loss exactly 1/2
+
+
+def test_modules_without_batched_forward_go_through_vmap():
+    from trajkit.experiments.replicas import BatchedReplicas
+
+    torch.manual_seed(1)
+    models = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)) for _ in range(3)]
+    layout = layout_from_named_parameters(list(models[0].named_parameters()))
+    init = torch.stack([torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in models])
+    engine = BatchedReplicas(models[0], layout, init)
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(engine.forward(x), torch.stack([m(x) for m in models]))
+        torch.testing.assert_close(engine.forward(x.expand(3, 5, 4)), torch.stack([m(x) for m in models]))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 import trajkit
 from trajkit.analysis import kernels
 from trajkit.archive.layout import layer_slices
-from trajkit.errors import AnalysisError
+from trajkit.errors import AnalysisError, ArchiveError
 
 LAYOUT = [  # three layers, weights and biases: N = 600 + 30 + 300 + 10 + 77 = 1017
     {"name": "0.weight", "shape": [30, 20], "offset": 0, "size": 600, "role": "weight", "layer": 0},
@@ -204,3 +208,115 @@ def test_block_tasks_sum_to_the_total(tiny_disp):
     total = kernels.pair_sums(arch, pairs, sums=("sq", "dot"))
     np.testing.assert_allclose(sum(p["sq"] for p in parts), total["sq"], rtol=1e-13)
     np.testing.assert_allclose(sum(p["dot"] for p in parts), total["dot"], rtol=1e-13)
+
+
+# -- the native loop, its fallback, boundaries and the read-ahead --------------------------------------------
+
+@pytest.fixture(params=["native", "numpy-fallback"])
+def cpu_path(request, monkeypatch):
+    """Run a test through the compiled loop and through the pure-numpy fallback."""
+    if request.param == "native":
+        if not kernels.native_available():
+            pytest.skip("native loop unavailable (no working C compiler, or TRAJKIT_NATIVE=0): numpy fallback in use")
+    else:
+        monkeypatch.setattr(kernels, "_native", lambda: None)
+    return request.param
+
+
+@pytest.mark.parametrize("which", ["tiny_disp", "big_disp"])
+def test_waiting_time_pairs_both_cpu_paths(which, cpu_path, request):
+    """Several waiting times × all later rows (runs of pairs sharing b, as the native loop groups them by
+    four, plus remainders), per-pair ε, many blocks: equal to the float64 reference."""
+    X, arch = request.getfixturevalue(which)
+    T = X.shape[0]
+    pairs = np.array([(a, b) for a in (0, 1, 3, 7, 12) for b in range(a, T)])
+    eps = np.abs(X[2] - X[0]).mean() * np.linspace(0.3, 3.0, pairs.shape[0])
+    got = kernels.pair_sums(arch, pairs, epsilon=eps, backend="numpy", block_bytes=40 * 1024)
+    ref = _reference(X, pairs, np.arange(N), eps)
+    for k in ("dot", "norm_a", "norm_b"):
+        assert _rel(got[k], ref[k]) <= 1e-12, k
+    nz = ref["sq"] > 0
+    for k in ("sq", "quart"):
+        assert _rel(got[k][nz], ref[k][nz]) <= 1e-12, k
+        assert np.all(got[k][~nz] == 0)
+    np.testing.assert_array_equal(got["theta"], ref["theta"])
+
+
+def test_theta_boundary_is_strict_and_exact(tmp_path, cpu_path):
+    """Θ(ε − |b−a|) with Θ(0) = 0: a difference exactly equal to ε is not counted, one just below is; the
+    test is |b−a| < ε on the exact float64 difference, so even ε whose square underflows (ε = 1e-170, where
+    d² < ε² would read 0 < 0) counts the unchanged (frozen) parameters."""
+    n = 64
+    a = np.full(n, 0.5, np.float32)
+    b = a.copy()
+    b[:8] = 0.75                      # d = +0.25 exactly
+    b[8:16] = 0.25                    # d = −0.25 exactly
+    b[16:24] = np.nextafter(np.float32(0.75), np.float32(0))   # d just below 0.25
+    arch = _write(tmp_path / "edge.trajkit", np.stack([a, b]))
+    pairs = np.array([[0, 1], [0, 1], [1, 0], [0, 0]])
+    eps = np.array([0.25, np.nextafter(0.25, 1.0), 0.25, 1e-170])
+    got = kernels.pair_sums(arch, pairs, epsilon=eps, backend="numpy")
+    # n − 16 unchanged (+8 just below ε) | all n | as the first, a→b reversed | the n frozen self-pair entries
+    np.testing.assert_array_equal(got["theta"], [n - 16, n, n - 16, n])
+    ref = _reference(np.stack([a, b]), pairs, np.arange(n), eps)
+    np.testing.assert_array_equal(got["theta"], ref["theta"])
+    t = kernels.pair_sums(arch, pairs, epsilon=eps, backend="torch")
+    np.testing.assert_array_equal(t["theta"], ref["theta"])
+
+
+def test_large_offset_small_displacement(tmp_path, cpu_path):
+    """Adversarial scale: weights of order 1e3 moving by 1e-4 relative (displacements ~0.1, a few ulps of
+    float32 at that scale) and a uniform shift (every term equal: correlated rounding in a naive sum)."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    w = (1e3 * (1 + rng.random(n))).astype(np.float32)
+    X = np.stack([w, (w.astype(np.float64) * (1 + 1e-4 * rng.standard_normal(n))).astype(np.float32),
+                  w + np.float32(0.125)])
+    arch = _write(tmp_path / "adv.trajkit", X)
+    pairs = np.array([[0, 1], [0, 2], [1, 2]])
+    got = kernels.pair_sums(arch, pairs, epsilon=0.1, backend="numpy", block_bytes=64 * 1024)
+    ref = _reference(X, pairs, np.arange(n), 0.1)
+    for k in ("dot", "sq", "quart"):
+        assert _rel(got[k], ref[k]) <= 1e-12, k
+    np.testing.assert_array_equal(got["theta"], ref["theta"])
+    assert got["sq"][1] == n * 0.125**2 and got["quart"][1] == n * 0.125**4     # exact for the shift
+
+
+def test_native_loop_switch(monkeypatch):
+    """``TRAJKIT_NATIVE=0`` turns the compiled loop off (the numpy fallback then runs)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on PATH: the native loop cannot be built here")
+    monkeypatch.delenv("TRAJKIT_NATIVE", raising=False)
+    kernels._native.cache_clear()
+    try:
+        assert kernels.native_available()
+        monkeypatch.setenv("TRAJKIT_NATIVE", "0")
+        kernels._native.cache_clear()
+        assert not kernels.native_available()
+    finally:
+        monkeypatch.undo()
+        kernels._native.cache_clear()        # next use re-reads the caller's environment
+
+
+def test_read_error_in_the_reader_thread_surfaces(tmp_path):
+    """A torn chunk met by the read-ahead thread raises the reader's one-line ArchiveError to the caller."""
+    X = _trajectory(6, 5000, 0.1)
+    _write(tmp_path / "torn.trajkit", X)
+    chunk = tmp_path / "torn.trajkit" / "snapshots" / "params" / "c" / "4" / "0"
+    assert chunk.exists()
+    chunk.write_bytes(chunk.read_bytes()[:1000])
+    with pytest.raises(ArchiveError, match="truncated"):
+        kernels.pair_sums(trajkit.open_archive(tmp_path / "torn.trajkit"), np.array([[0, 4], [1, 5]]),
+                          sums=("sq",), block_bytes=8 * 1024)
+
+
+def test_native_loop_builds_from_scratch(tmp_path):
+    """A fresh process with an empty cache compiles the loop (what CI and a new machine do) and uses it."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on PATH: the native loop cannot be built here")
+    env = {**os.environ, "TRAJKIT_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("TRAJKIT_NATIVE", None)
+    code = "from trajkit.analysis import kernels; print(kernels.native_available())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr
+    assert len(list((tmp_path / "cache").glob("pair_kernels-*.so"))) == 1

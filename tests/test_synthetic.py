@@ -102,6 +102,7 @@ def test_write_ensemble_follows_the_shared_format(tmp_path):
         arch = open_archive(root / run["path"])
         assert arch.run_id == run["run_id"]
         assert arch.metadata["ensemble"]["id"] == doc["id"]
+        assert arch.metadata["ensemble"]["coords"] == run["coords"]          # dotted keys kept verbatim
         assert arch.metadata["dynamics"]["temperature"] == run["coords"]["dynamics.temperature"]
         assert arch.metadata["dataset"]["n_train"] == 100
 

@@ -27,7 +27,8 @@ Archives: :func:`write_archive` writes one trajectory as a real trajkit archive 
 :func:`trajkit.archive.create`), :func:`write_ensemble` a directory of archives plus ``ensemble.json``
 in the shared ensemble format. :func:`brownian_ensemble`, :func:`heterogeneous_ensemble` (each replica
 with its own D; χ4 in closed form by :func:`chi4_heterogeneous`) and :func:`langevin_flat_ensemble` (a
-temperature sweep with replicas) are ready-made ensembles.
+temperature sweep with replicas) and :func:`loss_curve_ensemble` (``train_loss`` metrics following a known
+power law) are ready-made ensembles.
 
 >>> import numpy as np
 >>> from trajkit import synthetic
@@ -53,7 +54,7 @@ from trajkit.errors import TrajkitError
 __all__ = [
     "TAU90_FACTOR", "TAUE_FACTOR", "brownian", "brownian_ensemble", "brownian_msd", "brownian_self_overlap",
     "brownian_tau", "chi4_heterogeneous", "effective_time", "effective_time_process", "frozen",
-    "heterogeneous_ensemble", "langevin_flat", "langevin_flat_ensemble", "loss_curve",
+    "heterogeneous_ensemble", "langevin_flat", "langevin_flat_ensemble", "loss_curve", "loss_curve_ensemble",
     "ornstein_uhlenbeck", "two_time_steps", "write_archive", "write_ensemble",
 ]
 
@@ -263,11 +264,13 @@ def chi4_heterogeneous(t: float | np.ndarray, diffusions: Sequence[float], epsil
 
 def write_archive(path: str | os.PathLike, steps: Sequence[int] | np.ndarray, params: np.ndarray, *,
                   metadata: dict[str, Any] | None = None, metrics: dict[str, np.ndarray] | None = None,
-                  layout: list[dict[str, Any]] | None = None, times: np.ndarray | None = None) -> Path:
+                  layout: list[dict[str, Any]] | None = None, times: np.ndarray | None = None,
+                  verbatim: dict[str, Any] | None = None) -> Path:
     """Write ``params [T, N]`` at ``steps [T]`` (and optional per-snapshot ``metrics``) as a trajkit archive.
 
-    ``metadata`` is merged into the archive's metadata (dotted keys allowed); the schedule is recorded as
-    an explicit one. Returns the archive path.
+    ``metadata`` is merged into the archive's metadata (dotted keys allowed and expanded); ``verbatim`` is
+    merged without expanding dotted keys inside it (e.g. ``{"ensemble": {"coords": {"dynamics.temperature":
+    0.1}}}``). The schedule is recorded as an explicit one. Returns the archive path.
     """
     from trajkit.archive import create
 
@@ -280,6 +283,8 @@ def write_archive(path: str | os.PathLike, steps: Sequence[int] | np.ndarray, pa
     metrics = {k: np.asarray(v, dtype=float) for k, v in (metrics or {}).items()}
     with create(path, n_params=params.shape[1], metadata=meta, layout=layout,
                 capacity=s.size) as writer:
+        if verbatim:
+            writer.update_metadata(verbatim)
         for k, step in enumerate(s):
             writer.append(int(step), params[k].astype(np.float32, copy=False),
                           time=None if times is None else float(times[k]),
@@ -297,6 +302,8 @@ def write_ensemble(directory: str | os.PathLike, runs: Sequence[dict[str, Any]],
     ``{"dynamics.temperature": 1e-3}``, also stored under ``ensemble.coords`` and merged into the
     archive's metadata), ``metadata``, ``metrics``, ``layout``. Returns the directory.
     """
+    from trajkit.archive import open_archive
+
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     ens_id = str(uuid.uuid4())
@@ -309,16 +316,14 @@ def write_ensemble(directory: str | os.PathLike, runs: Sequence[dict[str, Any]],
         tag = "_".join(f"{k.split('.')[-1]}{v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}{v}"
                        for k, v in sorted(coords.items()))
         rel = f"{name}{i:03d}{'_' + tag if tag else ''}_r{replica}.trajkit"
-        meta: dict[str, Any] = {"ensemble": {"id": ens_id, "replica": replica, "coords": coords}, "seed": i}
+        meta: dict[str, Any] = {"ensemble": {"id": ens_id, "replica": replica}, "seed": i}
         if config is not None:
             meta["config"] = config
         for k, v in coords.items():
             meta[k] = v
         meta.update(run.get("metadata") or {})
         path = write_archive(root / rel, run["steps"], run["params"], metadata=meta, metrics=run.get("metrics"),
-                             layout=run.get("layout"))
-        from trajkit.archive import open_archive
-
+                             layout=run.get("layout"), verbatim={"ensemble": {"coords": coords}})
         entries.append({"path": rel, "replica": replica, "coords": coords, "run_id": open_archive(path).run_id,
                         "status": "done", "reason": None})
     doc = {"format": "trajkit-ensemble", "version": 1, "id": ens_id, "config": config or {},
@@ -362,3 +367,19 @@ def langevin_flat_ensemble(directory: str | os.PathLike, steps: Sequence[int] | 
                                       "dataset": {"name": "flat", "n_train": n_train},
                                       "synthetic": {"process": "langevin_flat"}}})
     return write_ensemble(directory, runs, sweep={"dynamics.temperature": [float(t) for t in temperatures]})
+
+
+def loss_curve_ensemble(directory: str | os.PathLike, steps: Sequence[int] | np.ndarray, loss_inf: float,
+                        amplitude: float, beta: float, replicas: int, *, noise: float = 0.0, n_params: int = 4,
+                        seed: int = 0) -> Path:
+    """Replicas whose ``snapshots/metrics/train_loss`` is :func:`loss_curve` (independent noise per replica);
+    their parameters are a small Brownian walk (the loss analyses ignore them)."""
+    children = np.random.SeedSequence(seed).spawn(replicas)
+    runs = []
+    for c in children:
+        rng = np.random.default_rng(c)
+        runs.append({"steps": steps, "params": brownian(steps, n_params, 1e-3, seed=rng),
+                     "metrics": {"train_loss": loss_curve(steps, loss_inf, amplitude, beta, noise=noise, seed=rng)},
+                     "metadata": {"synthetic": {"process": "loss_curve", "loss_inf": loss_inf,
+                                                "amplitude": amplitude, "beta": beta, "noise": noise}}})
+    return write_ensemble(directory, runs)

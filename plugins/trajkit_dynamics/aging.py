@@ -55,8 +55,8 @@ from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
 #: Search range of μ and the coarse scan step before the bounded refinement.
 MU_BOUNDS = (-0.5, 2.5)
 _SCAN_STEP = 0.05
-_GRID_POINTS = 64
-_MIN_COVERED = 4
+_GRID_POINTS = 1024
+_MIN_COVERED = 16
 
 
 def curves_in_window(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *,
@@ -98,7 +98,7 @@ def ln_h_variable(tw: float, lags: np.ndarray, mu: float) -> np.ndarray:
 def collapse_spread(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_grid: int = _GRID_POINTS) -> float:
     """Normalised spread ``S`` of curves ``(u_k, y_k)`` (u increasing) on a common grid of ``u``.
 
-    ``inf`` when fewer than 4 grid points are covered by two or more curves or the covered values do not
+    ``inf`` when fewer than 16 grid points (of 1024) are covered by two or more curves or the covered values do not
     vary.
     """
     curves = [(u, y) for u, y in curves if u.size >= 2]

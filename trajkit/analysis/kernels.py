@@ -15,26 +15,31 @@ and ``n_cols`` (the number of columns summed). With ``per_layer=True`` each sum 
 ``<name>_per_layer`` ``[P, L]`` over the layers of :func:`trajkit.archive.layout.layer_slices` (the
 layer ids in ``layers``, the column count of each in ``n_cols_per_layer``).
 
-Numerics. Each float32 value is promoted to float64 before anything else, so the difference
-``d = b − a``, the products ``a·b``, ``a²`` and ``d²`` are exact (a float32 has a 24-bit significand),
-and every sum accumulates in float64 — never ``|a|² + |b|² − 2a·b`` in float32, which is wrong by orders
-of magnitude for nearby snapshots. ``theta`` tests ``|d| < ε`` on that exact float64 difference (not
-``d² < ε²``, whose rounding could move a count at the boundary), so counts equal a float64 reference
-exactly; a difference exactly equal to ε is not counted (Θ(0) = 0). The summation order differs from a
-sequential loop (SIMD lanes, column tiles, threads), which changes the last bits only: relative error
-≲ 1e-15 for ``dot``, ``sq``, ``quart``.
+Numerics. Each float32 value is promoted to float64 before anything else: the products ``a·b`` and ``a²``
+are then exact, and so is the difference ``d = b − a`` (unless ``|a|`` and ``|b|`` differ by more than
+2²⁹, where it is rounded once exactly as a float64 reference rounds it); ``d²`` and ``d⁴`` are rounded once
+in float64, and every sum accumulates in float64 — never ``|a|² + |b|² − 2a·b`` in float32, which is wrong
+by orders of magnitude for nearby snapshots. ``theta`` tests ``|d| < ε`` on that float64 difference (not
+``d² < ε²``, which breaks where the squares underflow or overflow), so counts equal a float64 reference
+exactly; a difference exactly equal to ε is not counted (Θ(0) = 0). No float32 arithmetic is used. The
+summation order differs from a sequential loop (SIMD lanes, column tiles, threads), which changes only the
+last bits: relative error ≲ 1e-15 for ``dot``, ``sq``, ``quart``.
 :func:`gram` (all pairs of ``Σ a·b`` and ``Σ (b−a)²`` by a blocked float64 GEMM) centres each column block
 on its row mean first, so the distances it derives from the Gram matrix, ``|a'|² + |b'|² − 2a'·b'`` with
 ``x' = x − mean``, cancel only at the scale of the trajectory's own spread, not the weights' scale (tested
 to ≤ 1e-6 relative for displacements 1e-4 of the weights).
 
 Speed. The pass is bound by one elementwise sweep over ``P · n`` values (``P`` pairs, ``n`` columns).
-On the CPU the ``numpy`` backend runs a small fused C loop (:data:`_NATIVE_SRC`: per pair and column
-tile, one SIMD pass computes all four sums in float64 registers) compiled once with the system C compiler
-and cached under ``$TRAJKIT_CACHE_DIR`` (default ``~/.cache/trajkit``); two threads split each block's
-columns, and a reader thread fetches the next column block while the current one is computed (double
-buffering), so reading and computing overlap. Without a C compiler, or with ``TRAJKIT_NATIVE=0``, it
-falls back to tiled numpy (same numerics and answers, several times slower; see :func:`native_available`).
+On the CPU the ``numpy`` backend runs a small fused C loop (:data:`_NATIVE_SRC`): each column tile of the
+block (≈ 2 MiB) is promoted to float64 once, then one SIMD pass per pair computes all four sums in
+registers, four pairs that share ``b`` at a time. It is compiled once with the system C compiler and
+cached under ``$TRAJKIT_CACHE_DIR`` (default ``~/.cache/trajkit``, keyed by source, flags and CPU
+features; a self-check against numpy gates its use); two threads split each block's columns, and a reader
+thread fetches the next column block while the current one is computed (double buffering), so reading
+and computing overlap. On 2 cores it sustains ≈ 5·10⁹ pair-elements/s, so 16 waiting times × all later
+snapshots of a T = 512, N = 10⁶ archive (6,214 pairs) take about as long as one plain read of the array.
+Without a C compiler, or with ``TRAJKIT_NATIVE=0``, it falls back to tiled numpy (same answers, ≈ 9×
+slower; see :func:`native_available`).
 
 Memory. Rows are read only for the snapshots that some pair involves, in column blocks sized so that the
 blocks in flight (two float32 read buffers, the selected copy, the float64 copy where a backend makes
@@ -81,45 +86,59 @@ _NATIVE_SRC = r"""
 #include <stdint.h>
 #include <math.h>
 
-/* X: float32 block, row r at X + r*ldx. For pairs p (rows la[p], lb[p]) and columns [c0, c1), visited
-   in tiles of `tile` columns, add to acc[4p .. 4p+3]: sum a*b, sum d^2, sum d^4, count |d| < eps[p],
-   with a, b promoted to double and d = b - a (all exact before the float64 sums). */
-void tk_pair_sums(const float *X, int64_t ldx, int64_t P, const int64_t *la, const int64_t *lb,
-                  const double *eps, int64_t c0, int64_t c1, int64_t tile, double *acc) {
-    for (int64_t t0 = c0; t0 < c1; t0 += tile) {
-        int64_t t1 = t0 + tile < c1 ? t0 + tile : c1;
-        for (int64_t p = 0; p < P; p++) {
-            const float *a = X + la[p] * ldx, *b = X + lb[p] * ldx;
-            const double e = eps[p];
-            double dt = 0.0, s = 0.0, q = 0.0, c = 0.0;
-            #pragma omp simd reduction(+:dt, s, q, c)
-            for (int64_t i = t0; i < t1; i++) {
-                double x = (double)a[i], y = (double)b[i];
-                double d = y - x, d2 = d * d;
-                dt += x * y;
-                s += d2;
-                q += d2 * d2;
-                c += (fabs(d) < e) ? 1.0 : 0.0;
-            }
-            acc[4 * p] += dt;
-            acc[4 * p + 1] += s;
-            acc[4 * p + 2] += q;
-            acc[4 * p + 3] += c;
-        }
-    }
-}
+#define TK_BODY(j) { double x = a##j[i]; double d = y - x, d2 = d * d;                               \
+    dt##j += x * y; s##j += d2; q##j += d2 * d2; k##j += (fabs(d) < e##j) ? 1.0 : 0.0; }
+#define TK_STORE(j) { double *o = acc + 4 * (p + j); o[0] += dt##j; o[1] += s##j; o[2] += q##j; o[3] += k##j; }
 
-/* out[r] += sum over columns [c0, c1) of X[r]^2 in double, for rows r < R. */
-void tk_row_sq(const float *X, int64_t ldx, int64_t R, int64_t c0, int64_t c1, double *out) {
-    for (int64_t r = 0; r < R; r++) {
-        const float *x = X + r * ldx;
-        double s = 0.0;
-        #pragma omp simd reduction(+:s)
-        for (int64_t i = c0; i < c1; i++) {
-            double v = (double)x[i];
-            s += v * v;
+/* X: float32 block, row r (0 <= r < R) at X + r*ldx. Columns [c0, c1) are visited in tiles of `tile`
+   columns; each tile is first promoted to float64 into `work` (R*tile doubles, 64-byte aligned), adding
+   each row's sum of squares to nrm[r]. For pair p (rows la[p], lb[p]) it adds to acc[4p .. 4p+3]:
+   sum a*b, sum d^2, sum d^4, count |d| < eps[p], with d = b - a exact in float64. Pairs sorted by lb:
+   four consecutive pairs sharing b run together, so b is loaded once for four anchors. */
+void tk_pair_sums(const float *X, int64_t ldx, int64_t R, int64_t P, const int64_t *la,
+                  const int64_t *lb, const double *eps, int64_t c0, int64_t c1, int64_t tile,
+                  double *work, double *acc, double *nrm) {
+    for (int64_t t0 = c0; t0 < c1; t0 += tile) {
+        const int64_t w = (t0 + tile < c1 ? t0 + tile : c1) - t0;
+        for (int64_t r = 0; r < R; r++) {
+            const float *x = X + r * ldx + t0;
+            double *y = work + r * tile, s = 0.0;
+            #pragma omp simd reduction(+:s)
+            for (int64_t i = 0; i < w; i++) {
+                double v = (double)x[i];
+                y[i] = v;
+                s += v * v;
+            }
+            nrm[r] += s;
         }
-        out[r] += s;
+        int64_t p = 0;
+        while (p < P) {
+            const double *b = work + lb[p] * tile;
+            if (p + 4 <= P && lb[p + 3] == lb[p]) {
+                const double *a0 = work + la[p] * tile, *a1 = work + la[p + 1] * tile;
+                const double *a2 = work + la[p + 2] * tile, *a3 = work + la[p + 3] * tile;
+                const double e0 = eps[p], e1 = eps[p + 1], e2 = eps[p + 2], e3 = eps[p + 3];
+                double dt0 = 0, s0 = 0, q0 = 0, k0 = 0, dt1 = 0, s1 = 0, q1 = 0, k1 = 0;
+                double dt2 = 0, s2 = 0, q2 = 0, k2 = 0, dt3 = 0, s3 = 0, q3 = 0, k3 = 0;
+                #pragma omp simd reduction(+:dt0, s0, q0, k0, dt1, s1, q1, k1, dt2, s2, q2, k2, dt3, s3, q3, k3)
+                for (int64_t i = 0; i < w; i++) {
+                    const double y = b[i];
+                    TK_BODY(0) TK_BODY(1) TK_BODY(2) TK_BODY(3)
+                }
+                TK_STORE(0) TK_STORE(1) TK_STORE(2) TK_STORE(3)
+                p += 4;
+            } else {
+                const double *a0 = work + la[p] * tile, e0 = eps[p];
+                double dt0 = 0, s0 = 0, q0 = 0, k0 = 0;
+                #pragma omp simd reduction(+:dt0, s0, q0, k0)
+                for (int64_t i = 0; i < w; i++) {
+                    const double y = b[i];
+                    TK_BODY(0)
+                }
+                TK_STORE(0)
+                p += 1;
+            }
+        }
     }
 }
 """
@@ -170,11 +189,26 @@ def _compile(cc: str, flags: Sequence[str], target: Path) -> None:
 
 def _bind(lib: Any) -> Any:
     p, i = ctypes.c_void_p, ctypes.c_int64
-    lib.tk_pair_sums.argtypes = [p, i, i, p, p, p, i, i, i, p]
+    lib.tk_pair_sums.argtypes = [p, i, i, i, p, p, p, i, i, i, p, p, p]
     lib.tk_pair_sums.restype = None
-    lib.tk_row_sq.argtypes = [p, i, i, i, i, p]
-    lib.tk_row_sq.restype = None
     return lib
+
+
+def _aligned_work(n: int) -> np.ndarray:
+    """float64 workspace of ``n`` elements starting on a 64-byte boundary."""
+    raw = np.empty(n + 8)
+    off = (-raw.ctypes.data % 64) // 8
+    return raw[off:off + n]
+
+
+def _native_call(lib: Any, X32: np.ndarray, la: np.ndarray, lb: np.ndarray, eps: np.ndarray, c0: int, c1: int,
+                 tile: int, acc: np.ndarray, nrm: np.ndarray) -> None:
+    """Columns ``[c0, c1)`` of the float32 block ``X32`` (unit column stride) into ``acc [P, 4]`` (dot, sq,
+    quart, theta) and ``nrm [R]``; ``la``, ``lb`` int64 and ``eps`` float64 contiguous, sorted by ``lb``."""
+    R = X32.shape[0]
+    work = _aligned_work(R * tile)
+    lib.tk_pair_sums(X32.ctypes.data, X32.strides[0] // 4, R, la.size, la.ctypes.data, lb.ctypes.data,
+                     eps.ctypes.data, c0, c1, tile, work.ctypes.data, acc.ctypes.data, nrm.ctypes.data)
 
 
 def _self_check(lib: Any) -> bool:
@@ -182,16 +216,14 @@ def _self_check(lib: Any) -> bool:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((5, 203)).astype(np.float32)
     X[3] = X[1] + np.float32(1e-4) * rng.standard_normal(203).astype(np.float32)
-    la, lb = (np.ascontiguousarray(v, dtype=np.int64) for v in np.divmod(np.arange(25), 5))
-    eps = np.full(25, 0.5)
-    acc = np.zeros((25, 4))
-    lib.tk_pair_sums(X.ctypes.data, 203, 25, la.ctypes.data, lb.ctypes.data, eps.ctypes.data, 0, 203, 64,
-                     acc.ctypes.data)
-    nrm = np.zeros(5)
-    lib.tk_row_sq(X.ctypes.data, 203, 5, 0, 203, nrm.ctypes.data)
+    lb, la = (np.ascontiguousarray(v, dtype=np.int64) for v in np.divmod(np.arange(25), 5))
+    la, lb = np.concatenate([la, [2, 0]]), np.concatenate([lb, [4, 4]])      # runs of 4 and of 1 share b
+    eps = rng.uniform(0.2, 1.0, la.size)
+    acc, nrm = np.zeros((la.size, 4)), np.zeros(5)
+    _native_call(lib, X, la, lb, eps, 0, 203, 64, acc, nrm)
     A, B = X[la].astype(np.float64), X[lb].astype(np.float64)
     D = B - A
-    ref = np.stack([(A * B).sum(1), (D * D).sum(1), (D**4).sum(1), (np.abs(D) < 0.5).sum(1)], 1)
+    ref = np.stack([(A * B).sum(1), (D * D).sum(1), (D**4).sum(1), (np.abs(D) < eps[:, None]).sum(1)], 1)
     x64 = X.astype(np.float64)
     return (np.allclose(acc, ref, rtol=1e-12, atol=0) and np.array_equal(acc[:, 3], ref[:, 3])
             and np.allclose(nrm, (x64 * x64).sum(1), rtol=1e-12, atol=0))
@@ -345,6 +377,7 @@ class _PairPlan:
     la: np.ndarray              # [P] local row of a
     lb: np.ndarray              # [P] local row of b
     order: np.ndarray           # [P] pair order sorted by (a, b): row a stays in cache across its pairs
+    order_b: np.ndarray         # [P] pair order sorted by (b, a): the native loop's order
     groups: list[tuple[int, np.ndarray, slice | np.ndarray]]   # (local a, pair idx, local b rows)
 
 
@@ -362,34 +395,40 @@ def _pair_plan(pairs: np.ndarray) -> _PairPlan:
             groups.append((int(la[idx[0]]), idx, slice(int(b[0]), int(b[-1]) + 1)))
         else:
             groups.append((int(la[idx[0]]), idx, b))
-    return _PairPlan(rows=rows, la=la, lb=lb, order=order, groups=groups)
+    return _PairPlan(rows=rows, la=la, lb=lb, order=order, order_b=np.lexsort((la, lb)), groups=groups)
 
 
 def _zero_acc(want: set[str], P: int) -> dict[str, np.ndarray]:
     return {k: np.zeros(P) for k in (*SUMS, "norm_a", "norm_b") if k in want}
 
 
+def _native_tile(n_rows: int, block_bytes: int | None = None, threads: int = 1) -> int:
+    """Columns per native tile: the float64 tile of all rows ≈ :data:`_NATIVE_TILE_BYTES` (cache), and the
+    tiles of all threads at most a quarter of ``block_bytes``."""
+    t = min(4096, max(256, _NATIVE_TILE_BYTES // (8 * max(n_rows, 1))))
+    if block_bytes is not None:
+        t = min(t, block_bytes // (32 * threads * max(n_rows, 1)))
+    return max(8, t // 8 * 8)
+
+
 def _block_native(lib: Any, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
-                  threads: int) -> dict[str, np.ndarray]:
+                  threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
     """The fused C loop over the float32 block ``X32 [R, n]``; ``threads`` threads split the columns."""
     if X32.strides[1] != 4 or X32.strides[0] % 4:
         X32 = np.ascontiguousarray(X32)
     R, n = X32.shape
-    ldx = X32.strides[0] // 4
     P = plan.la.size
-    oa, ob = np.ascontiguousarray(plan.la[plan.order]), np.ascontiguousarray(plan.lb[plan.order])
-    oe = np.zeros(P) if eps is None else np.ascontiguousarray(np.asarray(eps, np.float64)[plan.order])
+    o = plan.order_b
+    oa, ob = np.ascontiguousarray(plan.la[o]), np.ascontiguousarray(plan.lb[o])
+    oe = np.zeros(P) if eps is None else np.ascontiguousarray(np.asarray(eps, np.float64)[o])
     parts = max(1, min(threads, n // 2048))
     edges = np.linspace(0, n, parts + 1).astype(np.int64)
-    tile = max(256, _NATIVE_TILE_BYTES // (4 * R))
+    tile = tile or _native_tile(R)
     accs = [np.zeros((P, 4)) for _ in range(parts)]
     nrms = [np.zeros(R) for _ in range(parts)]
 
     def run(k: int) -> None:
-        c0, c1 = int(edges[k]), int(edges[k + 1])
-        lib.tk_pair_sums(X32.ctypes.data, ldx, P, oa.ctypes.data, ob.ctypes.data, oe.ctypes.data, c0, c1, tile,
-                         accs[k].ctypes.data)
-        lib.tk_row_sq(X32.ctypes.data, ldx, R, c0, c1, nrms[k].ctypes.data)
+        _native_call(lib, X32, oa, ob, oe, int(edges[k]), int(edges[k + 1]), tile, accs[k], nrms[k])
 
     if parts == 1:
         run(0)
@@ -401,7 +440,7 @@ def _block_native(lib: Any, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | 
     for j, k in enumerate(SUMS):
         if k in want:
             out[k] = np.empty(P)
-            out[k][plan.order] = acc[:, j]
+            out[k][o] = acc[:, j]
     out["norm_a"], out["norm_b"] = nrm[plan.la], nrm[plan.lb]
     return out
 
@@ -446,11 +485,11 @@ def _tiles_numpy(X: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: s
 
 
 def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
-                 threads: int) -> dict[str, np.ndarray]:
+                 threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
     """CPU partial sums of one float32 block: the native loop when available, else float64 numpy tiles."""
     lib = _native()
     if lib is not None:
-        return _block_native(lib, X32, plan, eps, want, threads)
+        return _block_native(lib, X32, plan, eps, want, threads, tile)
     X = X32.astype(np.float64)
     P = plan.la.size
     acc = _zero_acc(want, P)
@@ -528,10 +567,10 @@ def _choose_backend(backend: str, device: str) -> str:
 
 
 def _block_sums(be: str, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
-                device: str, threads: int) -> dict[str, np.ndarray]:
+                device: str, threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
     if be == "torch":
         return _block_torch(X32, plan, eps, want, device)
-    return _block_numpy(X32, plan, eps, want, threads)
+    return _block_numpy(X32, plan, eps, want, threads, tile)
 
 
 def pair_sums_block(source: Any, pairs: np.ndarray, block: Block, sums: Sequence[str] = SUMS,
@@ -592,6 +631,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     threads = threads or min(2, os.cpu_count() or 1)
     native = be == "numpy" and _native() is not None
     block_cols = _block_cols(block_bytes, R, threads, P, native=native, selection=c is not None)
+    tile = _native_tile(R, block_bytes, threads) if native else None
     blocks = plan_blocks(archive.n_params, block_cols, c, ranges)
     L = len(layer_ids)
     want = set(sums) | {"norm_a", "norm_b"}
@@ -603,7 +643,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
         bufs = [np.empty((R, width), dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
         for blk, X32 in _progress(_read_ahead(archive, plan.rows, blocks, bufs), progress, "pair sums",
                                   len(blocks)):
-            part = _block_sums(be, X32, plan, eps, want, device, threads)
+            part = _block_sums(be, X32, plan, eps, want, device, threads, tile)
             for k, v in part.items():
                 totals[k][:, blk.layer] += v
             n_cols_layer[blk.layer] += blk.n_cols
@@ -624,10 +664,11 @@ def _block_cols(block_bytes: int, n_rows: int, threads: int, n_pairs: int = 0, n
                 selection: bool = False) -> int:
     """Columns per block so that what is in flight fits ``block_bytes``: two float32 read buffers (8 B per
     row and column), the selected copy (4 B) with a selection, the float64 copy (8 B) unless the native
-    loop runs, after a fixed part (1 MiB, the numpy tile workspace ``_TILE_ELEMS · 17`` B per thread, the
-    per-thread pair accumulators)."""
+    loop runs, after a fixed part: 1 MiB, and per thread the pair accumulators and the tile workspace
+    (native: a float64 tile of all rows; numpy: ``_TILE_ELEMS · 17`` B)."""
     per_col = n_rows * (8 + (4 if selection else 0) + (0 if native else 8))
-    fixed = 2**20 + threads * (48 * n_pairs + (0 if native else _TILE_ELEMS * 17))
+    work = 8 * n_rows * _native_tile(n_rows, block_bytes, threads) if native else _TILE_ELEMS * 17
+    fixed = 2**20 + threads * (48 * n_pairs + 8 * n_rows + work)
     return max(256, (block_bytes - fixed) // max(1, per_col))
 
 

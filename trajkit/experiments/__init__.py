@@ -2,7 +2,8 @@
 
 Public API:
 
-- :func:`run_experiment` (config, out, overrides=(), quiet=False, dry_run=False, device=None) → summary
+- :func:`run_experiment` (config, out, overrides=(), quiet=False, dry_run=False, device=None, threads=None)
+  → summary
 - :func:`load_config` (path or dict, overrides) → the resolved config dict
 - :func:`build_model` (spec) → the ``nn.Module`` of an archive's ``model.spec``
 - :func:`build_dataset` (spec) → the :class:`Dataset` of an archive's ``dataset.spec``

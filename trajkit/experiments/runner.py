@@ -382,7 +382,7 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             engine = SequentialReplicas(plan.spec, plan.layout, init, device)
         data = _train_data(plan.dataset, cfg["loss"]["name"], device)
         train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sinks, start_step=start, progress=progress)
-        for r, w, sink in zip(todo, writers, sinks, strict=True):
+        for r, sink in zip(todo, sinks, strict=True):
             if sink.status[0] == "diverged":
                 entries[r].update(status="diverged", reason=sink.status[1])
             else:
