@@ -401,3 +401,16 @@ def test_nonfinite_params_are_flagged_at_write_time(tmp_path):
     assert a.metadata["nonfinite"]["first_step"] == 7
     assert a.metadata["nonfinite"]["steps"] == [7, 9]
     assert a.params[:, :].tobytes() == rows.tobytes()  # stored as written, not masked
+
+
+def test_dotted_keys_expand_at_top_level_only(tmp_path):
+    import trajkit
+    from trajkit.archive import create
+
+    coords = {"dynamics.temperature": 1e-5, "model.hidden": [8]}
+    with create(tmp_path / "d.trajkit", n_params=2,
+                metadata={"dynamics.lr": 0.5, "ensemble": {"coords": coords}}) as w:
+        w.append(0, [0.0, 1.0])
+    meta = trajkit.open_archive(tmp_path / "d.trajkit").metadata
+    assert meta["dynamics"]["lr"] == 0.5
+    assert meta["ensemble"]["coords"] == coords

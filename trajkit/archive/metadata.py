@@ -130,11 +130,13 @@ def build_metadata(n_params: int, layout: list[dict[str, Any]], user: dict[str, 
 
 
 def expand_dotted(d: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1}`` → ``{"a": {"b": 1}}`` (recursively merged with nested keys)."""
+    """``{"a.b": 1}`` → ``{"a": {"b": 1}}`` for the top-level keys only.
+
+    Values are kept verbatim, so nested dicts whose keys contain dots (``ensemble.coords`` =
+    ``{"dynamics.temperature": 1e-5}``) survive unchanged.
+    """
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            v = expand_dotted(v)
         parts = str(k).split(".")
         node = out
         for p in parts[:-1]:
