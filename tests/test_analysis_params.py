@@ -48,6 +48,7 @@ def probe(monkeypatch):
     mod.trajkit_register_analyses = trajkit_register_analyses
     register_plugin(mod, "probe-plugin")
     yield Probe
+    monkeypatch.undo()  # restore the plugin switches before the registry is rescanned
     unregister_plugin("probe-plugin")
 
 

@@ -90,6 +90,7 @@ class Registry:
         raise AnalysisError(f"no analysis named {name!r}{hint}; `trajkit plugins` lists them{broken}")
 
 
+_registry_env: tuple[str | None, str | None] = (None, None)
 _registry: Registry | None = None
 _extra: list[tuple[Any, str]] = []
 
@@ -206,9 +207,11 @@ def load_plugins() -> Registry:
 
 def get_registry(reload: bool = False) -> Registry:
     """The process-wide registry, loaded on first use (``reload=True`` rescans the entry points)."""
-    global _registry
-    if _registry is None or reload:
+    global _registry, _registry_env
+    env = (os.environ.get("TRAJKIT_LOAD_PLUGINS"), os.environ.get("TRAJKIT_STRICT_PLUGINS"))
+    if _registry is None or reload or env != _registry_env:  # the switches changed: rescan
         _registry = load_plugins()
+        _registry_env = env
     return _registry
 
 
