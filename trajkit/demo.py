@@ -1,6 +1,12 @@
-"""The README demo: record a small training run and show what was recorded.
+"""The README demo: record a small ensemble, show what was recorded, and analyse it.
 
     python -m trajkit.demo [--out DIR]
+
+1. ``trajkit record``: overdamped Langevin on scikit-learn's digits (MLP 64-32-10), 3 temperatures ×
+   4 replicas trained together, 1,000 steps, ~40 log-spaced snapshots per run (under a minute on 2 cores);
+2. ``trajkit info`` of one run;
+3. ``trajkit analyze``: two-time overlaps and χ4 at the lowest temperature, relaxation times and τ(T)
+   across the sweep; results and PNG figures under ``DIR/analysis``.
 """
 
 from __future__ import annotations
@@ -8,57 +14,46 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
-import torch
+DEMO_CONFIG: dict[str, Any] = {
+    "model": {"kind": "mlp", "hidden": [32], "activation": "relu"},
+    "data": {"name": "digits"},
+    "loss": {"name": "cross_entropy"},
+    "dynamics": {"kind": "langevin", "lr": 0.1, "weight_decay": 1e-4},
+    "run": {"steps": 1000, "seed": 0, "replicas": 4},
+    "snapshots": {"schedule": "log", "n": 40},
+    "sweep": {"dynamics.temperature": [1e-4, 1e-3, 1e-2]},
+}
 
 
-def record_digits_run(path: Path, steps: int = 600) -> Path:
-    """Train a small MLP on scikit-learn's digits with SGD, recording a log-spaced trajectory."""
-    from sklearn.datasets import load_digits
+def _cli(*args: str) -> None:
+    from trajkit.cli import cli
 
-    import trajkit
-
-    X, y = load_digits(return_X_y=True)
-    X = torch.tensor(X / 16.0, dtype=torch.float32)
-    y = torch.tensor(y)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def evaluate(m):
-        with torch.no_grad():
-            out = m(X)
-            return {"train_loss": loss_fn(out, y), "train_acc": (out.argmax(1) == y).float().mean()}
-
-    meta = {"seed": 0, "dataset": {"name": "digits", "n_train": len(y), "n_test": 0},
-            "dynamics": {"kind": "sgd", "lr": 0.1, "batch_size": 64, "momentum": 0.0, "weight_decay": 0.0}}
-    g = torch.Generator().manual_seed(0)
-    with trajkit.Recorder(path, model, schedule=trajkit.schedules.log(1, steps, 40), metadata=meta,
-                          evaluate=evaluate) as rec:
-        for k in range(steps + 1):
-            loss = None
-            if k:
-                idx = torch.randint(0, len(y), (64,), generator=g)
-                opt.zero_grad()
-                loss = loss_fn(model(X[idx]), y[idx])
-                loss.backward()
-                opt.step()
-            rec.step(k, loss=loss, epoch=k * 64 / len(y))
-    return path
+    print(f"\n$ trajkit {' '.join(args)}")
+    cli.main(list(args), prog_name="trajkit", standalone_mode=False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="trajkit demo")
-    ap.add_argument("--out", default=None, help="output directory (default: a temp dir)")
+    ap = argparse.ArgumentParser(description="trajkit demo: record a small ensemble and analyse it")
+    ap.add_argument("--out", default=None, help="output directory (default: a new temp dir)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="trajkit-demo-"))
-    out.mkdir(parents=True, exist_ok=True)
-    path = record_digits_run(out / "digits-sgd.trajkit")
-    print(f"recorded {path}\n")
-    from trajkit.cli import cli
+    ens = out / "ensemble"
+    from trajkit.experiments import run_experiment
 
-    cli.main(["info", str(path)], prog_name="trajkit", standalone_mode=False)
+    print(f"recording a Langevin temperature sweep into {ens}")
+    summary = run_experiment(DEMO_CONFIG, ens, quiet=args.quiet, threads=1)
+    runs = sorted(summary["runs"], key=lambda r: (r["coords"]["dynamics.temperature"], r["replica"]))
+    coldest = [str(ens / r["path"]) for r in runs if r["coords"] == runs[0]["coords"]]
+    _cli("info", coldest[0])
+    res = out / "analysis"
+    _cli("analyze", "--plugin", "overlaps", "-p", "waiting_times=4", "--out", str(res / "overlaps"), "--json",
+         *coldest)
+    _cli("analyze", "--plugin", "chi4", "-p", "waiting_times=3", "--out", str(res / "chi4"), *coldest)
+    _cli("analyze", "--plugin", "relaxation", "--out", str(res / "relaxation"), str(ens))
+    print(f"\nresults and figures: {res}")
 
 
 if __name__ == "__main__":

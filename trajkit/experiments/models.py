@@ -11,6 +11,11 @@ Specs (stored in archive metadata as ``model.spec``):
   ``h_t = a(W_ih x_t + b + W_hh h_{t-1})`` per layer, read out linearly from the last layer's final
   state (``cells.<i>.ih.*``, ``cells.<i>.hh.weight``, ``head.*``). Inputs are the rows of an image
   (``L = H``, ``F = W``) or the features of a vector one at a time (``L = D``, ``F = 1``).
+  Optional keys: ``"cell"`` — ``"tanh"`` (the cell above, default), ``"gru"`` or ``"lstm"`` (gates stacked
+  along the rows of ``ih.weight [g·w, in]`` and ``hh.weight [g·w, w]``, g = 3 or 4; see :func:`cell_step`);
+  ``"voices": C`` — *next-step* readout for sequences of C categorical variables one-hot over
+  ``V = out_features`` values (samples ``[L, C, V]``, ``F = C·V``): the head reads every time step,
+  ``ŷ_t = W h_t + b`` ``[C·V]``, and the output is ``[B, L, C, V]`` (``[R, B, L, C, V]`` batched).
 
 ``build_model(spec)`` returns the ``nn.Module``; its ``named_parameters()`` order is the archive layout
 (:func:`trajkit.archive.layout.layout_from_named_parameters`). Every built-in module also has
@@ -136,35 +141,75 @@ class CNN(nn.Module):
         return batched_linear(feats, params["head.weight"], params.get("head.bias"))
 
 
+CELLS = {"tanh": 1, "gru": 3, "lstm": 4}  # cell kind -> gates g stacked in the ih / hh weights
+
+
 class _Cell(nn.Module):
-    def __init__(self, input_size: int, width: int, bias: bool):
+    def __init__(self, input_size: int, width: int, bias: bool, gates: int = 1):
         super().__init__()
-        self.ih = nn.Linear(input_size, width, bias=bias)
-        self.hh = nn.Linear(width, width, bias=False)
+        self.ih = nn.Linear(input_size, gates * width, bias=bias)
+        self.hh = nn.Linear(width, gates * width, bias=False)
+
+
+def cell_step(cell: str, act, pre: Tensor, hh: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """One time step of a recurrent cell on any leading dims (``[..., w]`` states).
+
+    ``pre = W_ih x_t + b`` and ``hh = W_hh h_{t−1}`` are ``[..., g·w]`` (gates in the order below);
+    returns ``(h_t, c_t)`` (``c`` is the LSTM cell state, None otherwise):
+
+    - ``tanh``: ``h = a(pre + hh)``;
+    - ``gru``: ``r = σ(pre_r + hh_r)``, ``u = σ(pre_u + hh_u)``, ``n = tanh(pre_n + r ⊙ hh_n)``,
+      ``h = (1 − u) ⊙ n + u ⊙ h_{t−1}``;
+    - ``lstm``: ``i, f, o = σ(·)``, ``g = tanh(pre_g + hh_g)`` (order i, f, g, o),
+      ``c = f ⊙ c_{t−1} + i ⊙ g``, ``h = o ⊙ tanh(c)``.
+    """
+    if cell == "tanh":
+        return act(pre + hh), None
+    if cell == "gru":
+        pr, pu, pn = pre.chunk(3, dim=-1)
+        hr, hu, hn = hh.chunk(3, dim=-1)
+        r, u = torch.sigmoid(pr + hr), torch.sigmoid(pu + hu)
+        n = torch.tanh(pn + r * hn)
+        return n + u * (h - n), None
+    gi, gf, gg, go = (pre + hh).chunk(4, dim=-1)
+    assert c is not None
+    c = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
+    return torch.sigmoid(go) * torch.tanh(c), c
 
 
 class RNN(nn.Module):
-    """Stacked recurrent net ``h_t = a(W_ih x_t + b + W_hh h_{t-1})``, linear read-out of the final state."""
+    """Stacked recurrent net (``cell`` tanh, gru or lstm): a linear read-out of the final state, or with
+    ``voices`` a next-step read-out of every time step (see the module docstring)."""
 
     def __init__(self, seq_len: int, input_size: int, width: int, out_features: int, depth: int = 1,
-                 bias: bool = True, activation: str = "tanh"):
+                 bias: bool = True, activation: str = "tanh", cell: str = "tanh", voices: int | None = None):
         super().__init__()
+        if cell not in CELLS:
+            raise ConfigError(f"model.cell = {cell!r} is unknown; use one of {', '.join(CELLS)}")
+        if voices is not None and input_size % voices:
+            raise ConfigError(f"rnn: input_size {input_size} is not a multiple of voices = {voices}")
         self.seq_len, self.input_size, self.width, self.activation = seq_len, input_size, width, activation
-        self.cells = nn.ModuleList(_Cell(input_size if i == 0 else width, width, bias) for i in range(depth))
-        self.head = nn.Linear(width, out_features, bias=bias)
+        self.cell, self.voices, self.out_features = cell, voices, out_features
+        g = CELLS[cell]
+        self.cells = nn.ModuleList(_Cell(input_size if i == 0 else width, width, bias, g) for i in range(depth))
+        self.head = nn.Linear(width, out_features * (voices or 1), bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         act = _act(self.activation)
-        seq = x.reshape(x.shape[0], self.seq_len, self.input_size)
+        B = x.shape[0]
+        seq = x.reshape(B, self.seq_len, self.input_size)
         for cell in self.cells:
-            pre = cell.ih(seq)  # [B, L, w]
-            h = torch.zeros(x.shape[0], self.width, dtype=x.dtype, device=x.device)
+            pre = cell.ih(seq)  # [B, L, g·w]
+            h = torch.zeros(B, self.width, dtype=x.dtype, device=x.device)
+            c = torch.zeros_like(h) if self.cell == "lstm" else None
             outs = []
             for t in range(self.seq_len):
-                h = act(pre[:, t] + cell.hh(h))
+                h, c = cell_step(self.cell, act, pre[:, t], cell.hh(h), h, c)
                 outs.append(h)
             seq = torch.stack(outs, dim=1)
-        return self.head(seq[:, -1])
+        if self.voices is None:
+            return self.head(seq[:, -1])
+        return self.head(seq).view(B, self.seq_len, self.voices, self.out_features)
 
     def batched_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         act = _act(self.activation)
@@ -178,14 +223,21 @@ class RNN(nn.Module):
         for i in range(len(self.cells)):
             Wih = params[f"cells.{i}.ih.weight"]
             R = Wih.shape[0]
-            pre = batched_linear(seq, Wih, params.get(f"cells.{i}.ih.bias")).view(R, B, L, self.width)
+            pre = batched_linear(seq, Wih, params.get(f"cells.{i}.ih.bias")).view(R, B, L, -1)
             Whh_t = params[f"cells.{i}.hh.weight"].transpose(1, 2)
             h = torch.zeros(R, B, self.width, dtype=pre.dtype, device=pre.device)
+            c = torch.zeros_like(h) if self.cell == "lstm" else None
             outs = []
             for t in range(L):
-                h = act(torch.baddbmm(pre[:, :, t], h, Whh_t))
+                if self.cell == "tanh":
+                    h = act(torch.baddbmm(pre[:, :, t], h, Whh_t))
+                else:
+                    h, c = cell_step(self.cell, act, pre[:, :, t], torch.bmm(h, Whh_t), h, c)
                 outs.append(h)
             seq = torch.stack(outs, dim=2).reshape(R, B * L, self.width)
+        if self.voices is not None:
+            out = batched_linear(seq, params["head.weight"], params.get("head.bias"))
+            return out.view(-1, B, L, self.voices, self.out_features)
         last = seq.view(-1, B, L, self.width)[:, :, -1]
         return batched_linear(last, params["head.weight"], params.get("head.bias"))
 
@@ -212,15 +264,22 @@ def model_spec(model: dict[str, Any], input_shape: tuple[int, ...], out_features
         return {"kind": "cnn", "in_shape": shape, "channels": list(model["channels"]),
                 "kernel_size": int(model["kernel_size"]), "pool": bool(model["pool"]), **common}
     if kind == "rnn":
-        if len(input_shape) == 2:
+        extra: dict[str, Any] = {}
+        if len(input_shape) == 3:  # [L, C, V]: C categorical voices, next-step read-out
+            L, C, V = input_shape
+            Fi = C * V
+            extra["voices"] = int(C)
+        elif len(input_shape) == 2:
             L, Fi = input_shape
         elif len(input_shape) == 1:
             L, Fi = input_shape[0], 1
         else:
-            raise ConfigError(f"model.kind = \"rnn\" needs sequences (samples of shape [L, F] or [D]), but the "
-                              f"data's samples have shape {list(input_shape)}")
+            raise ConfigError(f"model.kind = \"rnn\" needs sequences (samples of shape [L, F], [D] or [L, C, V]), "
+                              f"but the data's samples have shape {list(input_shape)}")
+        if model.get("cell", "tanh") != "tanh":
+            extra["cell"] = model["cell"]
         return {"kind": "rnn", "seq_len": int(L), "input_size": int(Fi), "width": int(model["width"]),
-                "depth": int(model["depth"]), **common}
+                "depth": int(model["depth"]), **common, **extra}
     raise ConfigError(f"model.kind = {kind!r} is unknown; use mlp, cnn or rnn")
 
 
