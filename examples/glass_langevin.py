@@ -27,8 +27,9 @@ import numpy as np
 
 matplotlib.use("Agg")
 
+import _common
+
 import trajkit
-from trajkit.cli import cli
 
 TEMPERATURES = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 
@@ -57,23 +58,13 @@ n = {snapshots}
 """
 
 
+
 def record(out: Path, steps: int, replicas: int, snapshots: int, lr: float) -> Path:
-    ens = out / "ensemble"
-    if (ens / "ensemble.json").exists():
-        doc = json.loads((ens / "ensemble.json").read_text())
-        if all(r["status"] == "done" for r in doc["runs"]):
-            return ens
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = out / "config.toml"
-    cfg.write_text(CONFIG.format(lr=lr, steps=steps, replicas=replicas, snapshots=snapshots,
+    return _common.record(out, CONFIG.format(lr=lr, steps=steps, replicas=replicas, snapshots=snapshots,
                                  temperatures=TEMPERATURES))
-    cli.main(["record", "--config", str(cfg), "--out", str(ens)], standalone_mode=False)
-    return ens
 
 
-def save(result: trajkit.analysis.Result, out: Path, name: str) -> None:
-    result.plot().savefig(out / f"{name}.png", dpi=110)
-    result.save(out / name)
+save = _common.save
 
 
 def main() -> None:

@@ -23,8 +23,9 @@ import numpy as np
 
 matplotlib.use("Agg")
 
+import _common
+
 import trajkit
-from trajkit.cli import cli
 
 WIDTHS = [2, 128]
 
@@ -57,18 +58,10 @@ n = {snapshots}
 """
 
 
+
 def record(out: Path, steps: int, replicas: int, snapshots: int, lr: float) -> Path:
-    ens = out / "ensemble"
-    if (ens / "ensemble.json").exists():
-        doc = json.loads((ens / "ensemble.json").read_text())
-        if all(r["status"] == "done" for r in doc["runs"]):
-            return ens
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = out / "config.toml"
-    cfg.write_text(CONFIG.format(lr=lr, steps=steps, replicas=replicas, snapshots=snapshots,
+    return _common.record(out, CONFIG.format(lr=lr, steps=steps, replicas=replicas, snapshots=snapshots,
                                  hidden=[[w] for w in WIDTHS]))
-    cli.main(["record", "--config", str(cfg), "--out", str(ens)], standalone_mode=False)
-    return ens
 
 
 def main() -> None:

@@ -31,8 +31,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import _common
+
 import trajkit
-from trajkit.cli import cli
 
 CONFIG = """\
 [model]
@@ -58,23 +59,13 @@ n = 20
 """
 
 
+
 def record(out: Path, args: argparse.Namespace) -> Path:
-    ens = out / "ensemble"
-    if (ens / "ensemble.json").exists():
-        doc = json.loads((ens / "ensemble.json").read_text())
-        if all(r["status"] == "done" for r in doc["runs"]):
-            return ens
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = out / "config.toml"
-    cfg.write_text(CONFIG.format(hidden=args.hidden, lr=args.lr, steps=args.steps, replicas=args.replicas,
-                                 batch_sizes=args.batch_sizes))
-    cli.main(["record", "--config", str(cfg), "--out", str(ens), "--quiet"], standalone_mode=False)
-    return ens
+    return _common.record(out, CONFIG.format(hidden=args.hidden, lr=args.lr, steps=args.steps, replicas=args.replicas,
+                                 batch_sizes=args.batch_sizes), quiet=True)
 
 
-def save(result: trajkit.analysis.Result, out: Path, name: str) -> None:
-    result.plot().savefig(out / f"{name}.png", dpi=110)
-    result.save(out / name)
+save = _common.save
 
 
 def main() -> None:

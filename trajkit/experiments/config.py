@@ -42,7 +42,7 @@ class Key:
 
 
 ACTIVATIONS = ("auto", "relu", "tanh", "sigmoid", "gelu", "elu", "softplus", "linear")
-DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz")
+DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz", "bach_chorales")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
@@ -56,12 +56,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "pool": Key("bool", True, "cnn: 2x2 max-pooling after each conv layer (while the image is >= 2 px)"),
         "width": Key("int", 32, "rnn: hidden-state size of each recurrent layer", minimum=1),
         "depth": Key("int", 1, "rnn: number of stacked recurrent layers", minimum=1),
+        "cell": Key("str", "tanh", "rnn: recurrent cell: tanh (h = a(W_ih x + b + W_hh h), a = activation), gru "
+                                   "or lstm", ("tanh", "gru", "lstm")),
     },
     "data": {
         "name": Key("str", "digits", "dataset (none is downloaded)", DATASETS),
         "seed": Key("int", 0, "seed of the train/test split and of synthetic data (shared by all replicas)",
                     minimum=0),
-        "test_fraction": Key("float", 0.2, "digits, pca_parity: fraction held out for testing",
+        "test_fraction": Key("float", 0.2, "digits, pca_parity, bach_chorales: fraction held out for testing "
+                                           "(bach_chorales: of the chorales)",
                              minimum=0, exclusive_minimum=True, maximum=1, exclusive_maximum=True),
         "n_train": Key("int?", None, "training-set size P (digits/pca_parity: subsample, default all; "
                                      "synthetic: default 1000)", minimum=1),
@@ -77,6 +80,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "components": Key("int", 10, "pca_parity: number k of leading principal components", minimum=1,
                           maximum=64),
         "path": Key("str?", None, "npz: file holding X_train, y_train, X_test, y_test"),
+        "chorales": Key("int?", None, "bach_chorales: use the first n four-part chorales of the corpus "
+                                      "(default all)", minimum=2),
+        "quantisation": Key("str", "sixteenth", "bach_chorales: time step of the grid", ("sixteenth", "eighth")),
+        "seq_len": Key("int", 32, "bach_chorales: time steps L per training sequence (windows of L + 1 steps)",
+                       minimum=1),
+        "transpositions": Key("int", 0, "bach_chorales: add the training chorales shifted by ±1..±k semitones "
+                                        "(those that stay in every voice's range)", minimum=0, maximum=12),
+        "strict": Key("bool", False, "bach_chorales: refuse (rather than warn) when the grid drops notes"),
     },
     "loss": {
         "name": Key("str", "cross_entropy", "training loss", ("cross_entropy", "mse", "quadratic_hinge")),
@@ -312,6 +323,12 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(f"model.kernel_size = {model['kernel_size']} must be odd (padding keeps the size)")
     if model["kind"] == "cnn" and not model["channels"]:
         raise ConfigError("model.channels must list at least one conv layer for model.kind = \"cnn\"")
+    if cfg["data"]["name"] == "bach_chorales" and model["kind"] != "rnn":
+        raise ConfigError(f"data.name = \"bach_chorales\" needs model.kind = \"rnn\" (next-step prediction of "
+                          f"the four voices), not {model['kind']!r}")
+    if model["kind"] == "rnn" and model["cell"] != "tanh" and model["activation"] not in ("auto", "tanh"):
+        raise ConfigError(f"model.activation = {model['activation']!r} applies to model.cell = \"tanh\" only; "
+                          f"use activation = \"auto\" with cell = {model['cell']!r}")
     if cfg["data"]["name"] == "npz" and not cfg["data"]["path"]:
         raise ConfigError("data.path is required for data.name = \"npz\" (a file with X_train, y_train, "
                           "X_test, y_test)")

@@ -38,6 +38,8 @@ SPEC_KEYS: dict[str, tuple[str, ...]] = {
     "teacher": ("seed", "n_train", "n_test", "dim", "teacher_hidden", "label_noise"),
     "gaussian_mixture": ("seed", "n_train", "n_test", "dim", "classes", "separation"),
     "npz": ("path", "sha256"),
+    "bach_chorales": ("seed", "test_fraction", "n_train", "n_test", "chorales", "quantisation", "seq_len",
+                      "transpositions", "strict", "encoding"),
 }
 
 
@@ -93,7 +95,9 @@ def dataset_spec(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"dataset {name!r} is unknown; use one of {', '.join(SPEC_KEYS)}")
     spec: dict[str, Any] = {"name": name}
     for k in SPEC_KEYS[name]:
-        if k == "sha256":
+        if k in ("sha256", "encoding"):  # derived from the data: checked on rebuild
+            if k in data:
+                spec[k] = data[k]
             continue
         spec[k] = data[k] if k in data else SCHEMA["data"][k].default
     if name == "npz":
@@ -105,10 +109,16 @@ def build_dataset(spec: dict[str, Any]) -> Dataset:
     """Build the dataset described by ``spec`` (a :func:`dataset_spec` or a whole ``[data]`` section)."""
     spec = dataset_spec(spec)
     builder = {"digits": _digits, "pca_parity": _pca_parity, "teacher": _teacher,
-               "gaussian_mixture": _gaussian_mixture, "npz": _npz}[spec["name"]]
+               "gaussian_mixture": _gaussian_mixture, "npz": _npz, "bach_chorales": _bach_chorales}[spec["name"]]
     ds = builder(spec)
-    ds.spec = spec
+    ds.spec = {**spec, **ds.spec}  # a builder may add what it derived from the data (checked on rebuild)
     return ds
+
+
+def _bach_chorales(spec: dict[str, Any]) -> Dataset:
+    from trajkit.experiments.chorales import build_chorales
+
+    return build_chorales(spec)
 
 
 # -- digits and its PCA parity task -------------------------------------------------------------------------
