@@ -28,7 +28,7 @@ import numpy as np
 
 from trajkit.analysis import Analysis, Param, Result
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
+from trajkit_dynamics.measure import COMMON_PARAMS, ORIGIN_MIN_STEP, measure_two_time
 
 
 def chi4(q: np.ndarray, n: int) -> np.ndarray:
@@ -99,8 +99,7 @@ class Chi4(Analysis):
     params = (*COMMON_PARAMS,
               Param("mode", "str", default="waiting", choices=("waiting", "lag"),
                     help="waiting: per waiting time over replicas; lag: replicas x origins at each lag"),
-              Param("origin_min_step", "int", default=0, min=0,
-                    help="lag mode: first step used as a time origin (start of the stationary window)"),
+              ORIGIN_MIN_STEP,
               Param("n_boot", "int", default=200, min=2, help="bootstrap replicates over replicas"),
               Param("seed", "int", default=0, help="seed of the bootstrap"))
 

@@ -43,6 +43,10 @@ COMMON_PARAMS = (
 )
 
 
+ORIGIN_MIN_STEP = Param("origin_min_step", "int", default=0, min=0,
+                        help="lag mode: first step used as a time origin (start of the stationary window)")
+
+
 @dataclass
 class TwoTime:
     """Per-replica two-time observables. ``values[name]`` is ``[R, K, T]`` (waiting) or ``[R, L]`` (lag)."""

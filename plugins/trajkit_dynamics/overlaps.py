@@ -44,7 +44,7 @@ import numpy as np
 
 from trajkit.analysis import Analysis, Param, Result
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time, replica_gram, selected_columns
+from trajkit_dynamics.measure import COMMON_PARAMS, ORIGIN_MIN_STEP, measure_two_time, replica_gram, selected_columns
 
 #: Arrays computed from the pair sums, in the order the plugin reports them.
 TWO_TIME_NAMES = ("overlap", "overlap_normalized", "msd", "self_overlap", "d4", "participation", "alpha2")
@@ -152,8 +152,7 @@ class Overlaps(Analysis):
     params = (*COMMON_PARAMS,
               Param("mode", "str", default="waiting", choices=("waiting", "lag"),
                     help="waiting: t_w-resolved [K, T]; lag: averaged over time origins [L]"),
-              Param("origin_min_step", "int", default=0, min=0,
-                    help="lag mode: first step used as a time origin (start of the stationary window)"),
+              ORIGIN_MIN_STEP,
               Param("hist_lag", "int", default=None, min=1,
                     help="lag (steps) of the displacement histogram after the first waiting time"),
               Param("hist_bins", "int", default=60, min=2, help="bins of the displacement histogram"))

@@ -107,12 +107,7 @@ class Recorder:
         ``loss`` and ``scalars`` go to ``trace/loss`` and ``trace/<name>`` (numbers or 0-d tensors).
         ``epoch`` (keyword) is stored with the snapshots. Returns True when a snapshot was taken.
         """
-        self._check()
-        step = _as_step(step)
-        if self._resumed:
-            self._truncate_for_resume(step)
-        if epoch is not None:
-            self._epoch = float(epoch)
+        step = self._begin(step, epoch)
         if loss is not None:
             scalars["loss"] = loss
         self._trace.add(step, scalars)
@@ -125,13 +120,7 @@ class Recorder:
 
     def snapshot(self, step: int, metrics: dict[str, float] | None = None, *, epoch: float | None = None) -> None:
         """Force a snapshot of the current parameters at ``step`` (whatever the schedule)."""
-        self._check()
-        step = _as_step(step)
-        if self._resumed:
-            self._truncate_for_resume(step)
-        if epoch is not None:
-            self._epoch = float(epoch)
-        self._snapshot(step, metrics)
+        self._snapshot(self._begin(step, epoch), metrics)
 
     def restore(self) -> int | None:
         """Load the last committed snapshot into the model; return its step (None for an empty archive)."""
@@ -203,9 +192,16 @@ class Recorder:
             self._broken = e
             raise
 
-    def _truncate_for_resume(self, step: int) -> None:
-        self._resumed = False
-        self._archive.truncate(step)
+    def _begin(self, step: Any, epoch: float | None) -> int:
+        """Checks shared by step() and snapshot(); the first call after reopening drops rows >= step."""
+        self._check()
+        step = _as_step(step)
+        if self._resumed:
+            self._resumed = False
+            self._archive.truncate(step)
+        if epoch is not None:
+            self._epoch = float(epoch)
+        return step
 
     def _snapshot(self, step: int, metrics: dict[str, float] | None) -> None:
         merged = dict(metrics or {})
