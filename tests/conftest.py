@@ -25,3 +25,18 @@ def _tree_digest(root: Path) -> dict[str, str]:
 def tree_digest() -> Callable[[Path], dict[str, str]]:
     """A function hashing every file of an archive, to assert a failed operation changed nothing."""
     return _tree_digest
+
+
+@pytest.fixture(scope="session")
+def chorale_cache(tmp_path_factory):
+    """A private ``$TRAJKIT_CACHE_DIR`` for the parsed Bach chorales, shared by the session (parse once)."""
+    import os
+
+    d = tmp_path_factory.mktemp("chorale-cache")
+    old = os.environ.get("TRAJKIT_CACHE_DIR")
+    os.environ["TRAJKIT_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("TRAJKIT_CACHE_DIR", None)
+    else:
+        os.environ["TRAJKIT_CACHE_DIR"] = old
