@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--replicas", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (2 oversubscribes a busy 2-core box)")
     args = ap.parse_args()
     steps, repeats = (40, 1) if args.quick else (args.steps, args.repeats)
     torch.set_num_threads(args.threads)

@@ -54,10 +54,10 @@ def aging_by_width(out: Path, waiting_times: list[int]) -> dict[tuple[int, int],
     """The ``aging`` analysis (observable msd) of every (depth, width) group of replicas."""
     ens = open_ensemble([out], check=False)
     results = {}
-    for depth, by_depth in ens.groups("model.depth").items():
-        for width, group in by_depth.groups("model.width").items():
-            results[(int(depth), int(width))] = trajkit.analyze(
-                "aging", group, waiting_times=waiting_times, observable="msd", n_boot=50, max_ratio=None)
+    for group in ens.groups("config.model").values():
+        model = group.archives[0].metadata["config"]["model"]
+        results[(int(model["depth"]), int(model["width"]))] = trajkit.analyze(
+            "aging", group, waiting_times=waiting_times, observable="msd", n_boot=50, max_ratio=None, snap="nearest")
     return results
 
 
@@ -88,12 +88,14 @@ def figures(res, aging, w_c: dict[int, float], fig_dir: Path) -> None:
         for w, color in zip(picks, ("tab:blue", "tab:red"), strict=True):
             r = aging[(d, w)]
             step, y = r.coords["step"], r.arrays["msd"]
-            side = "below" if np.isfinite(w_c.get(d, np.nan)) and w < w_c[d] else "above"
+            i, j = [str(x) for x in res.coords["depth"]].index(str(d)), list(res.coords["width"]).index(w)
+            side = f"L∞={res['loss_inf'][i, j]:.2f}"   # a positive floor: the underparametrised phase
             for k, tw in enumerate(r.coords["tw_step"]):
                 lag = (step - tw).astype(float)
                 ok = (lag > 0) & np.isfinite(y[k]) & (y[k] > 0)
-                ax.loglog(lag[ok] / tw, y[k][ok], color=color, alpha=0.35 + 0.65 * k / max(len(r.coords["tw_step"]) - 1, 1),
-                          lw=1, label=f"w={w} ({side} w_c), μ={r.scalars['mu_collapse_raw']:.2f}" if k == 0 else None)
+                shade = 0.35 + 0.65 * k / max(len(r.coords["tw_step"]) - 1, 1)
+                label = f"w={w} ({side}), μ={r.scalars['mu_collapse_raw']:.2f}" if k == 0 else None
+                ax.loglog(lag[ok] / tw, y[k][ok], color=color, alpha=shade, lw=1, label=label)
         ax.set_xlabel("τ / τ_w")
         ax.set_ylabel("Δ(τ_w, τ_w + τ)")
         ax.set_title(f"depth {d}: aging, darker = later τ_w")

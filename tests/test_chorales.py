@@ -89,7 +89,7 @@ def test_round_trip_and_note_count_against_music21(corpus):
     import music21
 
     files = {f.stem: f for f in ch.corpus_files()}
-    for q, chorales in corpus.items():
+    for chorales in corpus.values():
         assert len(chorales) == N_CHORALES
         vocab = ch.voice_ranges(chorales)
         for c in chorales:

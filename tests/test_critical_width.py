@@ -31,7 +31,7 @@ def _family(widths, depths=(1, 2), replicas=1, noise=0.01):
                 runs.append({"steps": STEPS, "params": rng.standard_normal((STEPS.size, 4)),
                              "metrics": {"train_loss": curve},
                              "coords": {"model.depth": d, "model.width": w},
-                             "metadata": {"model": {"depth": d, "width": w}}})
+                             "metadata": {"config": {"model": {"depth": d, "width": w}}}})
     return runs
 
 
@@ -62,7 +62,7 @@ def test_single_width_sweep_says_no_fit(tmp_path, tree_digest):
     root = synthetic.write_ensemble(tmp_path / "ens", _family([16], depths=(1,)),
                                     sweep={"model.width": [16]})
     before = tree_digest(root)
-    with pytest.raises(TrajkitError, match=r"single width \(model.width = 16\): no w_c fit is possible") as e:
+    with pytest.raises(TrajkitError, match=r"single width \(config.model.width = 16\): no w_c fit is possible") as e:
         trajkit.analyze("critical_width", [root])
     assert "\n" not in str(e.value)
     assert tree_digest(root) == before

@@ -1,6 +1,7 @@
 """The critical width of a (depth, width) sweep: loss tails, learning times and ``w_c(ℓ)`` per depth.
 
-For each network depth ``d`` and width ``w`` the curve is the replica mean ``L(t)`` of ``metric`` (default ``train_loss``, e.g. the NLL per time step of ``bach_chorales``). With the pure
+For each network depth ``d`` and width ``w`` the curve is the replica mean ``L(t)`` of ``metric``
+(default ``train_loss``, e.g. the NLL per time step of ``bach_chorales``). With the pure
 functions of :mod:`trajkit_dynamics.loss`:
 
 - tail: ``L(t) ≈ L∞ + A t^−β`` (:func:`~trajkit_dynamics.loss.fit_power_law`; ``L∞ > 0`` when the net is
@@ -16,9 +17,11 @@ functions of :mod:`trajkit_dynamics.loss`:
 Bad input: a depth with a single width cannot give ``w_c`` — an error that says so; thresholds that no
 run reaches are listed in ``unreached_thresholds`` and never fitted (an error when none is reached).
 
-Plugin ``critical_width`` (:class:`CriticalWidth`, needs groups): ``group_by`` (default ``model.depth``)
-splits the runs by depth, ``width_key`` (default ``model.width``) splits each depth by width (runs
-sharing both are replicas). Parameters ``metric``, ``thresholds``, ``window``, ``level``.
+Plugin ``critical_width`` (:class:`CriticalWidth`, needs groups): ``group_by`` (default ``config.model``,
+the whole ``[model]`` section of the resolved config that ``trajkit record`` stores) splits the runs into
+configurations whose runs are replicas; ``depth_key`` (default ``config.model.depth``) and ``width_key``
+(default ``config.model.width``) place each configuration in the grid. Parameters ``metric``,
+``thresholds``, ``window``, ``level``.
 
 Result keys, over ``(depth, width, threshold)`` (widths are the union over depths; NaN where a depth
 lacks a width): ``loss_inf``, ``beta``, ``amplitude``, ``final_loss`` ``[D, W]``, ``loss_inf_ci``,
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.loss import (
     _curve,
@@ -60,8 +64,10 @@ class CriticalWidth(Analysis):
     version = "1.0.0"
     description = "Per depth: power-law loss tails, t_learn(l) over widths, w_c(l) from t_learn = A/(w - w_c), w_c(0)."
     needs = "groups"
-    params = (Param("group_by", "str", default="model.depth", help="metadata key of the depth (one fit per value)"),
-              Param("width_key", "str", default="model.width", help="metadata key of the width (the x axis)"),
+    params = (Param("group_by", "str", default="config.model",
+                    help="metadata key splitting the runs into configurations (replicas share it)"),
+              Param("depth_key", "str", default="config.model.depth", help="metadata key of the depth"),
+              Param("width_key", "str", default="config.model.width", help="metadata key of the width (x axis)"),
               Param("metric", "str", default="train_loss", help="snapshot metric, or trace:NAME"),
               Param("thresholds", "floats", default=[1.0, 0.5, 0.2], help="loss thresholds ℓ of t_learn",
                     check=lambda v: all(x > 0 for x in (v if isinstance(v, list) else [v])), valid="each > 0"),
@@ -77,22 +83,30 @@ class CriticalWidth(Analysis):
         per_depth: dict[Any, dict[float, tuple[np.ndarray, np.ndarray]]] = {}
         run_minimum = np.inf
         replicas = []
-        for depth, ens in data.items():
-            by_width = ens.groups(wkey)
+        dkey = params["depth_key"]
+        for ens in data.values():
+            first = ens.archives[0]
+            where = str(first.path)
+            depth, width = get_path(first.metadata, dkey, None), get_path(first.metadata, wkey, None)
+            if depth is None or width is None:
+                raise AnalysisError(f"{where}: no metadata key {dkey if depth is None else wkey!r}; pass depth_key "
+                                    "and width_key naming the depth and width")
+            width = _width(width, where)
+            if width in per_depth.setdefault(depth, {}):
+                raise AnalysisError(f"{where}: two configurations share {dkey} = {depth}, {wkey} = {width:g} "
+                                    f"(group_by = {params['group_by']!r}); analyse them separately")
+            runs = [_curve(a, metric) for a in ens.archives]
+            t = runs[0][0]
+            if any(not np.array_equal(r[0], t) for r in runs):
+                raise AnalysisError(f"{dkey} = {depth}, {wkey} = {width:g}: runs differ in the steps of {metric!r}")
+            curves = np.stack([r[1] for r in runs])
+            run_minimum = min(run_minimum, float(np.nanmin(curves)))
+            replicas.append(len(runs))
+            per_depth[depth][width] = (t, np.nanmean(curves, axis=0))
+        per_depth = dict(sorted(per_depth.items()))
+        for depth, by_width in per_depth.items():
             if len(by_width) < 2:
-                (w,) = by_width
-                raise AnalysisError(single_width_message(depth, w, params["group_by"], wkey))
-            per_depth[depth] = {}
-            for value, sub in by_width.items():
-                runs = [_curve(a, metric) for a in sub.archives]
-                t = runs[0][0]
-                if any(not np.array_equal(r[0], t) for r in runs):
-                    raise AnalysisError(f"{params['group_by']} = {depth}, {wkey} = {value}: runs differ in the "
-                                        f"steps of {metric!r}")
-                curves = np.stack([r[1] for r in runs])
-                run_minimum = min(run_minimum, float(np.nanmin(curves)))
-                replicas.append(len(runs))
-                per_depth[depth][_width(value, str(sub.archives[0].path))] = (t, np.nanmean(curves, axis=0))
+                raise AnalysisError(single_width_message(depth, f"{next(iter(by_width)):g}", dkey, wkey))
         unreached = [float(x) for x in thresholds if not run_minimum <= x]
         if len(unreached) == thresholds.size:
             raise AnalysisError(f"no run reaches any threshold {', '.join(f'{x:g}' for x in unreached)} of {metric} "
@@ -141,7 +155,7 @@ class CriticalWidth(Analysis):
             arrays["loss"] = (loss, ("depth", "width", "step"))
             coords["step"] = steps0
         scalars = {"metric": metric, "unreached_thresholds": unreached, "replicas": int(min(replicas)),
-                   "group_by": params["group_by"], "width_key": wkey}
+                   "depth_key": dkey, "width_key": wkey}
         return Result(arrays=arrays, coords=coords, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
