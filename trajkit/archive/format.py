@@ -54,6 +54,27 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = False
             os.close(dfd)
 
 
+#: bytes per ``write`` syscall for chunk files. Measured inside a training loop on this machine: one 2.7 MB
+#: ``write`` cost 6.9 ms, the same bytes in 1 MiB pieces 1.2 ms (torch.save: 2.3 ms).
+WRITE_PIECE = 1 << 20
+
+
+def write_chunk_file(path: Path, data: bytes | memoryview, fsync: bool = False) -> None:
+    """Create ``path`` holding ``data``, written in :data:`WRITE_PIECE` pieces (not atomic: chunk files of
+    uncommitted rows only)."""
+    mv = memoryview(data).cast("B")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for start in range(0, len(mv), WRITE_PIECE):
+            piece = mv[start:start + WRITE_PIECE]
+            while piece:
+                piece = piece[os.write(fd, piece):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, doc: dict[str, Any], fsync: bool = False) -> None:
     """Atomically write a JSON document (used for every ``zarr.json``)."""
     atomic_write_bytes(path, json.dumps(doc, indent=2, allow_nan=False).encode(), fsync)

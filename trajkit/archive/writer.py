@@ -298,10 +298,7 @@ class ArchiveWriter:
             data = memoryview(row[j * cc:(j + 1) * cc])
             if self.compressor == "zstd":
                 data = _zstd().encode(bytes(data))
-            with open(rowdir / str(j), "wb", buffering=0) as f:
-                f.write(data)
-                if self.fsync:
-                    os.fsync(f.fileno())
+            fmt.write_chunk_file(rowdir / str(j), data, self.fsync)
         self._cols[fmt.STEP].write(k, [step])
         self._cols[fmt.TIME].write(k, [self.elapsed() if time is None else float(time)])
         self._cols[fmt.EPOCH].write(k, [np.nan if epoch is None else float(epoch)])

@@ -47,10 +47,9 @@ class TraceBuffer:
             if v is None:
                 continue
             if isinstance(v, torch.Tensor):
-                v = v.detach()
                 if v.numel() != 1:
                     raise ValueError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
-                v = v.reshape(())
+                v = v.detach()
             col = self.values.get(name)
             if col is None:
                 col = self.values[name] = [None] * n
@@ -72,7 +71,7 @@ class TraceBuffer:
                 columns[name] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
                 continue
             nan = torch.tensor(float("nan"), device=cuda)
-            stacked = torch.stack([nan if v is None else torch.as_tensor(v, device=cuda).to(torch.float32)
+            stacked = torch.stack([nan if v is None else torch.as_tensor(v, device=cuda).reshape(()).to(torch.float32)
                                    for v in vals]).to(torch.float32)
             host = torch.empty(stacked.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(stacked, non_blocking=True)
