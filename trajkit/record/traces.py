@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajkit.errors import TrajkitError
+
 
 @dataclass
 class TraceBatch:
@@ -48,7 +50,7 @@ class TraceBuffer:
                 continue
             if isinstance(v, torch.Tensor):
                 if v.numel() != 1:
-                    raise ValueError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
+                    raise TrajkitError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
                 v = v.detach()
             col = self.values.get(name)
             if col is None:
