@@ -62,6 +62,15 @@ def _open_group(path: str | os.PathLike):
         raise ArchiveError(f"{p}: zarr.json is unreadable ({e}); run `trajkit validate` on it") from None
 
 
+def array_names(group: Any) -> list[str]:
+    """Sorted names of the arrays in ``group``; leftovers of a crashed writer (``.*.tmp*``) are ignored."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        return sorted(k for k in group.array_keys() if not k.startswith("."))
+
+
 class Params:
     """Lazy ``[T, N]`` float32 view of ``snapshots/params`` limited to committed rows.
 
@@ -226,7 +235,7 @@ class Archive:
             g = self._group[fmt.METRICS]
         except KeyError:
             return {}
-        return {name: self._read1d(f"{fmt.METRICS}/{name}", self.n_snapshots) for name in sorted(g.array_keys())}
+        return {name: self._read1d(f"{fmt.METRICS}/{name}", self.n_snapshots) for name in array_names(g)}
 
     @cached_property
     def trace_length(self) -> int:
@@ -241,7 +250,7 @@ class Archive:
             g = self._group[fmt.TRACE]
         except KeyError:
             return {}
-        return {name: self._read1d(f"{fmt.TRACE}/{name}", self.trace_length) for name in sorted(g.array_keys())}
+        return {name: self._read1d(f"{fmt.TRACE}/{name}", self.trace_length) for name in array_names(g)}
 
     # -- conveniences ---------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import numpy as np
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import check_layout
 from trajkit.archive.metadata import schema_problems
+from trajkit.archive.reader import array_names
 from trajkit.errors import ArchiveError
 
 #: memory budget of one column block of the NaN/inf scan (bytes of float32 ``[T, block]``)
@@ -200,7 +201,7 @@ def _check_structure(c: _Checker, arch: Any) -> tuple[int | None, np.ndarray]:
         if m is not None and _dtype_ok(c, m, name, dtype, 1):
             lengths[name] = m["shape"][0]
     try:
-        metric_names = sorted(g[fmt.METRICS].array_keys())
+        metric_names = array_names(g[fmt.METRICS])
     except KeyError:
         c.add("structure", f"missing group {fmt.METRICS}/; the archive is incomplete", array=fmt.METRICS)
         metric_names = []
@@ -239,7 +240,7 @@ def _check_trace(c: _Checker, g: Any, trace_committed: int) -> None:
     m = _array_meta(c, g, fmt.TRACE_STEP)
     if m is None or not _dtype_ok(c, m, fmt.TRACE_STEP, "int64", 1):
         return
-    names = sorted(k for k in g[fmt.TRACE].array_keys() if k != "step")
+    names = [k for k in array_names(g[fmt.TRACE]) if k != "step"]
     for name in ["step", *names]:
         full = f"{fmt.TRACE}/{name}"
         meta = m if name == "step" else _array_meta(c, g, full)
