@@ -28,22 +28,12 @@ from trajkit.experiments.dynamics import Dynamics
 from trajkit.experiments.models import build_model
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
 from trajkit.experiments.runner import _train_data, initial_params, plan_experiment
-from trajkit.experiments.training import train
+from trajkit.experiments.training import NullSink, train
 
 OVERRIDES = ['data.name="bach_chorales"', "data.chorales=16", 'data.quantisation="eighth"', "data.seq_len=16",
              "data.n_train=48", 'model.kind="rnn"', "model.width=32", "model.depth=2", "dynamics.lr=0.05",
              "dynamics.momentum=0.9", "dynamics.batch_size=16", 'snapshots.schedule="log"', "snapshots.n=10"]
 
-
-class NullSink:
-    def trace(self, steps, loss, lr):
-        pass
-
-    def snapshot(self, step, flat, epoch, metrics):
-        pass
-
-    def diverged(self, step, reason):
-        raise RuntimeError(f"benchmark run diverged: {reason}")
 
 
 def time_training(steps: int, replicas: int, batched: bool) -> float:

@@ -30,20 +30,7 @@ from trajkit.experiments.dynamics import Dynamics
 from trajkit.experiments.models import build_model
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
 from trajkit.experiments.runner import ArchiveSink, _train_data, initial_params, plan_experiment
-from trajkit.experiments.training import train
-
-
-class NullSink:
-    """Receives the trajectory and drops it (the 'no writing' baseline)."""
-
-    def trace(self, steps, loss, lr):
-        pass
-
-    def snapshot(self, step, flat, epoch, metrics):
-        pass
-
-    def diverged(self, step, reason):
-        raise RuntimeError(f"benchmark run diverged: {reason}")
+from trajkit.experiments.training import NullSink, train
 
 
 def main() -> None:

@@ -42,13 +42,13 @@ from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.loss import (
     _curve,
-    _is_range,
     _width,
     extrapolate_to_zero,
     fit_critical_width,
     fit_power_law,
     learning_times,
 )
+from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
 def single_width_message(depth: Any, width: Any, group_by: str, width_key: str) -> str:
@@ -68,11 +68,11 @@ class CriticalWidth(Analysis):
                     help="metadata key splitting the runs into configurations (replicas share it)"),
               Param("depth_key", "str", default="config.model.depth", help="metadata key of the depth"),
               Param("width_key", "str", default="config.model.width", help="metadata key of the width (x axis)"),
-              Param("metric", "str", default="train_loss", help="snapshot metric, or trace:NAME"),
+              METRIC,
               Param("thresholds", "floats", default=[1.0, 0.5, 0.2], help="loss thresholds ℓ of t_learn",
                     check=lambda v: all(x > 0 for x in (v if isinstance(v, list) else [v])), valid="each > 0"),
               Param("window", "floats", default=None, help="[lo, hi] steps of the power-law fit",
-                    check=_is_range, valid="two numbers lo,hi with 0 <= lo < hi"),
+                    check=is_range, valid=RANGE_VALID),
               Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
                     valid="in (0, 1)"))
 

@@ -40,6 +40,7 @@ from scipy import optimize, stats
 from trajkit.analysis import Analysis, Param, Result
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
+from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
 def _model_log(t: np.ndarray, loss_inf: float, amplitude: float, beta: float) -> np.ndarray:
@@ -191,10 +192,6 @@ def _width(value: Any, where: str) -> float:
         raise AnalysisError(f"{where}: width {value!r} is not a number; pass width_key naming a numeric key") from None
 
 
-def _is_range(v: object) -> bool:
-    return isinstance(v, list) and len(v) == 2 and 0 <= v[0] < v[1]
-
-
 class LossDynamics(Analysis):
     """Power-law loss decay, learning times and the critical width (formulas in the module docstring)."""
 
@@ -204,11 +201,11 @@ class LossDynamics(Analysis):
     needs = "groups"
     params = (Param("group_by", "str", default="model.n_params",
                     help="metadata key splitting the runs into configurations (e.g. model.width)"),
-              Param("metric", "str", default="train_loss", help="snapshot metric, or trace:NAME"),
+              METRIC,
               Param("thresholds", "floats", default=[0.1, 0.03, 0.01], help="loss thresholds of t_learn",
                     check=lambda v: all(x > 0 for x in (v if isinstance(v, list) else [v])), valid="each > 0"),
               Param("window", "floats", default=None, help="[lo, hi] steps of the power-law fit",
-                    check=_is_range, valid="two numbers lo,hi with 0 <= lo < hi"),
+                    check=is_range, valid=RANGE_VALID),
               Param("width_key", "str", default=None, help="metadata key of the width (default: the group value)"),
               Param("n_boot", "int", default=200, min=0, help="bootstrap replicates over replicas (0: none)"),
               Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,

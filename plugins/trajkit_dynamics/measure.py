@@ -43,6 +43,17 @@ COMMON_PARAMS = (
 )
 
 
+METRIC = Param("metric", "str", default="train_loss", help="snapshot metric, or trace:NAME")
+
+#: the ``valid`` text of parameters checked with :func:`is_range`
+RANGE_VALID = "two numbers lo,hi with 0 <= lo < hi"
+
+
+def is_range(v: object) -> bool:
+    """True for a ``[lo, hi]`` window with ``0 <= lo < hi`` (fit windows of the plugins)."""
+    return isinstance(v, list) and len(v) == 2 and 0 <= v[0] < v[1]
+
+
 ORIGIN_MIN_STEP = Param("origin_min_step", "int", default=0, min=0,
                         help="lag mode: first step used as a time origin (start of the stationary window)")
 

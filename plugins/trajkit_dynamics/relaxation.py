@@ -39,7 +39,7 @@ from scipy import stats
 
 from trajkit.analysis import Analysis, Param, Result
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.measure import COMMON_PARAMS, TwoTime, measure_two_time
+from trajkit_dynamics.measure import COMMON_PARAMS, RANGE_VALID, TwoTime, is_range, measure_two_time
 from trajkit_dynamics.overlaps import replica_mean_sem
 
 #: Flag values of :func:`relaxation_time`.
@@ -141,10 +141,6 @@ def _tau_of_mean(tt: TwoTime, q: np.ndarray, k: int, c: float) -> tuple[float, i
     return relaxation_time(tt.steps[after] - tt.tw_step[k], q[k, after], c)
 
 
-def _is_range(v: object) -> bool:
-    return isinstance(v, list) and len(v) == 2 and 0 <= v[0] < v[1]
-
-
 class Relaxation(Analysis):
     """Relaxation times τ_c(tw), τ(T) and time–temperature superposition (formulas in the module docstring)."""
 
@@ -161,9 +157,9 @@ class Relaxation(Analysis):
               Param("tau_threshold", "float", default=float(np.exp(-1.0)), help="c of tau(T) and the TTS scale",
                     check=lambda v: 0 < v < 1, valid="in (0, 1)"),
               Param("t_range", "floats", default=None, help="[lo, hi] temperatures of the tau(T) slope",
-                    check=_is_range, valid="two numbers lo,hi with 0 <= lo < hi"),
+                    check=is_range, valid=RANGE_VALID),
               Param("tts_window", "floats", default=[1.0, 1000.0], help="[lo, hi] of t/tau_e for the exponent",
-                    check=_is_range, valid="two numbers lo,hi with 0 <= lo < hi"),
+                    check=is_range, valid=RANGE_VALID),
               Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
                     valid="in (0, 1)"),
               Param("n_boot", "int", default=200, min=0, help="bootstrap replicates over replicas (0: none)"),

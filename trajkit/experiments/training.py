@@ -34,6 +34,19 @@ class Sink(Protocol):
     def diverged(self, step: int, reason: str) -> None: ...
 
 
+class NullSink:
+    """A sink that drops the trajectory (the 'training without writing' baseline of the benchmarks)."""
+
+    def trace(self, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
+        pass
+
+    def snapshot(self, step: int, flat: Tensor, epoch: float, metrics: dict[str, float]) -> None:
+        pass
+
+    def diverged(self, step: int, reason: str) -> None:
+        raise RuntimeError(f"benchmark run diverged: {reason}")
+
+
 @dataclass
 class TrainData:
     """Device tensors of one dataset: inputs ``[P, D]``, loss targets, and class indices (or None)."""
