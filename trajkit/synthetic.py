@@ -264,13 +264,12 @@ def chi4_heterogeneous(t: float | np.ndarray, diffusions: Sequence[float], epsil
 
 def write_archive(path: str | os.PathLike, steps: Sequence[int] | np.ndarray, params: np.ndarray, *,
                   metadata: dict[str, Any] | None = None, metrics: dict[str, np.ndarray] | None = None,
-                  layout: list[dict[str, Any]] | None = None, times: np.ndarray | None = None,
-                  verbatim: dict[str, Any] | None = None) -> Path:
+                  layout: list[dict[str, Any]] | None = None, times: np.ndarray | None = None) -> Path:
     """Write ``params [T, N]`` at ``steps [T]`` (and optional per-snapshot ``metrics``) as a trajkit archive.
 
-    ``metadata`` is merged into the archive's metadata (dotted keys allowed and expanded); ``verbatim`` is
-    merged without expanding dotted keys inside it (e.g. ``{"ensemble": {"coords": {"dynamics.temperature":
-    0.1}}}``). The schedule is recorded as an explicit one. Returns the archive path.
+    ``metadata`` is merged into the archive's metadata (top-level dotted keys are expanded; nested dicts
+    such as ``{"ensemble": {"coords": {"dynamics.temperature": 0.1}}}`` are kept verbatim). The schedule is
+    recorded as an explicit one. Returns the archive path.
     """
     from trajkit.archive import create
 
@@ -283,8 +282,6 @@ def write_archive(path: str | os.PathLike, steps: Sequence[int] | np.ndarray, pa
     metrics = {k: np.asarray(v, dtype=float) for k, v in (metrics or {}).items()}
     with create(path, n_params=params.shape[1], metadata=meta, layout=layout,
                 capacity=s.size) as writer:
-        if verbatim:
-            writer.update_metadata(verbatim)
         for k, step in enumerate(s):
             writer.append(int(step), params[k].astype(np.float32, copy=False),
                           time=None if times is None else float(times[k]),
@@ -316,14 +313,14 @@ def write_ensemble(directory: str | os.PathLike, runs: Sequence[dict[str, Any]],
         tag = "_".join(f"{k.split('.')[-1]}{v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}{v}"
                        for k, v in sorted(coords.items()))
         rel = f"{name}{i:03d}{'_' + tag if tag else ''}_r{replica}.trajkit"
-        meta: dict[str, Any] = {"ensemble": {"id": ens_id, "replica": replica}, "seed": i}
+        meta: dict[str, Any] = {"ensemble": {"id": ens_id, "replica": replica, "coords": coords}, "seed": i}
         if config is not None:
             meta["config"] = config
         for k, v in coords.items():
             meta[k] = v
         meta.update(run.get("metadata") or {})
         path = write_archive(root / rel, run["steps"], run["params"], metadata=meta, metrics=run.get("metrics"),
-                             layout=run.get("layout"), verbatim={"ensemble": {"coords": coords}})
+                             layout=run.get("layout"))
         entries.append({"path": rel, "replica": replica, "coords": coords, "run_id": open_archive(path).run_id,
                         "status": "done", "reason": None})
     doc = {"format": "trajkit-ensemble", "version": 1, "id": ens_id, "config": config or {},

@@ -275,7 +275,7 @@ class ArchiveSink:
 
 
 def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, dyn: Dynamics) -> dict[str, Any]:
-    """Archive metadata of one run (``ensemble.coords`` is added after creation, keys kept verbatim)."""
+    """Archive metadata of one run (``ensemble.coords`` keeps its dotted keys verbatim)."""
     ds = plan.dataset
     rcfg = replica_config(plan.config, replica)
     meta: dict[str, Any] = {
@@ -287,7 +287,7 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
         "loss": {"name": plan.config["loss"]["name"]},
         "dynamics": dyn.metadata(),
         "optimizer": dyn.optimizer_metadata(),
-        "ensemble": {"id": ensemble_id, "replica": replica},
+        "ensemble": {"id": ensemble_id, "replica": replica, "coords": plan.coords},
         "config": rcfg,
         "schedule": plan.schedule.spec,
         "status": "running",
@@ -370,7 +370,6 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             else:
                 meta = run_metadata(plan, r, doc["id"], device, dyn)
                 w = create(path, plan.n_params, metadata=meta, layout=plan.layout)
-                w.update_metadata({"ensemble": {"coords": plan.coords}})
             entries[r]["run_id"] = w.metadata["run_id"]
             writers.append(w)
             sinks.append(ArchiveSink(w))
