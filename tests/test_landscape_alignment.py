@@ -9,7 +9,7 @@ import torch
 
 from trajkit.archive.layout import layout_from_named_parameters
 from trajkit.errors import AnalysisError
-from trajkit.experiments.models import build_model
+from trajkit.experiments.models import build_model, model_spec
 from trajkit.landscape import align_vectors, apply_permutations, feedforward_spec, random_permutations
 from trajkit.landscape.interpolation import alpha_grid, barrier, interpolation_path
 from trajkit.landscape.permutations import PermutationSpec, builtin_spec, invert, permutation_index
@@ -140,3 +140,72 @@ def test_bad_specs_are_one_line_errors():
     bad[0] = np.nan
     with pytest.raises(AnalysisError, match="NaN"):
         align_vectors(w, bad, layout, spec)
+
+
+RNN_MODEL = {"kind": "rnn", "width": 5, "depth": 2, "bias": True, "activation": "auto"}
+
+
+def _chorale_rnn(cell: str, seed: int = 0) -> tuple[torch.nn.Module, dict, list, np.ndarray, torch.Tensor]:
+    """A depth-2 RNN of ``cell`` from trajkit's own config → spec path ([L, C, V] samples: next-step voices)."""
+    spec = model_spec({**RNN_MODEL, "cell": cell}, (6, 4, 7), 7)
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    layout = layout_from_named_parameters(list(model.named_parameters()))
+    x = torch.randn(11, 6 * 28)
+    return model, spec, layout, _flat(model), x
+
+
+def _permute_by_hand(model: torch.nn.Module, perms: list[np.ndarray], gates: int) -> np.ndarray:
+    """The flat vector of ``model`` with cell i's hidden units relabelled by ``perms[i]``, built tensor by
+    tensor from the cell equations: every gate block of the stacked rows, the recurrent columns, the next
+    layer's (or the head's) input columns."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    w = model.width
+    for i, p in enumerate(perms):
+        p = torch.as_tensor(p)
+        rows = torch.cat([k * w + p for k in range(gates)])
+        sd[f"cells.{i}.ih.weight"] = sd[f"cells.{i}.ih.weight"][rows]
+        sd[f"cells.{i}.ih.bias"] = sd[f"cells.{i}.ih.bias"][rows]
+        sd[f"cells.{i}.hh.weight"] = sd[f"cells.{i}.hh.weight"][rows][:, p]
+        nxt = f"cells.{i + 1}.ih.weight" if i + 1 < len(perms) else "head.weight"
+        sd[nxt] = sd[nxt][:, p]
+    return torch.cat([sd[n].reshape(-1) for n, _ in model.named_parameters()]).numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize(("cell", "gates"), [("tanh", 1), ("gru", 3), ("lstm", 4)])
+def test_recurrent_spec_permutes_gate_stacked_cells(cell, gates):
+    model, spec, layout, w, x = _chorale_rnn(cell)
+    assert [e["shape"] for e in layout[:3]] == [[gates * 5, 28], [gates * 5], [gates * 5, 5]]
+    pspec = builtin_spec("rnn", layout)
+    assert dict(pspec.sizes) == {"P0": 5, "P1": 5}
+    perms = random_permutations(pspec, seed=7)
+    wp = apply_permutations(w, layout, pspec, perms)
+    np.testing.assert_array_equal(wp, _permute_by_hand(model, [perms["P0"], perms["P1"]], gates))
+    with torch.no_grad():
+        out = model(x)
+        out_p = _load(build_model(spec), wp)(x)
+        # the same permutation applied as if each unit owned g contiguous rows (no gate stacking)
+        flat = PermutationSpec.from_groups({g: [a[:2] for a in axes] for g, axes in pspec.to_json().items()},
+                                           layout, sizes=pspec.sizes)
+        out_flat = _load(build_model(spec), apply_permutations(w, layout, flat, perms))(x)
+    assert out.shape == (11, 6, 4, 7)
+    torch.testing.assert_close(out_p, out, rtol=1e-5, atol=1e-5)
+    if gates == 1:
+        torch.testing.assert_close(out_flat, out, rtol=1e-5, atol=1e-5)
+    else:
+        assert not torch.allclose(out_flat, out, rtol=1e-3, atol=1e-3)
+    _, found, info = align_vectors(w, wp, layout, pspec)
+    assert info["distance"] < 1e-6 < info["distance_raw"]
+    for g, p in invert(perms).items():
+        np.testing.assert_array_equal(found[g], p)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_independent_gated_rnns_align_to_a_smaller_distance(cell):
+    _, _, layout, wa, _ = _chorale_rnn(cell, seed=0)
+    _, _, _, wb, _ = _chorale_rnn(cell, seed=1)
+    spec = builtin_spec("rnn", layout)
+    aligned, _, info = align_vectors(wa, wb, layout, spec)
+    assert info["distance"] < info["distance_raw"]
+    assert info["objective"] > info["objective_identity"]
+    assert np.linalg.norm(aligned) == pytest.approx(np.linalg.norm(wb))   # a permutation keeps the norm

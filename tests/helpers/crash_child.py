@@ -1,10 +1,11 @@
 """Child process for the crash-safety test: records a deterministic trajectory until killed.
 
-Usage: python crash_child.py ARCHIVE N START STOP [resume]
+Usage: python crash_child.py ARCHIVE N START STOP WRITER [resume]
 
 At step k the model's flat parameter vector is exactly ``expected_params(k, N)`` and the trace loss is
 ``expected_loss(k)``, so the parent can check every committed row bit for bit. After each ``rec.step``
-returns, the child prints the step (the parent uses it as a lower bound on what must be committed).
+returns, the child prints the step (the parent uses it as a lower bound on what must be committed: that
+step itself with the inline writer, the step ``buffers`` before it with the writer thread).
 """
 
 import sys
@@ -13,6 +14,9 @@ import numpy as np
 import torch
 
 import trajkit
+
+#: snapshot buffers of the writer thread: at most this many reported steps may still be in flight
+BUFFERS = 3
 
 
 def expected_params(k: int, n: int) -> np.ndarray:
@@ -25,10 +29,12 @@ def expected_loss(k: int) -> float:
 
 def main() -> None:
     path, n, start, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    resume = "allow" if len(sys.argv) > 5 else "never"
+    writer = sys.argv[5]
+    resume = "allow" if len(sys.argv) > 6 else "never"
     model = torch.nn.Linear(n // 2, 2, bias=False)
     assert sum(p.numel() for p in model.parameters()) == n
-    with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), resume=resume) as rec:
+    with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), resume=resume,
+                          writer=writer, buffers=BUFFERS) as rec:
         if resume == "allow":
             last = rec.restore()
             start = 0 if last is None else last + 1

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive import directio
+
 FORMAT_NAME = "trajkit"
 FORMAT_VERSION = 1
 ROOT_ATTR = "trajkit"
@@ -59,10 +61,15 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = False
 WRITE_PIECE = 1 << 20
 
 
-def write_chunk_file(path: Path, data: bytes | memoryview, fsync: bool = False) -> None:
-    """Create ``path`` holding ``data``, written in :data:`WRITE_PIECE` pieces (not atomic: chunk files of
-    uncommitted rows only)."""
+def write_chunk_file(path: Path, data: bytes | memoryview, fsync: bool = False, direct: bool = False) -> bool:
+    """Create ``path`` holding ``data`` (not atomic: chunk files of uncommitted rows only).
+
+    With ``direct`` and page-aligned ``data`` one ``O_DIRECT`` write (:mod:`trajkit.archive.directio`);
+    otherwise buffered, in :data:`WRITE_PIECE` pieces. Returns True when the write was direct.
+    """
     mv = memoryview(data).cast("B")
+    if direct and directio.can_write_direct(mv) and directio.write_direct(path, mv, fsync):
+        return True
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for start in range(0, len(mv), WRITE_PIECE):
@@ -73,6 +80,7 @@ def write_chunk_file(path: Path, data: bytes | memoryview, fsync: bool = False) 
             os.fsync(fd)
     finally:
         os.close(fd)
+    return False
 
 
 def write_json(path: Path, doc: dict[str, Any], fsync: bool = False) -> None:
@@ -106,9 +114,17 @@ def array_json(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
 
 
 def params_chunk_cols(n_params: int, chunk_bytes: int = PARAMS_CHUNK_BYTES) -> int:
-    """Columns per params chunk: the whole row when it fits in ``chunk_bytes``, else equal splits."""
+    """Columns per params chunk: the whole row when it fits in ``chunk_bytes``, else equal splits.
+
+    Rows of at least :data:`~trajkit.archive.directio.DIRECT_MIN_BYTES` get a width that is a multiple of
+    a page of float32 (1,024 columns), so that every chunk can be written with ``O_DIRECT``.
+    """
     n_chunks = max(1, -(-n_params * 4 // chunk_bytes))
-    return -(-n_params // n_chunks)
+    cols = -(-n_params // n_chunks)
+    if n_params * 4 >= directio.DIRECT_MIN_BYTES:
+        page = directio.ALIGN // 4
+        cols = -(-cols // page) * page
+    return cols
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive import directio
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, check_layout, single_tensor_layout
 from trajkit.archive.lock import WriterLock
@@ -129,7 +130,8 @@ class ArchiveWriter:
 
     def __init__(self, path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | None = None,
                  layout: Layout | None = None, *, resume: str = "never", capacity: int = 256,
-                 compressor: str | None = None, fsync: bool = False, chunk_bytes: int = fmt.PARAMS_CHUNK_BYTES):
+                 compressor: str | None = None, fsync: bool = False, chunk_bytes: int = fmt.PARAMS_CHUNK_BYTES,
+                 direct: bool | None = False):
         if "://" in str(path):
             raise ArchiveError(f"{path}: archives are written to local paths; write locally and copy the "
                                "directory to object storage (reading from URLs works)")
@@ -167,7 +169,12 @@ class ArchiveWriter:
             if not exists:  # a failed create (e.g. invalid metadata) leaves nothing behind
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
-        self._staging = np.full(self.padded_size, np.nan, dtype=np.float32)
+        self._staging = directio.aligned_empty(self.padded_size)
+        if direct is None:  # auto: large uncompressed rows on a file system that allows O_DIRECT
+            direct = (self.compressor is None and self.chunk_cols * 4 >= directio.DIRECT_MIN_BYTES
+                      and directio.probe(self.path / fmt.PARAMS))
+        #: whether params chunks are written with O_DIRECT (page-aligned rows; see trajkit.archive.directio)
+        self.direct = bool(direct)
         self._trace_pending: dict[str, list[np.ndarray]] = {}
         self._trace_steps: list[np.ndarray] = []
         self._nonfinite: list[int] = list((self.metadata.get("nonfinite") or {}).get("steps", []))
@@ -298,7 +305,7 @@ class ArchiveWriter:
             data = memoryview(row[j * cc:(j + 1) * cc])
             if self.compressor == "zstd":
                 data = _zstd().encode(bytes(data))
-            fmt.write_chunk_file(rowdir / str(j), data, self.fsync)
+            fmt.write_chunk_file(rowdir / str(j), data, self.fsync, direct=self.direct)
         self._cols[fmt.STEP].write(k, [step])
         self._cols[fmt.TIME].write(k, [self.elapsed() if time is None else float(time)])
         self._cols[fmt.EPOCH].write(k, [np.nan if epoch is None else float(epoch)])
@@ -507,6 +514,9 @@ def create(path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | No
 
     Only ``n_params`` is required: trajkit fills the required metadata (run id, creation time, versions)
     and a single-tensor layout. Options: ``resume`` (``never``/``allow``/``must``), ``capacity`` (initial
-    rows), ``compressor`` (None or ``"zstd"``), ``fsync`` (fsync every chunk: survives power loss, slower).
+    rows), ``compressor`` (None or ``"zstd"``), ``fsync`` (fsync every chunk: survives power loss, slower),
+    ``direct`` (write params chunks with ``O_DIRECT``: True, False — the default, right for writes on the
+    training thread — or None for "when the rows are large, uncompressed and the file system allows it";
+    the Recorder's writer thread uses None, see :mod:`trajkit.archive.directio`).
     """
     return ArchiveWriter(path, n_params, metadata, layout, **options)

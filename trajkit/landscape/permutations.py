@@ -185,23 +185,31 @@ def recurrent_spec(layout: Layout, prefix: str = "cells", head: str = "head") ->
 
     Cell ``i``'s hidden units are group ``P<i>``: rows of ``<prefix>.<i>.ih.weight`` and ``.ih.bias``, both
     axes of ``<prefix>.<i>.hh.weight``, and the input axis of the next cell's ``ih.weight`` (or of
-    ``<head>.weight`` for the last cell).
+    ``<head>.weight`` for the last cell). GRU/LSTM cells stack their g gates along the rows
+    (``ih.weight [g·w, in]``, ``ih.bias [g·w]``, ``hh.weight [g·w, w]``, gate-major): those row axes are
+    ``stacked`` — the permutation acts on each gate block alike (g = 1, the tanh cell, is the same as
+    unstacked). The group size is the width w, the length of ``hh.weight``'s column axis.
     """
     names = {e["name"] for e in layout}
-    groups: dict[str, list[tuple[str, int]]] = {}
+    groups: dict[str, list[tuple[str, int, bool]]] = {}
     i = 0
     while f"{prefix}.{i}.ih.weight" in names:
-        g = [(f"{prefix}.{i}.ih.weight", 0), (f"{prefix}.{i}.hh.weight", 0), (f"{prefix}.{i}.hh.weight", 1)]
+        g = [(f"{prefix}.{i}.ih.weight", 0, True), (f"{prefix}.{i}.hh.weight", 0, True),
+             (f"{prefix}.{i}.hh.weight", 1, False)]
         if f"{prefix}.{i}.ih.bias" in names:
-            g.insert(1, (f"{prefix}.{i}.ih.bias", 0))
+            g.insert(1, (f"{prefix}.{i}.ih.bias", 0, True))
+        if f"{prefix}.{i}.hh.bias" in names:
+            g.insert(3, (f"{prefix}.{i}.hh.bias", 0, True))
         nxt = f"{prefix}.{i + 1}.ih.weight" if f"{prefix}.{i + 1}.ih.weight" in names else f"{head}.weight"
-        g.append((nxt, 1))
+        g.append((nxt, 1, False))
         groups[f"P{i}"] = g
         i += 1
     if not groups:
         raise AnalysisError(f"recurrent permutation spec: the layout has no {prefix}.0.ih.weight tensor; "
                             "register the model's symmetries explicitly (see trajkit.landscape.registry)")
-    return PermutationSpec.from_groups(groups, layout)
+    shapes = {e["name"]: e["shape"] for e in layout}
+    sizes = {g: int(shapes[f"{prefix}.{k}.hh.weight"][1]) for k, g in enumerate(groups)}
+    return PermutationSpec.from_groups(groups, layout, sizes=sizes)
 
 
 def builtin_spec(kind: str, layout: Layout) -> PermutationSpec:

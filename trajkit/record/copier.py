@@ -17,6 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajkit.archive.directio import ALIGN
+
+
+def host_buffer(n: int, pin_memory: bool = False) -> torch.Tensor:
+    """A NaN-filled float32 host tensor ``[n]`` starting on a page boundary, so the writer can hand it to
+    the device with ``O_DIRECT`` (:mod:`trajkit.archive.directio`); pinned for CUDA copies if asked."""
+    extra = ALIGN // 4
+    base = torch.full((n + extra,), float("nan"), dtype=torch.float32, pin_memory=pin_memory)
+    skip = (-base.data_ptr() % ALIGN) // 4
+    return base[skip:skip + n]
+
 
 @dataclass
 class Slot:
@@ -39,7 +50,7 @@ class ParamCopier:
         self._offsets = np.cumsum([0] + [p.numel() for p in params]).tolist()
         self.slots: list[Slot] = []
         for _ in range(n_slots):
-            host_t = torch.full((padded_size,), float("nan"), dtype=torch.float32, pin_memory=self.cuda)
+            host_t = host_buffer(padded_size, pin_memory=self.cuda)
             slot = Slot(host=host_t.numpy(), host_tensor=host_t)
             if self.cuda:
                 slot.device_flat = torch.empty(self.n, dtype=torch.float32, device=self.device)

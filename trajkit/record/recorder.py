@@ -56,7 +56,9 @@ class Recorder:
     evaluate : optional callable ``evaluate(model) -> {name: float}`` (or with no argument) run at each
         snapshot; its values go to ``snapshots/metrics/<name>``.
     writer : ``"inline"`` (write on the training thread), ``"thread"`` (one writer thread, bounded queue
-        with back-pressure) or ``"auto"`` (thread on CUDA, inline on CPU — what measured cheaper).
+        with back-pressure) or ``"auto"``: the thread on CUDA and whenever params chunks are written with
+        ``O_DIRECT`` (rows of 1 MiB or more, uncompressed, on a file system that allows it), inline
+        otherwise — what measured cheaper on a 2-core CPU (benchmarks/recorder_overhead.py).
     buffers : number of snapshot buffers for the writer thread (queue depth).
     compressor, fsync : passed to :func:`trajkit.archive.create`.
     """
@@ -86,10 +88,12 @@ class Recorder:
         }
         meta = deep_merge(auto_meta, metadata or {})
         self._archive = ArchiveWriter(path, n_params, meta, layout, resume=resume, compressor=compressor,
-                                      fsync=fsync)
+                                      fsync=fsync, direct=None if writer != "inline" else False)
         self.path = self._archive.path
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
-        mode = writer if writer != "auto" else ("thread" if device.type == "cuda" else "inline")
+        if writer == "auto":  # the thread pays off when the host idles (CUDA) or the write costs no CPU (direct)
+            writer = "thread" if device.type == "cuda" or self._archive.direct else "inline"
+        mode = writer
         self.writer_mode = mode
         n_slots = max(1, buffers) if mode == "thread" else 1
         self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)

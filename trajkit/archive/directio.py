@@ -1,0 +1,96 @@
+"""Direct (``O_DIRECT``) writes of params chunk files: page-aligned buffers, and a fallback to buffered I/O.
+
+A buffered ``write`` of a 2.7 MB snapshot costs the CPU three times: the copy into the page cache, the
+kernel's later writeback, and the reclaim of those pages — on a 2-core machine all of it competes with the
+training threads. With ``O_DIRECT`` the device reads the bytes straight from our buffer (DMA): the calling
+thread blocks until the device has them but spends almost no CPU, which is what a background writer thread
+wants. Measured on this 2-core machine (MLP of 670 k parameters, a snapshot every 10 steps, torch on 2
+threads): training slowed by 13.8 % with buffered writes on the training thread, 19 % with buffered writes
+on a writer thread, 7.9 % with direct writes on a writer thread (medians of 5 alternated runs).
+
+``O_DIRECT`` needs the buffer address, the file offset and the length to be multiples of the logical block
+size; we use :data:`ALIGN` (a page), allocate row buffers with :func:`aligned_empty`, and make the params
+chunk width a multiple of ``ALIGN / 4`` columns for rows large enough to matter
+(:data:`DIRECT_MIN_BYTES`). Anything else — a compressed chunk, a caller's own unaligned buffer, a file
+system that refuses ``O_DIRECT`` (``EINVAL``) — is written buffered; the bytes on disk are the same.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+
+#: alignment of buffers, offsets and lengths for direct writes (a page; a multiple of every block size)
+ALIGN = 4096
+#: rows at least this large get page-multiple chunk widths and direct writes
+DIRECT_MIN_BYTES = 1 << 20
+#: whether this platform has O_DIRECT at all (Linux, some BSDs; not macOS or Windows)
+HAVE_O_DIRECT = hasattr(os, "O_DIRECT")
+
+
+def aligned_empty(n: int, fill: float = float("nan")) -> np.ndarray:
+    """A float32 array ``[n]`` filled with ``fill`` whose data starts on an :data:`ALIGN` boundary.
+
+    Over-allocates by one page and returns the aligned view (the view keeps the allocation alive).
+    Pinned CUDA host memory (``cudaHostAlloc``) is page-aligned already and needs no such trick.
+    """
+    extra = ALIGN // 4
+    base = np.full(n + extra, fill, dtype=np.float32)
+    skip = (-base.ctypes.data % ALIGN) // 4
+    return base[skip:skip + n]
+
+
+def can_write_direct(data: memoryview) -> bool:
+    """True when ``data`` (a contiguous byte view) satisfies ``O_DIRECT``'s alignment rules."""
+    if not HAVE_O_DIRECT or len(data) % ALIGN or not len(data):
+        return False
+    addr = np.frombuffer(data, dtype=np.uint8).ctypes.data
+    return addr % ALIGN == 0
+
+
+def write_direct(path: os.PathLike | str, data: memoryview, fsync: bool = False) -> bool:
+    """Create ``path`` holding ``data`` with one ``O_DIRECT`` write; False (nothing written) when the file
+    system refuses direct I/O, so the caller writes it buffered instead."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            return False
+        raise
+    try:
+        done = 0
+        while done < len(data):
+            try:
+                n = os.write(fd, data[done:])
+            except OSError as e:
+                if e.errno == errno.EINVAL and done == 0:
+                    return False  # the file system accepted the flag at open but not the write
+                raise
+            done += n
+            if done < len(data) and done % ALIGN:
+                raise OSError(errno.EIO, f"short direct write of {path} ({done} of {len(data)} bytes)")
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def probe(directory: os.PathLike | str) -> bool:
+    """Whether the file system holding ``directory`` accepts ``O_DIRECT`` writes (one aligned page to a
+    temporary file, removed again)."""
+    if not HAVE_O_DIRECT:
+        return False
+    path = os.path.join(directory, f".direct-probe{os.getpid()}")
+    page = memoryview(aligned_empty(ALIGN // 4, 0.0)).cast("B")
+    try:
+        return write_direct(path, page)
+    except OSError:
+        return False
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
