@@ -28,7 +28,8 @@ KILLS = 20
 
 
 def _spawn(path: Path, start: int, stop: int, resume: bool, writer: str = "inline") -> subprocess.Popen:
-    args = [sys.executable, str(CHILD), str(path), str(N), str(start), str(stop), writer] + (["resume"] if resume else [])
+    args = [sys.executable, str(CHILD), str(path), str(N), str(start), str(stop), writer]
+    args += ["resume"] if resume else []
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -67,7 +68,7 @@ def test_sigkill_at_random_moments_never_loses_committed_rows(tmp_path, writer):
         reported = [int(x) for x in out.split() if x.lstrip("-").isdigit()]
         n = _check_archive(path)
         if reported:
-            assert n >= reported[-1] + 1 - lag, f"round {round_}: child reported step {reported[-1]} done but only {n} rows"
+            assert n >= reported[-1] + 1 - lag, f"round {round_}: step {reported[-1]} reported done, only {n} rows"
         assert n >= committed, "a kill must never remove rows committed earlier"
         committed = n
     final = committed + 5
