@@ -36,13 +36,14 @@ def make_model() -> torch.nn.Module:
                                torch.nn.ReLU(), torch.nn.Linear(512, 10))
 
 
-def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None) -> dict:
+def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
+          device: str = "cpu") -> dict:
     """Train ``steps`` SGD steps; ``sink`` is none | trajkit | torch.save. Returns time and bytes."""
-    model = make_model()
+    model = make_model().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(4096, 784, generator=g)
-    y = torch.randint(0, 10, (4096,), generator=g)
+    X = torch.randn(4096, 784, generator=g).to(device)
+    y = torch.randint(0, 10, (4096,), generator=g).to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
     out = workdir / f"{sink}.trajkit"
     shutil.rmtree(out, ignore_errors=True)
@@ -65,8 +66,12 @@ def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", 
         elif sink == "torch.save":
             if k in schedule:
                 torch.save(model.state_dict(), out / f"step_{k:07d}.pt")
+    mode = None
     if rec is not None:
+        mode = rec.writer_mode + (" + O_DIRECT" if rec.direct else "")
         rec.close()
+    if device == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
     ratio = None
@@ -74,7 +79,7 @@ def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", 
         arch = trajkit.open_archive(out)
         ratio = arch.n_snapshots * arch.n_params * 4 / max(arch.params_disk_bytes(), 1)
     shutil.rmtree(out, ignore_errors=True)
-    return {"seconds": elapsed, "bytes": nbytes, "compression_ratio": ratio}
+    return {"seconds": elapsed, "bytes": nbytes, "compression_ratio": ratio, "writer": mode}
 
 
 def main() -> None:
@@ -84,6 +89,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--writer", default="auto", choices=["auto", "inline", "thread"])
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
@@ -110,26 +116,29 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     ratios: dict[str, list[float]] = {k: [] for k in configs}
     info: dict[str, dict] = {}
-    train(100, "none", trajkit.schedules.explicit([]), workdir)  # warm-up
+    dev = args.device
+    train(100, "none", trajkit.schedules.explicit([]), workdir, device=dev)  # warm-up
     names = list(configs)
     for rep in range(args.repeats):
-        base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir)["seconds"] for n in {s, s1}}
+        base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in {s, s1}}
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             steps, sink, sched, comp = configs[name]
-            r = train(steps, sink, sched, workdir, args.writer, comp)
+            r = train(steps, sink, sched, workdir, args.writer, comp, device=dev)
             ratios[name].append(r["seconds"] / base[steps])
             info[name] = r
-        base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir)["seconds"] for n in {s, s1}}
+        base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in {s, s1}}
         print(f"repeat {rep + 1}/{args.repeats}: baseline {s} steps {base[s]:.2f}s / {base2[s]:.2f}s "
               f"({s / base[s]:.0f} steps/s)")
-    print(f"\n{'configuration':32s} {'slowdown':>9s} {'(min..max)':>16s} {'bytes written':>14s} {'ratio':>6s}")
+    print(f"\n{'configuration':32s} {'slowdown':>9s} {'(min..max)':>16s} {'bytes written':>14s} {'ratio':>6s}  writer")
     summary = {}
     for name in names:
         rs = np.array(ratios[name]) - 1
         comp = info[name]["compression_ratio"]
         print(f"{name:32s} {100 * np.median(rs):8.1f}% {100 * rs.min():7.1f}..{100 * rs.max():5.1f}% "
-              f"{info[name]['bytes'] / 1e6:11.1f} MB {comp if comp is None else round(comp, 3)!s:>6s}")
+              f"{info[name]['bytes'] / 1e6:11.1f} MB {comp if comp is None else round(comp, 3)!s:>6s}  "
+              f"{info[name]['writer'] or '-'}")
         summary[name] = {"slowdown_median": float(np.median(rs)), "slowdown_all": rs.tolist(),
+                         "writer": info[name]["writer"],
                          "bytes": info[name]["bytes"], "compression_ratio": comp}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS: {peak:.0f} MiB; scratch: {workdir}")

@@ -223,3 +223,44 @@ def test_schedules():
         trajkit.schedules.log(10, 5, 3)
     with pytest.raises(TrajkitError):
         trajkit.schedules.linear(0)
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device: checks that non-snapshot steps never "
+                                              "synchronise the host")),
+])
+def test_non_snapshot_steps_never_synchronise_the_host(tmp_path, device):
+    """DESIGN.md: on GPU, ``rec.step`` on a non-snapshot step must not synchronise (tensor losses stay on
+    the device until the next snapshot); ``set_sync_debug_mode("error")`` turns any sync into an error.
+    The CPU run checks the same loop's recorded values."""
+    cuda = device == "cuda"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(64, 512, device=device)
+    y = torch.randint(0, 10, (64,), device=device)
+    losses = []
+    with trajkit.Recorder(tmp_path / "run.trajkit", model, schedule=trajkit.schedules.explicit([0, 40])) as rec:
+        rec.step(0)
+        for k in range(1, 41):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach().clone())
+            if cuda and k < 40:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                rec.step(k, loss=loss)
+            finally:
+                if cuda:
+                    torch.cuda.set_sync_debug_mode(0)
+        final = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu().numpy()
+    arch = trajkit.open_archive(tmp_path / "run.trajkit")
+    np.testing.assert_array_equal(arch.steps, [0, 40])
+    np.testing.assert_array_equal(arch.params[1, :], final)
+    np.testing.assert_array_equal(arch.trace["step"], np.arange(41))
+    assert np.isnan(arch.trace["loss"][0])
+    np.testing.assert_allclose(arch.trace["loss"][1:], torch.stack(losses).cpu().numpy(), rtol=1e-6)

@@ -148,6 +148,11 @@ class Recorder:
         return self._archive.last_step
 
     @property
+    def direct(self) -> bool:
+        """Whether params chunks are written with ``O_DIRECT`` (see :mod:`trajkit.archive.directio`)."""
+        return self._archive.direct
+
+    @property
     def n_params(self) -> int:
         return self._archive.n_params
 
