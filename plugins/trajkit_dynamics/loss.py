@@ -14,7 +14,8 @@
 
 Plugin ``loss`` (:class:`LossDynamics`, needs groups). The ensemble is split by ``group_by`` (default
 ``model.n_params``: runs with one parameter count are replicas of one configuration, so a width sweep
-splits by itself; for a sweep recorded by ``trajkit record`` use e.g. ``model.width``). Within a group
+splits by itself; for a sweep recorded by ``trajkit record`` group by the swept config key, e.g.
+``config.model.width`` or ``config.model.hidden``, where the run's resolved config lives). Within a group
 the curve is the replica mean of ``metric`` (a snapshot metric such as ``train_loss``, or
 ``trace:NAME`` for a per-step trace). Parameters: ``metric``, ``thresholds`` (ℓ values), ``window``
 (``[lo, hi]`` steps of the power-law fit), ``width_key`` (metadata key holding the width, default the
@@ -200,7 +201,7 @@ class LossDynamics(Analysis):
     description = "Power-law loss approach L_inf + A t^-beta, learning times, critical width w_c and final loss."
     needs = "groups"
     params = (Param("group_by", "str", default="model.n_params",
-                    help="metadata key splitting the runs into configurations (e.g. model.width)"),
+                    help="metadata key splitting the runs into configurations (e.g. config.model.width)"),
               METRIC,
               Param("thresholds", "floats", default=[0.1, 0.03, 0.01], help="loss thresholds of t_learn",
                     check=lambda v: all(x > 0 for x in (v if isinstance(v, list) else [v])), valid="each > 0"),
