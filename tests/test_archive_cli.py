@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from trajkit import schedules
 from trajkit.archive import create, open_archive
 from trajkit.cli import cli
+from trajkit.testing import params_chunk
 
 N = 30
 
@@ -61,7 +62,7 @@ def test_info_text_and_json(tmp_path):
     r = _run("info", "--json", str(path))
     assert r.exit_code == 0
     s = json.loads(r.output)
-    chunk_bytes = sum(f.stat().st_size for f in (path / "snapshots/params/c").rglob("*") if f.is_file())
+    chunk_bytes = sum(f.stat().st_size for f in (path / "snapshots/params").rglob("c*") if f.is_file())
     all_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert s["n_params"] == N and s["n_snapshots"] == 5
     assert s["steps"] == {"first": 0, "last": 20}
@@ -83,7 +84,7 @@ def test_validate_many_archives(tmp_path, tree_digest):
     good, bad = tmp_path / "good.trajkit", tmp_path / "bad.trajkit"
     _archive(good)
     _archive(bad)
-    with open(bad / "snapshots/params/c/2/0", "r+b") as f:
+    with open(params_chunk(bad, 2, 0), "r+b") as f:
         f.truncate(7)
     r = _run("validate", str(good))
     assert r.exit_code == 0 and r.output.strip() == f"ok {good} (5 snapshots x {N} parameters)"
@@ -91,7 +92,7 @@ def test_validate_many_archives(tmp_path, tree_digest):
     r = _run("validate", str(good), str(bad))
     lines = _failed_lines(r)
     assert lines[0].startswith(f"ok {good}")
-    assert lines[1].startswith(f"{bad}: snapshots/params row 2 (step 10) chunk c/2/0 is truncated")
+    assert lines[1].startswith(f"{bad}: snapshots/params row 2 (step 10) chunk c.2.0 is truncated")
     assert len(lines) == 2
     assert tree_digest(bad) == before
 
@@ -99,7 +100,7 @@ def test_validate_many_archives(tmp_path, tree_digest):
 def test_repair_says_what_was_dropped(tmp_path):
     path = tmp_path / "run.trajkit"
     rows = _archive(path)
-    (path / "snapshots/params/c/3/0").unlink()
+    (params_chunk(path, 3, 0)).unlink()
     r = _run("repair", str(path))
     assert r.exit_code == 0
     assert "dropped 2 snapshot row(s) 3..4 (steps 15, 20)" in r.output
@@ -179,7 +180,7 @@ def test_cli_bad_inputs_one_line_nonzero_exit(tmp_path, tree_digest):
 def test_console_script_entry_point(tmp_path):
     path = tmp_path / "run.trajkit"
     _archive(path)
-    with open(path / "snapshots/params/c/4/0", "r+b") as f:
+    with open(params_chunk(path, 4, 0), "r+b") as f:
         f.truncate(1)
     exe = Path(sys.executable).with_name("trajkit")
     if not exe.exists():

@@ -10,6 +10,7 @@ import trajkit
 from trajkit.archive import directio
 from trajkit.archive import format as fmt
 from trajkit.record.copier import host_buffer
+from trajkit.testing import params_chunk
 
 DIRECT_OK = directio.HAVE_O_DIRECT
 
@@ -59,8 +60,8 @@ def test_direct_and_buffered_archives_hold_identical_bytes(tmp_path):
                 w.append(10 * k, r)
         archives[direct] = path
     for r in range(4):
-        a = (archives[False] / "snapshots/params/c" / str(r) / "0").read_bytes()
-        b = (archives[True] / "snapshots/params/c" / str(r) / "0").read_bytes()
+        a = params_chunk(archives[False], r).read_bytes()
+        b = params_chunk(archives[True], r).read_bytes()
         assert a == b
     arch = trajkit.open_archive(archives[True])
     np.testing.assert_array_equal(arch.params[:, :], rows)

@@ -23,6 +23,7 @@ import trajkit
 from trajkit import schedules
 from trajkit.archive import create, layout_from_named_parameters, open_archive, validate
 from trajkit.errors import ArchiveError, LockedError, MetadataError, TrajkitError
+from trajkit.testing import params_chunk
 
 
 def _rows(t: int, n: int, seed: int = 0) -> np.ndarray:
@@ -96,7 +97,8 @@ def test_large_row_is_split_into_chunks(tmp_path):
     with create(path, n_params=1000, chunk_bytes=1024) as w:  # 256 columns per chunk -> 4 chunks per row
         for k in range(3):
             w.append(k, rows[k])
-    assert sorted(p.name for p in (path / "snapshots/params/c/0").iterdir()) == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in (path / "snapshots/params").iterdir() if p.name.startswith("c.0.")) == [
+        "c.0.0", "c.0.1", "c.0.2", "c.0.3"]   # chunk keys c.<row>.<j>: no directory per row
     a = open_archive(path)
     assert a.params.chunk_cols == 250
     np.testing.assert_array_equal(a.params[:, :], rows)
@@ -164,7 +166,7 @@ def test_truncate_drops_rows_at_or_after_step(tmp_path):
     np.testing.assert_array_equal(a.steps, [0, 10, 20])
     np.testing.assert_array_equal(a.params[:, :], rows[[0, 1, 4]])
     np.testing.assert_array_equal(a.trace["step"], np.arange(20))
-    assert not (path / "snapshots/params/c/3").exists()
+    assert not params_chunk(path, 3, 0).exists()
     assert zarr.open_group(str(path), mode="r")["snapshots/params"].shape == (3, 6)
 
 
@@ -414,3 +416,66 @@ def test_dotted_keys_expand_at_top_level_only(tmp_path):
     meta = trajkit.open_archive(tmp_path / "d.trajkit").metadata
     assert meta["dynamics"]["lr"] == 0.5
     assert meta["ensemble"]["coords"] == coords
+
+
+def test_snapshot_commit_carries_the_trace_marker(tmp_path):
+    """One rename per snapshot: the trace rows written with a snapshot are committed by
+    ``snapshots/zarr.json``'s ``trace_committed``; ``trace/zarr.json`` catches up on trace-only flushes
+    and at close. A writer that dies before either keeps every committed trace row readable."""
+    path = tmp_path / "t.trajkit"
+    w = trajkit.archive.create(path, n_params=5)
+    w.add_trace(np.arange(0, 10), {"loss": np.arange(10) / 10})
+    w.append(9, np.ones(5, np.float32))
+    w.add_trace(np.arange(10, 14), {"loss": np.arange(10, 14) / 10})
+    w.append(13, np.ones(5, np.float32))
+    w.abort()   # as after a crash: no close, no trace-only flush
+    snap = json.loads((path / "snapshots/zarr.json").read_text())["attributes"]
+    trace = json.loads((path / "trace/zarr.json").read_text())["attributes"]
+    assert (snap["committed"], snap["trace_committed"], trace["committed"]) == (2, 14, 0)
+    arch = trajkit.open_archive(path)
+    np.testing.assert_array_equal(arch.trace["step"], np.arange(14))
+    np.testing.assert_array_equal(arch.trace["loss"], np.arange(14) / 10)
+    assert trajkit.archive.validate(path) == []
+    with trajkit.archive.create(path, n_params=5, resume="allow") as w:   # resume continues both
+        assert (w.committed, w.trace_committed) == (2, 14)
+        w.truncate(12)       # drops snapshot 13 and trace rows 12, 13 from both markers
+        w.add_trace(np.arange(12, 20), {"loss": np.zeros(8)})
+        w.flush()
+    arch = trajkit.open_archive(path)
+    np.testing.assert_array_equal(arch.steps, [9])
+    np.testing.assert_array_equal(arch.trace["step"], np.arange(20))
+    assert json.loads((path / "trace/zarr.json").read_text())["attributes"]["committed"] == 20
+
+
+def test_bad_trace_marker_in_the_snapshot_commit_is_reported(tmp_path):
+    path = tmp_path / "t.trajkit"
+    with trajkit.archive.create(path, n_params=5) as w:
+        w.append(0, np.ones(5, np.float32))
+    doc = json.loads((path / "snapshots/zarr.json").read_text())
+    doc["attributes"]["trace_committed"] = "many"
+    (path / "snapshots/zarr.json").write_text(json.dumps(doc))
+    problems = trajkit.archive.validate(path)
+    assert any("trace_committed" in p.message and "repair" in p.message for p in problems)
+
+
+def test_archives_with_slash_chunk_keys_still_read_validate_and_resume(tmp_path, monkeypatch):
+    """Archives written before the "." chunk-key separator keep their c/<row>/<j> layout when resumed."""
+    from trajkit.archive import format as fmt
+
+    path = tmp_path / "old.trajkit"
+    rows = np.random.default_rng(3).standard_normal((4, 7)).astype(np.float32)
+    monkeypatch.setattr(fmt, "PARAMS_SEPARATOR", "/")
+    with create(path, n_params=7) as w:
+        w.append(0, rows[0])
+        w.append(1, rows[1])
+    monkeypatch.undo()
+    assert (path / "snapshots/params/c/1/0").is_file()
+    with create(path, n_params=7, resume="allow") as w:
+        w.append(2, rows[2])
+        w.append(3, rows[3])
+        w.truncate(3)
+    assert (path / "snapshots/params/c/2/0").is_file() and not (path / "snapshots/params/c/3").exists()
+    assert validate(path) == []
+    np.testing.assert_array_equal(open_archive(path).params[:, :], rows[:3])
+    z = zarr.open_array(path / "snapshots" / "params", mode="r")
+    np.testing.assert_array_equal(z[:], rows[:3])

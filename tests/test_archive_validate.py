@@ -16,6 +16,7 @@ from trajkit.archive import create, open_archive
 from trajkit.archive.repair import repair
 from trajkit.archive.validate import nonfinite_rows, validate
 from trajkit.errors import ArchiveError, LockedError
+from trajkit.testing import params_chunk
 
 N = 24
 
@@ -41,7 +42,7 @@ def test_valid_archive_has_no_problems(tmp_path):
 def test_torn_chunk_is_named_and_repair_keeps_rows_before_it(tmp_path, tree_digest):
     path = tmp_path / "a.trajkit"
     rows = _archive(path)
-    chunk = path / "snapshots/params/c/3/0"
+    chunk = params_chunk(path, 3, 0)
     with open(chunk, "r+b") as f:
         f.truncate(N * 4 // 2)  # a torn write: half the row reached the disk
     before = tree_digest(path)
@@ -52,13 +53,13 @@ def test_torn_chunk_is_named_and_repair_keeps_rows_before_it(tmp_path, tree_dige
     assert "snapshots/params row 3 (step 30)" in p.message and "truncated" in p.message
     assert "trajkit repair" in p.message and "\n" not in p.message and p.message.startswith(str(path))
     assert tree_digest(path) == before  # validate never writes
-    with pytest.raises(ArchiveError, match="row 3 chunk c/3/0 is truncated"):
+    with pytest.raises(ArchiveError, match=r"row 3 chunk c\.3\.0 is truncated"):
         open_archive(path).params[:, :]
     report = repair(path)
     assert (report.committed_before, report.committed_after, report.rows_dropped) == (6, 3, 3)
     assert report.dropped_steps == [30, 40, 50]
     assert report.trace_rows_dropped == 0
-    assert "snapshots/params/c/3/0" in report.files_removed
+    assert str(params_chunk(path, 3, 0).relative_to(path)) in report.files_removed
     assert any("dropped 3 snapshot row(s)" in line for line in report.lines())
     assert validate(path) == []
     a = open_archive(path)
@@ -77,9 +78,9 @@ def test_missing_chunk_of_a_split_row(tmp_path):
     with create(path, n_params=N, chunk_bytes=32) as w:  # 8 columns per chunk, 3 chunks per row
         for k in range(4):
             w.append(k, rows[k])
-    (path / "snapshots/params/c/2/1").unlink()
+    (params_chunk(path, 2, 1)).unlink()
     [p] = validate(path)
-    assert (p.row, p.step) == (2, 2) and "chunk c/2/1 is missing" in p.message
+    assert (p.row, p.step) == (2, 2) and "chunk c.2.1 is missing" in p.message
     report = repair(path)
     assert report.dropped_steps == [2, 3]
     assert open_archive(path).params[:, :].tobytes() == rows[:2].tobytes()
@@ -88,7 +89,7 @@ def test_missing_chunk_of_a_split_row(tmp_path):
 def test_torn_compressed_chunk_does_not_decode(tmp_path):
     path = tmp_path / "z.trajkit"
     rows = _archive(path, compressor="zstd")
-    with open(path / "snapshots/params/c/4/0", "r+b") as f:
+    with open(params_chunk(path, 4, 0), "r+b") as f:
         f.truncate(9)
     [p] = validate(path)
     assert (p.kind, p.row, p.step) == ("chunk", 4, 40) and "does not decode" in p.message
@@ -100,7 +101,7 @@ def test_torn_compressed_chunk_does_not_decode(tmp_path):
 def test_zip_archives_are_validated(tmp_path):
     path = tmp_path / "a.trajkit"
     _archive(path)
-    (path / "snapshots/params/c/1/0").write_bytes(b"\0" * 8)
+    (params_chunk(path, 1, 0)).write_bytes(b"\0" * 8)
     zpath = tmp_path / "a.zip"
     with zipfile.ZipFile(zpath, "w") as z:
         for f in sorted(path.rglob("*")):
@@ -125,14 +126,15 @@ def test_crash_debris_is_removed_and_committed_rows_kept(tmp_path, tree_digest):
     """)
     subprocess.run([sys.executable, "-c", code], timeout=120, check=False)
     # what a write in flight leaves: the next row's chunk, a temp file, a half-made metric array
-    (path / "snapshots/params/c/3").mkdir()
-    (path / "snapshots/params/c/3/0").write_bytes(rows[3].tobytes())
+    params_chunk(path, 3, 0).parent.mkdir(parents=True, exist_ok=True)
+    (params_chunk(path, 3, 0)).write_bytes(rows[3].tobytes())
     (path / "snapshots/.zarr.json.tmp4242").write_text("{")
     (path / "snapshots/metrics/acc/c").mkdir(parents=True)
     assert validate(path) == []  # leftovers readers ignore are not problems
     report = repair(path)
     assert report.rows_dropped == 0 and report.committed_after == 3
-    assert {"snapshots/params/c/3/0", "snapshots/.zarr.json.tmp4242"} <= set(report.files_removed)
+    leftovers = {str(params_chunk(path, 3, 0).relative_to(path)), "snapshots/.zarr.json.tmp4242"}
+    assert leftovers <= set(report.files_removed)
     assert not (path / "snapshots/metrics/acc").exists()
     assert validate(path) == []
     assert json.loads((path / "snapshots/params/zarr.json").read_text())["shape"] == [3, N]
@@ -256,7 +258,7 @@ def test_repair_of_diverged_run_keeps_nonfinite_rows_and_flag(tmp_path):
     with create(path, n_params=N) as w, pytest.warns(RuntimeWarning):
         for k in range(5):
             w.append(k, rows[k])
-    with open(path / "snapshots/params/c/3/0", "r+b") as f:
+    with open(params_chunk(path, 3, 0), "r+b") as f:
         f.truncate(4)
     report = repair(path)
     assert report.dropped_steps == [3, 4]

@@ -15,6 +15,7 @@ import trajkit
 from trajkit.analysis import kernels
 from trajkit.archive.layout import layer_slices
 from trajkit.errors import AnalysisError, ArchiveError
+from trajkit.testing import params_chunk
 
 LAYOUT = [  # three layers, weights and biases: N = 600 + 30 + 300 + 10 + 77 = 1017
     {"name": "0.weight", "shape": [30, 20], "offset": 0, "size": 600, "role": "weight", "layer": 0},
@@ -302,7 +303,7 @@ def test_read_error_in_the_reader_thread_surfaces(tmp_path):
     """A torn chunk met by the read-ahead thread raises the reader's one-line ArchiveError to the caller."""
     X = _trajectory(6, 5000, 0.1)
     _write(tmp_path / "torn.trajkit", X)
-    chunk = tmp_path / "torn.trajkit" / "snapshots" / "params" / "c" / "4" / "0"
+    chunk = params_chunk(tmp_path / "torn.trajkit", 4, 0)
     assert chunk.exists()
     chunk.write_bytes(chunk.read_bytes()[:1000])
     with pytest.raises(ArchiveError, match="truncated"):

@@ -7,6 +7,7 @@ import torch
 import trajkit
 from trajkit.errors import ArchiveError, TrajkitError
 from trajkit.record import RecordError
+from trajkit.testing import params_chunk
 
 
 def _mlp(seed=0):
@@ -138,17 +139,14 @@ def test_writer_thread_errors_surface_on_the_next_step(tmp_path):
     rec.step(1)
     rec._sink.close()  # let the queue drain, then break the params directory under the writer
     rec._sink = type(rec._sink)(rec._archive, 1)
-    cdir = path / "snapshots" / "params" / "c"
-    import shutil
-    shutil.rmtree(cdir)
-    cdir.write_text("not a directory")
+    params_chunk(path, 2, 0).mkdir()   # a directory where the next chunk file goes: the write fails
     with pytest.raises(RecordError, match="step 2"):
         rec.step(2)
         for k in range(3, 50):
             rec.step(k)
     with pytest.raises(RecordError, match="earlier write error"):
         rec.step(60)
-    cdir.unlink()
+    params_chunk(path, 2, 0).rmdir()
     rec.close()
     assert trajkit.open_archive(path).n_snapshots == 2
 

@@ -56,3 +56,12 @@ def check_analysis(cls: type, data: Any = None, params: dict[str, Any] | None = 
         fig = result.plot()
         assert isinstance(fig, Figure), f"{cls.name}.plot() returned {type(fig).__name__}, not a Figure"
     return result
+
+
+def params_chunk(archive: str | os.PathLike, row: int, j: int = 0) -> Path:
+    """The file holding chunk ``(row, j)`` of a local archive's ``snapshots/params`` (whatever its chunk-key
+    separator), e.g. to damage it on purpose in a test of ``validate``/``repair``."""
+    from trajkit.archive import format as fmt
+
+    pdir = Path(archive) / fmt.PARAMS
+    return fmt.params_chunk_path(pdir, row, j, fmt.key_separator(fmt.read_json(pdir / "zarr.json")))

@@ -31,6 +31,18 @@ SNAPSHOTS = "snapshots"
 TRACE = "trace"
 TRACE_STEP = "trace/step"
 
+#: attribute of ``snapshots/zarr.json`` that also commits the trace (see :func:`committed_trace_rows`)
+TRACE_COMMITTED_ATTR = "trace_committed"
+
+
+def committed_trace_rows(snapshot_attrs: dict[str, Any], trace_attrs: dict[str, Any]) -> int:
+    """Committed trace rows: the larger of ``trace/zarr.json``'s ``committed`` (advanced by trace-only
+    flushes) and ``snapshots/zarr.json``'s ``trace_committed`` (advanced with each snapshot commit).
+    Both only grow, except when a writer truncates, which rewrites both; a value of the wrong type counts 0."""
+    values = [trace_attrs.get("committed", 0), snapshot_attrs.get(TRACE_COMMITTED_ATTR, 0)]
+    return max(int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0 for v in values)
+
+
 #: rows per chunk of the 1-D per-snapshot arrays (step, time, epoch, metrics)
 SNAPSHOT_SCALAR_CHUNK = 1024
 #: rows per chunk of the per-step trace arrays
@@ -97,7 +109,7 @@ _FILL = {"float32": "NaN", "float64": "NaN", "int64": -1}
 
 
 def array_json(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
-               attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+               attributes: dict[str, Any] | None = None, separator: str = "/") -> dict[str, Any]:
     """The ``zarr.json`` of an uncompressed little-endian zarr v3 array with a regular chunk grid."""
     return {
         "zarr_format": 3,
@@ -105,12 +117,46 @@ def array_json(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
         "shape": list(shape),
         "data_type": dtype,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": separator}},
         "fill_value": _FILL[dtype],
         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
         "attributes": attributes or {},
         "storage_transformers": [],
     }
+
+
+#: chunk-key separator of the params arrays trajkit writes: with "." every chunk file (``c.<row>.<j>``) sits in
+#: the array's own directory, so a snapshot costs no ``mkdir`` (≈0.25 ms of CPU per snapshot inside a training
+#: loop, measured). Archives written with "/" (``c/<row>/<j>``, before this choice) are read and resumed as is.
+PARAMS_SEPARATOR = "."
+
+
+def key_separator(array_doc: dict[str, Any]) -> str:
+    """The chunk-key separator of an array's ``zarr.json`` (zarr v3 ``default`` encoding)."""
+    return str(array_doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/"))
+
+
+def params_chunk_key(row: int, j: int, separator: str) -> str:
+    """The key of chunk ``(row, j)`` of ``snapshots/params`` (``c.<row>.<j>`` or ``c/<row>/<j>``)."""
+    return f"c{separator}{row}{separator}{j}"
+
+
+def params_chunk_path(params_dir: Path, row: int, j: int, separator: str) -> Path:
+    """The file of chunk ``(row, j)`` under the ``snapshots/params`` directory."""
+    return params_dir.joinpath(*params_chunk_key(row, j, separator).split("/"))
+
+
+def params_chunk_files(params_dir: Path, separator: str) -> list[tuple[int, Path]]:
+    """``(row, path)`` of every chunk file (for "/", every row directory) of ``snapshots/params``."""
+    if separator == "/":
+        cdir = params_dir / "c"
+        return [(int(p.name), p) for p in cdir.iterdir() if p.name.isdigit()] if cdir.is_dir() else []
+    out = []
+    for p in params_dir.iterdir() if params_dir.is_dir() else ():
+        parts = p.name.split(separator)
+        if len(parts) == 3 and parts[0] == "c" and parts[1].isdigit():
+            out.append((int(parts[1]), p))
+    return out
 
 
 def params_chunk_cols(n_params: int, chunk_bytes: int = PARAMS_CHUNK_BYTES) -> int:

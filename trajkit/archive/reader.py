@@ -84,7 +84,8 @@ class Params:
         meta = archive._params_meta
         self.chunk_cols = int(meta["chunk_grid"]["configuration"]["chunk_shape"][1])
         raw = archive._local is not None and [c["name"] for c in meta["codecs"]] == ["bytes"]
-        self._raw_dir = archive._local / fmt.PARAMS / "c" if raw else None
+        self._raw_dir = archive._local / fmt.PARAMS if raw else None
+        self._sep = fmt.key_separator(meta)
 
     @property
     def ndim(self) -> int:
@@ -144,18 +145,20 @@ class Params:
             j0, j1 = start // cc, (stop - 1) // cc
             for j in range(j0, j1 + 1):
                 lo, hi = max(start, j * cc), min(stop, (j + 1) * cc)
-                path = self._raw_dir / str(int(r)) / str(j)
+                path = fmt.params_chunk_path(self._raw_dir, int(r), j, self._sep)
                 try:
                     with open(path, "rb", buffering=0) as f:
                         f.seek((lo - j * cc) * 4)
                         dst = out[i, lo - start:hi - start]
                         n = f.readinto(memoryview(dst).cast("B"))
                 except FileNotFoundError:
-                    raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk c/{int(r)}/{j} is "
-                                       "missing; run `trajkit validate` then `trajkit repair`") from None
+                    key = fmt.params_chunk_key(int(r), j, self._sep)
+                    raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk {key} is missing; "
+                                       "run `trajkit validate` then `trajkit repair`") from None
                 if n != (hi - lo) * 4:
-                    raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk c/{int(r)}/{j} is "
-                                       "truncated (torn write); run `trajkit repair` to keep the rows before it")
+                    key = fmt.params_chunk_key(int(r), j, self._sep)
+                    raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk {key} is truncated "
+                                       "(torn write); run `trajkit repair` to keep the rows before it")
         return out
 
     def iter_column_blocks(self, block_cols: int, rows: np.ndarray | None = None
@@ -205,6 +208,7 @@ class Archive:
         if len(shape) != 2 or shape[1] != self.n_params:
             raise ArchiveError(f"{self.path}: snapshots/params has shape {shape}, expected [T, {self.n_params}]")
         self.n_snapshots = min(int(snap_attrs.get("committed", 0)), shape[0])
+        self._snap_attrs = snap_attrs
         self.params = Params(self)
 
     # -- 1-D arrays -----------------------------------------------------------------------------------------
@@ -240,9 +244,10 @@ class Archive:
     @cached_property
     def trace_length(self) -> int:
         try:
-            return int(dict(self._group[fmt.TRACE].attrs).get("committed", 0))
+            trace_attrs = dict(self._group[fmt.TRACE].attrs)
         except KeyError:
             return 0
+        return fmt.committed_trace_rows(self._snap_attrs, trace_attrs)
 
     @cached_property
     def trace(self) -> dict[str, np.ndarray]:
@@ -299,8 +304,10 @@ class Archive:
         """Bytes of the ``snapshots/params`` chunk files on disk (data only), or -1 when not local."""
         if self._local is None:
             return -1
-        chunks = self._local / fmt.PARAMS / "c"
-        return sum(f.stat().st_size for f in chunks.rglob("*") if f.is_file()) if chunks.is_dir() else 0
+        total = 0
+        for _, p in fmt.params_chunk_files(self._local / fmt.PARAMS, fmt.key_separator(self._params_meta)):
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        return total
 
     def __repr__(self) -> str:
         return (f"Archive({self.path!r}, run_id={self.run_id[:8]}, N={self.n_params}, T={self.n_snapshots})")

@@ -120,7 +120,7 @@ def _repair_locked(root: Path, w: ArchiveWriter) -> RepairReport:
                  and not (p.array or "").startswith(fmt.TRACE)]
     trace_rows = [p.row for p in problems if p.row is not None and (p.array or "").startswith(fmt.TRACE)]
     committed = _marker(root / fmt.SNAPSHOTS)
-    trace_committed = _marker(root / fmt.TRACE)
+    trace_committed = fmt.committed_trace_rows(_attrs(root / fmt.SNAPSHOTS), _attrs(root / fmt.TRACE))
     keep = min([w.committed, *snap_rows])
     tkeep = min([w.trace_committed, *trace_rows])
     steps = list(w._steps)
@@ -164,11 +164,15 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file() and p.name != fmt.LOCK_FILE}
 
 
-def _marker(group_dir: Path) -> int:
+def _attrs(group_dir: Path) -> dict:
     try:
-        value = fmt.read_json(group_dir / "zarr.json").get("attributes", {}).get("committed", 0)
+        return fmt.read_json(group_dir / "zarr.json").get("attributes", {})
     except (OSError, ValueError):
-        return 0
+        return {}
+
+
+def _marker(group_dir: Path) -> int:
+    value = _attrs(group_dir).get("committed", 0)
     return int(value) if isinstance(value, int) else 0
 
 

@@ -8,7 +8,7 @@ order, stop early only when later ones cannot run:
 2. structure: every required group and array exists with the dtype, rank and chunking of FORMAT.md;
    ``committed`` ≤ the first dimension of every snapshot array (and of every trace array for the trace
    marker); the committed ``snapshots/step`` strictly increase;
-3. every committed ``snapshots/params`` chunk ``c/<row>/<j>`` exists and holds exactly
+3. every committed ``snapshots/params`` chunk (``c.<row>.<j>``) exists and holds exactly
    ``chunk_cols × 4`` bytes (local, uncompressed) or decodes to that many (compressed, zip, URL);
 4. a NaN/inf scan of the committed rows before the first damaged one, streamed in column blocks of at
    most :data:`SCAN_BLOCK_BYTES` (memory ``O(T × block)``), compared with the metadata ``/nonfinite``.
@@ -181,6 +181,14 @@ def _check_structure(c: _Checker, arch: Any) -> tuple[int | None, np.ndarray]:
     g = arch._group
     committed = _committed_attr(c, g, fmt.SNAPSHOTS)
     trace_committed = _committed_attr(c, g, fmt.TRACE)
+    if committed is not None and trace_committed is not None:
+        extra = dict(g[fmt.SNAPSHOTS].attrs).get(fmt.TRACE_COMMITTED_ATTR, 0)
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            c.add("structure", f"{fmt.SNAPSHOTS}/zarr.json attribute '{fmt.TRACE_COMMITTED_ATTR}' is {extra!r}, "
+                               "expected an integer >= 0 (the trace commit marker); run `trajkit repair`",
+                  array=fmt.SNAPSHOTS)
+        else:
+            trace_committed = max(trace_committed, extra)
     empty = np.zeros(0, np.int64)
     if committed is None:
         return None, empty
@@ -247,7 +255,7 @@ def _check_trace(c: _Checker, g: Any, trace_committed: int) -> None:
         if meta is None or (name != "step" and not _dtype_ok(c, meta, full, "float64", 1)):
             continue
         if meta["shape"][0] < trace_committed:
-            c.add("structure", f"{full} holds {meta['shape'][0]} rows but trace/zarr.json says "
+            c.add("structure", f"{full} holds {meta['shape'][0]} rows but the trace commit marker says "
                                f"{trace_committed} are committed (trace arrays must all be as long as "
                                "trace/step); run `trajkit repair`", array=full, row=meta["shape"][0])
     n = min(trace_committed, m["shape"][0])
@@ -271,15 +279,16 @@ class _ChunkStore:
         pm = arch._params_meta
         self.chunk_cols = int(pm["chunk_grid"]["configuration"]["chunk_shape"][1])
         self.raw = [cd["name"] for cd in pm["codecs"]] == ["bytes"]
+        self.sep = fmt.key_separator(pm)
         self._params_array: Any = None
 
     def params_chunk_problem(self, row: int, j: int) -> str | None:
-        """None when chunk ``c/<row>/<j>`` of snapshots/params is whole, else what is wrong with it."""
+        """None when chunk ``(row, j)`` of snapshots/params is whole, else what is wrong with it."""
         want = self.chunk_cols * 4
-        key = f"c/{row}/{j}"
+        key = fmt.params_chunk_key(row, j, self.sep)
         if self.local is not None and self.raw:
             try:
-                size = (self.local / fmt.PARAMS / "c" / str(row) / str(j)).stat().st_size
+                size = fmt.params_chunk_path(self.local / fmt.PARAMS, row, j, self.sep).stat().st_size
             except FileNotFoundError:
                 return f"chunk {key} is missing"
             if size < want:

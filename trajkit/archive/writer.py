@@ -1,11 +1,11 @@
 """Writing trajectory archives: chunk-aligned raw writes plus an atomic commit marker.
 
-Each snapshot row of ``snapshots/params`` is its own set of zarr v3 chunks (``c/<row>/<j>``), written as
+Each snapshot row of ``snapshots/params`` is its own set of zarr v3 chunks (``c.<row>.<j>``), written as
 raw little-endian float32 bytes with one ``write`` per chunk — never a read-modify-write of a chunk that
-other snapshots share. The small 1-D arrays (step, time, epoch, metrics, traces) keep their current chunk
-in memory and replace the chunk file atomically. Only then is the commit marker (``committed`` in
-``snapshots/zarr.json``) advanced, by an atomic rename; readers trust rows ``< committed``. A crash, even
-SIGKILL, loses at most the snapshot in flight.
+other snapshots share. The small 1-D arrays (step, time, epoch, metrics, traces) are written in place
+with ``pwrite`` at the rows' byte offsets. Only then is the commit marker (``committed`` and, for the trace
+rows written with the snapshot, ``trace_committed`` in ``snapshots/zarr.json``) advanced, by one atomic
+rename; readers trust rows ``< committed``. A crash, even SIGKILL, loses at most the snapshot in flight.
 
 >>> import numpy as np, trajkit
 >>> with trajkit.archive.create("/tmp/doc.trajkit", n_params=3, resume="allow") as w:   # doctest: +SKIP
@@ -190,6 +190,7 @@ class ArchiveWriter:
         self.metadata, self.layout = meta, layout
         self.chunk_cols = fmt.params_chunk_cols(self.n_params, chunk_bytes)
         self.compressor = compressor
+        self._sep = fmt.PARAMS_SEPARATOR
         root = self.path
         (root / fmt.SNAPSHOTS).mkdir(exist_ok=True)
         (root / fmt.METRICS).mkdir(exist_ok=True)
@@ -210,7 +211,7 @@ class ArchiveWriter:
         self._write_root()
         self.last_step: int | None = None
         self._steps: list[int] = []
-        self._trace_step_list = np.zeros(0, np.int64)
+        self._trace_step_buf = np.zeros(1024, np.int64)
 
     def _open_existing(self, layout) -> None:
         from trajkit.archive.reader import open_archive
@@ -226,6 +227,7 @@ class ArchiveWriter:
         self.metadata, self.layout = meta, meta["layout"]
         pmeta = fmt.read_json(self.path / fmt.PARAMS / "zarr.json")
         self.chunk_cols = int(pmeta["chunk_grid"]["configuration"]["chunk_shape"][1])
+        self._sep = fmt.key_separator(pmeta)
         self.compressor = "zstd" if any(c["name"] == "zstd" for c in pmeta["codecs"]) else None
         self._params_shape0 = int(pmeta["shape"][0])
         self.committed, self.trace_committed = arch.n_snapshots, arch.trace_length
@@ -238,12 +240,14 @@ class ArchiveWriter:
                                           fmt.TRACE_CHUNK, self.trace_committed, False, 0, self.fsync)
                             for name in arch.trace}
         self._steps = list(arch.steps.tolist())
-        self._trace_step_list = arch.trace.get("step", np.zeros(0, np.int64))
+        tsteps = arch.trace.get("step", np.zeros(0, np.int64))
+        self._trace_step_buf = np.zeros(max(1024, 2 * tsteps.size), np.int64)
+        self._trace_step_buf[:tsteps.size] = tsteps
         self.last_step = int(arch.steps[-1]) if self.committed else None
         self._time_offset = float(arch.times[-1]) if self.committed else 0.0
 
     def _write_params_meta(self, shape0: int) -> None:
-        doc = fmt.array_json((shape0, self.n_params), (1, self.chunk_cols), "float32")
+        doc = fmt.array_json((shape0, self.n_params), (1, self.chunk_cols), "float32", separator=self._sep)
         if self.compressor == "zstd":
             doc["codecs"].append({"name": "zstd", "configuration": {"level": 3, "checksum": False}})
         fmt.write_json(self.path / fmt.PARAMS / "zarr.json", doc, self.fsync)
@@ -252,8 +256,9 @@ class ArchiveWriter:
         fmt.write_json(self.path / "zarr.json", fmt.group_json({fmt.ROOT_ATTR: self.metadata}), self.fsync)
 
     def _write_commit(self) -> None:
-        fmt.write_json(self.path / fmt.SNAPSHOTS / "zarr.json", fmt.group_json({"committed": self.committed}),
-                       self.fsync)
+        """Advance the snapshot commit marker; it carries the trace marker too (one rename per snapshot)."""
+        attrs = {"committed": self.committed, fmt.TRACE_COMMITTED_ATTR: self.trace_committed}
+        fmt.write_json(self.path / fmt.SNAPSHOTS / "zarr.json", fmt.group_json(attrs), self.fsync)
 
     def _write_trace_commit(self) -> None:
         fmt.write_json(self.path / fmt.TRACE / "zarr.json", fmt.group_json({"committed": self.trace_committed}),
@@ -298,14 +303,15 @@ class ArchiveWriter:
         if k >= self._params_shape0:
             self._params_shape0 = max(2 * self._params_shape0, k + 1)
             self._write_params_meta(self._params_shape0)
-        rowdir = self.path / fmt.PARAMS / "c" / str(k)
-        rowdir.mkdir(parents=True, exist_ok=True)
+        pdir = self.path / fmt.PARAMS
+        if self._sep == "/":
+            (pdir / "c" / str(k)).mkdir(parents=True, exist_ok=True)
         cc = self.chunk_cols
         for j in range(self.padded_size // cc):
             data = memoryview(row[j * cc:(j + 1) * cc])
             if self.compressor == "zstd":
                 data = _zstd().encode(bytes(data))
-            fmt.write_chunk_file(rowdir / str(j), data, self.fsync, direct=self.direct)
+            fmt.write_chunk_file(fmt.params_chunk_path(pdir, k, j, self._sep), data, self.fsync, direct=self.direct)
         self._cols[fmt.STEP].write(k, [step])
         self._cols[fmt.TIME].write(k, [self.elapsed() if time is None else float(time)])
         self._cols[fmt.EPOCH].write(k, [np.nan if epoch is None else float(epoch)])
@@ -314,7 +320,7 @@ class ArchiveWriter:
         for name, col in self._metric_cols.items():
             if name not in (metrics or {}):
                 col.write(k, [np.nan])
-        self._flush_trace()
+        self._flush_trace(commit=False)
         self.committed = k + 1
         self._write_commit()
         self.last_step = step
@@ -357,7 +363,6 @@ class ArchiveWriter:
         """
         self._check_open()
         steps = self._committed_steps()
-        tsteps = self._trace_committed_steps()
         keep = max(0, min(int(keep), self.committed))
         tkeep = self.trace_committed if trace_keep is None else max(0, min(int(trace_keep), self.trace_committed))
         dropped = self.committed - keep
@@ -369,11 +374,11 @@ class ArchiveWriter:
             self.last_step = int(steps[keep - 1]) if keep else None
         if tkeep != self.trace_committed:
             self.trace_committed = tkeep
-            self._write_trace_commit()
+            self._write_trace_commit()   # first the smaller trace marker, then the snapshot marker with it
+            self._write_commit()
             for col in self._trace_cols.values():
                 col.truncate(tkeep)
         self._steps = list(steps[:keep].tolist())
-        self._trace_step_list = tsteps[:tkeep]
         return dropped
 
     def update_metadata(self, extra: dict[str, Any]) -> None:
@@ -390,6 +395,7 @@ class ArchiveWriter:
             return
         try:
             self._flush_trace()
+            self._write_trace_commit()   # trace/zarr.json catches up with the last snapshot commit
             self.finalize()
         finally:
             self._closed = True
@@ -412,10 +418,14 @@ class ArchiveWriter:
             col.finalize(self.trace_committed)
         self._params_shape0 = self.committed
         self._write_params_meta(self.committed)
-        cdir = self.path / fmt.PARAMS / "c"
-        if cdir.exists():
+        pdir = self.path / fmt.PARAMS
+        for row, p in fmt.params_chunk_files(pdir, self._sep):
+            if row >= self.committed:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        cdir = pdir / "c"
+        if self._sep == "/" and cdir.is_dir():   # debris in the row directory level
             for p in cdir.iterdir():
-                if not p.name.isdigit() or int(p.name) >= self.committed:
+                if not p.name.isdigit():
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     def __enter__(self) -> ArchiveWriter:
@@ -437,7 +447,7 @@ class ArchiveWriter:
         return np.asarray(self._steps, dtype=np.int64)
 
     def _trace_committed_steps(self) -> np.ndarray:
-        return np.asarray(self._trace_step_list, dtype=np.int64)
+        return self._trace_step_buf[:self.trace_committed]
 
     def _check_step(self, step: Any) -> int:
         if isinstance(step, bool) or not isinstance(step, int | np.integer):
@@ -460,12 +470,14 @@ class ArchiveWriter:
             self._metric_cols[name] = col
         return col
 
-    def _flush_trace(self) -> None:
+    def _flush_trace(self, commit: bool = True) -> None:
+        """Write buffered trace rows; ``commit`` advances ``trace/zarr.json`` (a snapshot commit instead
+        carries the new trace length in ``snapshots/zarr.json``, saving a rename per snapshot)."""
         if not self._trace_steps:
             return
-        steps = np.concatenate(self._trace_steps)
-        prev = self._trace_committed_steps()
-        if steps.size and ((np.diff(steps) <= 0).any() or (prev.size and steps[0] <= prev[-1])):
+        steps = np.concatenate(self._trace_steps) if len(self._trace_steps) > 1 else self._trace_steps[0]
+        n_prev = self.trace_committed
+        if steps.size and ((np.diff(steps) <= 0).any() or (n_prev and steps[0] <= self._trace_step_buf[n_prev - 1])):
             self._trace_steps, self._trace_pending = [], {}
             raise ArchiveError(f"{self.path}: trace/step must increase strictly; rec.step() was called with a "
                                "repeated or decreasing step")
@@ -486,9 +498,15 @@ class ArchiveWriter:
         for name, col in self._trace_cols.items():
             if name != "step" and name not in self._trace_pending:
                 col.write(start, np.full(steps.size, np.nan))
-        self.trace_committed = start + steps.size
-        self._trace_step_list = np.concatenate([prev, steps])
-        self._write_trace_commit()
+        end = start + steps.size
+        if end > self._trace_step_buf.size:
+            grown = np.zeros(max(2 * self._trace_step_buf.size, end), np.int64)
+            grown[:start] = self._trace_step_buf[:start]
+            self._trace_step_buf = grown
+        self._trace_step_buf[start:end] = steps
+        self.trace_committed = end
+        if commit:
+            self._write_trace_commit()
         self._trace_steps, self._trace_pending = [], {}
 
     def _flag_nonfinite(self, step: int) -> None:
