@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive.format import to_jsonable
 from trajkit.errors import AnalysisError
 
 RESULT_FORMAT = "trajkit-result"
@@ -49,23 +50,8 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _jsonable(v: Any) -> Any:
-    """Plain JSON types; non-finite floats become None."""
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, bool | np.bool_):
-        return bool(v)
-    if isinstance(v, int | np.integer):
-        return int(v)
-    if isinstance(v, float | np.floating):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if v is None or isinstance(v, str):
-        return v
-    return str(v)
+    """Plain JSON types; non-finite floats become None, other objects their ``str()``."""
+    return to_jsonable(v, strict=True)
 
 
 class Result:

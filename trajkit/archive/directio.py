@@ -30,15 +30,22 @@ DIRECT_MIN_BYTES = 1 << 20
 HAVE_O_DIRECT = hasattr(os, "O_DIRECT")
 
 
+#: float32 elements of slack allocated so that an aligned start can always be found
+SLACK = ALIGN // 4
+
+
+def aligned_start(address: int) -> int:
+    """How many float32 elements past ``address`` the next :data:`ALIGN` boundary lies (< :data:`SLACK`)."""
+    return (-address % ALIGN) // 4
+
+
 def aligned_empty(n: int, fill: float = float("nan")) -> np.ndarray:
     """A float32 array ``[n]`` filled with ``fill`` whose data starts on an :data:`ALIGN` boundary.
 
-    Over-allocates by one page and returns the aligned view (the view keeps the allocation alive).
-    Pinned CUDA host memory (``cudaHostAlloc``) is page-aligned already and needs no such trick.
+    Over-allocates by :data:`SLACK` and returns the aligned view (the view keeps the allocation alive).
     """
-    extra = ALIGN // 4
-    base = np.full(n + extra, fill, dtype=np.float32)
-    skip = (-base.ctypes.data % ALIGN) // 4
+    base = np.full(n + SLACK, fill, dtype=np.float32)
+    skip = aligned_start(base.ctypes.data)
     return base[skip:skip + n]
 
 

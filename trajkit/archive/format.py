@@ -9,6 +9,7 @@ itself, and any other zarr v3 reader, reads the arrays unchanged.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -178,18 +179,25 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(f.read())
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples inside ``obj`` into plain JSON types."""
+def to_jsonable(obj: Any, strict: bool = False) -> Any:
+    """Convert numpy scalars/arrays and tuples inside ``obj`` into plain JSON types.
+
+    Other objects pass through (metadata validation names them) — unless ``strict``: then non-finite
+    floats become None and anything else its ``str()``, so the result always serialises (result files).
+    """
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v, strict) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
+        return [to_jsonable(v, strict) for v in obj]
     if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
+        return to_jsonable(obj.tolist(), strict)
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return None if strict and not math.isfinite(f) else f
+    if strict and not (obj is None or isinstance(obj, str | int)):
+        return str(obj)
     return obj

@@ -366,18 +366,19 @@ class ArchiveWriter:
         keep = max(0, min(int(keep), self.committed))
         tkeep = self.trace_committed if trace_keep is None else max(0, min(int(trace_keep), self.trace_committed))
         dropped = self.committed - keep
+        changed = (keep, tkeep) != (self.committed, self.trace_committed)
         if keep != self.committed:
             self.committed = keep
-            self._write_commit()
             for col in (*self._cols.values(), *self._metric_cols.values()):
                 col.truncate(keep)
             self.last_step = int(steps[keep - 1]) if keep else None
         if tkeep != self.trace_committed:
             self.trace_committed = tkeep
             self._write_trace_commit()   # first the smaller trace marker, then the snapshot marker with it
-            self._write_commit()
             for col in self._trace_cols.values():
                 col.truncate(tkeep)
+        if changed:
+            self._write_commit()
         self._steps = list(steps[:keep].tolist())
         return dropped
 
@@ -394,7 +395,7 @@ class ArchiveWriter:
         if self._closed:
             return
         try:
-            self._flush_trace()
+            self._flush_trace(commit=False)
             self._write_trace_commit()   # trace/zarr.json catches up with the last snapshot commit
             self.finalize()
         finally:

@@ -17,15 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajkit.archive.directio import ALIGN
+from trajkit.archive import directio
 
 
 def host_buffer(n: int, pin_memory: bool = False) -> torch.Tensor:
     """A NaN-filled float32 host tensor ``[n]`` starting on a page boundary, so the writer can hand it to
     the device with ``O_DIRECT`` (:mod:`trajkit.archive.directio`); pinned for CUDA copies if asked."""
-    extra = ALIGN // 4
-    base = torch.full((n + extra,), float("nan"), dtype=torch.float32, pin_memory=pin_memory)
-    skip = (-base.data_ptr() % ALIGN) // 4
+    if not pin_memory:
+        return torch.from_numpy(directio.aligned_empty(n))
+    base = torch.full((n + directio.SLACK,), float("nan"), dtype=torch.float32, pin_memory=True)
+    skip = directio.aligned_start(base.data_ptr())
     return base[skip:skip + n]
 
 
