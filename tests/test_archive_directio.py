@@ -94,3 +94,29 @@ def test_recorder_auto_writer_uses_the_thread_for_direct_writes(tmp_path):
     assert arch.n_snapshots == 5 and all((arch.params[k, :300_000] == k).all() for k in range(5))
     with trajkit.Recorder(tmp_path / "small.trajkit", torch.nn.Linear(4, 2)) as rec:
         assert rec.writer_mode == "inline"
+
+
+@pytest.mark.skipif(not DIRECT_OK, reason="O_DIRECT is not available on this platform")
+def test_recorder_direct_option_forces_or_refuses_direct_writes(tmp_path):
+    import torch
+
+    if not directio.probe(tmp_path):
+        pytest.skip(f"the file system of {tmp_path} refuses O_DIRECT, so direct=True cannot be observed")
+    big = torch.nn.Linear(600, 500)          # 1.2 MB rows: auto would write them direct
+    rows = {}
+    for direct in (False, True):
+        path = tmp_path / f"d{direct}.trajkit"
+        with trajkit.Recorder(path, big, schedule=trajkit.schedules.linear(1), writer="thread",
+                              direct=direct) as rec:
+            assert rec.direct is direct and rec.writer_mode == "thread"
+            for k in range(3):
+                with torch.no_grad():
+                    big.weight.fill_(k + 0.5)
+                rec.step(k)
+        rows[direct] = [params_chunk(path, k, 0).read_bytes() for k in range(3)]
+        arch = trajkit.open_archive(path)
+        assert all((arch.params[k, :300_000] == k + 0.5).all() for k in range(3))
+    assert rows[False] == rows[True]        # same bytes whichever way they were written
+    with pytest.raises(trajkit.TrajkitError, match="direct='yes' must be None"):
+        trajkit.Recorder(tmp_path / "bad.trajkit", big, direct="yes")
+    assert not (tmp_path / "bad.trajkit").exists()

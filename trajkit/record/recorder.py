@@ -61,14 +61,21 @@ class Recorder:
         otherwise — what measured cheaper on a 2-core CPU (benchmarks/recorder_overhead.py).
     buffers : number of snapshot buffers for the writer thread (queue depth).
     compressor, fsync : passed to :func:`trajkit.archive.create`.
+    direct : write params chunks with ``O_DIRECT`` — None (default): when rows are ≥ 1 MiB, uncompressed and
+        the file system accepts it (never with ``writer="inline"``); False: always through the page cache
+        (e.g. on network file systems, where a direct write skips the client cache); True: wherever the
+        buffers allow (falls back to buffered writes if the file system refuses).
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
                  schedule: _schedules.Schedule | None = None, metadata: dict[str, Any] | None = None,
                  resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
-                 writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False):
+                 writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
+                 direct: bool | None = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
+        if not (direct is None or isinstance(direct, bool)):
+            raise TrajkitError(f"Recorder: direct={direct!r} must be None (auto), True or False")
         if not isinstance(model, torch.nn.Module):
             raise TrajkitError(f"Recorder: model must be a torch.nn.Module, got {type(model).__name__}")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -88,7 +95,8 @@ class Recorder:
         }
         meta = deep_merge(auto_meta, metadata or {})
         self._archive = ArchiveWriter(path, n_params, meta, layout, resume=resume, compressor=compressor,
-                                      fsync=fsync, direct=None if writer != "inline" else False)
+                                      fsync=fsync,
+                                      direct=(False if writer == "inline" else None) if direct is None else direct)
         self.path = self._archive.path
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
         if writer == "auto":  # the thread pays off when the host idles (CUDA) or the write costs no CPU (direct)
