@@ -35,7 +35,6 @@ OVERRIDES = ['data.name="bach_chorales"', "data.chorales=16", 'data.quantisation
              "dynamics.momentum=0.9", "dynamics.batch_size=16", 'snapshots.schedule="log"', "snapshots.n=10"]
 
 
-
 def time_training(steps: int, replicas: int, batched: bool) -> float:
     plan = plan_experiment(None, "unused", [*OVERRIDES, f"run.steps={steps}", f"run.replicas={replicas}"]).points[0]
     dyn = Dynamics.from_config(plan.config["dynamics"], plan.dataset.n_train)

@@ -49,11 +49,6 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
-def _jsonable(v: Any) -> Any:
-    """Plain JSON types; non-finite floats become None, other objects their ``str()``."""
-    return to_jsonable(v, strict=True)
-
-
 class Result:
     """The output of an analysis.
 
@@ -137,8 +132,8 @@ class Result:
                   for d, c in self.coords.items()}
         return {"format": RESULT_FORMAT, "version": RESULT_VERSION,
                 "analysis": self.provenance.get("analysis"),
-                "params": _jsonable(self.params), "scalars": _jsonable(self.scalars),
-                "arrays": arrays, "coords": coords, "provenance": _jsonable(self.provenance)}
+                "params": to_jsonable(self.params, strict=True), "scalars": to_jsonable(self.scalars, strict=True),
+                "arrays": arrays, "coords": coords, "provenance": to_jsonable(self.provenance, strict=True)}
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``result.json``, ``arrays.npz``, ``coords.npz`` and CSV tables into ``directory``."""
@@ -164,7 +159,7 @@ class Result:
             w = csv.writer(f)
             w.writerow(["name", "value"])
             for k, v in self.scalars.items():
-                w.writerow([k, json.dumps(_jsonable(v)) if isinstance(v, list | tuple) else _csv(v)])
+                w.writerow([k, json.dumps(to_jsonable(v, strict=True)) if isinstance(v, list | tuple) else _csv(v)])
         by_dim: dict[str, list[str]] = {}
         for name, a in self.arrays.items():
             if a.ndim == 1:

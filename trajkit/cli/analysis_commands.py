@@ -112,11 +112,11 @@ def analyze_cmd(ctx: click.Context, name: str | None, params: tuple[str, ...], o
     if out:
         _write_out(result, Path(out), name)
     if as_json:
-        from trajkit.analysis.result import _jsonable
+        from trajkit.archive.format import to_jsonable
 
         doc = {"analysis": name, "scalars": result.scalars, "params": result.params,
                "provenance": result.provenance}
-        click.echo(json.dumps(_jsonable(doc), indent=2))
+        click.echo(json.dumps(to_jsonable(doc, strict=True), indent=2))
     else:
         click.echo(repr(result))
         for k, v in result.scalars.items():

@@ -94,18 +94,18 @@ class Recorder:
             "schedule": self.schedule.spec,
         }
         meta = deep_merge(auto_meta, metadata or {})
+        if direct is None and writer == "inline":
+            direct = False  # a direct write blocks its thread for the device's whole write: not the training one
         self._archive = ArchiveWriter(path, n_params, meta, layout, resume=resume, compressor=compressor,
-                                      fsync=fsync,
-                                      direct=(False if writer == "inline" else None) if direct is None else direct)
+                                      fsync=fsync, direct=direct)
         self.path = self._archive.path
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
         if writer == "auto":  # the thread pays off when the host idles (CUDA) or the write costs no CPU (direct)
             writer = "thread" if device.type == "cuda" or self._archive.direct else "inline"
-        mode = writer
-        self.writer_mode = mode
-        n_slots = max(1, buffers) if mode == "thread" else 1
+        self.writer_mode = writer
+        n_slots = max(1, buffers) if writer == "thread" else 1
         self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
-        self._sink = make_sink(self._archive, mode, n_slots)
+        self._sink = make_sink(self._archive, writer, n_slots)
         self._trace = TraceBuffer()
         self._epoch: float | None = None
         self._closed = False
