@@ -6,8 +6,10 @@ next-step prediction of the four voices of Bach chorales (music21's corpus) — 
 1. the power-law tail of the training NLL per time step, ``L∞ + A t^−β``, per (depth, width);
 2. per depth, ``1/t_learn(ℓ)`` against the width and the fit ``t_learn = A/(w − w_c)`` for each threshold ℓ,
    with ``w_c(ℓ)`` extrapolated to ℓ → 0 (the ``critical_width`` analysis);
-3. the aging of the weights: the mean square displacement ``Δ(τ_w, τ_w + τ)`` against ``τ/τ_w`` for a width
-   below and above ``w_c`` (the ``aging`` analysis gives μ; simple aging is μ = 1).
+3. the aging of the weights, from a second, longer ensemble (depth 2, w = 6 below ``w_c`` and w = 24 above,
+   full-batch heavy-ball gradient descent, 80,000 steps): the normalised overlap ``C(τ_w, τ_w + τ)`` and the
+   mean square displacement ``Δ(τ_w, τ_w + τ)`` against ``τ/τ_w`` (the ``aging`` analysis gives μ; simple
+   aging is μ = 1).
 
 Needs the music21 extra (``pip install "trajkit[music]"``). Runs on 2 CPU cores::
 
@@ -15,7 +17,8 @@ Needs the music21 extra (``pip install "trajkit[music]"``). Runs on 2 CPU cores:
     python examples/chorales_critical_width.py --quick              # a reduced grid, for a smoke test
     python examples/chorales_critical_width.py --out DIR --figures docs/figures
 
-The ensemble goes to ``--out`` (default ``chorales-out``; an interrupted run resumes); the figures
+The grid goes to ``--out`` (default ``chorales-out``), the aging ensemble to ``--out`` + ``-aging``
+(an interrupted run resumes; ``--skip-aging`` leaves the second stage out); the figures
 ``chorales_loss_tails.png``, ``chorales_critical_width.png`` and ``chorales_aging.png`` and their numbers
 (``chorales_numbers.json``) go to ``--figures``.
 """
@@ -36,11 +39,25 @@ from trajkit.experiments import run_experiment
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "chorales_critical_width.toml"
 QUICK = ["run.steps=400", "run.replicas=2", "sweep.model.width=[4, 16, 64]", "sweep.model.depth=[1]"]
+#: the aging stage: the grid's config at depth 2, one width below w_c and one above, trained longer with
+#: full-batch heavy-ball gradient descent (batch = all 48 windows), where the aging of docs/chorales.md shows
+AGING = ["sweep.model.depth=[2]", "sweep.model.width=[6, 24]", "run.steps=80000", "dynamics.batch_size=48",
+         "dynamics.lr=0.01", "snapshots.n=90"]
+QUICK_AGING = ["sweep.model.depth=[1]", "sweep.model.width=[4, 32]", "run.steps=600", "run.replicas=2",
+               "dynamics.batch_size=48", "dynamics.lr=0.01", "snapshots.n=40"]
+#: the observables of the aging figure: the normalised overlap (scale-free) and the raw displacement
+AGING_OBSERVABLES = ("overlap_normalized", "msd")
 
 
-def record(out: Path, quick: bool, threads: int) -> dict:
-    """Train and record the grid (resumes an interrupted run)."""
-    return run_experiment(CONFIG, out, QUICK if quick else [], quiet=False, threads=threads)
+def record(out: Path, overrides: list[str], threads: int) -> dict:
+    """Train and record the config with ``overrides`` into ``out`` (resumes an interrupted run)."""
+    return run_experiment(CONFIG, out, overrides, quiet=False, threads=threads)
+
+
+def waiting_times_for(steps: int) -> list[int]:
+    """Four log-spaced waiting times from ``steps/40`` to ``steps/2`` (the aging analysis snaps them to the
+    nearest snapshots), so that ``τ/τ_w`` reaches 1 for the latest."""
+    return [int(s) for s in np.geomspace(max(steps // 40, 1), steps // 2, 4).round()]
 
 
 def loss_analysis(out: Path, thresholds: list[float]) -> trajkit.analysis.Result:
@@ -50,19 +67,33 @@ def loss_analysis(out: Path, thresholds: list[float]) -> trajkit.analysis.Result
         return trajkit.analyze("critical_width", [out], thresholds=thresholds)
 
 
-def aging_by_width(out: Path, waiting_times: list[int]) -> dict[tuple[int, int], trajkit.analysis.Result]:
-    """The ``aging`` analysis (observable msd) of every (depth, width) group of replicas."""
+def aging_by_width(out: Path, waiting_times: list[int], observable: str = "msd",
+                   ) -> dict[tuple[int, int], trajkit.analysis.Result]:
+    """The ``aging`` analysis of ``observable`` for every (depth, width) group of replicas in ``out``."""
     ens = open_ensemble([out], check=False)
     results = {}
     for group in ens.groups("config.model").values():
         model = group.archives[0].metadata["config"]["model"]
         results[(int(model["depth"]), int(model["width"]))] = trajkit.analyze(
-            "aging", group, waiting_times=waiting_times, observable="msd", n_boot=50, max_ratio=None, snap="nearest")
+            "aging", group, waiting_times=waiting_times, observable=observable, n_boot=50, max_ratio=None,
+            snap="nearest")
     return results
 
 
-def figures(res, aging, w_c: dict[int, float], fig_dir: Path) -> None:
-    """The three figures of docs/chorales.md."""
+def final_losses(out: Path) -> dict[tuple[int, int], float]:
+    """Replica-mean final training NLL per (depth, width) of the ensemble in ``out``."""
+    ens = open_ensemble([out], check=False)
+    losses = {}
+    for group in ens.groups("config.model").values():
+        model = group.archives[0].metadata["config"]["model"]
+        losses[(int(model["depth"]), int(model["width"]))] = float(np.mean(
+            [np.asarray(a.metrics["train_loss"])[-1] for a in group.archives]))
+    return losses
+
+
+def figures(res, aging: dict[str, dict[tuple[int, int], trajkit.analysis.Result]],
+            losses: dict[tuple[int, int], float], fig_dir: Path) -> None:
+    """The three figures of docs/chorales.md; ``aging`` maps an observable to its per-(depth, width) results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,25 +111,27 @@ def figures(res, aging, w_c: dict[int, float], fig_dir: Path) -> None:
     ax.set_title("1/t_learn vs width; lines: t_learn = A/(w − w_c)")
     fig.tight_layout()
     fig.savefig(fig_dir / "chorales_critical_width.png")
-    depths = sorted({d for d, _ in aging})
-    fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.4), dpi=90, squeeze=False)
-    for ax, d in zip(axes[0], depths, strict=True):
-        widths = sorted(w for dd, w in aging if dd == d)
-        picks = [widths[0], widths[-1]]
-        for w, color in zip(picks, ("tab:blue", "tab:red"), strict=True):
-            r = aging[(d, w)]
-            step, y = r.coords["step"], r.arrays["msd"]
-            i, j = [str(x) for x in res.coords["depth"]].index(str(d)), list(res.coords["width"]).index(w)
-            side = f"L∞={res['loss_inf'][i, j]:.2f}"   # a positive floor: the underparametrised phase
+    fig, axes = plt.subplots(1, len(aging), figsize=(4.4 * len(aging), 3.6), dpi=90, squeeze=False)
+    for ax, (obs, by_width) in zip(axes[0], aging.items(), strict=True):
+        depth = max(d for d, _ in by_width)
+        widths = sorted(w for d, w in by_width if d == depth)
+        for w, color in zip((widths[0], widths[-1]), ("tab:blue", "tab:red"), strict=True):
+            r = by_width[(depth, w)]
+            step, y = r.coords["step"], r.arrays[obs]
+            y = 1.0 - y if obs == "overlap_normalized" else y   # 1 − C decays on a log scale like Δ grows
             for k, tw in enumerate(r.coords["tw_step"]):
                 lag = (step - tw).astype(float)
                 ok = (lag > 0) & np.isfinite(y[k]) & (y[k] > 0)
                 shade = 0.35 + 0.65 * k / max(len(r.coords["tw_step"]) - 1, 1)
-                label = f"w={w} ({side}), μ={r.scalars['mu_collapse_raw']:.2f}" if k == 0 else None
+                lo, hi = r.scalars["mu_collapse_ci"]
+                label = (f"w={w} (final NLL {losses[(depth, w)]:.2f}): μ={r.scalars['mu_collapse_raw']:.2f} "
+                         f"[{lo:.2f}, {hi:.2f}]") if k == 0 else None
                 ax.loglog(lag[ok] / tw, y[k][ok], color=color, alpha=shade, lw=1, label=label)
         ax.set_xlabel("τ / τ_w")
-        ax.set_ylabel("Δ(τ_w, τ_w + τ)")
-        ax.set_title(f"depth {d}: aging, darker = later τ_w")
+        ax.set_ylabel("1 − C(τ_w, τ_w + τ) (normalised overlap)" if obs == "overlap_normalized"
+                      else "Δ(τ_w, τ_w + τ)")
+        name = "normalised overlap" if obs == "overlap_normalized" else "mean square displacement"
+        ax.set_title(f"depth {depth}, {name}; darker = later τ_w", fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(fig_dir / "chorales_aging.png")
@@ -109,17 +142,33 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("chorales-out"))
     p.add_argument("--figures", type=Path, default=Path("chorales-figures"))
-    p.add_argument("--quick", action="store_true", help="a reduced grid (a smoke test)")
+    p.add_argument("--quick", action="store_true", help="reduced grids and short runs (a smoke test)")
+    p.add_argument("--skip-aging", action="store_true",
+                   help="leave out the aging ensemble (the aging figure then uses the grid)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--thresholds", type=float, nargs="+", default=[1.2, 1.0, 0.8])
+    p.add_argument("--thresholds", type=float, nargs="+",
+                   help="loss thresholds of t_learn (default 1.2 1.0 0.8; with --quick 2.0 1.8 1.6)")
     args = p.parse_args(argv)
-    summary = record(args.out, args.quick, args.threads)
+    if args.thresholds is None:
+        args.thresholds = [2.0, 1.8, 1.6] if args.quick else [1.2, 1.0, 0.8]
+    summary = record(args.out, QUICK if args.quick else [], args.threads)
     res = loss_analysis(args.out, args.thresholds)
     steps = int(summary["runs"][0]["steps"])
-    waiting_times = [int(s) for s in np.geomspace(max(steps // 50, 1), steps // 4, 4).round()]
-    aging = aging_by_width(args.out, waiting_times)
+    aging_grid = aging_by_width(args.out, waiting_times_for(steps))
+    if args.skip_aging:
+        aging_out, aging_steps = args.out, steps
+        aging = {"msd": aging_grid}
+    else:
+        aging_out = args.out.with_name(args.out.name + "-aging")
+        aging_steps = int(record(aging_out, QUICK_AGING if args.quick else AGING, args.threads)["runs"][0]["steps"])
+        aging = {obs: aging_by_width(aging_out, waiting_times_for(aging_steps), obs) for obs in AGING_OBSERVABLES}
+    losses = final_losses(aging_out)
     depths = [int(d) for d in res.coords["depth"]]
-    w_c = {d: float(res["w_c0"][i]) for i, d in enumerate(depths)}
+
+    def mu_table(results):
+        return {f"d={d},w={w}": [r.scalars["mu_collapse_raw"], r.scalars["mu_collapse_ci"], r.scalars["regime"]]
+                for (d, w), r in sorted(results.items())}
+
     numbers = {
         "thresholds": res.coords["threshold"].tolist(),
         "unreached_thresholds": res.scalars["unreached_thresholds"],
@@ -128,15 +177,19 @@ def main(argv: list[str] | None = None) -> dict:
         "loss_inf": res["loss_inf"].tolist(), "beta": res["beta"].tolist(), "final_loss": res["final_loss"].tolist(),
         "t_learn": res["t_learn"].tolist(),
         "w_c": res["w_c"].tolist(), "w_c_ci": res["w_c_ci"].tolist(), "w_c0": res["w_c0"].tolist(),
-        "w_c0_ci": res["w_c0_ci"].tolist(), "waiting_times": waiting_times,
-        "aging_mu": {f"d={d},w={w}": [r.scalars["mu_collapse_raw"], r.scalars["mu_collapse_ci"], r.scalars["regime"]]
-                     for (d, w), r in sorted(aging.items())},
+        "w_c0_ci": res["w_c0_ci"].tolist(), "waiting_times": waiting_times_for(steps),
+        "aging_mu_grid_msd": mu_table(aging_grid),
+        "aging_stage": {"overrides": None if args.skip_aging else (QUICK_AGING if args.quick else AGING),
+                        "waiting_times": waiting_times_for(aging_steps),
+                        "final_loss": {f"d={d},w={w}": v for (d, w), v in sorted(losses.items())},
+                        "mu": {obs: mu_table(r) for obs, r in aging.items()}},
         "test_loss_final": {f"{r['coords']}": r["test_loss"] for r in summary["runs"] if r["replica"] == 0},
     }
-    figures(res, aging, w_c, args.figures)
+    figures(res, aging, losses, args.figures)
     (args.figures / "chorales_numbers.json").write_text(json.dumps(numbers, indent=1, default=float))
-    print(json.dumps({k: numbers[k] for k in ("w_c", "w_c0", "unreached_thresholds", "aging_mu")}, indent=1,
-                     default=float))
+    print(json.dumps({"w_c": numbers["w_c"], "w_c0": numbers["w_c0"],
+                      "unreached_thresholds": numbers["unreached_thresholds"],
+                      "aging_mu": numbers["aging_stage"]["mu"]}, indent=1, default=float))
     return numbers
 
 
