@@ -1,11 +1,19 @@
 """Recorder overhead: training steps/s with vs without recording, alternated in one run.
 
-MLP 784-512-512-10 (~670 k parameters), batch 128, SGD, CPU, synthetic data. Each repeat trains
-the plain baseline, then every configuration (in rotating order), then the baseline again, so drifts of
-the machine hit all of them alike; the reported slowdown is the median over repeats of (time with
-recording / mean of the two baselines of the same repeat) − 1. For trajkit runs the time spent inside
-``rec.step`` on the training thread is also reported (per snapshot and per plain step): the part of the
-overhead that does not depend on how busy the other core is.
+MLP 784-512-512-10 (~670 k parameters), batch 128, SGD, CPU, synthetic data.
+
+Alternation. By default (``--block 250``) each configuration trains side by side with its own plain
+baseline — two identical models in one process, alternating blocks of about 250 steps in ABBA order — so
+the two see the same machine to within a second; the slowdown of a repeat is (time of the recorded run,
+its final ``close()`` included) / (time of the baseline) − 1, and the median over repeats is reported.
+Block ends are moved (by < 20 steps) to where the last snapshot is furthest behind, so the writer thread's
+queued work rarely spills into the baseline's block; any spill that remains makes the figure an
+underestimate by at most one snapshot's write per block (none at schedules (a) and (b)). Drifts of the
+shared VM (±5 % between whole 16-second runs) cancel this way; with ``--block 0`` whole runs alternate
+instead (baseline, every configuration in rotating order, baseline again; ratio to the mean of the two
+baselines), as in earlier versions. For trajkit runs the time spent inside ``rec.step`` on the training
+thread is also reported (per snapshot and per plain step): the part of the overhead that does not depend
+on how busy the other core is.
 
 Threads: by default torch trains on one thread (``--threads 1``), ≈ 3.5–3.9 ms per step on the 2-core
 VM — the regime the recorder's targets were set in ("about 3.7 ms per step"); the writer thread then has
@@ -15,11 +23,12 @@ spends is taken from training.
 Configurations: (a) 200 log-spaced snapshots over the run, (b) a snapshot every 10 steps, (c) every step
 (on a shorter run: it writes ~2.7 MB per step), each through ``trajkit.Recorder``; (d) the baseline users
 have today, ``torch.save(model.state_dict())`` to a folder at the same schedules; (a-zstd) schedule (a)
-with zstd compression, for the compression ratio.
+with zstd compression, for the compression ratio; (a-buf, b-buf, c-buf) the same schedules with
+``Recorder(direct=False)``, params chunks written through the page cache instead of ``O_DIRECT``.
 
     python benchmarks/recorder_overhead.py                 # full: 5000 steps, 3 repeats
     python benchmarks/recorder_overhead.py --quick         # 600 steps, 1 repeat
-    python benchmarks/recorder_overhead.py --configs a,b --repeats 8 --threads 2
+    python benchmarks/recorder_overhead.py --configs a,b,buf --repeats 8 --threads 2
 """
 
 from __future__ import annotations
@@ -44,59 +53,115 @@ def make_model() -> torch.nn.Module:
                                torch.nn.ReLU(), torch.nn.Linear(512, 10))
 
 
-def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
-          device: str = "cpu") -> dict:
-    """Train ``steps`` SGD steps; ``sink`` is none | trajkit | torch.save. Returns time and bytes."""
-    model = make_model().to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(4096, 784, generator=g).to(device)
-    y = torch.randint(0, 10, (4096,), generator=g).to(device)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    out = workdir / f"{sink}.trajkit"
-    shutil.rmtree(out, ignore_errors=True)
-    rec = None
-    if sink == "trajkit":
-        rec = trajkit.Recorder(out, model, schedule=schedule, writer=writer, compressor=compressor)
-    elif sink == "torch.save":
-        out.mkdir()
-    in_rec = [0.0, 0.0]   # seconds inside rec.step: plain steps, snapshot steps
-    n_snap = 0
-    clock = time.perf_counter
-    t0 = clock()
-    for k in range(steps + 1):
-        loss = None
-        if k:
-            i = (k * 128) % 4096
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(X[i:i + 128]), y[i:i + 128])
-            loss.backward()
-            opt.step()
-        if rec is not None:
-            t = clock()
-            snap = rec.step(k, loss=loss)
-            in_rec[snap] += clock() - t
-            n_snap += snap
+class Trainer:
+    """One training run that can be advanced in blocks: ``sink`` is none | trajkit | torch.save.
+
+    ``run_to(k)`` trains up to step ``k`` and returns the seconds it took (recording included); ``finish()``
+    closes the recorder (waiting for queued writes: charged to the run) and reports bytes and ratios.
+    """
+
+    def __init__(self, sink: str, schedule, workdir: Path, name: str, writer: str = "auto", compressor=None,
+                 device: str = "cpu", direct: bool | None = None):
+        self.model = make_model().to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        g = torch.Generator().manual_seed(0)
+        self.X = torch.randn(4096, 784, generator=g).to(device)
+        self.y = torch.randint(0, 10, (4096,), generator=g).to(device)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.sink, self.schedule, self.device = sink, schedule, device
+        self.out = workdir / f"{name}.{sink}"
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.rec = None
+        if sink == "trajkit":
+            self.rec = trajkit.Recorder(self.out, self.model, schedule=schedule, writer=writer, compressor=compressor,
+                                        direct=direct)
         elif sink == "torch.save":
-            if k in schedule:
-                torch.save(model.state_dict(), out / f"step_{k:07d}.pt")
-    mode = None
-    if rec is not None:
-        mode = rec.writer_mode + (" + O_DIRECT" if rec.direct else "")
-        rec.close()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
-    nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
-    ratio = None
-    if sink == "trajkit":
-        arch = trajkit.open_archive(out)
-        ratio = arch.n_snapshots * arch.n_params * 4 / max(arch.params_disk_bytes(), 1)
-    shutil.rmtree(out, ignore_errors=True)
-    return {"seconds": elapsed, "bytes": nbytes, "compression_ratio": ratio, "writer": mode,
-            "ms_per_snapshot": 1e3 * in_rec[1] / max(n_snap, 1),
-            "us_per_plain_step": 1e6 * in_rec[0] / max(steps + 1 - n_snap, 1),
-            "training_thread_fraction": sum(in_rec) / elapsed}
+            self.out.mkdir()
+        self.k = -1   # last step done (step 0 = the initialisation, recorded like the others)
+        self.seconds = 0.0
+        self.in_rec = [0.0, 0.0]   # seconds inside rec.step: plain steps, snapshot steps
+        self.n_snap = 0
+
+    def run_to(self, last: int) -> float:
+        model, opt, X, y, rec, clock = self.model, self.opt, self.X, self.y, self.rec, time.perf_counter
+        t0 = clock()
+        for k in range(self.k + 1, last + 1):
+            loss = None
+            if k:
+                i = (k * 128) % 4096
+                opt.zero_grad(set_to_none=True)
+                loss = self.loss_fn(model(X[i:i + 128]), y[i:i + 128])
+                loss.backward()
+                opt.step()
+            if rec is not None:
+                t = clock()
+                snap = rec.step(k, loss=loss)
+                self.in_rec[snap] += clock() - t
+                self.n_snap += snap
+            elif self.sink == "torch.save" and k in self.schedule:
+                torch.save(model.state_dict(), self.out / f"step_{k:07d}.pt")
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        self.k = max(self.k, last)
+        dt = clock() - t0
+        self.seconds += dt
+        return dt
+
+    def finish(self) -> dict:
+        mode = None
+        t0 = time.perf_counter()
+        if self.rec is not None:
+            mode = self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
+            self.rec.close()
+        self.seconds += time.perf_counter() - t0
+        out = self.out
+        nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
+        ratio = None
+        if self.sink == "trajkit":
+            arch = trajkit.open_archive(out)
+            ratio = arch.n_snapshots * arch.n_params * 4 / max(arch.params_disk_bytes(), 1)
+        shutil.rmtree(out, ignore_errors=True)
+        n_plain = self.k + 1 - self.n_snap
+        return {"seconds": self.seconds, "bytes": nbytes, "compression_ratio": ratio, "writer": mode,
+                "ms_per_snapshot": 1e3 * self.in_rec[1] / max(self.n_snap, 1),
+                "us_per_plain_step": 1e6 * self.in_rec[0] / max(n_plain, 1),
+                "training_thread_fraction": sum(self.in_rec) / self.seconds}
+
+
+def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
+          device: str = "cpu", direct: bool | None = None) -> dict:
+    """Train ``steps`` SGD steps in one go. Returns time, bytes and the recorder's own figures."""
+    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct)
+    t.run_to(steps)
+    return t.finish()
+
+
+def block_ends(steps: int, block: int, schedule) -> list[int]:
+    """Ends of the interleaving blocks: about every ``block`` steps, each moved (by < 20 steps) to where the
+    last snapshot lies furthest behind, so that the recorder's queued writes rarely spill into the
+    baseline's block."""
+    snaps = schedule.steps(steps)
+    ends, e = [], block
+    while e < steps:
+        cands = range(e, min(e + 20, steps))
+        best = max(cands, key=lambda c: c - (snaps[snaps <= c].max() if (snaps <= c).any() else -steps))
+        ends.append(best)
+        e = best + block
+    return [*ends, steps]
+
+
+def interleaved(steps: int, block: int, sink: str, schedule, workdir: Path, writer: str, compressor, device: str,
+                direct: bool | None) -> tuple[dict, float]:
+    """Train the recorded run and a plain baseline side by side, alternating blocks of ~``block`` steps
+    (ABBA order), so that both see the same machine; returns the recorded run's figures and the baseline's
+    seconds."""
+    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct)
+    base = Trainer("none", trajkit.schedules.explicit([]), workdir, "base", device=device)
+    for i, end in enumerate(block_ends(steps, block, schedule)):
+        first, second = (rec, base) if i % 2 == 0 else (base, rec)
+        first.run_to(end)
+        second.run_to(end)
+    return rec.finish(), base.finish()["seconds"]
 
 
 def main() -> None:
@@ -108,14 +173,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads (default 1: ≈ 3.7 ms/step, the targets' regime; 2 = both cores)")
     ap.add_argument("--configs", default="a,b,c,d,zstd",
-                    help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd")
+                    help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd, "
+                         "buf (each of a, b, c also with direct=False: writes through the page cache)")
+    ap.add_argument("--block", type=int, default=250,
+                    help="train each recorded run and its own baseline side by side, alternating blocks of about "
+                         "this many steps (default 250); 0: whole runs, baselines before and after each repeat")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.every_step_steps, args.repeats = 600, 200, 1
+        args.steps, args.every_step_steps, args.repeats, args.block = 600, 200, 1, min(args.block, 100)
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_info
 
@@ -123,23 +192,28 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, writer={args.writer}")
     s, s1 = args.steps, args.every_step_steps
     all_configs = {
-        "a: 200 log snapshots": (s, "trajkit", trajkit.schedules.log(1, s, 200), None),
-        "b: every 10 steps": (s, "trajkit", trajkit.schedules.linear(10), None),
-        "c: every step": (s1, "trajkit", trajkit.schedules.linear(1), None),
-        "d(a): torch.save, log": (s, "torch.save", trajkit.schedules.log(1, s, 200), None),
-        "d(b): torch.save, every 10": (s, "torch.save", trajkit.schedules.linear(10), None),
-        "d(c): torch.save, every step": (s1, "torch.save", trajkit.schedules.linear(1), None),
-        "a-zstd: 200 log, zstd": (s, "trajkit", trajkit.schedules.log(1, s, 200), "zstd"),
+        "a: 200 log snapshots": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
+        "b: every 10 steps": (s, "trajkit", trajkit.schedules.linear(10), None, None),
+        "c: every step": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
+        "d(a): torch.save, log": (s, "torch.save", trajkit.schedules.log(1, s, 200), None, None),
+        "d(b): torch.save, every 10": (s, "torch.save", trajkit.schedules.linear(10), None, None),
+        "d(c): torch.save, every step": (s1, "torch.save", trajkit.schedules.linear(1), None, None),
+        "a-zstd: 200 log, zstd": (s, "trajkit", trajkit.schedules.log(1, s, 200), "zstd", None),
+        "a-buf: 200 log, direct=False": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, False),
+        "b-buf: every 10, direct=False": (s, "trajkit", trajkit.schedules.linear(10), None, False),
+        "c-buf: every step, direct=False": (s1, "trajkit", trajkit.schedules.linear(1), None, False),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd")
+        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
         if key.startswith("d("):
             return "d" in wanted and key[2] in wanted
+        if key.endswith("-buf"):
+            return "buf" in wanted and key[0] in wanted
         return (key == "a-zstd" and "zstd" in wanted) or key in wanted
 
     configs = {k: v for k, v in all_configs.items() if selected(k)}
@@ -153,12 +227,24 @@ def main() -> None:
     train(100, "none", trajkit.schedules.explicit([]), workdir, device=dev)  # warm-up
     names = list(configs)
     for rep in range(args.repeats):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        if args.block:   # each configuration against its own baseline, interleaved in blocks
+            for name in order:
+                steps, sink, sched, comp, direct = configs[name]
+                writer = "thread" if direct is False else args.writer
+                r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct)
+                info.setdefault(name, []).append(r)
+                ratios[name].append(r["seconds"] / base)
+            print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(
+                f"{n.split(':')[0]} {100 * (ratios[n][-1] - 1):+.1f}%" for n in names), flush=True)
+            continue
         lengths = {configs[n][0] for n in names}
         base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         runs = {}
-        for name in names[rep % len(names):] + names[:rep % len(names)]:
-            steps, sink, sched, comp = configs[name]
-            runs[name] = train(steps, sink, sched, workdir, args.writer, comp, device=dev)
+        for name in order:
+            steps, sink, sched, comp, direct = configs[name]
+            writer = "thread" if direct is False else args.writer
+            runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct)
             info.setdefault(name, []).append(runs[name])
         base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         for name, r in runs.items():

@@ -99,6 +99,26 @@ def test_evaluate_metrics_and_tensor_scalars(tmp_path):
     np.testing.assert_array_equal(arch.trace["grad_norm"], 2 * np.arange(10.0))
 
 
+def test_trace_columns_given_at_some_steps_only_and_bad_scalars(tmp_path):
+    """A scalar given at some steps only is NaN at the others (also one first seen late); a loss that still
+    requires grad, numpy steps and floats mix; a tensor with more than one element is refused by name."""
+    model = _mlp()
+    w = torch.ones((), requires_grad=True)
+    with trajkit.Recorder(tmp_path / "t.trajkit", model, schedule=trajkit.schedules.explicit([0, 5])) as rec:
+        for k in range(8):
+            extra = {"lr": 0.1} if k % 2 == 0 else {}
+            if k >= 6:
+                extra["late"] = torch.tensor(float(k))
+            rec.step(np.int64(k) if k == 3 else k, loss=w * k if k != 4 else None, **extra)
+        with pytest.raises(TrajkitError, match="trace scalar 'acc' must have one element, got shape \\(2,\\)"):
+            rec.step(8, acc=torch.zeros(2))
+    arch = trajkit.open_archive(tmp_path / "t.trajkit")
+    assert arch.trace["step"].tolist() == list(range(8))
+    np.testing.assert_array_equal(arch.trace["loss"], [0, 1, 2, 3, np.nan, 5, 6, 7])
+    np.testing.assert_array_equal(arch.trace["lr"], [0.1, np.nan] * 4)
+    np.testing.assert_array_equal(arch.trace["late"], [np.nan] * 6 + [6, 7])
+
+
 def test_resume_drops_rows_at_or_after_the_resume_step(tmp_path):
     path = tmp_path / "r.trajkit"
     model = _mlp()

@@ -12,7 +12,7 @@ A schedule answers ``step in schedule`` in O(1) on the training thread and knows
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,11 @@ class Schedule:
     def steps(self, max_step: int) -> np.ndarray:
         """Sorted int64 array of the scheduled steps ``<= max_step``."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def membership(self) -> Callable[[int], bool]:
+        """``step in self`` as a plain callable (the Recorder calls it every step; subclasses may return a
+        faster one)."""
+        return self.__contains__
 
     def count(self, max_step: int) -> int:
         """Number of snapshots this schedule takes over steps ``0..max_step``."""
@@ -64,6 +69,9 @@ class Explicit(Schedule):
 
     def __contains__(self, step: int) -> bool:
         return step in self._set
+
+    def membership(self) -> Callable[[int], bool]:
+        return self._set.__contains__
 
     def steps(self, max_step: int) -> np.ndarray:
         return self._steps[self._steps <= max_step]

@@ -54,6 +54,8 @@ def write_item(writer: ArchiveWriter, item: WriteItem) -> None:
 class InlineSink:
     """Writes on the calling (training) thread; one slot reused for every snapshot."""
 
+    error = None   # never set: errors are raised where they happen
+
     def __init__(self, writer: ArchiveWriter):
         self.writer = writer
 
@@ -81,11 +83,12 @@ class BackgroundSink:
 
     def __init__(self, writer: ArchiveWriter, n_slots: int):
         self.writer = writer
-        self._free: queue.Queue[int] = queue.Queue()
+        # last in, first out: with sparse snapshots the slot written last (still in cache) is reused
+        self._free: queue.LifoQueue[int] = queue.LifoQueue()
         for k in range(n_slots):
             self._free.put(k)
         self._todo: queue.Queue[WriteItem | None] = queue.Queue(maxsize=n_slots + 1)
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None  # re-raised by check()
         self._error_step: int | None = None
         self._failed = False
         self._thread = threading.Thread(target=self._run, name="trajkit-writer", daemon=True)
@@ -101,7 +104,7 @@ class BackgroundSink:
                     write_item(self.writer, item)
             except BaseException as e:  # kept and re-raised on the training thread
                 self._failed = True
-                self._error, self._error_step = e, item.step
+                self.error, self._error_step = e, item.step
             finally:
                 if item.slot_index is not None:
                     self._free.put(item.slot_index)
@@ -116,8 +119,8 @@ class BackgroundSink:
         self._todo.put(item)
 
     def check(self) -> None:
-        if self._error is not None:
-            e, self._error = self._error, None
+        if self.error is not None:
+            e, self.error = self.error, None
             if isinstance(e, TrajkitError):
                 raise e
             raise RecordError(f"{self.writer.path}: background write of step {self._error_step} failed: "

@@ -1,8 +1,9 @@
 """Per-step scalars (minibatch loss, learning rate, ...) gathered without a host sync per step.
 
-Values may be Python numbers, numpy scalars or 0-d tensors on any device. Tensors are kept (detached) and
-only converted when the buffer is drained at a snapshot: on CUDA one ``torch.stack`` and one
-non-blocking copy into pinned memory per column, completed by the writer after a CUDA event.
+Values may be Python numbers, numpy scalars or 0-d tensors on any device. CPU tensors are read at once;
+device tensors are kept (detached) and only converted when the buffer is drained at a snapshot: on CUDA
+one ``torch.stack`` and one non-blocking copy into pinned memory per column, completed by the writer after
+a CUDA event.
 """
 
 from __future__ import annotations
@@ -43,22 +44,34 @@ class TraceBuffer:
         return len(self.steps)
 
     def add(self, step: int, scalars: dict[str, Any]) -> None:
-        n = len(self.steps)
-        self.steps.append(step)
+        """Add one row; ``scalars`` (the caller's own dict) gets its tensors replaced by what is kept. A bad
+        value raises before anything is added."""
+        for name, v in scalars.items():
+            if isinstance(v, torch.Tensor):
+                # a CPU value is read now (no sync to avoid, and a float is lighter to keep than a tensor);
+                # device tensors are kept and read in one batch at the next snapshot
+                if v.is_cpu and v.numel() == 1:
+                    scalars[name] = v.item()
+                elif v.numel() == 1:
+                    scalars[name] = v.detach()
+                else:
+                    raise TrajkitError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
+        steps, values = self.steps, self.values
+        n = len(steps)
+        steps.append(step)
+        added = 0
         for name, v in scalars.items():
             if v is None:
                 continue
-            if isinstance(v, torch.Tensor):
-                if v.numel() != 1:
-                    raise TrajkitError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
-                v = v.detach()
-            col = self.values.get(name)
+            col = values.get(name)
             if col is None:
-                col = self.values[name] = [None] * n
+                col = values[name] = [None] * n
             col.append(v)
-        for col in self.values.values():
-            if len(col) < n + 1:
-                col.append(None)
+            added += 1
+        if added != len(values):   # a name seen before but not given now
+            for col in values.values():
+                if len(col) < n + 1:
+                    col.append(None)
 
     def drain(self) -> TraceBatch | None:
         if not self.steps:
