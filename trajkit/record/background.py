@@ -6,9 +6,9 @@ of slots: when the writer falls behind, :meth:`BackgroundSink.acquire` blocks th
 (back-pressure) — nothing is ever dropped. An exception in the writer thread is kept and re-raised on the
 training thread by the next :meth:`check` (called from ``Recorder.step``) or by :meth:`close`.
 
-Measured on a 2-core CPU (benchmarks/recorder_overhead.py): the inline sink costs less than a Python
-writer thread competing with training for the cores, so ``writer="auto"`` picks inline on CPU and the
-thread on CUDA, where the host thread idles during kernels.
+``writer="auto"`` picks the thread on CUDA (the host idles during kernels) and on CPU whenever params chunks
+go out with ``O_DIRECT`` (the write then costs the cores almost nothing); buffered writes stay inline, where
+a Python writer thread would compete with training for the cores (benchmarks/recorder_overhead.py).
 """
 
 from __future__ import annotations
