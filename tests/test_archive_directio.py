@@ -80,7 +80,7 @@ def test_auto_direct_follows_size_compression_and_file_system(tmp_path):
         assert w.direct is directio.probe(tmp_path)
 
 
-def test_recorder_auto_writer_uses_the_thread_for_direct_writes(tmp_path):
+def test_recorder_auto_writer_uses_the_thread_for_direct_and_compressed_writes(tmp_path):
     import torch
 
     big = torch.nn.Linear(600, 500)          # 300,500 parameters: 1.2 MB rows
@@ -94,6 +94,17 @@ def test_recorder_auto_writer_uses_the_thread_for_direct_writes(tmp_path):
     assert arch.n_snapshots == 5 and all((arch.params[k, :300_000] == k).all() for k in range(5))
     with trajkit.Recorder(tmp_path / "small.trajkit", torch.nn.Linear(4, 2)) as rec:
         assert rec.writer_mode == "inline"
+    # compressed chunks are never direct, but their compression is worth moving off the training thread
+    with trajkit.Recorder(tmp_path / "zstd.trajkit", big, schedule=trajkit.schedules.linear(2),
+                          compressor="zstd") as rec:
+        assert rec.writer_mode == "thread" and not rec.direct
+        for k in range(5):
+            with torch.no_grad():
+                big.weight.fill_(k)
+            rec.step(k)
+    arch = trajkit.open_archive(tmp_path / "zstd.trajkit")
+    assert arch.steps.tolist() == [0, 2, 4] and all((arch.params[i, :300_000] == k).all()
+                                                     for i, k in enumerate([0, 2, 4]))
 
 
 @pytest.mark.skipif(not DIRECT_OK, reason="O_DIRECT is not available on this platform")

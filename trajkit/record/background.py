@@ -6,9 +6,10 @@ of slots: when the writer falls behind, :meth:`BackgroundSink.acquire` blocks th
 (back-pressure) — nothing is ever dropped. An exception in the writer thread is kept and re-raised on the
 training thread by the next :meth:`check` (called from ``Recorder.step``) or by :meth:`close`.
 
-``writer="auto"`` picks the thread on CUDA (the host idles during kernels) and on CPU whenever params chunks
-go out with ``O_DIRECT`` (the write then costs the cores almost nothing); buffered writes stay inline, where
-a Python writer thread would compete with training for the cores (benchmarks/recorder_overhead.py).
+``writer="auto"`` picks the thread on CUDA (the host idles during kernels), on CPU whenever params chunks
+go out with ``O_DIRECT`` (the write then costs the cores almost nothing) and when they are compressed (the
+compression runs beside training); small buffered rows stay inline, where a Python writer thread would
+compete with training for the cores (benchmarks/recorder_overhead.py).
 """
 
 from __future__ import annotations
