@@ -67,28 +67,27 @@ def loss_analysis(out: Path, thresholds: list[float]) -> trajkit.analysis.Result
         return trajkit.analyze("critical_width", [out], thresholds=thresholds)
 
 
+def by_configuration(out: Path) -> dict[tuple[int, int], trajkit.analysis.Ensemble]:
+    """The replica groups of the ensemble in ``out``, keyed by (depth, width)."""
+    groups = {}
+    for group in open_ensemble([out], check=False).groups("config.model").values():
+        model = group.archives[0].metadata["config"]["model"]
+        groups[(int(model["depth"]), int(model["width"]))] = group
+    return groups
+
+
 def aging_by_width(out: Path, waiting_times: list[int], observable: str = "msd",
                    ) -> dict[tuple[int, int], trajkit.analysis.Result]:
     """The ``aging`` analysis of ``observable`` for every (depth, width) group of replicas in ``out``."""
-    ens = open_ensemble([out], check=False)
-    results = {}
-    for group in ens.groups("config.model").values():
-        model = group.archives[0].metadata["config"]["model"]
-        results[(int(model["depth"]), int(model["width"]))] = trajkit.analyze(
-            "aging", group, waiting_times=waiting_times, observable=observable, n_boot=50, max_ratio=None,
-            snap="nearest")
-    return results
+    return {key: trajkit.analyze("aging", group, waiting_times=waiting_times, observable=observable, n_boot=50,
+                                 max_ratio=None, snap="nearest")
+            for key, group in by_configuration(out).items()}
 
 
 def final_losses(out: Path) -> dict[tuple[int, int], float]:
     """Replica-mean final training NLL per (depth, width) of the ensemble in ``out``."""
-    ens = open_ensemble([out], check=False)
-    losses = {}
-    for group in ens.groups("config.model").values():
-        model = group.archives[0].metadata["config"]["model"]
-        losses[(int(model["depth"]), int(model["width"]))] = float(np.mean(
-            [np.asarray(a.metrics["train_loss"])[-1] for a in group.archives]))
-    return losses
+    return {key: float(np.mean([np.asarray(a.metrics["train_loss"])[-1] for a in group.archives]))
+            for key, group in by_configuration(out).items()}
 
 
 def figures(res, aging: dict[str, dict[tuple[int, int], trajkit.analysis.Result]],

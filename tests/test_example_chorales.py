@@ -54,3 +54,10 @@ def test_quick_example_writes_figures_and_numbers(tmp_path):
     stamps = {p: (p / "snapshots" / "zarr.json").stat().st_mtime_ns for p in archives}
     ex.main(["--quick", "--out", str(out), "--figures", str(figs)])
     assert stamps == {p: (p / "snapshots" / "zarr.json").stat().st_mtime_ns for p in archives}
+
+    # --skip-aging: the aging figure comes from the grid's MSD (every width of its single depth)
+    skipped = ex.main(["--quick", "--skip-aging", "--out", str(out), "--figures", str(tmp_path / "figs2")])
+    assert skipped["aging_stage"]["overrides"] is None and list(skipped["aging_stage"]["mu"]) == ["msd"]
+    assert set(skipped["aging_stage"]["mu"]["msd"]) == {"d=1,w=4", "d=1,w=16", "d=1,w=64"}
+    assert json.dumps(skipped["aging_stage"]["mu"]["msd"]) == json.dumps(saved["aging_mu_grid_msd"])  # NaN-safe
+    assert (tmp_path / "figs2" / "chorales_aging.png").exists()
