@@ -226,12 +226,17 @@ def main() -> None:
     dev = args.device
     train(100, "none", trajkit.schedules.explicit([]), workdir, device=dev)  # warm-up
     names = list(configs)
+
+    def run_args(name: str) -> tuple:
+        """(steps, sink, schedule, writer, compressor, direct) of a configuration; buf ones use the thread."""
+        steps, sink, sched, comp, direct = configs[name]
+        return steps, sink, sched, "thread" if direct is False else args.writer, comp, direct
+
     for rep in range(args.repeats):
         order = names[rep % len(names):] + names[:rep % len(names)]
         if args.block:   # each configuration against its own baseline, interleaved in blocks
             for name in order:
-                steps, sink, sched, comp, direct = configs[name]
-                writer = "thread" if direct is False else args.writer
+                steps, sink, sched, writer, comp, direct = run_args(name)
                 r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct)
                 info.setdefault(name, []).append(r)
                 ratios[name].append(r["seconds"] / base)
@@ -242,8 +247,7 @@ def main() -> None:
         base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         runs = {}
         for name in order:
-            steps, sink, sched, comp, direct = configs[name]
-            writer = "thread" if direct is False else args.writer
+            steps, sink, sched, writer, comp, direct = run_args(name)
             runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct)
             info.setdefault(name, []).append(runs[name])
         base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}

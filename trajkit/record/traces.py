@@ -48,14 +48,11 @@ class TraceBuffer:
         value raises before anything is added."""
         for name, v in scalars.items():
             if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    raise TrajkitError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
                 # a CPU value is read now (no sync to avoid, and a float is lighter to keep than a tensor);
                 # device tensors are kept and read in one batch at the next snapshot
-                if v.is_cpu and v.numel() == 1:
-                    scalars[name] = v.item()
-                elif v.numel() == 1:
-                    scalars[name] = v.detach()
-                else:
-                    raise TrajkitError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
+                scalars[name] = v.item() if v.is_cpu else v.detach()
         steps, values = self.steps, self.values
         n = len(steps)
         steps.append(step)
