@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 EPS = 1.0
-WAITING_TIMES = 8
+N_WAITING_TIMES = 8
 N_BOOT = 200
 SEED = 0
 
@@ -67,8 +67,8 @@ def make_ensemble(root: Path, replicas: int, n: int, t: int) -> None:
 def run_plugins(root: Path) -> dict[str, np.ndarray]:
     import trajkit
 
-    ov = trajkit.analyze("overlaps", [root], waiting_times=WAITING_TIMES, epsilon=EPS)
-    c4 = trajkit.analyze("chi4", [root], waiting_times=WAITING_TIMES, epsilon=EPS, n_boot=N_BOOT, seed=SEED)
+    ov = trajkit.analyze("overlaps", [root], n_waiting_times=N_WAITING_TIMES, epsilon=EPS)
+    c4 = trajkit.analyze("chi4", [root], n_waiting_times=N_WAITING_TIMES, epsilon=EPS, n_boot=N_BOOT, seed=SEED)
     out = {k: ov.arrays[k] for k in ("overlap", "overlap_normalized", "msd", "self_overlap", "d4",
                                      "participation", "alpha2", "msd_sem", "self_overlap_sem", "replica_overlap")}
     out.update({k: c4.arrays[k] for k in ("chi4", "chi4_sem")})
@@ -82,7 +82,7 @@ def run_numpy(root: Path) -> dict[str, np.ndarray]:
     paths = sorted(root.glob("*.trajkit"))
     archives = [trajkit.open_archive(p) for p in paths]
     steps = archives[0].steps
-    rows = times.waiting_time_rows(steps, WAITING_TIMES)
+    rows = times.log_spaced_rows(steps, N_WAITING_TIMES)
     r, k, t, n = len(archives), rows.size, steps.size, archives[0].n_params
     names = ("overlap", "overlap_normalized", "msd", "self_overlap", "d4", "participation", "alpha2")
     per = {name: np.full((r, k, t), np.nan) for name in names}

@@ -23,7 +23,7 @@ class Probe(Analysis):
     description = "Echoes its parameters; reads the first row of the archive."
     needs = "archive"
     params = (
-        Param("waiting_times", "ints", default=8, help="steps, or n log-spaced", min=0),
+        Param("waiting_times", "ints", default=[8], help="snapshot steps", min=0),
         Param("epsilon", "float", default=None, help="cutoff", check=lambda v: v > 0, valid="> 0"),
         Param("mode", "str", default="waiting", choices=("waiting", "lag"), help="pairing"),
         Param("thresholds", "floats", default=(0.9, 0.3679), min=0.0, max=1.0, help="levels"),
@@ -54,14 +54,14 @@ def probe(monkeypatch):
 
 def test_cli_strings_parse_to_typed_values():
     p = {q.name: q for q in Probe.params}
-    assert p["waiting_times"].parse("8") == 8
+    assert p["waiting_times"].parse("8") == [8]                      # a list type always gives a list
     assert p["waiting_times"].parse("100,1000") == [100, 1000]
     assert p["waiting_times"].parse("100,") == [100]
     assert p["waiting_times"].parse("[10, 20]") == [10, 20]
     assert p["epsilon"].parse("none") is None and p["epsilon"].parse("1e-3") == 1e-3
     assert p["normalize"].parse("no") is False and p["normalize"].parse("True") is True
     assert p["thresholds"].parse("0.5,0.1") == [0.5, 0.1]
-    resolved = Probe.resolve_params({"waiting_times": "10,100", "bins": "20"}, from_cli=True)
+    resolved = Probe.resolve_params({"waiting_times": "10,100", "bins": "20"})
     assert resolved == {"waiting_times": [10, 100], "epsilon": None, "mode": "waiting",
                         "thresholds": [0.9, 0.3679], "normalize": True, "bins": 20}
 

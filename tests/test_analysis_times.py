@@ -23,11 +23,23 @@ def test_explicit_waiting_times_exact_and_nearest():
 
 
 def test_log_spaced_waiting_times():
-    rows = times.waiting_time_rows(STEPS, 4)
+    rows = times.log_spaced_rows(STEPS, 4)
     tw = STEPS[rows]
     # targets geomspace(1, 676.5, 4) = 1, 8.8, 77, 676.5 snapped to the nearest snapshots
     assert list(tw) == [1, 8, 89, 610]
-    assert times.waiting_time_rows(STEPS, 100).size <= 100          # duplicates dropped, never invented
+    assert times.log_spaced_rows(STEPS, 100).size <= 100            # duplicates dropped, never invented
+
+
+def test_a_waiting_time_is_a_step_never_a_count():
+    with pytest.raises(AnalysisError, match=r"waiting_times=4: give a list of snapshot steps, e.g. \[4\]; for n "
+                                            r"log-spaced waiting times use log_spaced_rows\(steps, n\)"):
+        times.waiting_time_rows(STEPS, 4)
+    assert list(times.waiting_time_rows(STEPS, [4181])) == [18]
+    with pytest.raises(AnalysisError) as e:
+        times.waiting_time_rows(STEPS, [4000])
+    assert str(e.value) == ("waiting time 4000 is not a snapshot step; nearest snapshot is step 4181 (snapshots "
+                            "around it: 2584 and 4181); use a snapshot step (`trajkit info --steps ARCHIVE` lists "
+                            "them) or snap='nearest'")
 
 
 def test_waiting_pairs_grid_is_nan_before_tw():

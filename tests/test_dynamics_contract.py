@@ -39,11 +39,11 @@ def test_entry_point_registers_all_five():
 
 
 @pytest.mark.parametrize("cls, params", [
-    (Overlaps, {"waiting_times": 3, "epsilon": 0.01}),
+    (Overlaps, {"n_waiting_times": 3, "epsilon": 0.01}),
     (Overlaps, {"mode": "lag", "epsilon_factor": 5.0, "origin_min_step": 1}),
     (Relaxation, {"waiting_times": [0], "epsilon": 0.01, "n_boot": 10}),
-    (Aging, {"waiting_times": 3, "n_boot": 10}),
-    (Chi4, {"waiting_times": 3, "epsilon": 0.01, "n_boot": 10}),
+    (Aging, {"n_waiting_times": 3, "n_boot": 10}),
+    (Chi4, {"n_waiting_times": 3, "epsilon": 0.01, "n_boot": 10}),
     (Chi4, {"mode": "lag", "epsilon": 0.01, "n_boot": 10}),
     (LossDynamics, {"n_boot": 10}),
     (LossDynamics, {"group_by": "dynamics.temperature", "n_boot": 0}),

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     coldest = [str(ens / r["path"]) for r in runs if r["coords"] == runs[0]["coords"]]
     _cli("info", coldest[0])
     res = out / "analysis"
-    _cli("analyze", "--plugin", "overlaps", "-p", "waiting_times=4", "--out", str(res / "overlaps"), "--json",
+    _cli("analyze", "--plugin", "overlaps", "-p", "n_waiting_times=4", "--out", str(res / "overlaps"), "--json",
          *coldest)
-    _cli("analyze", "--plugin", "chi4", "-p", "waiting_times=3", "--out", str(res / "chi4"), *coldest)
+    _cli("analyze", "--plugin", "chi4", "-p", "n_waiting_times=3", "--out", str(res / "chi4"), *coldest)
     _cli("analyze", "--plugin", "relaxation", "--out", str(res / "relaxation"), str(ens))
     print(f"\nresults and figures: {res}")
 

@@ -41,3 +41,7 @@ class AnalysisError(TrajkitError):
 
 class PluginError(TrajkitError):
     """A plugin failed to load or raised while computing."""
+
+
+class DeviceError(TrajkitError):
+    """A device was asked for that this machine does not have (or is not a device name)."""

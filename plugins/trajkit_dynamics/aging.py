@@ -28,7 +28,7 @@ run reports no μ (NaN): an exponent of a process that does not age is not a mea
 Intervals: percentile bootstrap over replicas (resample replicas with replacement, refit all three).
 
 Plugin ``aging`` (:class:`Aging`, needs an ensemble; 2+ replicas unless ``n_boot = 0``). Parameters: those
-of ``overlaps`` (``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
+of ``overlaps`` (``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
 ``allow_nan``), ``observable`` (``msd``, ``self_overlap``, ``overlap_normalized``), ``max_ratio`` (fit
 window of (a) and (c): ``t ≤ max_ratio·tw``; none = all lags), ``min_lag``, ``threshold`` (c of (c) for
 overlaps, default 1/e), ``n_boot`` (default 200), ``level`` (0.95), ``stationary_tol`` (0.1), ``seed``.
@@ -307,7 +307,8 @@ class Aging(Analysis):
         sums = ("dot", "sq", "quart") + (("theta",) if obs == "self_overlap" else ())
         tt = measure_two_time(data, params, ctx, sums=sums)
         if tt.tw_step.size < 2:
-            raise AnalysisError("aging needs at least 2 waiting times; pass waiting_times=n (n >= 2) or a list")
+            raise AnalysisError("aging needs at least 2 waiting times; pass n_waiting_times=n (n >= 2) or "
+                                "waiting_times as a list of snapshot steps")
         values = tt.values[obs]
         est = estimate_mu(tt.tw_step, tt.steps, values, observable=obs, max_ratio=params["max_ratio"],
                           min_lag=params["min_lag"], c=params["threshold"], n_boot=params["n_boot"],

@@ -8,9 +8,9 @@ The peak ``χ4* = max_t χ4(tw, t)`` and its lag ``τ4`` (refined by a parabola 
 around the maximum in ``ln t`` when the maximum is interior).
 
 Plugin ``chi4`` (:class:`Chi4`, needs an ensemble of 2+ replicas). Parameters: those of ``overlaps``
-(``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``allow_nan``), ``mode``
-(``waiting``, or ``lag``: samples are replicas × time origins with step ≥ ``origin_min_step``, pooled at
-each matched lag), ``n_boot`` (bootstrap replicates, default 200), ``seed``.
+(``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
+``allow_nan``), ``mode`` (``waiting``, or ``lag``: samples are replicas × time origins with step ≥
+``origin_min_step``, pooled at each matched lag), ``n_boot`` (bootstrap replicates, default 200), ``seed``.
 
 Result keys. ``waiting``: arrays ``chi4 [K, T]`` and ``chi4_sem [K, T]`` over ``(tw_step, step)``,
 ``self_overlap [K, T]`` (replica mean), ``chi4_peak [K]``, ``chi4_peak_sem [K]``, ``tau4 [K]``,

@@ -1,8 +1,13 @@
 """Per-replica two-time measurements through the core's pair kernels (shared by the dynamics plugins).
 
 :func:`measure_two_time` turns an :class:`~trajkit.analysis.Ensemble` and the common parameters
-(``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``mode``, ``allow_nan``) into
+(``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``mode``,
+``allow_nan``) into
 per-replica observables of :mod:`trajkit_dynamics.overlaps`:
+
+The waiting times are the snapshot steps ``waiting_times`` (each must be a snapshot step unless
+``snap = "nearest"``) or, when those are not given, ``n_waiting_times`` log-spaced snapshots
+(:func:`trajkit.analysis.times.log_spaced_rows`); giving both is an error.
 
 - ``mode = "waiting"``: arrays ``[R, K, T]`` on the ``(tw_step, step)`` grid, NaN where ``step < tw_step``;
 - ``mode = "lag"``: origin-averaged arrays ``[R, L]`` over ``lag`` (origins with ``step ≥ origin_min_step``,
@@ -27,8 +32,10 @@ from trajkit.errors import AnalysisError
 
 #: Parameters every two-time plugin accepts.
 COMMON_PARAMS = (
-    Param("waiting_times", "ints", default=8,
-          help="waiting-time steps, or an integer n for n log-spaced snapshots", min=0),
+    Param("waiting_times", "ints", default=None, min=0, excludes=("n_waiting_times",),
+          help="waiting times t_w as snapshot steps, e.g. 100,1000 (default: n_waiting_times log-spaced ones)"),
+    Param("n_waiting_times", "int", default=8, min=1, excludes=("waiting_times",),
+          help="number of log-spaced snapshots used as waiting times when waiting_times is not given"),
     Param("snap", "str", default="exact", choices=("exact", "nearest"),
           help="a waiting time that is not a snapshot: error naming the nearest (exact) or use it (nearest)"),
     Param("select", "str", default="all",
@@ -101,6 +108,14 @@ def nonfinite_rows(archives: list[Any], steps: np.ndarray, allow_nan: bool) -> n
     return np.array(sorted(bad), dtype=np.int64)
 
 
+def waiting_rows(steps: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """Snapshot rows of the waiting times: the steps ``waiting_times`` when given, else
+    ``n_waiting_times`` log-spaced snapshots; int64 ``[K]``."""
+    if params.get("waiting_times") is not None:
+        return times.waiting_time_rows(steps, params["waiting_times"], snap=params["snap"])
+    return times.log_spaced_rows(steps, int(params.get("n_waiting_times", 8)))
+
+
 def row_std(arch: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``std(w(row))`` over ``cols`` for each row: ``[len(rows)]``."""
     out = np.empty(rows.size)
@@ -133,7 +148,7 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
     bad = nonfinite_rows(archives, steps, bool(params.get("allow_nan")))
     n = int(cols.size)
     if mode == "waiting":
-        rows = times.waiting_time_rows(steps, params["waiting_times"], snap=params["snap"])
+        rows = waiting_rows(steps, params)
         wp = times.waiting_pairs(steps, rows)
         pairs = wp.pairs
     else:

@@ -20,8 +20,8 @@ distribution the histogram of ``log10 |w_i(tw+t) − w_i(tw)|`` pooled over para
 (:func:`displacement_histogram`).
 
 Plugin ``overlaps`` (:class:`Overlaps`, needs an ensemble of 1+ replicas). Parameters: ``waiting_times``
-(steps, or n for n log-spaced snapshots; default 8), ``snap`` (exact | nearest), ``select`` (parameter
-subset), ``epsilon`` (absolute ε) or ``epsilon_factor`` F (ε = std(w(tw))/F, default 10), ``mode``
+(snapshot steps) or ``n_waiting_times`` (n log-spaced snapshots; default 8), ``snap`` (exact | nearest),
+``select`` (parameter subset), ``epsilon`` (absolute ε) or ``epsilon_factor`` F (ε = std(w(tw))/F, default 10), ``mode``
 (``waiting``: t_w-resolved, default; ``lag``: origin-averaged over origins with step ≥
 ``origin_min_step``), ``hist_lag`` (lag of the displacement histogram, default the middle later snapshot
 after the first waiting time), ``hist_bins``, ``allow_nan``.

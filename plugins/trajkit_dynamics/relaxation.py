@@ -12,7 +12,7 @@
   highest temperature (−1/2 for diffusion, where ``Q ≈ ε/sqrt(πDt)``).
 
 Plugin ``relaxation`` (:class:`Relaxation`, needs an ensemble). Parameters: those of ``overlaps``
-(``waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``allow_nan``),
+(``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``allow_nan``),
 ``thresholds`` (values of c, default 0.9 and 1/e), ``group_by`` (``auto``: split by
 ``dynamics.temperature`` when the runs have two or more temperatures; ``none``; or a metadata key, which
 must then take two or more values), ``tau_threshold`` (c of τ(T), default 1/e), ``t_range`` (temperature

@@ -6,19 +6,20 @@ Public, stable names for plugin authors::
 
 Modules: :mod:`~trajkit.analysis.hookspecs` (hook specifications), :mod:`~trajkit.analysis.plugins`
 (discovery through the ``trajkit.plugins`` entry-point group), :mod:`~trajkit.analysis.contract`
-(:class:`Analysis`, :class:`Param`, :class:`Context`), :mod:`~trajkit.analysis.result` (:class:`Result`,
-:func:`load_result`), :mod:`~trajkit.analysis.ensemble` (:func:`open_ensemble`),
+(:class:`Analysis`, :class:`Param`, :class:`Context`), :mod:`~trajkit.analysis.result` (:class:`Result`),
+:mod:`~trajkit.analysis.ensemble` (:func:`open_ensemble`),
 :mod:`~trajkit.analysis.times` (waiting times, two-time pairs, lags), :mod:`~trajkit.analysis.kernels`
 (streaming pair sums and the blocked Gram matrix), :mod:`~trajkit.analysis.api` (:func:`analyze`,
-:func:`list_analyses`). See :mod:`trajkit.analysis.contract` for a complete example analysis.
+:func:`list_analyses`, :func:`load_result`). See :mod:`trajkit.analysis.contract` for a complete example
+analysis.
 """
 
 from trajkit.analysis import kernels, times
-from trajkit.analysis.api import analyze, list_analyses
+from trajkit.analysis.api import analyze, list_analyses, load_result
 from trajkit.analysis.contract import Analysis, Context, Param
 from trajkit.analysis.ensemble import Ensemble, open_ensemble
 from trajkit.analysis.hookspecs import hookimpl, hookspec
-from trajkit.analysis.result import Result, load_result
+from trajkit.analysis.result import Result
 
 __all__ = ["Analysis", "Context", "Ensemble", "Param", "Result", "analyze", "hookimpl", "hookspec", "kernels",
            "list_analyses", "load_result", "open_ensemble", "times"]

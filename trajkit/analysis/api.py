@@ -6,8 +6,16 @@
 
 Order of work in :func:`analyze`: find the analysis, validate every parameter (nothing is read before
 that), open the data it needs read-only, compute, then fill the result's parameters and provenance.
-An exception raised inside a plugin's ``compute`` becomes one :class:`~trajkit.errors.PluginError` line
-naming the analysis and its plugin (the original is chained for ``--debug``).
+
+:func:`analyze` takes analysis parameters only, as Python values (``waiting_times=[100, 1000]``); the
+command line parses its ``-p key=value`` strings itself. Besides the parameters it has two execution
+options, keyword-only: ``device`` (:func:`trajkit.devices.resolve_device`) and ``progress``. A
+``trajkit analyze`` option passed as a keyword (``out=``, ``from_cli=``, ...) is refused in one line.
+
+A :class:`~trajkit.errors.TrajkitError` raised inside a plugin's ``compute`` keeps its class (an
+:class:`~trajkit.errors.ArchiveError` stays one), its message prefixed with the analysis and its plugin;
+any other exception becomes one :class:`~trajkit.errors.PluginError` line naming them (the original is
+chained for ``--debug``).
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from trajkit.analysis.contract import Context
+from trajkit.analysis.contract import CLI_OPTIONS, Context
 from trajkit.analysis.ensemble import Ensemble, open_ensemble, resolve_paths
-from trajkit.analysis.plugins import AnalysisInfo, get_registry
+from trajkit.analysis.plugins import AnalysisInfo, find_analysis_class, get_registry
 from trajkit.analysis.result import Result, now_iso
+from trajkit.analysis.result import load_result as _load_result
 from trajkit.archive import Archive, open_archive
 from trajkit.errors import AnalysisError, PluginError, TrajkitError
 
@@ -56,32 +65,38 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
     return ens.groups(params["group_by"]), ens.archives
 
 
-def analyze(name: str, archives: Any, device: str | None = None, progress: bool = False,
-            params: dict[str, Any] | None = None, from_cli: bool = False, **kw: Any) -> Result:
+def analyze(name: str, archives: Any, *, device: str | None = None, progress: bool = False,
+            **params: Any) -> Result:
     """Run analysis ``name`` on ``archives`` (paths, ensemble directories, globs, Archive/Ensemble objects).
 
-    Parameters go as keywords (``waiting_times=[10, 100]``) or as a ``params`` dict; ``from_cli`` parses
-    string values as ``-p key=value`` does. ``device`` is ``cpu``, ``cuda`` or None (CUDA when present).
+    ``params`` are the analysis's parameters (``trajkit analyze --plugin NAME --help`` lists them).
+    ``device``: ``cpu``, ``cuda``, ``cuda:K`` or None/``auto`` (CUDA when present); asking for CUDA on a
+    machine without it is an error. ``progress``: show progress bars on stderr.
     """
-    given = dict(params or {})
-    given.update(kw)
-    return run_analysis(get_registry().get(name), archives, device, progress, given, from_cli)
+    options = [k for k in params if k in CLI_OPTIONS]
+    if options:
+        k = options[0]
+        fix = ("pass the parameters themselves as keywords" if k == "params" else
+               "parse -p strings with `trajkit analyze`, or pass Python values" if k == "from_cli" else
+               "that is a command-line option of `trajkit analyze`")
+        raise AnalysisError(f"trajkit.analyze({name!r}, ...) takes analysis parameters only, not {k}=; {fix} "
+                            "(trajkit.analyze(name, archives, *, device=None, progress=False, **params))")
+    return run_analysis(get_registry().get(name), archives, device=device, progress=progress, given=params)
 
 
-def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, progress: bool = False,
-                 given: dict[str, Any] | None = None, from_cli: bool = False) -> Result:
+def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None, progress: bool = False,
+                 given: dict[str, Any] | None = None) -> Result:
     """:func:`analyze` for an already looked-up (or, in tests, hand-made) :class:`AnalysisInfo`."""
-    resolved = info.cls.resolve_params(given or {}, from_cli=from_cli)
-    data, used = _open_data(info, archives, resolved)
+    resolved = info.cls.resolve_params(given or {})
     ctx = Context(device=device, show_progress=progress, analysis=info.name)
+    data, used = _open_data(info, archives, resolved)
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \
         (f", {info.distribution} {info.plugin_version})" if info.distribution else ")")
     try:
         result = info.cls().compute(data, dict(resolved), ctx)
-    except TrajkitError as e:
-        err = AnalysisError(f"{where}: {e}")
-        err.exit_code = e.exit_code
-        raise err from e
+    except TrajkitError as e:          # the same class, the message says where it came from
+        e.args = (f"{where}: {e}", *e.args[1:])
+        raise
     except Exception as e:
         text = " ".join(str(e).split())
         raise PluginError(f"{where} raised {type(e).__name__}: {text}") from e
@@ -100,3 +115,12 @@ def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, p
     result.analysis = info.cls
     return result
 
+
+
+def load_result(path: str | os.PathLike) -> Result:
+    """:func:`trajkit.analysis.result.load_result` with the analysis class attached when it is installed,
+    so ``plot()`` draws the analysis's own figure."""
+    result = _load_result(path)
+    if result.analysis is None and result.provenance.get("analysis"):
+        result.analysis = find_analysis_class(str(result.provenance["analysis"]))
+    return result

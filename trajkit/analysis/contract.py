@@ -32,29 +32,45 @@ is an :class:`~trajkit.analysis.Ensemble` of replicas whose N, layout and step s
 the core adds ``group_by`` with default ``dynamics.temperature`` when the class does not declare it).
 
 Parameter types: ``int``, ``float``, ``str``, ``bool``, and the list types ``ints``, ``floats``, ``strs``.
-A list type also accepts a single value and keeps it scalar (so ``waiting_times`` can be ``8``, meaning
-"8 log-spaced snapshots", or ``[100, 1000]``); on the command line ``-p waiting_times=8`` gives ``8``,
-``-p waiting_times=100,1000`` gives ``[100, 1000]`` and ``-p waiting_times=100,`` gives ``[100]``. A
-parameter whose default is ``None`` also accepts ``none`` / ``null``. Ranges: ``min`` / ``max``
-(inclusive), ``choices``, or a ``check`` predicate with a ``valid`` text shown in errors and help.
+A parameter's meaning never depends on the type of its value: a list type always comes back as a list
+(``waiting_times=20000`` and ``-p waiting_times=20000`` give ``[20000]``, step 20000; ``-p
+waiting_times=100,1000`` gives ``[100, 1000]``), and a count gets its own ``int`` parameter
+(``n_waiting_times=8``: 8 log-spaced snapshots). Two parameters that say the same thing two ways declare
+``excludes`` and may not be given together. A parameter whose default is ``None`` also accepts ``none`` /
+``null``. Ranges: ``min`` / ``max`` (inclusive), ``choices``, or a ``check`` predicate with a ``valid``
+text shown in errors and help. Numbers are finite: NaN and ±inf are refused like any out-of-range value.
+
+Validation is :mod:`trajkit.validation` (JSON Schema, one rule set with the ``trajkit record`` config):
+each :class:`Param` has a :meth:`~Param.json_schema`, an analysis's whole parameter set
+:meth:`~Analysis.json_schema` (``trajkit plugins --json`` shows them). Values are first normalised
+(numpy scalars to Python, ``3.0`` to ``3`` for an ``int``, a single value to a one-element list, strings
+parsed as ``-p`` does), then checked against the schema, then by ``check``. Parameter names may not be a
+keyword of :func:`trajkit.analyze` (:data:`ANALYZE_KEYWORDS`) nor a ``trajkit analyze`` option
+(:data:`CLI_OPTIONS`): such an analysis is refused when its plugin registers it.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from trajkit.devices import resolve_device
 from trajkit.errors import AnalysisError
+from trajkit.validation import Violation, check_schema, closest, did_you_mean, first_violation
 
 if TYPE_CHECKING:
     from trajkit.analysis.result import Result
 
 TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs")
 NEEDS = ("archive", "ensemble", "groups")
+#: keywords of :func:`trajkit.analyze` other than analysis parameters; no parameter may take these names
+ANALYZE_KEYWORDS = ("name", "archives", "device", "progress")
+#: options of ``trajkit analyze`` (and keywords of the old ``analyze`` signature) that are not analysis
+#: parameters: :func:`trajkit.analyze` refuses them, and no parameter may take these names
+CLI_OPTIONS = ("plugin", "param", "params", "out", "json", "help", "debug", "from_cli")
 _SCALAR = {"ints": "int", "floats": "float", "strs": "str"}
+_SCHEMA_TYPE = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _NONE = ("none", "null")
@@ -68,10 +84,12 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "boo
 class Param:
     """One typed, documented, validated analysis parameter.
 
-    ``Param(name, type, default=None, help="", choices=None, min=None, max=None, check=None, valid=None)``:
-    ``type`` is one of :data:`TYPES`; ``choices`` restricts values (each element for list types);
-    ``min``/``max`` are inclusive bounds (each element for list types); ``check(value) -> bool`` is any
-    further condition, described to users by ``valid`` (e.g. ``"> 0"``).
+    ``Param(name, type, default=None, help="", choices=None, min=None, max=None, check=None, valid=None,
+    excludes=())``: ``type`` is one of :data:`TYPES`; ``choices`` restricts values (each element for list
+    types); ``min``/``max`` are inclusive bounds (each element for list types); ``check(value) -> bool`` is
+    any further condition, described to users by ``valid`` (e.g. ``"> 0"``); ``excludes`` names the
+    parameters that may not be given together with this one (two ways of saying the same thing, such as
+    ``waiting_times`` and ``n_waiting_times``).
     """
 
     name: str
@@ -83,12 +101,20 @@ class Param:
     max: float | None = None
     check: Callable[[Any], bool] | None = field(default=None, compare=False)
     valid: str | None = None
+    excludes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
             raise AnalysisError(f"Param {self.name!r}: type {self.type!r} is not one of {', '.join(TYPES)}")
         if not self.name.isidentifier():
             raise AnalysisError(f"Param {self.name!r}: names must be Python identifiers (e.g. waiting_times)")
+        if isinstance(self.excludes, str):
+            object.__setattr__(self, "excludes", (self.excludes,))
+        try:
+            check_schema(self.json_schema())
+        except Exception as e:
+            raise AnalysisError(f"Param {self.name!r}: choices/min/max do not make a valid rule: "
+                                f"{' '.join(str(e).split())[:200]}") from None
 
     # -- description -------------------------------------------------------------------------------
 
@@ -117,19 +143,40 @@ class Param:
             parts.append("or none")
         return ", ".join(parts)
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema (Draft 2020-12, :mod:`trajkit.validation`'s numeric types) of a valid value.
+
+        ``check`` is a Python predicate and is not part of it.
+        """
+        item: dict[str, Any] = {"type": _SCHEMA_TYPE[_SCALAR.get(self.type, self.type)]}
+        if self.choices is not None:
+            item["enum"] = list(self.choices)
+        if self.min is not None:
+            item["minimum"] = self.min
+        if self.max is not None:
+            item["maximum"] = self.max
+        schema = {"type": "array", "items": item} if self.is_list else item
+        if self.nullable:
+            schema = {**schema, "type": [schema["type"], "null"]}
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+        return schema
+
     # -- parsing and validation --------------------------------------------------------------------
 
     def parse(self, text: str) -> Any:
-        """The value of a command-line string (``-p name=text``); :class:`AnalysisError` if malformed."""
+        """The value of a command-line string (``-p name=text``); :class:`AnalysisError` if malformed.
+
+        A list type gives a list: ``"100"`` → ``[100]``, ``"100,1000"`` and ``"[100, 1000]"`` →
+        ``[100, 1000]``.
+        """
         s = text.strip()
         if self.nullable and s.lower() in _NONE:
             return None
         if self.is_list:
             body = s[1:-1] if s.startswith("[") and s.endswith("]") else s
-            if "," in body or s.startswith("["):
-                items = [t.strip() for t in body.split(",") if t.strip()]
-                return [self._parse_scalar(t, _SCALAR[self.type]) for t in items]
-            return self._parse_scalar(s, _SCALAR[self.type])
+            items = [t.strip() for t in body.split(",") if t.strip()]
+            return [self._parse_scalar(t, _SCALAR[self.type]) for t in items]
         return self._parse_scalar(s, self.type)
 
     def _parse_scalar(self, s: str, kind: str) -> Any:
@@ -152,22 +199,42 @@ class Param:
             raise AnalysisError(f"parameter {self.name!r}: cannot read {s!r}; expected {self.valid_text()}") \
                 from None
 
+    def normalize(self, value: Any) -> Any:
+        """``value`` in the parameter's Python form, not yet checked: strings parsed (non-string types),
+        numpy scalars made Python, ``3.0`` → ``3`` for integers, ``3`` → ``3.0`` for floats, and for a
+        list type a single value made a one-element list (tuples and arrays made lists)."""
+        if value is None:
+            return None
+        if isinstance(value, str) and self.type not in ("str", "strs"):
+            value = self.parse(value)
+        if not self.is_list:
+            return self._normalize_scalar(value, self.type)
+        items = list(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes) else [value]
+        return [self._normalize_scalar(v, _SCALAR[self.type]) for v in items]
+
+    def _normalize_scalar(self, v: Any, kind: str) -> Any:
+        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", None) == 0:
+            v = v.item()                                   # numpy scalar or 0-d array
+        if isinstance(v, str) and kind != "str":
+            return self._parse_scalar(v, kind)
+        if isinstance(v, bool):
+            return v
+        if kind == "int" and isinstance(v, float) and v.is_integer():
+            return int(v)
+        if kind == "float" and isinstance(v, int):
+            return float(v)
+        return v
+
     def validate(self, value: Any) -> Any:
-        """``value`` coerced to the parameter's type and checked; raises :class:`AnalysisError` naming it."""
+        """``value`` normalised (:meth:`normalize`) and checked; raises :class:`AnalysisError` naming it."""
         if value is None:
             if self.nullable:
                 return None
             raise AnalysisError(f"parameter {self.name!r} must be set; expected {self.valid_text()}")
-        if isinstance(value, str) and self.type not in ("str", "strs"):
-            value = self.parse(value)
-        if self.is_list and isinstance(value, Iterable) and not isinstance(value, str | bytes):
-            items = list(value)
-            out: Any = [self._coerce(v, _SCALAR[self.type]) for v in items]
-            for v in out:
-                self._check_range(v, out)
-        else:
-            out = self._coerce(value, _SCALAR.get(self.type, self.type))
-            self._check_range(out, out)
+        out = self.normalize(value)
+        problem = first_violation(self.json_schema(), out)
+        if problem is not None:
+            raise AnalysisError(self._message(problem, out))
         if self.check is not None:
             try:
                 ok = bool(self.check(out))
@@ -175,54 +242,22 @@ class Param:
                 ok = False
             if not ok:
                 raise AnalysisError(f"parameter {self.name!r}={_show(out)} is out of range; valid: "
-                                    f"{self.valid or 'see --help'}")
+                                    f"{self.valid or self.valid_text()}")
         return out
 
-    def _coerce(self, v: Any, kind: str) -> Any:
-        import numpy as np
-
-        bad = AnalysisError(f"parameter {self.name!r}: got {_show(v)} ({type(v).__name__}); expected "
-                            f"{self.valid_text()}")
-        if kind == "bool":
-            if isinstance(v, bool | np.bool_):
-                return bool(v)
-            if isinstance(v, str):
-                return self._parse_scalar(v, "bool")
-            raise bad
-        if kind == "int":
-            if isinstance(v, bool | np.bool_):
-                raise bad
-            if isinstance(v, int | np.integer):
-                return int(v)
-            if isinstance(v, float | np.floating) and float(v).is_integer():
-                return int(v)
-            if isinstance(v, str):
-                return self._parse_scalar(v, "int")
-            raise bad
-        if kind == "float":
-            if isinstance(v, bool | np.bool_):
-                raise bad
-            if isinstance(v, int | float | np.integer | np.floating):
-                f = float(v)
-                if math.isnan(f):
-                    raise bad
-                return f
-            if isinstance(v, str):
-                return self._parse_scalar(v, "float")
-            raise bad
-        if not isinstance(v, str):
-            raise bad
-        return v
-
-    def _check_range(self, v: Any, whole: Any) -> None:
-        if self.choices is not None and v not in self.choices:
-            close = difflib.get_close_matches(str(v), [str(c) for c in self.choices], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise AnalysisError(f"parameter {self.name!r}={_show(whole)} is not allowed{hint}; valid: one of "
-                                + ", ".join(str(c) for c in self.choices))
-        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-            raise AnalysisError(f"parameter {self.name!r}={_show(whole)} is out of range; valid: "
-                                f"{self.valid_text()}")
+    def _message(self, v: Violation, whole: Any) -> str:
+        """The one-line error for a broken rule of :meth:`json_schema`."""
+        if v.rule == "finite":
+            return f"parameter {self.name!r}={_show(whole)} is not a finite number; expected {self.valid_text()}"
+        if v.rule == "type":
+            return (f"parameter {self.name!r}: got {_show(v.value)} ({type(v.value).__name__}); expected "
+                    f"{self.valid_text()}")
+        if v.rule == "enum":
+            close = closest(v.value, [c for c in self.choices or () if c is not None])
+            hint = f" (did you mean {close!r}?)" if close else ""
+            return (f"parameter {self.name!r}={_show(whole)} is not allowed{hint}; valid: one of "
+                    + ", ".join(str(c) for c in self.choices or ()))
+        return f"parameter {self.name!r}={_show(whole)} is out of range; valid: {self.valid_text()}"
 
 
 def _show(v: Any) -> str:
@@ -260,38 +295,49 @@ class Analysis:
         return ps
 
     @classmethod
-    def resolve_params(cls, given: dict[str, Any] | None = None, *, from_cli: bool = False) -> dict[str, Any]:
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of a complete parameter set (each :meth:`Param.json_schema`, no other keys)."""
+        return {"type": "object", "properties": {p.name: p.json_schema() for p in cls.all_params()},
+                "additionalProperties": False}
+
+    @classmethod
+    def resolve_params(cls, given: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults updated by ``given``, every value validated; :class:`AnalysisError` on the first problem.
 
-        Unknown keys are reported with the closest valid name. With ``from_cli`` the values are strings
-        from ``-p key=value`` and are parsed first.
+        Unknown keys are reported with the closest valid name; parameters that exclude each other may not
+        both be given. String values are parsed as ``-p key=value`` does (for non-string types).
         """
-        by_name = {p.name: p for p in cls.all_params()}
+        params = cls.all_params()
+        by_name = {p.name: p for p in params}
         given = dict(given or {})
-        for key in given:
-            if key not in by_name:
-                close = difflib.get_close_matches(key, list(by_name), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                names = ", ".join(by_name) or "none"
-                raise AnalysisError(f"analysis {cls.name!r} has no parameter {key!r}{hint} "
-                                    f"(parameters: {names})")
+        names_only = {"type": "object", "properties": {n: {} for n in by_name}, "additionalProperties": False}
+        unknown = first_violation(names_only, {k: None for k in given})
+        if unknown is not None:
+            names = ", ".join(by_name) or "none"
+            raise AnalysisError(f"analysis {cls.name!r} has no parameter {unknown.value!r}"
+                                f"{did_you_mean(unknown.value, by_name)} (parameters: {names})")
+        for p in params:
+            clash = [e for e in p.excludes if p.name in given and e in given]
+            if clash:
+                raise AnalysisError(f"analysis {cls.name!r}: give {p.name} or {clash[0]}, not both "
+                                    f"({p.name}: {p.help or p.valid_text()})")
         out: dict[str, Any] = {}
-        for name, p in by_name.items():
-            if name in given:
-                v = given[name]
-                if from_cli and isinstance(v, str):
-                    v = p.parse(v)
-                out[name] = p.validate(v)
+        for p in params:
+            if p.name in given:
+                out[p.name] = p.validate(given[p.name])
             else:
-                out[name] = p.default if p.default is None else p.validate(p.default)
+                out[p.name] = p.default if p.default is None else p.validate(p.default)
         return out
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        """A JSON-ready description: name, version, description, needs, params with defaults and help."""
+        """A JSON-ready description: name, version, description, needs, params with defaults, help, the
+        valid values in words and as JSON Schema."""
         return {"name": cls.name, "version": cls.version, "description": cls.description, "needs": cls.needs,
                 "params": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help,
-                            "valid": p.valid_text()} for p in cls.all_params()]}
+                            "valid": p.valid_text(), "schema": p.json_schema(),
+                            **({"excludes": list(p.excludes)} if p.excludes else {})}
+                           for p in cls.all_params()]}
 
     def __repr__(self) -> str:
         return f"<analysis {self.name} {self.version}>"
@@ -316,9 +362,17 @@ def check_analysis_class(cls: Any, where: str) -> None:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise AnalysisError(f"{label}: duplicate parameter {sorted(dup)[0]!r}")
-    reserved = {"device", "out", "debug"}
-    if reserved & set(names):
-        raise AnalysisError(f"{label}: parameter name {sorted(reserved & set(names))[0]!r} is reserved")
+    for n in names:
+        if n in ANALYZE_KEYWORDS:
+            raise AnalysisError(f"{label}: parameter {n!r} collides with the keyword {n!r} of "
+                                "trajkit.analyze(name, archives, *, device, progress, **params); rename it")
+        if n in CLI_OPTIONS:
+            raise AnalysisError(f"{label}: parameter {n!r} collides with the `trajkit analyze` option of that "
+                                "name; rename it")
+    for p in cls.all_params():
+        stray = [e for e in p.excludes if e not in names]
+        if stray:
+            raise AnalysisError(f"{label}: parameter {p.name!r} excludes {stray[0]!r}, which it does not declare")
     if cls.compute is Analysis.compute:
         raise AnalysisError(f"{label} does not implement compute(self, data, params, ctx)")
     try:
@@ -336,8 +390,6 @@ class Context:
     """
 
     def __init__(self, device: str | None = None, show_progress: bool = False, analysis: str = ""):
-        from trajkit.analysis.kernels import resolve_device
-
         self.device = resolve_device(device)
         self.show_progress = show_progress
         self.analysis = analysis

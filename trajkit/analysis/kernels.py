@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.devices import resolve_device
 from trajkit.errors import AnalysisError
 
 SUMS = ("dot", "sq", "quart", "theta")
@@ -256,22 +257,6 @@ def native_available() -> bool:
     """True when the fused C pair loop is compiled and in use for the ``numpy`` backend (first call may
     compile it, ≈ 0.3 s once per machine; ``TRAJKIT_NATIVE=0`` disables it)."""
     return _native() is not None
-
-
-def resolve_device(device: str | None) -> str:
-    """``"cuda"`` when asked for (or ``None``/``"auto"``) and available, else ``"cpu"``."""
-    if device not in (None, "auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise AnalysisError(f"device={device!r}; use cpu or cuda")
-    if device == "cpu":
-        return "cpu"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return "cuda" if device in (None, "auto") else str(device)
-    except ImportError:
-        pass
-    return "cpu"
 
 
 def _open(source: Any) -> Any:

@@ -54,7 +54,8 @@ class Result:
 
     Attributes: ``arrays`` (name → ndarray), ``dims`` (name → tuple of dim names), ``coords`` (dim →
     1-D ndarray), ``scalars`` (name → number / str / bool / None / list), ``params`` (dict),
-    ``provenance`` (dict), ``analysis`` (the Analysis class when known, used by :meth:`plot`).
+    ``provenance`` (dict), ``analysis`` (the Analysis class when known, used by :meth:`plot`;
+    :func:`trajkit.load_result` looks it up among the installed analyses).
     ``result[name]`` returns an array or a scalar.
     """
 
@@ -195,11 +196,7 @@ class Result:
             raise AnalysisError("result.plot() needs matplotlib; install it with: "
                                 "pip install 'trajkit[plot]'") from None
         fig = fig if fig is not None else Figure(figsize=(9, 6), layout="constrained")
-        analysis = self.analysis
-        if analysis is None and self.provenance.get("analysis"):
-            from trajkit.analysis.plugins import find_analysis_class
-
-            analysis = find_analysis_class(self.provenance["analysis"])
+        analysis = self.analysis          # set by trajkit.analyze and trajkit.load_result
         if analysis is not None and callable(getattr(analysis, "plot", None)):
             out = analysis().plot(self, fig)
             return out if out is not None else fig

@@ -5,7 +5,8 @@ Aging systems are not stationary, so the default is **t_w-resolved** pairs: for 
 a per-pair quantity maps onto a ``[K, T]`` grid indexed by ``(tw_step, step)`` with NaN where
 ``step < tw_step``::
 
-    rows = waiting_time_rows(steps, 8)                 # 8 log-spaced snapshots (or explicit steps)
+    rows = log_spaced_rows(steps, 8)                   # 8 log-spaced snapshots, or
+    rows = waiting_time_rows(steps, [100, 1000])       # the snapshots at steps 100 and 1000
     wp = waiting_pairs(steps, rows)                    # wp.pairs [P, 2] rows (a, b), a = t_w row
     sums = kernels.pair_sums(archive, wp.pairs, sums=("sq",))
     msd = wp.grid(sums["sq"] / N)                      # [K, T], NaN where step < tw_step
@@ -50,7 +51,7 @@ def log_spaced_rows(steps: Sequence[int] | np.ndarray, n: int, last_fraction: fl
     """
     s = _steps(steps)
     if n < 1:
-        raise AnalysisError(f"waiting_times={n}: need at least 1 log-spaced waiting time")
+        raise AnalysisError(f"n_waiting_times={n}: need at least 1 log-spaced waiting time")
     pos = np.flatnonzero(s > 0)
     if pos.size == 0:
         return np.array([0], dtype=np.int64)
@@ -69,32 +70,41 @@ def _nearest(s: np.ndarray, t: float) -> int:
     return min(cand, key=lambda j: (abs(float(s[j]) - t), j))
 
 
-def waiting_time_rows(steps: Sequence[int] | np.ndarray, waiting_times: int | Sequence[int],
+def waiting_time_rows(steps: Sequence[int] | np.ndarray, waiting_times: Sequence[int] | np.ndarray,
                       snap: str = "exact") -> np.ndarray:
-    """Snapshot rows of the waiting times: int64 ``[K]``, sorted and unique.
+    """Snapshot rows of the waiting-time *steps* ``waiting_times``: int64 ``[K]``, sorted and unique.
 
-    ``waiting_times`` is an int ``n`` (``n`` log-spaced snapshots, :func:`log_spaced_rows`) or a list of
-    steps. With ``snap="exact"`` each step must be a snapshot — otherwise the error names the nearest
-    one; ``snap="nearest"`` takes the nearest snapshot instead.
+    Each waiting time is a step. With ``snap="exact"`` it must be a snapshot step — otherwise the error
+    names the nearest snapshot steps on either side; ``snap="nearest"`` takes the nearest snapshot
+    instead. A count of log-spaced waiting times is :func:`log_spaced_rows` (a bare integer is refused
+    here rather than guessed at).
     """
     s = _steps(steps)
     if snap not in ("exact", "nearest"):
         raise AnalysisError(f"snap={snap!r}; use 'exact' or 'nearest'")
-    if isinstance(waiting_times, int | np.integer) and not isinstance(waiting_times, bool):
-        return log_spaced_rows(s, int(waiting_times))
+    if isinstance(waiting_times, int | np.integer) or np.ndim(waiting_times) == 0:
+        raise AnalysisError(f"waiting_times={waiting_times!r}: give a list of snapshot steps, e.g. "
+                            f"[{waiting_times}]; for n log-spaced waiting times use log_spaced_rows(steps, n)")
     tws = [int(t) for t in waiting_times]
     if not tws:
-        raise AnalysisError("waiting_times is empty; give steps or a count n of log-spaced snapshots")
+        raise AnalysisError("waiting_times is empty; give snapshot steps (or n_waiting_times=n log-spaced ones)")
     rows = []
     for t in tws:
         if t < s[0] or t > s[-1]:
             raise AnalysisError(f"waiting time {t} is outside the recorded steps {int(s[0])}..{int(s[-1])}")
         j = _nearest(s, float(t))
         if s[j] != t and snap == "exact":
-            raise AnalysisError(f"waiting time {t} is not a snapshot step; nearest snapshot is step "
-                                f"{int(s[j])} (use that step, or snap='nearest')")
+            raise AnalysisError(f"waiting time {t} is not a snapshot step; nearest snapshot is step {int(s[j])} "
+                                f"(snapshots around it: {_neighbours(s, t)}); use a snapshot step (`trajkit "
+                                "info --steps ARCHIVE` lists them) or snap='nearest'")
         rows.append(j)
     return np.unique(rows).astype(np.int64)
+
+
+def _neighbours(s: np.ndarray, t: int) -> str:
+    """``"19307 and 22758"``: the snapshot steps just below and above ``t`` (inside the recorded range)."""
+    i = int(np.searchsorted(s, t))
+    return f"{int(s[i - 1])} and {int(s[i])}"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from trajkit.errors import AnalysisError, TrajkitError
+from trajkit.errors import AnalysisError, DeviceError, TrajkitError
 
 
 def _registry() -> Any:
@@ -65,13 +65,17 @@ def _analysis_help(info: Any) -> str:
     return "\n".join(lines)
 
 
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _parse_params(cls: Any, pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``-p key=value`` strings → Python values, each read by its :class:`Param`'s ``parse`` (an unknown
+    key keeps its string: :meth:`Analysis.resolve_params` reports it with the closest name)."""
+    by_name = {p.name: p for p in cls.all_params()}
+    out: dict[str, Any] = {}
     for item in pairs:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise AnalysisError(f"-p {item!r}: expected key=value, e.g. -p waiting_times=100,1000")
-        out[key.strip()] = value
+        out[key] = by_name[key].parse(value) if key in by_name else value
     return out
 
 
@@ -98,17 +102,19 @@ def analyze_cmd(ctx: click.Context, name: str | None, params: tuple[str, ...], o
         raise AnalysisError("missing --plugin NAME; `trajkit plugins` lists the analyses")
     reg = _registry()
     info = reg.get(name)
-    given = _parse_params(params)
-    info.cls.resolve_params(given, from_cli=True)          # parameter errors before anything is opened
+    given = _parse_params(info.cls, params)
+    info.cls.resolve_params(given)                         # parameter errors before anything is opened
     if not archives:
         raise AnalysisError(f"no archives given; usage: trajkit analyze --plugin {name} [-p k=v]... "
                             "ARCHIVES...")
     from trajkit.analysis.api import analyze
+    from trajkit.devices import resolve_device
 
-    result = analyze(name, list(archives), device=device, progress=sys.stderr.isatty() and not as_json,
-                     params=given, from_cli=True)
-    if device == "cuda" and result.provenance.get("device") == "cpu":
-        click.echo("trajkit: warning: CUDA is not available; ran on the CPU", err=True)
+    try:
+        dev = resolve_device(device, key="--device")
+    except DeviceError as e:
+        raise DeviceError(f"{e} (--device cpu, or leave --device out)") from None
+    result = analyze(name, list(archives), device=dev, progress=sys.stderr.isatty() and not as_json, **given)
     if out:
         _write_out(result, Path(out), name)
     if as_json:

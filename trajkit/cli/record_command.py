@@ -69,14 +69,17 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 def record_command(config: str | None, from_archive: str | None, out: str, overrides: tuple[str, ...],
                    dry_run: bool, quiet: bool, device: str | None, threads: int | None) -> None:
     """Train and record a built-in experiment: replicas trained together, sweeps, one archive per run."""
-    from trajkit.errors import ConfigError
+    from trajkit.errors import ConfigError, DeviceError
     from trajkit.experiments import config_from_archive, run_experiment
 
     if (config is None) == (from_archive is None):
         raise ConfigError("give exactly one of --config EXPERIMENT.toml or --from-archive RUN.trajkit")
     source: Any = config if config is not None else config_from_archive(from_archive)
-    summary = run_experiment(source, out, overrides, quiet=quiet, dry_run=dry_run, device=device,
-                             threads=threads)
+    try:
+        summary = run_experiment(source, out, overrides, quiet=quiet, dry_run=dry_run, device=device,
+                                 threads=threads)
+    except DeviceError as e:
+        raise DeviceError(f"{e} (--device cpu)") from None
     if dry_run:
         click.echo("\n".join(format_plan(summary)))
         return

@@ -4,6 +4,12 @@ A config is a TOML file with the sections ``[model]``, ``[data]``, ``[loss]``, `
 ``[snapshots]`` and ``[sweep]`` (see docs/EXPERIMENTS.md). :func:`load_config` returns the *resolved*
 config: a plain dict holding every key of every section (defaults filled in, relative ``data.path`` and
 ``run.init_from`` made absolute), validated before anything runs.
+
+Validation is :mod:`trajkit.validation` (JSON Schema, the same layer as the analysis parameters): each
+:class:`Key` has a :meth:`~Key.json_schema`, :func:`config_schema` is the schema of a whole raw config
+(sections, keys, the sweep), and :func:`resolve` checks a config against it, then applies the rules that
+involve several keys (:func:`check_consistency`). Numbers must be finite: TOML's ``nan`` / ``inf`` and
+``--set key=nan`` are refused like any out-of-range value, before anything is written.
 Every error is one line naming the key and the fix, with a "did you mean" suggestion for misspellings.
 
 >>> cfg = load_config("examples/demo.toml", ["dynamics.lr=0.05"])       # doctest: +SKIP
@@ -14,7 +20,7 @@ Every error is one line naming the key and the fix, with a "did you mean" sugges
 from __future__ import annotations
 
 import copy
-import difflib
+import functools
 import re
 import tomllib
 from collections.abc import Iterable
@@ -22,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trajkit.devices import is_device_name
 from trajkit.errors import ConfigError
+from trajkit.validation import Violation, closest, first_violation
 
 Config = dict[str, Any]
 
@@ -40,6 +48,25 @@ class Key:
     maximum: float | None = None
     exclusive_maximum: bool = False
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema (Draft 2020-12, :mod:`trajkit.validation`'s numeric types) of a valid value."""
+        base = self.type.rstrip("?")
+        item: dict[str, Any] = {"type": _SCHEMA_TYPE[base.removeprefix("list[").removesuffix("]")]}
+        if self.choices is not None:
+            item["enum"] = list(self.choices)
+        if self.minimum is not None:
+            item["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = self.minimum
+        if self.maximum is not None:
+            item["exclusiveMaximum" if self.exclusive_maximum else "maximum"] = self.maximum
+        schema = {"type": "array", "items": item} if base.startswith("list[") else item
+        if self.type.endswith("?"):
+            schema = {**schema, "type": [schema["type"], "null"]}
+        return schema
+
+
+_SCHEMA_TYPE = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "list[int]": "a list of integers"}
 
 ACTIVATIONS = ("auto", "relu", "tanh", "sigmoid", "gelu", "elu", "softplus", "linear")
 DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz", "bach_chorales")
@@ -137,13 +164,25 @@ def all_keys() -> list[str]:
 
 
 def suggest(word: str, options: Iterable[str]) -> str:
-    """``"; did you mean X?"`` for the closest option, or ``""``."""
-    options = list(options)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    if not close:
-        tails = {o.rsplit(".", 1)[-1]: o for o in options}
-        close = [tails[c] for c in difflib.get_close_matches(word.rsplit(".", 1)[-1], tails, n=1, cutoff=0.6)]
-    return f"; did you mean {close[0]}?" if close else ""
+    """``"; did you mean X?"`` for the closest option, or ``""`` (:func:`trajkit.validation.closest`)."""
+    close = closest(word, options, cutoff=0.5)
+    return f"; did you mean {close}?" if close else ""
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    sections = {sec: {"type": "object", "properties": {k: key.json_schema() for k, key in keys.items()},
+                      "additionalProperties": False} for sec, keys in SCHEMA.items()}
+    sweep = {f"{sec}.{k}": {"type": "array", "minItems": 1, "uniqueItems": True, "items": key.json_schema()}
+             for sec, keys in SCHEMA.items() for k, key in keys.items()}
+    sections["sweep"] = {"type": "object", "properties": sweep, "additionalProperties": False}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "trajkit record config",
+            "type": "object", "properties": sections, "additionalProperties": False}
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a raw config (what a TOML file plus ``--set`` may hold; every key optional)."""
+    return copy.deepcopy(_schema())
 
 
 # -- loading -------------------------------------------------------------------------------------------------
@@ -215,90 +254,96 @@ def load_config(path: str | Path | Config | None = None, overrides: Iterable[str
 
 
 def resolve(raw: Config, base: Path | None = None) -> Config:
-    """Check ``raw`` key by key, fill defaults, resolve relative paths and cross-check the sweep."""
+    """Check ``raw`` against :func:`config_schema`, fill defaults, resolve relative paths and check the
+    rules that involve several keys at every sweep point."""
     base = base or Path.cwd()
-    for sec, body in raw.items():
-        if sec not in SECTIONS:
-            keys_here = all_keys()
-            if not isinstance(body, dict):
-                raise ConfigError(f"unknown top-level key {sec!r}{suggest(sec, keys_here)}; keys live in "
-                                  "sections such as [run]")
-            raise ConfigError(f"unknown config section [{sec}]{suggest(sec, SECTIONS)}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"[{sec}] must be a table (a [{sec}] header followed by key = value lines)")
+    raw = _numbers_as_floats(raw)
+    problem = first_violation(_schema(), raw)
+    if problem is not None:
+        raise ConfigError(_message(problem, raw))
     cfg = default_config()
-    for sec, keys in SCHEMA.items():
-        for name, value in (raw.get(sec) or {}).items():
-            if name not in keys:
-                raise ConfigError(f"unknown config key {sec}.{name}"
-                                  f"{suggest(f'{sec}.{name}', all_keys())}")
-            cfg[sec][name] = check_value(f"{sec}.{name}", keys[name], value)
-    sweep = raw.get("sweep") or {}
-    for key, values in sweep.items():
-        spec = key_spec(key, "sweep")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep {key!r}: give a non-empty list of values, e.g. \"{key}\" = [a, b]")
-        checked = [check_value(f"sweep {key}", spec, v) for v in values]
-        if len({repr(v) for v in checked}) != len(checked):
-            raise ConfigError(f"sweep {key!r}: values repeat ({values}); list each value once")
-        cfg["sweep"][key] = checked
+    for sec in SCHEMA:
+        cfg[sec].update(copy.deepcopy(raw.get(sec) or {}))
+    cfg["sweep"] = copy.deepcopy(raw.get("sweep") or {})
     _resolve_paths(cfg, base)
     for point in sweep_points(cfg):
         check_consistency(point_config(cfg, point))
     return cfg
 
 
-def key_spec(key: str, where: str) -> Key:
-    """The :class:`Key` of dotted ``key`` (error with a suggestion when there is none)."""
-    sec, _, name = key.partition(".")
+def _numbers_as_floats(raw: Config) -> Config:
+    """``raw`` with integers given for float keys made floats (``lr = 1`` is ``1.0``), sweeps included."""
+    out = dict(raw)
+    for sec, keys in SCHEMA.items():
+        body = raw.get(sec)
+        if isinstance(body, dict):
+            out[sec] = {k: _as_float(v) if k in keys and keys[k].type.startswith("float") else v
+                        for k, v in body.items()}
+    sweep = raw.get("sweep")
+    if isinstance(sweep, dict):
+        out["sweep"] = {k: [_as_float(x) for x in v] if isinstance(v, list) and _is_float_key(k) else v
+                        for k, v in sweep.items()}
+    return out
+
+
+def _as_float(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _is_float_key(dotted: str) -> bool:
+    sec, _, name = dotted.partition(".")
+    return name in SCHEMA.get(sec, {}) and SCHEMA[sec][name].type.startswith("float")
+
+
+def _message(v: Violation, raw: Config) -> str:
+    """The one-line error of a broken rule of :func:`config_schema`."""
+    path = v.path
+    if not path:
+        if v.rule != "additionalProperties":
+            return "a config must be a table of sections such as [run]"
+        sec = str(v.value)
+        if not isinstance(raw[sec], dict):
+            return f"unknown top-level key {sec!r}{suggest(sec, all_keys())}; keys live in sections such as [run]"
+        return f"unknown config section [{sec}]{suggest(sec, SECTIONS)}"
+    sec = path[0]
     if sec == "sweep":
-        raise ConfigError(f"{where} {key!r}: cannot sweep the sweep itself")
-    if sec not in SCHEMA or name not in SCHEMA[sec]:
-        raise ConfigError(f"{where}: unknown config key {key!r}{suggest(key, all_keys())}")
-    return SCHEMA[sec][name]
+        if len(path) == 1:
+            if v.rule != "additionalProperties":
+                return "[sweep] must be a table (a [sweep] header followed by \"section.key\" = [values] lines)"
+            key = str(v.value)
+            if key.startswith("sweep."):
+                return f"sweep {key!r}: cannot sweep the sweep itself"
+            return f"sweep: unknown config key {key!r}{suggest(key, all_keys())}"
+        key = path[1]
+        values = raw["sweep"][key]
+        if len(path) == 2:
+            if v.rule == "uniqueItems":
+                return f"sweep {key!r}: values repeat ({values}); list each value once"
+            return f"sweep {key!r}: give a non-empty list of values, e.g. \"{key}\" = [a, b]"
+        sec_, _, name = key.partition(".")
+        return _value_message(f"sweep {key}", SCHEMA[sec_][name], v, values[path[2]])
+    if len(path) == 1:
+        if v.rule == "additionalProperties":
+            name = f"{sec}.{v.value}"
+            return f"unknown config key {name}{suggest(name, all_keys())}"
+        return f"[{sec}] must be a table (a [{sec}] header followed by key = value lines)"
+    return _value_message(f"{sec}.{path[1]}", SCHEMA[sec][path[1]], v, raw[sec][path[1]])
 
 
-def check_value(name: str, key: Key, value: Any) -> Any:
-    """``value`` converted to ``key``'s type, or a one-line ConfigError naming the key and the rule."""
-    t = key.type.rstrip("?")
-    if value is None and key.type.endswith("?"):
-        return None
-    if t == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        value = float(value)
-    elif t == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-    elif t == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-    elif t == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-        if key.choices and value not in key.choices:
-            raise ConfigError(f"{name} = {value!r} is not one of {', '.join(key.choices)}"
-                              f"{suggest(value, key.choices)}")
-    elif t == "list[int]":
-        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
-        for v in value:
-            _check_range(name, key, v)
-        return list(value)
-    _check_range(name, key, value)
-    return value
-
-
-def _check_range(name: str, key: Key, value: Any) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return
-    lo, hi = key.minimum, key.maximum
-    if lo is not None and (value < lo or (key.exclusive_minimum and value == lo)):
-        raise ConfigError(f"{name} = {value!r} is out of range: must be {'>' if key.exclusive_minimum else '>='} "
-                          f"{lo:g}")
-    if hi is not None and (value > hi or (key.exclusive_maximum and value == hi)):
-        raise ConfigError(f"{name} = {value!r} is out of range: must be {'<' if key.exclusive_maximum else '<='} "
-                          f"{hi:g}")
+def _value_message(name: str, key: Key, v: Violation, whole: Any) -> str:
+    """``name`` broke ``v``: its type (the whole value shown), finiteness, choices or range (the element)."""
+    value = v.value
+    if v.rule == "finite":
+        return f"{name} must be a finite number, got {value!r}"
+    if v.rule == "type":
+        return f"{name} must be {_TYPE_WORDS[key.type.rstrip('?')]}, got {whole!r}"
+    if v.rule == "enum":
+        choices = key.choices or ()
+        return f"{name} = {value!r} is not one of {', '.join(choices)}{suggest(value, choices)}"
+    op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}.get(v.rule)
+    if op is None:
+        return f"{name} = {whole!r} breaks the rule {v.rule} = {v.limit!r}"
+    return f"{name} = {value!r} is out of range: must be {op} {v.limit:g}"
 
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
@@ -347,7 +392,7 @@ def check_consistency(cfg: Config) -> None:
         if not (at == "last" or at.isdigit()):
             raise ConfigError(f"run.init_from = {init!r}: the part after @ must be a step number or 'last'")
     dev = run["device"]
-    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+    if not is_device_name(dev) or dev == "auto":
         raise ConfigError(f"run.device = {dev!r}: use cpu, cuda or cuda:K")
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajkit.devices import resolve_device
 from trajkit.errors import AnalysisError
 
 
@@ -115,13 +116,7 @@ class Rebuilt:
 
 
 def _resolve_device(device: str | None) -> str:
-    if device in (None, "cpu"):
-        return "cpu"
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise AnalysisError(f"device={device!r} but no CUDA device is available; use device='cpu'")
-    return str(device)
+    return resolve_device("cpu" if device is None else device)
 
 
 def _data_of(archive: Any, data: Any) -> Any:

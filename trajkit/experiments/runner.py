@@ -27,6 +27,7 @@ from trajkit import schedules
 from trajkit.archive import create, open_archive
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, layout_from_named_parameters
+from trajkit.devices import resolve_device
 from trajkit.errors import ConfigError, TrajkitError
 from trajkit.experiments import losses
 from trajkit.experiments.config import (
@@ -116,15 +117,8 @@ def make_schedule(cfg: Config) -> schedules.Schedule:
 
 
 def check_device(device: str) -> str:
-    """``device`` if torch can use it, else a one-line ConfigError."""
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"run.device = {device!r} but torch finds no CUDA GPU here "
-                              f"(torch {torch.__version__}); use --device cpu")
-        k = int(device.split(":", 1)[1]) if ":" in device else 0
-        if k >= torch.cuda.device_count():
-            raise ConfigError(f"run.device = {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return device
+    """``device`` if torch can use it, else a one-line error (:func:`trajkit.devices.resolve_device`)."""
+    return resolve_device(device, key="run.device")
 
 
 def initial_params(spec: dict[str, Any], seed: int) -> torch.Tensor:
