@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from trajkit.devices import resolve_device
 from trajkit.errors import AnalysisError
-from trajkit.validation import Violation, check_schema, closest, did_you_mean, first_violation
+from trajkit.validation import Violation, closest, did_you_mean, first_violation, is_finite_number
 
 if TYPE_CHECKING:
     from trajkit.analysis.result import Result
@@ -110,11 +110,11 @@ class Param:
             raise AnalysisError(f"Param {self.name!r}: names must be Python identifiers (e.g. waiting_times)")
         if isinstance(self.excludes, str):
             object.__setattr__(self, "excludes", (self.excludes,))
-        try:
-            check_schema(self.json_schema())
-        except Exception as e:
-            raise AnalysisError(f"Param {self.name!r}: choices/min/max do not make a valid rule: "
-                                f"{' '.join(str(e).split())[:200]}") from None
+        for bound in ("min", "max"):
+            if getattr(self, bound) is not None and not is_finite_number(getattr(self, bound)):
+                raise AnalysisError(f"Param {self.name!r}: {bound}={getattr(self, bound)!r} must be a finite number")
+        if self.choices is not None and (isinstance(self.choices, str) or not isinstance(self.choices, Iterable)):
+            raise AnalysisError(f"Param {self.name!r}: choices={self.choices!r} must be a list of values")
 
     # -- description -------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import pluggy
 from trajkit.analysis import hookspecs
 from trajkit.analysis.contract import Analysis, check_analysis_class
 from trajkit.errors import AnalysisError, PluginError
+from trajkit.validation import did_you_mean
 
 GROUP = "trajkit.plugins"
 
@@ -82,10 +83,7 @@ class Registry:
         """The analysis called ``name``; the error suggests the closest name and mentions broken plugins."""
         if name in self.analyses:
             return self.analyses[name]
-        import difflib
-
-        close = difflib.get_close_matches(name, list(self.analyses), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, self.analyses)
         broken = f" (broken plugins: {', '.join(b.plugin for b in self.broken)})" if self.broken else ""
         raise AnalysisError(f"no analysis named {name!r}{hint}; `trajkit plugins` lists them{broken}")
 
