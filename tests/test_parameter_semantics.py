@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -235,6 +238,14 @@ def test_config_and_param_schemas_are_valid_json_schema():
     check_schema(config_schema())
     for info in get_registry().analyses.values():
         check_schema(info.cls.json_schema())
+
+
+def test_importing_the_validation_layer_imports_neither_jsonschema_nor_torch():
+    code = ("import sys, trajkit.analysis, trajkit.validation, trajkit.devices; "
+            "print(sorted(m for m in ('jsonschema', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])})
+    assert out.stdout.strip() == "[]"
 
 
 def test_python_callers_are_not_told_to_see_help(tmp_path):

@@ -23,15 +23,14 @@ the only "did you mean" logic in trajkit.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
-__all__ = ["TrajkitValidator", "Violation", "check_schema", "closest", "did_you_mean", "first_violation",
-           "is_finite_number", "validator"]
+__all__ = ["Violation", "check_schema", "closest", "did_you_mean", "first_violation", "is_finite_number",
+           "trajkit_validator_class", "validator"]
 
 
 def is_finite_number(value: Any) -> bool:
@@ -51,21 +50,26 @@ def _is_integer(_checker: Any, value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
-    {"number": _is_number, "integer": _is_integer})
-#: Draft 2020-12 with trajkit's numeric types (finite numbers, integers that are ints).
-TrajkitValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
+@functools.cache
+def trajkit_validator_class() -> Any:
+    """Draft 2020-12 with trajkit's numeric types (finite numbers, integers that are ints); built on first
+    use so that importing trajkit does not import :mod:`jsonschema`."""
+    import jsonschema
+
+    types = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"number": _is_number, "integer": _is_integer})
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=types)
 
 
 def check_schema(schema: dict[str, Any]) -> None:
     """Raise :class:`jsonschema.SchemaError` unless ``schema`` is a valid Draft 2020-12 schema."""
-    TrajkitValidator.check_schema(schema)
+    trajkit_validator_class().check_schema(schema)
 
 
 def validator(schema: dict[str, Any]) -> Any:
-    """A :data:`TrajkitValidator` for ``schema`` (not re-checked against the meta-schema: see
-    :func:`check_schema`)."""
-    return TrajkitValidator(schema)
+    """A validator of :func:`trajkit_validator_class` for ``schema`` (not re-checked against the
+    meta-schema: see :func:`check_schema`)."""
+    return trajkit_validator_class()(schema)
 
 
 @dataclass(frozen=True)

@@ -384,9 +384,10 @@ def check_analysis_class(cls: Any, where: str) -> None:
 class Context:
     """What :meth:`Analysis.compute` gets besides the data: device, progress bars and the pair kernels.
 
-    ``ctx.device`` is ``"cpu"`` or ``"cuda"``; ``ctx.progress(iterable, total=None, desc=None)`` wraps an
-    iterable in a progress bar (silent when disabled); ``ctx.kernels.pair_sums(...)`` and
-    ``ctx.kernels.gram(...)`` are :mod:`trajkit.analysis.kernels` with this device and progress bound.
+    ``ctx.device`` is ``"cpu"``, ``"cuda"`` or ``"cuda:K"`` (:func:`trajkit.devices.resolve_device`);
+    ``ctx.progress(iterable, total=None, desc=None)`` wraps an iterable in a progress bar (silent when
+    disabled); ``ctx.kernels.pair_sums(...)`` and ``ctx.kernels.gram(...)`` are
+    :mod:`trajkit.analysis.kernels` with this device and progress bound.
     """
 
     def __init__(self, device: str | None = None, show_progress: bool = False, analysis: str = ""):
