@@ -79,7 +79,7 @@ class Violation:
     ``path`` locates the offending value inside the instance (keys and list indices; ``()`` is the whole
     instance); ``rule`` is the JSON Schema keyword that failed (``type``, ``enum``, ``minimum``,
     ``exclusiveMinimum``, ``maximum``, ``exclusiveMaximum``, ``minItems``, ``additionalProperties``, ...)
-    or ``"finite"`` for NaN/±inf where a number is expected; ``value`` is the offending value (for
+    or ``"finite"`` for NaN/±inf where a (finite) number is expected; ``value`` is the offending value (for
     ``additionalProperties``: the first unknown key); ``limit`` is the rule's value in the schema (the
     bound, the allowed values, the expected type; for ``additionalProperties`` the known keys).
     """
@@ -97,7 +97,8 @@ def _violation(err: Any) -> Violation:
         unknown = [k for k in err.instance if k not in known]
         return Violation(path, "additionalProperties", unknown[0], known)
     value = err.instance
-    if err.validator == "type" and isinstance(value, float) and not math.isfinite(value):
+    expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+    if err.validator == "type" and "number" in expected and isinstance(value, float) and not math.isfinite(value):
         return Violation(path, "finite", value, err.validator_value)
     return Violation(path, str(err.validator), value, err.validator_value)
 

@@ -65,6 +65,11 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
     return ens.groups(params["group_by"]), ens.archives
 
 
+#: why a keyword of :data:`~trajkit.analysis.contract.CLI_OPTIONS` is not a parameter, when it is not a CLI flag
+_NOT_A_PARAMETER = {"params": "pass the parameters themselves as keywords",
+                    "from_cli": "the command line parses its -p strings itself; pass Python values"}
+
+
 def analyze(name: str, archives: Any, *, device: str | None = None, progress: bool = False,
             **params: Any) -> Result:
     """Run analysis ``name`` on ``archives`` (paths, ensemble directories, globs, Archive/Ensemble objects).
@@ -76,10 +81,8 @@ def analyze(name: str, archives: Any, *, device: str | None = None, progress: bo
     options = [k for k in params if k in CLI_OPTIONS]
     if options:
         k = options[0]
-        fix = ("pass the parameters themselves as keywords" if k == "params" else
-               "parse -p strings with `trajkit analyze`, or pass Python values" if k == "from_cli" else
-               "that is a command-line option of `trajkit analyze`")
-        raise AnalysisError(f"trajkit.analyze({name!r}, ...) takes analysis parameters only, not {k}=; {fix} "
+        raise AnalysisError(f"trajkit.analyze({name!r}, ...) takes analysis parameters only, not {k}=; "
+                            f"{_NOT_A_PARAMETER.get(k, f'{k} is an option of the `trajkit analyze` command')} "
                             "(trajkit.analyze(name, archives, *, device=None, progress=False, **params))")
     return run_analysis(get_registry().get(name), archives, device=device, progress=progress, given=params)
 
@@ -114,7 +117,6 @@ def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None
     }
     result.analysis = info.cls
     return result
-
 
 
 def load_result(path: str | os.PathLike) -> Result:
