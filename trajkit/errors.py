@@ -41,3 +41,7 @@ class AnalysisError(TrajkitError):
 
 class PluginError(TrajkitError):
     """A plugin failed to load or raised while computing."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; the rest of trajkit goes on without it."""

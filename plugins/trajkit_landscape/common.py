@@ -12,6 +12,7 @@ import numpy as np
 
 from trajkit.analysis import Param
 from trajkit.errors import AnalysisError
+from trajkit.landscape import permutation_spec_for
 
 STEP = Param("step", "int", default=None, min=0,
              help="snapshot step analysed in every run (none: each run's last snapshot); must be a snapshot")
@@ -64,8 +65,6 @@ def _short(v: Any) -> str:
 
 def permutation_spec(ens: Any) -> Any:
     """The registered permutation symmetries of the ensemble's model (error naming how to register one)."""
-    from trajkit.landscape.registry import permutation_spec_for
-
     return permutation_spec_for(ens.archives[0])
 
 
@@ -74,7 +73,7 @@ def evaluator(ens: Any, row: int, device: str) -> Any:
 
     All runs must share model, dataset and loss (checked), so one evaluator serves them all.
     """
-    from trajkit.experiments import rebuild
+    from trajkit.experiments import rebuild  # torch, only when a loss is evaluated
 
     check_same_model(ens, ("model", "dataset", "loss"))
     rb = rebuild(ens.archives[0], int(ens.archives[0].steps[row]), device=device)
