@@ -39,6 +39,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
@@ -214,12 +215,10 @@ class LossDynamics(Analysis):
               Param("seed", "int", default=0, help="seed of the bootstrap"))
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
-        from trajkit_dynamics.relaxation import percentile_ci
-
         thresholds = np.atleast_1d(np.asarray(params["thresholds"], dtype=float))
         level, window = params["level"], params["window"]
         window = tuple(window) if window else None
-        rng = np.random.default_rng(params["seed"])
+        rng = np.random.default_rng(params["seed"])  # one stream for every group's bootstrap
         rows: dict[str, list[Any]] = {k: [] for k in ("width", "loss_inf", "loss_inf_ci", "beta", "beta_ci",
                                                       "amplitude", "final_loss", "n_over_p", "t_learn", "reached")}
         curves, group_values = [], []
@@ -234,10 +233,13 @@ class LossDynamics(Analysis):
             curves.append((t, mean))
             fit = fit_power_law(t, mean, window, level)
             if params["n_boot"] and losses.shape[0] >= 2:
-                boot = np.array([[fit_power_law(t, np.nanmean(losses[rng.integers(0, len(runs), len(runs))], axis=0),
-                                                window, level)[k] for k in ("loss_inf", "beta")]
-                                 for _ in range(params["n_boot"])])
-                fit["loss_inf_ci"], fit["beta_ci"] = percentile_ci(boot[:, 0], level), percentile_ci(boot[:, 1], level)
+                def refit(i: np.ndarray, t: np.ndarray = t, losses: np.ndarray = losses) -> list[float]:
+                    f = fit_power_law(t, np.nanmean(losses[i], axis=0), window, level)
+                    return [f["loss_inf"], f["beta"]]
+
+                boot = replica_bootstrap(refit, losses.shape[0], params["n_boot"], rng)     # [B, 2]
+                fit["loss_inf_ci"] = percentile_interval(boot[:, 0], level)
+                fit["beta_ci"] = percentile_interval(boot[:, 1], level)
             tl, reached = learning_times(t, mean, thresholds)
             arch = ens.archives[0]
             wkey = params["width_key"]
