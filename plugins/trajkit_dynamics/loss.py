@@ -42,6 +42,7 @@ from trajkit.analysis import Analysis, Param, Result
 from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
+from trajkit_dynamics.curves import metric_curve, width_value
 from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
@@ -167,33 +168,6 @@ def extrapolate_to_zero(thresholds: np.ndarray, values: np.ndarray,
     return float(fit.intercept), (float(fit.intercept - half), float(fit.intercept + half))
 
 
-def _curve(arch: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    if metric.startswith("trace:"):
-        name = metric[len("trace:"):]
-        trace = arch.trace
-        if name not in trace:
-            names = ", ".join(k for k in trace if k != "step") or "none"
-            raise AnalysisError(f"{arch.path}: no trace {name!r} (traces: {names}); pass metric=NAME or "
-                                "metric=trace:NAME")
-        return np.asarray(trace["step"], float), np.asarray(trace[name], float)
-    metrics = arch.metrics
-    if metric not in metrics:
-        raise AnalysisError(f"{arch.path}: no snapshot metric {metric!r} (metrics: {', '.join(metrics) or 'none'}); "
-                            "pass metric=NAME or metric=trace:NAME")
-    return arch.steps.astype(float), np.asarray(metrics[metric], float)
-
-
-def _width(value: Any, where: str) -> float:
-    if isinstance(value, list | tuple):
-        if not value or len(set(value)) != 1:
-            raise AnalysisError(f"{where}: width {value!r} is not a single number; pass width_key naming one")
-        value = value[0]
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise AnalysisError(f"{where}: width {value!r} is not a number; pass width_key naming a numeric key") from None
-
-
 class LossDynamics(Analysis):
     """Power-law loss decay, learning times and the critical width (formulas in the module docstring)."""
 
@@ -224,7 +198,7 @@ class LossDynamics(Analysis):
         curves, group_values = [], []
         for value, ens in data.items():
             group_values.append(value)
-            runs = [_curve(a, params["metric"]) for a in ens.archives]
+            runs = [metric_curve(a, params["metric"]) for a in ens.archives]
             t = runs[0][0]
             if any(r[0].shape != t.shape or not np.array_equal(r[0], t) for r in runs):
                 raise AnalysisError(f"group {value!r}: runs differ in the steps of {params['metric']!r}")
@@ -243,7 +217,7 @@ class LossDynamics(Analysis):
             tl, reached = learning_times(t, mean, thresholds)
             arch = ens.archives[0]
             wkey = params["width_key"]
-            rows["width"].append(_width(get_path(arch.metadata, wkey) if wkey else value, str(arch.path)))
+            rows["width"].append(width_value(get_path(arch.metadata, wkey) if wkey else value, str(arch.path)))
             for k in ("loss_inf", "loss_inf_ci", "beta", "beta_ci", "amplitude"):
                 rows[k].append(fit[k])
             rows["final_loss"].append(float(mean[np.isfinite(mean)][-1]) if np.isfinite(mean).any() else np.nan)
