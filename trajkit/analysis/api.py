@@ -88,7 +88,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, p
     if not isinstance(result, Result):
         raise PluginError(f"{where}: compute() returned {type(result).__name__}, expected "
                           "trajkit.analysis.Result")
-    from trajkit import __version__
+    from trajkit.version import __version__
 
     result.params = resolved
     result.provenance = {

@@ -74,7 +74,7 @@ def versions() -> dict[str, str | None]:
     Read from the installed distributions (``importlib.metadata``): creating an archive never imports
     torch (a multi-second import), and a process that never imported it still records its version.
     """
-    from trajkit import __version__
+    from trajkit.version import __version__
 
     return {"trajkit": __version__, "python": platform.python_version(), "torch": _installed_version("torch"),
             "numpy": _installed_version("numpy"), "zarr": _installed_version("zarr")}
