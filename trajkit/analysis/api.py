@@ -50,8 +50,8 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
         if len(ens) != 1:
             raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(ens)}")
         return ens[0], ens.archives
-    if needs == "ensemble":
-        ens = Ensemble(ens.archives, ens.info, check=True)
+    if needs in ("ensemble", "runs"):
+        ens = Ensemble(ens.archives, ens.info, check=True, same_steps=needs == "ensemble")
         return ens, ens.archives
     return ens.groups(params["group_by"]), ens.archives
 
