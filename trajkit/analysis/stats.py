@@ -54,7 +54,7 @@ def replica_bootstrap(statistic: Callable[..., Any], replicas: int | Sequence[in
     or an array of any fixed shape ``[...]`` (NaN where undefined). Every group needs R ≥ 2. Seeded by
     ``seed`` (an int or a ``numpy.random.Generator``), so a result is reproducible.
     """
-    sizes = [int(replicas)] if np.ndim(replicas) == 0 else [int(r) for r in replicas]  # type: ignore[arg-type]
+    sizes = [int(r) for r in np.atleast_1d(replicas)]
     if min(sizes) < 2:
         raise ValueError(f"the replica bootstrap needs at least 2 replicas per group, got {sizes}")
     if n_boot < 1:
