@@ -302,3 +302,73 @@ def test_cli_end_to_end_and_bad_input(ensemble, tmp_path, tree_digest):
     assert "Traceback" not in proc.stderr
     assert not bad.exists()
     assert [tree_digest(p) for p in _runs(ensemble)] == before
+
+
+# -- one step for every run: schedules may differ (issue 13.9) -------------------------------------------------
+
+
+def _reschedule(src: Path, dst: Path, steps: list[int]) -> Path:
+    """``src``'s run with snapshots at ``steps``: its last snapshot's parameters at its last step (which
+    ``steps`` must contain), its first snapshot's parameters at every other step."""
+    a = trajkit.open_archive(src)
+    first, last = (np.asarray(a.params[i:i + 1, :], dtype=np.float32)[0] for i in (0, a.n_snapshots - 1))
+    meta = {k: a.metadata[k] for k in ("model", "dataset", "loss", "dynamics") if k in a.metadata}
+    with create(dst, a.n_params, metadata=meta, layout=a.layout) as w:
+        for s in sorted(steps):
+            w.append(s, last if s == int(a.steps[-1]) else first)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def rescheduled(ensemble, tmp_path_factory) -> list[Path]:
+    """The four runs, each with its own schedule, all sharing step 200 (their last)."""
+    d = tmp_path_factory.mktemp("resched")
+    return [_reschedule(p, d / f"s{r}.trajkit", [3 + r, 40 + 7 * r, 200]) for r, p in enumerate(_runs(ensemble))]
+
+
+def test_landscape_analyses_accept_runs_that_share_the_step(ensemble, rescheduled):
+    steps = [trajkit.open_archive(p).steps.tolist() for p in rescheduled]
+    assert len({tuple(s) for s in steps}) == 4    # four different schedules
+    with pytest.raises(TrajkitError, match="differ in snapshot steps"):
+        trajkit.analyze("overlaps", rescheduled)  # the dynamics still need one schedule
+    want = trajkit.analyze("minima", [ensemble], shuffles=5)
+    got = trajkit.analyze("minima", rescheduled, shuffles=5)
+    assert got["step"] == want["step"] == 200
+    for key in ("distance", "distance_aligned", "q_aligned", "linkage"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12)
+    inter = trajkit.analyze("interpolation", rescheduled, pairs="0:1", points=3)
+    ref = trajkit.analyze("interpolation", [ensemble], pairs="0:1", points=3)
+    np.testing.assert_allclose(inter["path_train"], ref["path_train"], rtol=1e-12)
+    kw = dict(directions=1, points=3, deltas=[0.01, 0.02], walks=1, walk_steps=12, n_boot=10)
+    rug = trajkit.analyze("rugosity", rescheduled, **kw)
+    np.testing.assert_allclose(rug["profiles"], trajkit.analyze("rugosity", [ensemble], **kw)["profiles"],
+                               rtol=1e-12)
+
+
+def test_a_chosen_step_is_taken_in_every_run(ensemble, rescheduled, tmp_path, tree_digest):
+    longer = _reschedule(_runs(ensemble)[3], tmp_path / "longer.trajkit", [5, 200, 300])
+    runs = [*rescheduled[:3], longer]
+    before = [tree_digest(p) for p in runs]
+    with pytest.raises(AnalysisError, match=r"runs end at different steps .*: 200, .*longer\.trajkit: 300\); pass "
+                                            r"step=S, a snapshot of every run \(the last step every run has is 200\)"):
+        trajkit.analyze("minima", runs)
+    res = trajkit.analyze("minima", runs, step=200, shuffles=5)
+    ref = trajkit.analyze("minima", [ensemble], shuffles=5)
+    np.testing.assert_allclose(res["distance"], ref["distance"], rtol=1e-12)
+    assert res["step"] == 200
+    with pytest.raises(AnalysisError) as e:
+        trajkit.analyze("minima", runs, step=47)     # a snapshot of run 1 only (40 + 7)
+    msg = str(e.value)
+    assert "\n" not in msg and "s0.trajkit: step 47 is not a snapshot (nearest snapshots: 40 and 200)" in msg
+    assert "pass step=S, a snapshot of every run (the last step every run has is 200)" in msg
+    assert [tree_digest(p) for p in runs] == before
+
+
+def test_runs_of_different_architectures_are_refused_whatever_their_schedules(ensemble, rescheduled, tmp_path):
+    narrow = tmp_path / "narrow"
+    run_experiment(_config(model={"hidden": [8]}, run={"steps": 200, "replicas": 1},
+                           snapshots={"schedule": "log", "n": 4}), narrow, quiet=True)
+    with pytest.raises(AnalysisError, match="differ in parameter count"):
+        trajkit.analyze("minima", [*rescheduled, *_runs(narrow)])
+    with pytest.raises(AnalysisError, match="differ in parameter count"):
+        trajkit.analyze("interpolation", [rescheduled[0], *_runs(narrow)])

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 from trajkit import schedules
 from trajkit.archive import open_archive
 from trajkit.errors import TrajkitError
+from trajkit.version import __version__
 
 __all__ = ["Recorder", "TrajkitError", "__version__", "analyze", "list_analyses", "load_result",
            "open_archive", "open_ensemble", "schedules"]

@@ -45,3 +45,7 @@ class PluginError(TrajkitError):
 
 class DeviceError(TrajkitError):
     """A device was asked for that this machine does not have (or is not a device name)."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; the rest of trajkit goes on without it."""

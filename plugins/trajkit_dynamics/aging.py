@@ -49,6 +49,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
 
@@ -250,8 +251,6 @@ def estimate_mu(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *, 
     ``mu_tau`` (NaN when stationary), their ``*_ci``, the unconditioned fits ``*_raw``, ``tau [K]``
     (crossing lags of the mean curves) and ``regime``.
     """
-    from trajkit_dynamics.relaxation import percentile_ci
-
     values = np.asarray(values, dtype=float)
     log_values = observable == "msd"
     kw = dict(log_values=log_values, decaying=not log_values, max_ratio=max_ratio, min_lag=min_lag, c=c,
@@ -260,12 +259,9 @@ def estimate_mu(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *, 
     mu_c, mu_h, mu_t, taus = _estimates(tw_steps, steps, mean, **kw)
     boot = np.full((n_boot, 3), np.nan)
     if n_boot:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        r = values.shape[0]
-        for b in range(n_boot):
-            sample = _nanmean0(values[rng.integers(0, r, r)])
-            boot[b] = _estimates(tw_steps, steps, sample, **kw)[:3]
-    cis = [percentile_ci(boot[:, i], level) for i in range(3)]
+        boot = replica_bootstrap(lambda i: _estimates(tw_steps, steps, _nanmean0(values[i]), **kw)[:3],
+                                 values.shape[0], n_boot, rng if rng is not None else 0)
+    cis = [percentile_interval(boot[:, i], level) for i in range(3)]
     regime = classify_regime(mu_c, cis[0], mu_t, cis[2], tol)
     out: dict[str, object] = {"regime": regime, "tau": taus}
     for i, (name, v) in enumerate((("mu_collapse", mu_c), ("mu_h", mu_h), ("mu_tau", mu_t))):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis.stats import bootstrap_sem, replica_bootstrap
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import COMMON_PARAMS, ORIGIN_MIN_STEP, measure_two_time
 
@@ -40,9 +41,7 @@ def chi4(q: np.ndarray, n: int) -> np.ndarray:
 def chi4_bootstrap(q: np.ndarray, n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap replicates of χ4: resample axis 0 of ``q [R, ...]`` → ``[n_boot, ...]``."""
     q = np.asarray(q, dtype=float)
-    r = q.shape[0]
-    idx = rng.integers(0, r, size=(n_boot, r))
-    return np.stack([chi4(q[i], n) for i in idx])
+    return replica_bootstrap(lambda i: chi4(q[i], n), q.shape[0], n_boot, rng)
 
 
 def chi4_peak(lags: np.ndarray, values: np.ndarray) -> tuple[float, float]:
@@ -115,31 +114,28 @@ class Chi4(Analysis):
                                 "record more replicas (run.replicas) and pass the ensemble directory")
         tt = measure_two_time(data, params, ctx, mode=params["mode"], sums=("theta",),
                               origin_min_step=params["origin_min_step"])
-        rng = np.random.default_rng(params["seed"])
-        boot_idx = rng.integers(0, r, size=(params["n_boot"], r))
+        n_boot, seed = params["n_boot"], params["seed"]
         scalars: dict[str, Any] = {"n_selected": tt.n, "replicas": r, "masked_steps": tt.masked_steps}
         if tt.mode == "lag":
             chi, cnt = pooled_chi4(tt.pair_q, tt.pair_lag_index, tt.lags.size, tt.n)
-            boots = np.stack([pooled_chi4(tt.pair_q, tt.pair_lag_index, tt.lags.size, tt.n, i)[0]
-                              for i in boot_idx])
+            boots = replica_bootstrap(lambda i: pooled_chi4(tt.pair_q, tt.pair_lag_index, tt.lags.size, tt.n, i)[0],
+                                      r, n_boot, seed)                                          # [B, L]
             peak, tau = chi4_peak(tt.lags, chi)
             bp = np.array([chi4_peak(tt.lags, b) for b in boots])
-            scalars.update(chi4_peak=peak, tau4=tau, chi4_peak_sem=float(np.nanstd(bp[:, 0], ddof=1)),
-                           tau4_sem=float(np.nanstd(bp[:, 1], ddof=1)))
-            arrays = {"chi4": (chi, ("lag",)), "chi4_sem": (np.nanstd(boots, axis=0, ddof=1), ("lag",)),
+            scalars.update(chi4_peak=peak, tau4=tau, chi4_peak_sem=bootstrap_sem(bp[:, 0]),
+                           tau4_sem=bootstrap_sem(bp[:, 1]))
+            arrays = {"chi4": (chi, ("lag",)), "chi4_sem": (bootstrap_sem(boots), ("lag",)),
                       "n_samples": (cnt, ("lag",))}
             return Result(arrays=arrays, coords={"lag": tt.lags}, scalars=scalars)
         q = tt.values["self_overlap"]
         chi = chi4(q, tt.n)
-        boots = np.stack([chi4(q[i], tt.n) for i in boot_idx])
+        boots = chi4_bootstrap(q, tt.n, n_boot, np.random.default_rng(seed))             # [B, K, T]
         lags = [tt.steps - tw for tw in tt.tw_step]
         peak, tau = _peaks(lags, chi)
         bpeaks = np.stack([np.stack(_peaks(lags, b)) for b in boots])   # [B, 2, K]
-        with np.errstate(invalid="ignore"):
-            peak_sem = np.nanstd(bpeaks[:, 0], axis=0, ddof=1)
-            tau_sem = np.nanstd(bpeaks[:, 1], axis=0, ddof=1)
+        peak_sem, tau_sem = bootstrap_sem(bpeaks[:, 0]), bootstrap_sem(bpeaks[:, 1])
         dims = ("tw_step", "step")
-        arrays = {"chi4": (chi, dims), "chi4_sem": (np.nanstd(boots, axis=0, ddof=1), dims),
+        arrays = {"chi4": (chi, dims), "chi4_sem": (bootstrap_sem(boots), dims),
                   "self_overlap": (np.nanmean(q, axis=0), dims),
                   "chi4_peak": (peak, ("tw_step",)), "chi4_peak_sem": (peak_sem, ("tw_step",)),
                   "tau4": (tau, ("tw_step",)), "tau4_sem": (tau_sem, ("tw_step",))}

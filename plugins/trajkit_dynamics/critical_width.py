@@ -40,14 +40,8 @@ import numpy as np
 from trajkit.analysis import Analysis, Param, Result
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.loss import (
-    _curve,
-    _width,
-    extrapolate_to_zero,
-    fit_critical_width,
-    fit_power_law,
-    learning_times,
-)
+from trajkit_dynamics.curves import metric_curve, width_value
+from trajkit_dynamics.loss import extrapolate_to_zero, fit_critical_width, fit_power_law, learning_times
 from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
@@ -91,11 +85,11 @@ class CriticalWidth(Analysis):
             if depth is None or width is None:
                 raise AnalysisError(f"{where}: no metadata key {dkey if depth is None else wkey!r}; pass depth_key "
                                     "and width_key naming the depth and width")
-            width = _width(width, where)
+            width = width_value(width, where)
             if width in per_depth.setdefault(depth, {}):
                 raise AnalysisError(f"{where}: two configurations share {dkey} = {depth}, {wkey} = {width:g} "
                                     f"(group_by = {params['group_by']!r}); analyse them separately")
-            runs = [_curve(a, metric) for a in ens.archives]
+            runs = [metric_curve(a, metric) for a in ens.archives]
             t = runs[0][0]
             if any(not np.array_equal(r[0], t) for r in runs):
                 raise AnalysisError(f"{dkey} = {depth}, {wkey} = {width:g}: runs differ in the steps of {metric!r}")

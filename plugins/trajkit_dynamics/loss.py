@@ -39,8 +39,10 @@ import numpy as np
 from scipy import optimize, stats
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
+from trajkit_dynamics.curves import metric_curve, width_value
 from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
@@ -166,33 +168,6 @@ def extrapolate_to_zero(thresholds: np.ndarray, values: np.ndarray,
     return float(fit.intercept), (float(fit.intercept - half), float(fit.intercept + half))
 
 
-def _curve(arch: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    if metric.startswith("trace:"):
-        name = metric[len("trace:"):]
-        trace = arch.trace
-        if name not in trace:
-            names = ", ".join(k for k in trace if k != "step") or "none"
-            raise AnalysisError(f"{arch.path}: no trace {name!r} (traces: {names}); pass metric=NAME or "
-                                "metric=trace:NAME")
-        return np.asarray(trace["step"], float), np.asarray(trace[name], float)
-    metrics = arch.metrics
-    if metric not in metrics:
-        raise AnalysisError(f"{arch.path}: no snapshot metric {metric!r} (metrics: {', '.join(metrics) or 'none'}); "
-                            "pass metric=NAME or metric=trace:NAME")
-    return arch.steps.astype(float), np.asarray(metrics[metric], float)
-
-
-def _width(value: Any, where: str) -> float:
-    if isinstance(value, list | tuple):
-        if not value or len(set(value)) != 1:
-            raise AnalysisError(f"{where}: width {value!r} is not a single number; pass width_key naming one")
-        value = value[0]
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise AnalysisError(f"{where}: width {value!r} is not a number; pass width_key naming a numeric key") from None
-
-
 class LossDynamics(Analysis):
     """Power-law loss decay, learning times and the critical width (formulas in the module docstring)."""
 
@@ -214,18 +189,16 @@ class LossDynamics(Analysis):
               Param("seed", "int", default=0, help="seed of the bootstrap"))
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
-        from trajkit_dynamics.relaxation import percentile_ci
-
         thresholds = np.atleast_1d(np.asarray(params["thresholds"], dtype=float))
         level, window = params["level"], params["window"]
         window = tuple(window) if window else None
-        rng = np.random.default_rng(params["seed"])
+        rng = np.random.default_rng(params["seed"])  # one stream for every group's bootstrap
         rows: dict[str, list[Any]] = {k: [] for k in ("width", "loss_inf", "loss_inf_ci", "beta", "beta_ci",
                                                       "amplitude", "final_loss", "n_over_p", "t_learn", "reached")}
         curves, group_values = [], []
         for value, ens in data.items():
             group_values.append(value)
-            runs = [_curve(a, params["metric"]) for a in ens.archives]
+            runs = [metric_curve(a, params["metric"]) for a in ens.archives]
             t = runs[0][0]
             if any(r[0].shape != t.shape or not np.array_equal(r[0], t) for r in runs):
                 raise AnalysisError(f"group {value!r}: runs differ in the steps of {params['metric']!r}")
@@ -234,14 +207,17 @@ class LossDynamics(Analysis):
             curves.append((t, mean))
             fit = fit_power_law(t, mean, window, level)
             if params["n_boot"] and losses.shape[0] >= 2:
-                boot = np.array([[fit_power_law(t, np.nanmean(losses[rng.integers(0, len(runs), len(runs))], axis=0),
-                                                window, level)[k] for k in ("loss_inf", "beta")]
-                                 for _ in range(params["n_boot"])])
-                fit["loss_inf_ci"], fit["beta_ci"] = percentile_ci(boot[:, 0], level), percentile_ci(boot[:, 1], level)
+                def refit(i: np.ndarray, t: np.ndarray = t, losses: np.ndarray = losses) -> list[float]:
+                    f = fit_power_law(t, np.nanmean(losses[i], axis=0), window, level)
+                    return [f["loss_inf"], f["beta"]]
+
+                boot = replica_bootstrap(refit, losses.shape[0], params["n_boot"], rng)     # [B, 2]
+                fit["loss_inf_ci"] = percentile_interval(boot[:, 0], level)
+                fit["beta_ci"] = percentile_interval(boot[:, 1], level)
             tl, reached = learning_times(t, mean, thresholds)
             arch = ens.archives[0]
             wkey = params["width_key"]
-            rows["width"].append(_width(get_path(arch.metadata, wkey) if wkey else value, str(arch.path)))
+            rows["width"].append(width_value(get_path(arch.metadata, wkey) if wkey else value, str(arch.path)))
             for k in ("loss_inf", "loss_inf_ci", "beta", "beta_ci", "amplitude"):
                 rows[k].append(fit[k])
             rows["final_loss"].append(float(mean[np.isfinite(mean)][-1]) if np.isfinite(mean).any() else np.nan)

@@ -29,6 +29,7 @@ import numpy as np
 
 from trajkit.analysis import Param, times
 from trajkit.errors import AnalysisError
+from trajkit_dynamics.two_time import two_time_from_sums
 
 #: Parameters every two-time plugin accepts.
 COMMON_PARAMS = (
@@ -140,8 +141,6 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
                      origin_min_step: int | None = None, lag_rtol: float = 0.02) -> TwoTime:
     """Run the pair kernels on every replica of ``data`` (an Ensemble, or one Archive) and derive the
     two-time observables; see the module docstring."""
-    from trajkit_dynamics.overlaps import two_time_from_sums
-
     archives = list(getattr(data, "archives", [data]))
     steps = np.asarray(data.steps, dtype=np.int64)
     cols = selected_columns(data, params["select"])

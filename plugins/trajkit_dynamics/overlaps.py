@@ -43,42 +43,11 @@ from typing import Any
 import numpy as np
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis.stats import replica_mean_sem
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import COMMON_PARAMS, ORIGIN_MIN_STEP, measure_two_time, replica_gram, selected_columns
-
-#: Arrays computed from the pair sums, in the order the plugin reports them.
-TWO_TIME_NAMES = ("overlap", "overlap_normalized", "msd", "self_overlap", "d4", "participation", "alpha2")
-
-
-def two_time_from_sums(sums: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """The two-time observables from pair sums over ``n`` parameters (any common shape, e.g. ``[P]``).
-
-    Each output appears when its inputs are present: ``dot`` → overlap (with ``norm_a, norm_b`` also the
-    normalised overlap), ``sq`` → msd, ``theta`` → self_overlap, ``sq`` and ``quart`` → d4,
-    participation, alpha2.
-    """
-    out: dict[str, np.ndarray] = {}
-    n = float(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if "dot" in sums:
-            dot = np.asarray(sums["dot"], dtype=float)
-            out["overlap"] = dot / n
-            if "norm_a" in sums and "norm_b" in sums:
-                out["overlap_normalized"] = dot / np.sqrt(np.asarray(sums["norm_a"], float)
-                                                          * np.asarray(sums["norm_b"], float))
-        if "theta" in sums:
-            out["self_overlap"] = np.asarray(sums["theta"], dtype=float) / n
-        if "sq" in sums:
-            sq = np.asarray(sums["sq"], dtype=float)
-            out["msd"] = sq / n
-        if "sq" in sums and "quart" in sums:
-            quart = np.asarray(sums["quart"], dtype=float)
-            out["d4"] = quart / n
-            moving = sq > 0
-            safe = np.where(moving, sq, 1.0)
-            out["participation"] = np.where(moving, quart / safe**2, np.nan)
-            out["alpha2"] = np.where(moving, n * quart / (3.0 * safe**2) - 1.0, np.nan)
-    return out
+from trajkit_dynamics.two_time import TWO_TIME_NAMES
+from trajkit_dynamics.two_time import two_time_from_sums as two_time_from_sums  # re-exported
 
 
 def epsilon_from_std(rows: np.ndarray, factor: float) -> np.ndarray:
@@ -122,23 +91,6 @@ def displacement_histogram(displacements: Sequence[np.ndarray] | np.ndarray, bin
         log10_range = (lo, hi)
     density, edges = np.histogram(vals, bins=bins, range=log10_range, density=True)
     return density, edges
-
-
-def replica_mean_sem(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over replicas (axis 0, NaN-aware): ``[R, ...]`` → two ``[...]`` arrays.
-
-    The standard error is ``std(ddof=1)/sqrt(R)``; NaN where fewer than two replicas have a value.
-    """
-    v = np.asarray(values, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(v, axis=0)
-            count = np.sum(np.isfinite(v), axis=0)
-            sem = np.where(count >= 2, np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.maximum(count, 1)), np.nan)
-    return mean, sem
 
 
 class Overlaps(Analysis):

@@ -35,12 +35,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis.stats import (
+    log_log_slope,
+    percentile_interval,
+    replica_bootstrap,
+    replica_mean_sem,
+    window_slope,
+)
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import COMMON_PARAMS, RANGE_VALID, TwoTime, is_range, measure_two_time
-from trajkit_dynamics.overlaps import replica_mean_sem
 
 #: Flag values of :func:`relaxation_time`.
 RESOLVED, TOO_FAST, TOO_SLOW = 0, -1, 1
@@ -84,44 +89,6 @@ def relaxation_times(tw_steps: np.ndarray, steps: np.ndarray, q: np.ndarray, thr
             tau[k, i], flag[k, i] = relaxation_time(steps[after] - tw, q[k, after], c,
                                                     None if q0 is None else q0[k])
     return tau, flag
-
-
-def log_log_slope(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, tuple[float, float]]:
-    """Least-squares slope of ``ln y`` vs ``ln x`` over the finite positive points.
-
-    Returns ``(slope, intercept, (lo, hi))`` with the Student-t confidence interval at ``level`` from the
-    regression's standard error (NaN interval with fewer than 3 points; NaN slope with fewer than 2).
-    """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if ok.sum() < 2:
-        return float("nan"), float("nan"), (float("nan"), float("nan"))
-    fit = stats.linregress(np.log(x[ok]), np.log(y[ok]))
-    if ok.sum() < 3:
-        return float(fit.slope), float(fit.intercept), (float("nan"), float("nan"))
-    half = stats.t.ppf(0.5 + level / 2, ok.sum() - 2) * fit.stderr
-    return float(fit.slope), float(fit.intercept), (float(fit.slope - half), float(fit.slope + half))
-
-
-def window_slope(x: np.ndarray, y: np.ndarray, window: tuple[float, float],
-                 level: float = 0.95) -> tuple[float, tuple[float, float], int]:
-    """Slope of ``ln y`` vs ``ln x`` for ``window[0] ≤ x ≤ window[1]``: ``(slope, ci, n_points)``."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    inside = (x >= window[0]) & (x <= window[1]) & np.isfinite(y) & (y > 0)
-    slope, _, ci = log_log_slope(x[inside], y[inside], level)
-    return slope, ci, int(inside.sum())
-
-
-def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the finite ``samples`` (NaN when fewer than 2)."""
-    s = np.asarray(samples, dtype=float)
-    s = s[np.isfinite(s)]
-    if s.size < 2:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(s, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
 
 
 def _group_key(data: Any, choice: str) -> str | None:
@@ -212,17 +179,18 @@ class Relaxation(Analysis):
         expo, expo_ci, _ = window_slope(tts_x[hot], tts_q[hot], window, level)
         reps = [tt.replicas for tt in tts]
         if params["n_boot"] and min(reps) >= 2:
-            rng = np.random.default_rng(params["seed"])
-            bs, be = [], []
-            for _ in range(params["n_boot"]):
-                qb = np.stack([replica_mean_sem(tt.values["self_overlap"][rng.integers(0, r, r)])[0]
-                               for tt, r in zip(tts, reps, strict=True)])
+            def slope_and_exponent(*idx: np.ndarray) -> list[float]:
+                """τ(T) slope and TTS exponent with every group's replicas resampled (``idx`` per group)."""
+                qb = np.stack([replica_mean_sem(tt.values["self_overlap"][i])[0]
+                               for tt, i in zip(tts, idx, strict=True)])
                 tb = np.array([_tau_of_mean(ref, q, 0, c)[0] for q in qb])
-                bs.append(log_log_slope(temps[in_range], tb[in_range], level)[0])
                 with np.errstate(invalid="ignore", divide="ignore"):
                     xb = np.where(after, lag / tb[hot], np.nan)
-                be.append(window_slope(xb, np.where(after, qb[hot, 0], np.nan), window, level)[0])
-            slope_ci, expo_ci = percentile_ci(np.array(bs), level), percentile_ci(np.array(be), level)
+                return [log_log_slope(temps[in_range], tb[in_range], level)[0],
+                        window_slope(xb, np.where(after, qb[hot, 0], np.nan), window, level)[0]]
+
+            boot = replica_bootstrap(slope_and_exponent, reps, params["n_boot"], params["seed"])   # [B, 2]
+            slope_ci, expo_ci = percentile_interval(boot[:, 0], level), percentile_interval(boot[:, 1], level)
         zero = np.flatnonzero(temps == 0)
         tau0 = float(tau_T[zero[0], 0]) if zero.size and tau_T[zero[0], 1] == RESOLVED else None
         arrays = {"self_overlap": (q_mean, ("temperature", "tw_step", "step")),

@@ -12,25 +12,53 @@ import numpy as np
 
 from trajkit.analysis import Param
 from trajkit.errors import AnalysisError
+from trajkit.landscape import permutation_spec_for
 
 STEP = Param("step", "int", default=None, min=0,
              help="snapshot step analysed in every run (none: each run's last snapshot); must be a snapshot")
 
 
-def snapshot_row(ens: Any, step: int | None) -> tuple[int, int]:
-    """``(row, step)`` of ``step`` in the ensemble's common schedule (None: the last snapshot)."""
-    first = ens.archives[0]
-    if first.n_snapshots == 0:
-        raise AnalysisError(f"{first.path}: archive has no committed snapshots")
-    row = first.n_snapshots - 1 if step is None else first.row(int(step))  # ArchiveError names the nearest
-    return int(row), int(first.steps[row])
+def snapshot_rows(ens: Any, step: int | None) -> tuple[np.ndarray, int]:
+    """``(rows int64 [R], step)``: each run's row of snapshot ``step``, one step for every run.
 
-
-def final_params(ens: Any, row: int) -> np.ndarray:
-    """float32 ``[R, N]``: every run's parameters at ``row``; NaN/inf (a diverged run) is an error naming it."""
-    w = np.empty((len(ens.archives), ens.n_params), dtype=np.float32)
+    The runs' schedules may differ; they must share ``step``. None takes the runs' last snapshot, which
+    must then be the same step in every run. A run without ``step`` is a one-line error naming it, its
+    nearest snapshots and the last step every run has.
+    """
+    for a in ens.archives:
+        if a.n_snapshots == 0:
+            raise AnalysisError(f"{a.path}: archive has no committed snapshots")
+    if step is None:
+        last = [int(a.steps[-1]) for a in ens.archives]
+        other = next((r for r, s in enumerate(last) if s != last[0]), None)
+        if other is not None:
+            raise AnalysisError(f"runs end at different steps ({ens.archives[0].path}: {last[0]}, "
+                                f"{ens.archives[other].path}: {last[other]}); pass step=S, a snapshot of every run "
+                                f"({_common_hint(ens)})")
+        step = last[0]
+    rows = np.empty(len(ens.archives), dtype=np.int64)
     for r, a in enumerate(ens.archives):
-        w[r] = np.asarray(a.params[row:row + 1, :], dtype=np.float32)[0]
+        steps = np.asarray(a.steps, dtype=np.int64)
+        i = int(np.searchsorted(steps, step))
+        if i == steps.size or steps[i] != step:
+            near = " and ".join(str(int(steps[j])) for j in (i - 1, i) if 0 <= j < steps.size)
+            raise AnalysisError(f"{a.path}: step {step} is not a snapshot (nearest snapshots: {near}); pass "
+                                f"step=S, a snapshot of every run ({_common_hint(ens)})")
+        rows[r] = i
+    return rows, int(step)
+
+
+def _common_hint(ens: Any) -> str:
+    common = ens.steps
+    return f"the last step every run has is {int(common[-1])}" if common.size else \
+        "no step is a snapshot of every run"
+
+
+def final_params(ens: Any, rows: np.ndarray) -> np.ndarray:
+    """float32 ``[R, N]``: run r's parameters at ``rows[r]``; NaN/inf (a diverged run) is an error naming it."""
+    w = np.empty((len(ens.archives), ens.n_params), dtype=np.float32)
+    for r, (a, row) in enumerate(zip(ens.archives, rows, strict=True)):
+        w[r] = np.asarray(a.params[int(row):int(row) + 1, :], dtype=np.float32)[0]
         if not np.all(np.isfinite(w[r])):
             raise AnalysisError(f"{a.path}: parameters at step {int(a.steps[row])} hold NaN/inf (a diverged "
                                 "run); leave it out of the ensemble")
@@ -64,20 +92,18 @@ def _short(v: Any) -> str:
 
 def permutation_spec(ens: Any) -> Any:
     """The registered permutation symmetries of the ensemble's model (error naming how to register one)."""
-    from trajkit.landscape.registry import permutation_spec_for
-
     return permutation_spec_for(ens.archives[0])
 
 
-def evaluator(ens: Any, row: int, device: str) -> Any:
+def evaluator(ens: Any, rows: np.ndarray, device: str) -> Any:
     """The rebuilt run 0 (:class:`~trajkit.experiments.rebuild.Rebuilt`), whose ``loss(W, split)`` every run shares.
 
     All runs must share model, dataset and loss (checked), so one evaluator serves them all.
     """
-    from trajkit.experiments import rebuild
+    from trajkit.experiments import rebuild  # torch, only when a loss is evaluated
 
     check_same_model(ens, ("model", "dataset", "loss"))
-    rb = rebuild(ens.archives[0], int(ens.archives[0].steps[row]), device=device)
+    rb = rebuild(ens.archives[0], int(ens.archives[0].steps[rows[0]]), device=device)
     if rb.data is None:
         raise AnalysisError(f"{ens.archives[0].path}: metadata has no dataset.spec, so the loss cannot be "
                             "evaluated; record it with `trajkit record` or rebuild it with "

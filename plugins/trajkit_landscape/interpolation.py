@@ -25,14 +25,14 @@ from trajkit.analysis import Analysis, Param, Result
 from trajkit.errors import AnalysisError
 from trajkit.landscape.interpolation import alpha_grid, barrier, interpolation_path
 from trajkit.landscape.weight_matching import align_vectors
-from trajkit_landscape.common import STEP, evaluator, final_params, parse_pairs, permutation_spec, snapshot_row
+from trajkit_landscape.common import STEP, evaluator, final_params, parse_pairs, permutation_spec, snapshot_rows
 
 
 class Interpolation(Analysis):
     name = "interpolation"
     version = "1.0.0"
     description = "Train/test loss along linear paths between minima, raw and permutation-aligned; barriers."
-    needs = "ensemble"
+    needs = "runs"
     params = (
         STEP,
         Param("pairs", "str", default="all", help="all, consecutive, or run-index pairs like 0:1,0:2"),
@@ -48,9 +48,9 @@ class Interpolation(Analysis):
         pairs = parse_pairs(params["pairs"], r)
         if pairs.shape[0] == 0:
             raise AnalysisError(f"interpolation needs at least one pair of runs; the ensemble has {r} run(s)")
-        row, step = snapshot_row(ens, params["step"])
-        w = final_params(ens, row)
-        rb = evaluator(ens, row, ctx.device)
+        rows, step = snapshot_rows(ens, params["step"])
+        w = final_params(ens, rows)
+        rb = evaluator(ens, rows, ctx.device)
         spec = permutation_spec(ens) if params["align"] else None
         alphas = alpha_grid(params["points"])
         kinds = ["raw", "aligned"] if params["align"] else ["raw"]

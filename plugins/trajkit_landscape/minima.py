@@ -30,14 +30,14 @@ from trajkit.analysis import Analysis, Param, Result
 from trajkit.errors import AnalysisError
 from trajkit.landscape import clustering, ultrametric
 from trajkit.landscape.weight_matching import align_vectors
-from trajkit_landscape.common import STEP, check_same_model, final_params, permutation_spec, snapshot_row
+from trajkit_landscape.common import STEP, check_same_model, final_params, permutation_spec, snapshot_rows
 
 
 class Minima(Analysis):
     name = "minima"
     version = "1.0.0"
     description = "Permutation-aligned distances between minima, hierarchical clustering, ultrametricity, P(q)."
-    needs = "ensemble"
+    needs = "runs"
     params = (
         STEP,
         Param("align", "str", default="reference", choices=("reference", "pairwise", "none"),
@@ -58,9 +58,9 @@ class Minima(Analysis):
         if r < 3:
             raise AnalysisError(f"clustering needs at least 3 runs, got {r}; add replicas (run.replicas)")
         check_same_model(ens)
-        row, step = snapshot_row(ens, params["step"])
+        rows, step = snapshot_rows(ens, params["step"])
         cols = ens.select(params["select"])
-        w = final_params(ens, row)
+        w = final_params(ens, rows)
         spec = permutation_spec(ens) if params["align"] != "none" else None
         d_raw = clustering.distance_matrix(w[:, cols])
         q_raw = clustering.overlap_matrix(w[:, cols])

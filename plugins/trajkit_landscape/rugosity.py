@@ -47,7 +47,7 @@ from trajkit_landscape.common import (
     evaluator,
     final_params,
     run_seed,
-    snapshot_row,
+    snapshot_rows,
 )
 
 STATISTICS = ("sharpness", "rugosity", "increment_exponent", "correlation_length")
@@ -59,7 +59,7 @@ class Rugosity(Analysis):
     name = "rugosity"
     version = "1.0.0"
     description = "Sharpness, rugosity, increment variance and correlation length around minima vs the gap."
-    needs = "ensemble"
+    needs = "runs"
     params = (
         STEP,
         Param("directions", "int", default=8, min=1, help="random directions per run"),
@@ -83,11 +83,11 @@ class Rugosity(Analysis):
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
         ens = data
         r = len(ens.archives)
-        row, step = snapshot_row(ens, params["step"])
+        rows, step = snapshot_rows(ens, params["step"])
         cache = check_cache_dir(params["cache"], ens)
         deltas = np.atleast_1d(np.asarray(params["deltas"], dtype=np.float64))
-        w = final_params(ens, row)
-        rb = evaluator(ens, row, ctx.device)
+        w = final_params(ens, rows)
+        rb = evaluator(ens, rows, ctx.device)
         probe_params = {k: params[k] for k in PROBE_KEYS}
         profiles = np.empty((r, params["directions"], params["points"]))
         walks = np.empty((r, deltas.size, params["walks"], params["walk_steps"] + 1))

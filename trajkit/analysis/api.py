@@ -59,8 +59,8 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
         if len(ens) != 1:
             raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(ens)}")
         return ens[0], ens.archives
-    if needs == "ensemble":
-        ens = Ensemble(ens.archives, ens.info, check=True)
+    if needs in ("ensemble", "runs"):
+        ens = Ensemble(ens.archives, ens.info, check=True, same_steps=needs == "ensemble")
         return ens, ens.archives
     return ens.groups(params["group_by"]), ens.archives
 
@@ -106,7 +106,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None
     if not isinstance(result, Result):
         raise PluginError(f"{where}: compute() returned {type(result).__name__}, expected "
                           "trajkit.analysis.Result")
-    from trajkit import __version__
+    from trajkit.version import __version__
 
     result.params = resolved
     result.provenance = {

@@ -27,7 +27,9 @@ needs, calls ``compute`` and fills the result's parameters and provenance. A com
         register(MeanSquareDisplacement)
 
 ``needs`` is ``"archive"`` (``data`` is one :class:`~trajkit.archive.Archive`), ``"ensemble"`` (``data``
-is an :class:`~trajkit.analysis.Ensemble` of replicas whose N, layout and step schedule agree) or
+is an :class:`~trajkit.analysis.Ensemble` of replicas whose N, layout and step schedule agree), ``"runs"``
+(an :class:`~trajkit.analysis.Ensemble` of runs of one architecture, N and layout checked, whose snapshot
+schedules may differ: ``data.steps`` are the steps every run has, each run's row is ``archive.row(step)``) or
 ``"groups"`` (``data`` is ``{group value: Ensemble}`` split by the metadata key in parameter ``group_by``;
 the core adds ``group_by`` with default ``dynamics.temperature`` when the class does not declare it).
 
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
     from trajkit.analysis.result import Result
 
 TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs")
-NEEDS = ("archive", "ensemble", "groups")
+NEEDS = ("archive", "ensemble", "runs", "groups")
 #: keywords of :func:`trajkit.analyze` other than analysis parameters; no parameter may take these names
 ANALYZE_KEYWORDS = ("name", "archives", "device", "progress")
 #: options of ``trajkit analyze`` (and keywords of the old ``analyze`` signature) that are not analysis

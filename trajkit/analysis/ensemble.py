@@ -14,6 +14,7 @@ are never interpolated. ``ensemble.groups("dynamics.temperature")`` splits an en
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -35,8 +36,9 @@ def _label(a: Archive) -> str:
     return f"{a.path} (run {str(a.metadata.get('run_id', '?'))[:8]})"
 
 
-def check_consistent(archives: Sequence[Archive]) -> None:
-    """Raise :class:`AnalysisError` naming the first two runs that differ in N, layout or steps."""
+def check_consistent(archives: Sequence[Archive], same_steps: bool = True) -> None:
+    """Raise :class:`AnalysisError` naming the first two runs that differ in N, layout or (with
+    ``same_steps``) steps."""
     ref = archives[0]
     for a in archives[1:]:
         if a.n_params != ref.n_params:
@@ -45,7 +47,7 @@ def check_consistent(archives: Sequence[Archive]) -> None:
         if a.layout != ref.layout:
             raise AnalysisError(f"runs differ in parameter layout: {_label(ref)} and {_label(a)}; "
                                 "replicas must share one architecture")
-        if a.steps.shape != ref.steps.shape or not np.array_equal(a.steps, ref.steps):
+        if same_steps and (a.steps.shape != ref.steps.shape or not np.array_equal(a.steps, ref.steps)):
             if a.steps.size != ref.steps.size:
                 what = f"{ref.steps.size} vs {a.steps.size} snapshots"
             else:
@@ -60,27 +62,32 @@ class Ensemble:
 
     Attributes: ``archives`` (list of :class:`~trajkit.archive.Archive`), ``steps`` int64 ``[T]``,
     ``n_params``, ``layout``, ``run_ids``, ``paths``, ``info`` (the ``ensemble.json`` documents read).
+    With ``same_steps=False`` the runs' schedules may differ (N and layout are still checked) and
+    ``steps`` are the snapshot steps every run has; a run's row of one is ``archive.row(step)``.
     """
 
     def __init__(self, archives: Sequence[Archive], info: list[dict[str, Any]] | None = None,
-                 check: bool = True):
+                 check: bool = True, same_steps: bool = True):
         if not archives:
             raise AnalysisError("an ensemble needs at least one archive")
         self.archives = list(archives)
         self.info = list(info or [])
         self.checked = check
+        self.same_steps = same_steps
         if check:
-            check_consistent(self.archives)
+            check_consistent(self.archives, same_steps)
 
     def _require_checked(self) -> None:
         if not self.checked:
-            check_consistent(self.archives)
+            check_consistent(self.archives, self.same_steps)
             self.checked = True
 
     @property
     def steps(self) -> np.ndarray:
         self._require_checked()
-        return self.archives[0].steps
+        if self.same_steps:
+            return self.archives[0].steps
+        return functools.reduce(np.intersect1d, [a.steps for a in self.archives]).astype(np.int64)
 
     @property
     def n_params(self) -> int:

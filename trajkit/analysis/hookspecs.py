@@ -10,6 +10,9 @@ of the group ``trajkit.plugins``; it implements hooks with the :data:`hookimpl` 
     def trajkit_register_analyses(register):
         register(MyAnalysis)
 
+``trajkit_register_models`` (make an architecture rebuildable) is declared in
+:mod:`trajkit.models.hookspecs`, the layer that rebuilds runs, and re-exported here.
+
 Registration hooks receive a ``register`` callable (as in simonw/llm), so the core stays in control of
 validation and bookkeeping: it knows which plugin registered what.
 """
@@ -17,11 +20,13 @@ validation and bookkeeping: it knows which plugin registered what.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pluggy
 
+from trajkit.models.hookspecs import trajkit_register_models
+
 PROJECT = "trajkit"
+__all__ = ["PROJECT", "hookimpl", "hookspec", "trajkit_register_analyses", "trajkit_register_models"]
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -31,7 +36,3 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def trajkit_register_analyses(register: Callable[[type], None]) -> None:
     """Called once when plugins load; call ``register(cls)`` for each ``Analysis`` subclass provided."""
 
-
-@hookspec
-def trajkit_register_models(register: Callable[..., Any]) -> None:
-    """Called when runs are rebuilt; call ``register(name, factory, symmetries=None)`` per architecture."""

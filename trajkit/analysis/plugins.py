@@ -27,14 +27,11 @@ import pluggy
 
 from trajkit.analysis import hookspecs
 from trajkit.analysis.contract import Analysis, check_analysis_class
-from trajkit.errors import AnalysisError, PluginError
+from trajkit.errors import AnalysisError, PluginError, PluginWarning
+from trajkit.models import registry as model_registry
 from trajkit.validation import did_you_mean
 
 GROUP = "trajkit.plugins"
-
-
-class PluginWarning(UserWarning):
-    """A plugin failed to load; the rest of trajkit goes on without it."""
 
 
 @dataclass(frozen=True)
@@ -216,12 +213,14 @@ def get_registry(reload: bool = False) -> Registry:
 def register_plugin(plugin: Any, name: str) -> None:
     """Add a plugin object (module or instance with hook implementations) without an entry point."""
     _extra.append((plugin, name))
+    model_registry.register_plugin(plugin, name)
     get_registry(reload=True)
 
 
 def unregister_plugin(name: str) -> None:
     """Remove a plugin added with :func:`register_plugin`."""
     _extra[:] = [(p, n) for p, n in _extra if n != name]
+    model_registry.unregister_plugin(name)
     get_registry(reload=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
+import importlib.metadata
 import json
 import platform
 import subprocess
@@ -59,20 +60,24 @@ def validate_metadata(meta: dict[str, Any], where: str) -> None:
         raise MetadataError(where, problems)
 
 
-def versions() -> dict[str, str | None]:
-    import numpy
-    import zarr
-
-    from trajkit import __version__
-
+def _installed_version(dist: str) -> str | None:
+    """The version of the installed distribution ``dist`` (None if absent), read without importing it."""
     try:
-        import torch
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
-        torch_version: str | None = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch_version = None
-    return {"trajkit": __version__, "python": platform.python_version(), "torch": torch_version,
-            "numpy": numpy.__version__, "zarr": zarr.__version__}
+
+def versions() -> dict[str, str | None]:
+    """The versions of trajkit, Python, torch, numpy and zarr recorded in an archive's metadata.
+
+    Read from the installed distributions (``importlib.metadata``): creating an archive never imports
+    torch (a multi-second import), and a process that never imported it still records its version.
+    """
+    from trajkit.version import __version__
+
+    return {"trajkit": __version__, "python": platform.python_version(), "torch": _installed_version("torch"),
+            "numpy": _installed_version("numpy"), "zarr": _installed_version("zarr")}
 
 
 def git_state(path: str | Path | None = None) -> dict[str, Any] | None:

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.errors import ConfigError
-from trajkit.experiments.datasets import Dataset
+from trajkit.models.data import Dataset
 
 VOICES = ("soprano", "alto", "tenor", "bass")
 GRIDS = {"sixteenth": 0.25, "eighth": 0.5}  # quarter lengths per time step

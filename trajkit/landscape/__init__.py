@@ -8,8 +8,8 @@ data), :mod:`~trajkit.landscape.weight_matching` (aligning one network to anothe
 :mod:`~trajkit.landscape.probes` (random directions and random walks around a minimum),
 :mod:`~trajkit.landscape.rugosity` (sharpness, rugosity, increment variance, autocorrelation length),
 :mod:`~trajkit.landscape.correlation` (Spearman/Pearson with bootstrap intervals),
-:mod:`~trajkit.landscape.registry` (rebuildable models and their symmetries; the
-``trajkit_register_models`` hook).
+:mod:`~trajkit.landscape.registry` (the permutation symmetries of the models registered in
+:mod:`trajkit.models.registry`, through the ``trajkit_register_models`` hook).
 
 >>> import trajkit.landscape as tl                                                # doctest: +SKIP
 >>> aligned_b, perms, info = tl.align("a.trajkit", "b.trajkit")                  # doctest: +SKIP
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive import open_archive
 from trajkit.errors import AnalysisError
 from trajkit.landscape.permutations import (
     Axis,
@@ -34,19 +35,16 @@ from trajkit.landscape.permutations import (
     random_permutations,
     recurrent_spec,
 )
+from trajkit.landscape.registry import permutation_spec_for
 from trajkit.landscape.weight_matching import align_to_reference, align_vectors, weight_matching
 
 __all__ = ["Axis", "PermutationSpec", "align", "align_to_reference", "align_vectors", "apply_permutations",
-           "builtin_spec", "feedforward_spec", "final_params", "permutation_index", "random_permutations",
-           "recurrent_spec", "weight_matching"]
+           "builtin_spec", "feedforward_spec", "final_params", "permutation_index", "permutation_spec_for",
+           "random_permutations", "recurrent_spec", "weight_matching"]
 
 
 def _open(a: Any) -> Any:
-    if isinstance(a, str | os.PathLike):
-        from trajkit.archive import open_archive
-
-        return open_archive(a)
-    return a
+    return open_archive(a) if isinstance(a, str | os.PathLike) else a
 
 
 def final_params(archive: Any, step: int | None = None) -> tuple[np.ndarray, int]:
@@ -72,8 +70,6 @@ def align(archive_a: Any, archive_b: Any, step: int | None = None,
     :func:`~trajkit.landscape.weight_matching.weight_matching`. ``info`` holds ``distance_raw`` and
     ``distance`` (``|w_a − w_b|/√N`` before and after alignment), ``sweeps``, ``converged``, objectives.
     """
-    from trajkit.landscape.registry import permutation_spec_for
-
     a, b = _open(archive_a), _open(archive_b)
     if a.layout != b.layout:
         raise AnalysisError(f"{b.path}: parameter layout differs from {a.path}'s (different architectures); "
