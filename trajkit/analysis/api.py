@@ -20,6 +20,7 @@ from trajkit.analysis.ensemble import Ensemble, open_ensemble, resolve_paths
 from trajkit.analysis.plugins import AnalysisInfo, get_registry
 from trajkit.analysis.result import Result, now_iso
 from trajkit.archive import Archive, open_archive
+from trajkit.archive.info import check_unfinished
 from trajkit.errors import AnalysisError, PluginError, TrajkitError
 
 
@@ -73,6 +74,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, p
     """:func:`analyze` for an already looked-up (or, in tests, hand-made) :class:`AnalysisInfo`."""
     resolved = info.cls.resolve_params(given or {}, from_cli=from_cli)
     data, used = _open_data(info, archives, resolved)
+    unfinished = check_unfinished(used)       # one UnfinishedRunWarning line naming live/interrupted inputs
     ctx = Context(device=device, show_progress=progress, analysis=info.name)
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \
         (f", {info.distribution} {info.plugin_version})" if info.distribution else ")")
@@ -96,6 +98,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, p
         "distribution": info.distribution, "plugin_version": info.plugin_version,
         "trajkit_version": __version__, "run_ids": [str(a.metadata.get("run_id")) for a in used],
         "inputs": [str(a.path) for a in used], "created": now_iso(), "device": ctx.device,
+        "unfinished": unfinished,
     }
     result.analysis = info.cls
     return result
