@@ -78,3 +78,13 @@ def test_the_checker_sees_links_code_paths_and_commands(tmp_path):
                        "benchmarks/missing_bench.py"}
     found = {t for _, t in _references(doc)}
     assert {"docs/FORMAT.md", "docs/ARCHITECTURE.md", "examples/langevin_digits.toml"} <= found
+
+
+def test_plugin_table_lists_every_built_in_analysis():
+    """The README's plugin table has one row per analysis that trajkit's own plugins register."""
+    from trajkit.analysis import list_analyses
+
+    text = (ROOT / "README.md").read_text()
+    table = {m for m in re.findall(r"^\| `([a-z_0-9]+)` \|", text, re.M)}
+    built_in = {a["name"] for a in list_analyses() if a["distribution"] == "trajkit"}
+    assert built_in and table == built_in

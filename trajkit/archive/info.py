@@ -149,7 +149,7 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
     model = s["model"]
     model_text = model.get("class") or (f"spec {model['spec']}" if model.get("spec") else None) \
         or model.get("factory") or "unspecified"
-    steps = f"{s['steps']['first']} .. {s['steps']['last']}" if s["steps"] else "none"
+    steps = f"{s['steps']['first']}..{s['steps']['last']}" if s["steps"] else "none"
     rows = [
         ("archive", s["path"]),
         ("run", f"{s['run_id']} (created {s['created']}, format v{s['format_version']})"),
