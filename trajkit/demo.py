@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="output directory (default: a new temp dir)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    from trajkit.cli import one_line_warnings
+
+    with one_line_warnings():
+        _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="trajkit-demo-"))
     ens, res = out / "ensemble", out / "analysis"
     chosen = "" if args.out else " (a new temporary directory; choose one with --out DIR)"

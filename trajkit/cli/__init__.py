@@ -10,9 +10,11 @@ Python warning raised while a command runs is printed as one ``trajkit: warning:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 import click
 
@@ -35,15 +37,23 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
     click.echo(f"trajkit: warning: {' '.join(str(message).split())}", err=True)
 
 
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Within the block, every warning prints as one trajkit line and :data:`THIRD_PARTY_NOISE` is hidden;
+    the caller's warning filters and ``showwarning`` come back afterwards."""
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        for message, category, module in THIRD_PARTY_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        yield
+
+
 class TrajkitGroup(click.Group):
     """A click group that turns trajkit errors into one line and an exit code, and warnings into one line."""
 
     def invoke(self, ctx: click.Context):
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = show_warning
-                for message, category, module in THIRD_PARTY_NOISE:
-                    warnings.filterwarnings("ignore", message=message, category=category, module=module)
+            with one_line_warnings():
                 return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
