@@ -1,6 +1,6 @@
 """`overlaps` + `chi4` on a replica ensemble against a straightforward numpy implementation, in one run.
 
-    .venv/bin/python benchmarks/glass_plugins.py            # 16 replicas, N = 1e5, T = 256 (1.6 GB of archives)
+    .venv/bin/python benchmarks/glass_plugins.py            # 16 replicas, N = 1e5, T = 256 (1.5 GiB of archives)
     .venv/bin/python benchmarks/glass_plugins.py --quick    # 4 replicas, N = 2e4, T = 64, a smoke run
 
 The ensemble is Brownian (trajkit.synthetic), written as real archives. Each side runs in its own child

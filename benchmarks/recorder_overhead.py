@@ -21,7 +21,7 @@ the other core. ``--threads 2`` (≈ 2.1 ms per step) makes torch use both cores
 spends is taken from training.
 
 Configurations: (a) 200 log-spaced snapshots over the run, (b) a snapshot every 10 steps, (c) every step
-(on a shorter run: it writes ~2.7 MB per step), each through ``trajkit.Recorder``; (d) the baseline users
+(on a shorter run: it writes ~2.6 MiB per step), each through ``trajkit.Recorder``; (d) the baseline users
 have today, ``torch.save(model.state_dict())`` to a folder at the same schedules; (a-zstd) schedule (a)
 with zstd compression, for the compression ratio; (a-buf, b-buf, c-buf) the same schedules with
 ``Recorder(direct=False)``, params chunks written through the page cache instead of ``O_DIRECT``.
@@ -271,7 +271,7 @@ def main() -> None:
             frac = float(np.median([r["training_thread_fraction"] for r in info[name]]))
             tt = f"{100 * frac:4.1f}% ({snap:.2f} ms/snap, {plain:.0f} us/step)"
         print(f"{name:32s} {100 * np.median(rs):8.1f}% {100 * rs.min():7.1f}..{100 * rs.max():5.1f}% "
-              f"{last['bytes'] / 1e6:11.1f} MB {comp if comp is None else round(comp, 3)!s:>6s} {tt:>30s}  "
+              f"{last['bytes'] / 2**20:11.1f} MiB {comp if comp is None else round(comp, 3)!s:>6s} {tt:>30s}  "
               f"{last['writer'] or '-'}")
         summary[name] = {"slowdown_median": float(np.median(rs)), "slowdown_all": rs.tolist(),
                          "writer": last["writer"], "bytes": last["bytes"], "compression_ratio": comp,

@@ -76,7 +76,7 @@ def test_info_text_and_json(tmp_path):
     assert s["nonfinite"] is False and s["run_id"] == open_archive(path).run_id
     r = _run("info", str(path))
     assert r.exit_code == 0
-    assert "snapshots (T)      5" in r.output and "0 .. 20" in r.output and "log(start=1" in r.output
+    assert "snapshots (T)      5" in r.output and "0..20" in r.output and "log(start=1" in r.output
     assert "train_loss" in r.output and "compression ratio" in r.output
 
 

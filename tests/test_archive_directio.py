@@ -48,7 +48,7 @@ def test_write_chunk_file_direct_only_when_aligned(tmp_path):
 
 
 def test_direct_and_buffered_archives_hold_identical_bytes(tmp_path):
-    n = 300_000  # 1.2 MB rows: page-multiple chunks
+    n = 300_000  # 1.1 MiB rows: page-multiple chunks
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((4, n)).astype(np.float32)
     archives = {}
@@ -83,7 +83,7 @@ def test_auto_direct_follows_size_compression_and_file_system(tmp_path):
 def test_recorder_auto_writer_uses_the_thread_for_direct_and_compressed_writes(tmp_path):
     import torch
 
-    big = torch.nn.Linear(600, 500)          # 300,500 parameters: 1.2 MB rows
+    big = torch.nn.Linear(600, 500)          # 300,500 parameters: 1.1 MiB rows
     with trajkit.Recorder(tmp_path / "big.trajkit", big, schedule=trajkit.schedules.linear(1)) as rec:
         assert rec.writer_mode == ("thread" if directio.probe(tmp_path) else "inline")
         for k in range(5):
@@ -113,7 +113,7 @@ def test_recorder_direct_option_forces_or_refuses_direct_writes(tmp_path):
 
     if not directio.probe(tmp_path):
         pytest.skip(f"the file system of {tmp_path} refuses O_DIRECT, so direct=True cannot be observed")
-    big = torch.nn.Linear(600, 500)          # 1.2 MB rows: auto would write them direct
+    big = torch.nn.Linear(600, 500)          # 1.1 MiB rows: auto would write them direct
     rows = {}
     for direct in (False, True):
         path = tmp_path / f"d{direct}.trajkit"

@@ -1,6 +1,6 @@
 """Crash safety: a recording process killed with SIGKILL at random moments never damages its archive.
 
-Each round starts a child that records a deterministic trajectory (one snapshot per step, ~1 MB rows so
+Each round starts a child that records a deterministic trajectory (one snapshot per step, ~1.1 MiB rows so
 kills land inside chunk writes), kills it after a random delay, then checks that the archive opens,
 validates, and holds exactly the committed rows bit for bit — at least every step the child reported as
 done — and that ``resume="allow"`` continues it to the end without duplicates.
@@ -54,7 +54,7 @@ def _check_archive(path: Path) -> int:
 @pytest.mark.parametrize("writer", ["inline", "thread"])
 def test_sigkill_at_random_moments_never_loses_committed_rows(tmp_path, writer):
     """Inline: every step ``rec.step`` returned from is committed. Writer thread (direct writes for these
-    1.2 MB rows where the file system allows): all but the last ``BUFFERS`` reported steps are."""
+    1.1 MiB rows where the file system allows): all but the last ``BUFFERS`` reported steps are."""
     lag = 0 if writer == "inline" else BUFFERS
     rng = random.Random(1234)
     path = tmp_path / "crash.trajkit"

@@ -7,6 +7,9 @@
 2. ``trajkit info`` of one run;
 3. ``trajkit analyze``: two-time overlaps and χ4 at the lowest temperature, relaxation times and τ(T)
    across the sweep; results and PNG figures under ``DIR/analysis``.
+
+Everything is written under ``DIR`` (default: a new directory in the system's temp folder, printed first);
+the only other writes are trajkit's caches (``$TRAJKIT_CACHE_DIR``, see the README).
 """
 
 from __future__ import annotations
@@ -39,8 +42,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="output directory (default: a new temp dir)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    from trajkit.cli import one_line_warnings
+
+    with one_line_warnings():
+        _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="trajkit-demo-"))
-    ens = out / "ensemble"
+    ens, res = out / "ensemble", out / "analysis"
+    chosen = "" if args.out else " (a new temporary directory; choose one with --out DIR)"
+    print(f"trajkit demo: writing under {out}{chosen}: the ensemble in {ens}, results and figures in {res}")
     from trajkit.experiments import run_experiment
 
     print(f"recording a Langevin temperature sweep into {ens}")
@@ -48,7 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     runs = sorted(summary["runs"], key=lambda r: (r["coords"]["dynamics.temperature"], r["replica"]))
     coldest = [str(ens / r["path"]) for r in runs if r["coords"] == runs[0]["coords"]]
     _cli("info", coldest[0])
-    res = out / "analysis"
     _cli("analyze", "--plugin", "overlaps", "-p", "n_waiting_times=4", "--out", str(res / "overlaps"), "--json",
          *coldest)
     _cli("analyze", "--plugin", "chi4", "-p", "n_waiting_times=3", "--out", str(res / "chi4"), *coldest)

@@ -17,6 +17,7 @@ from typing import Any
 from trajkit.analysis.contract import check_analysis_class
 from trajkit.analysis.plugins import AnalysisInfo
 from trajkit.analysis.result import Result, load_result
+from trajkit.cachedir import use_matplotlib_cache
 
 
 def check_analysis(cls: type, data: Any = None, params: dict[str, Any] | None = None,
@@ -49,6 +50,7 @@ def check_analysis(cls: type, data: Any = None, params: dict[str, Any] | None = 
         for k, a in result.arrays.items():
             assert back.arrays[k].shape == a.shape and back.dims[k] == result.dims[k], k
     if plot:
+        use_matplotlib_cache()
         try:
             from matplotlib.figure import Figure
         except ImportError:

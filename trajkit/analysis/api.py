@@ -29,6 +29,7 @@ from trajkit.analysis.plugins import AnalysisInfo, find_analysis_class, get_regi
 from trajkit.analysis.result import Result, now_iso
 from trajkit.analysis.result import load_result as _load_result
 from trajkit.archive import Archive, open_archive
+from trajkit.archive.info import check_unfinished
 from trajkit.errors import AnalysisError, PluginError, TrajkitError
 
 
@@ -93,6 +94,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None
     resolved = info.cls.resolve_params(given or {})
     ctx = Context(device=device, show_progress=progress, analysis=info.name)
     data, used = _open_data(info, archives, resolved)
+    unfinished = check_unfinished(used)       # one UnfinishedRunWarning line naming live/interrupted inputs
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \
         (f", {info.distribution} {info.plugin_version})" if info.distribution else ")")
     try:
@@ -114,6 +116,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None
         "distribution": info.distribution, "plugin_version": info.plugin_version,
         "trajkit_version": __version__, "run_ids": [str(a.metadata.get("run_id")) for a in used],
         "inputs": [str(a.path) for a in used], "created": now_iso(), "device": ctx.device,
+        "unfinished": unfinished,
     }
     result.analysis = info.cls
     return result

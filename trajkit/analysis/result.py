@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.archive.format import to_jsonable
+from trajkit.cachedir import use_matplotlib_cache
 from trajkit.errors import AnalysisError
 
 RESULT_FORMAT = "trajkit-result"
@@ -190,6 +191,7 @@ class Result:
 
     def plot(self, fig: Any = None) -> Any:
         """A matplotlib Figure: the analysis's ``plot(result, fig)`` when it has one, else a generic plot."""
+        use_matplotlib_cache()    # before matplotlib's first import: its config goes under trajkit's cache
         try:
             from matplotlib.figure import Figure
         except ImportError:

@@ -1,6 +1,6 @@
 """Direct (``O_DIRECT``) writes of params chunk files: page-aligned buffers, and a fallback to buffered I/O.
 
-A buffered ``write`` of a 2.7 MB snapshot costs the CPU three times: the copy into the page cache, the
+A buffered ``write`` of a 2.6 MiB snapshot costs the CPU three times: the copy into the page cache, the
 kernel's later writeback, and the reclaim of those pages — on a 2-core machine all of it competes with the
 training threads. With ``O_DIRECT`` the device reads the bytes straight from our buffer (DMA): the calling
 thread blocks until the device has them but spends almost no CPU, which is what a background writer thread

@@ -3,15 +3,101 @@
 ``compression_ratio = logical params bytes / params bytes on disk`` where the logical size is
 ``T × N × 4`` (float32); an uncompressed archive is at (or, with chunk padding, just under) 1.
 Sizes are ``None`` for archives not on a local disk (zip members and URLs are not walked).
+
+:func:`run_state` says whether an archive is ``finished`` (its writer closed it), ``live`` (a writer holds
+its lock now: a live view of the rows committed so far) or ``interrupted`` (its writer died without
+closing it: the committed rows are valid, the run is unfinished). ``trajkit info``, ``trajkit validate``
+and :func:`trajkit.analyze` all ask it.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from trajkit.archive.lock import probe
 from trajkit.archive.metadata import get_path
 from trajkit.archive.reader import Archive, open_archive
+
+RUN_STATES = ("finished", "live", "interrupted")
+
+
+class UnfinishedRunWarning(UserWarning):
+    """An analysis read archives whose writer is still recording (live) or died (interrupted)."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Whether an archive's writer finished it.
+
+    ``state`` is one of :data:`RUN_STATES`; ``last_step`` is the step of the last committed snapshot (None
+    before the first); ``n_snapshots`` the committed rows; ``writer_pid`` the live or last writer's pid
+    when the lock file names one; ``status`` the metadata ``/status`` (``trajkit record`` runs) or None.
+    """
+
+    path: str
+    state: str
+    last_step: int | None
+    n_snapshots: int
+    writer_pid: int | None = None
+    status: str | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        return self.state != "finished"
+
+    def describe(self) -> str:
+        """One line: ``interrupted at step K (no live writer): resume with ...``, ``live ...`` or the status."""
+        at = f"at step {self.last_step}" if self.last_step is not None else "before its first snapshot"
+        if self.state == "interrupted":
+            return f"interrupted {at} (no live writer): resume with resume='allow' or `trajkit repair`"
+        if self.state == "live":
+            pid = f" (pid {self.writer_pid})" if self.writer_pid is not None else ""
+            return f"live: a writer{pid} is recording, last committed snapshot {at.removeprefix('at ')}"
+        return self.status or "closed"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_state(archive: Archive | str | os.PathLike) -> RunState:
+    """Finished, live or interrupted (module doc), from the writer lock and the archive's own markers.
+
+    A live writer holds ``.trajkit.lock`` (probed with a non-blocking shared ``flock``). Without one the
+    archive is interrupted when the lock file still says ``open`` (its writer never closed), when the
+    metadata ``/status`` is still ``running``, or — for lock files from before the ``open`` mark and for
+    zip/URL copies — when ``snapshots/params`` is longer than its committed rows (a closed writer trims
+    it, FORMAT.md §5).
+    """
+    arch = open_archive(archive)
+    steps = arch.steps
+    last = int(steps[-1]) if steps.size else None
+    status = arch.metadata.get("status")
+    lock = probe(arch._local) if arch._local is not None else None
+    pid = lock.pid if lock is not None else None
+    if lock is not None and lock.held:
+        return RunState(arch.path, "live", last, arch.n_snapshots, pid, status)
+    if lock is not None and lock.open is not None:
+        open_ = lock.open
+    else:
+        open_ = int(arch._params_meta["shape"][0]) > int(arch._snap_attrs.get("committed", 0))
+    state = "interrupted" if open_ or status == "running" else "finished"
+    return RunState(arch.path, state, last, arch.n_snapshots, pid, status)
+
+
+def check_unfinished(archives: Iterable[Archive]) -> list[dict[str, Any]]:
+    """The unfinished ones among ``archives`` as plain dicts (``path, state, last_step, ...``), after one
+    :class:`UnfinishedRunWarning` line naming them (none when every archive is finished)."""
+    states = [run_state(a) for a in archives]
+    bad = [s for s in states if s.unfinished]
+    if bad:
+        named = ", ".join(f"{s.path} ({s.describe()})" for s in bad)
+        warnings.warn(f"{len(bad)} of {len(states)} inputs unfinished, analysed up to their last committed "
+                      f"snapshot: {named}", UnfinishedRunWarning, stacklevel=2)
+    return [s.to_json() for s in bad]
 
 
 def summarize(archive: Archive | str | os.PathLike) -> dict[str, Any]:
@@ -21,7 +107,8 @@ def summarize(archive: Archive | str | os.PathLike) -> dict[str, Any]:
     ``n_params`` (N), ``n_snapshots`` (T), ``steps`` (``first``, ``last`` or None), ``schedule``,
     ``metrics`` and ``trace`` (names), ``trace_length``, ``dynamics``, ``dataset``, ``ensemble``,
     ``seed``, ``size_on_disk``, ``params_bytes_logical``, ``params_bytes_on_disk``,
-    ``compression_ratio``, ``nonfinite`` (bool) and ``nonfinite_first_step``.
+    ``compression_ratio``, ``nonfinite`` (bool), ``nonfinite_first_step`` and ``run_state``
+    (:meth:`RunState.to_json`).
     """
     arch = open_archive(archive)
     meta = arch.metadata
@@ -52,6 +139,7 @@ def summarize(archive: Archive | str | os.PathLike) -> dict[str, Any]:
         "compression_ratio": logical / on_disk if on_disk > 0 and logical else None,
         "nonfinite": bool(flagged),
         "nonfinite_first_step": flagged.get("first_step"),
+        "run_state": run_state(arch).to_json(),
     }
 
 
@@ -61,10 +149,11 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
     model = s["model"]
     model_text = model.get("class") or (f"spec {model['spec']}" if model.get("spec") else None) \
         or model.get("factory") or "unspecified"
-    steps = f"{s['steps']['first']} .. {s['steps']['last']}" if s["steps"] else "none"
+    steps = f"{s['steps']['first']}..{s['steps']['last']}" if s["steps"] else "none"
     rows = [
         ("archive", s["path"]),
         ("run", f"{s['run_id']} (created {s['created']}, format v{s['format_version']})"),
+        ("status", RunState(**s["run_state"]).describe()),
         ("model", model_text),
         ("parameters (N)", f"{s['n_params']:,}"),
         ("snapshots (T)", f"{s['n_snapshots']:,}"),

@@ -131,6 +131,8 @@ def _repair_locked(root: Path, w: ArchiveWriter) -> RepairReport:
     w._write_trace_commit()
     _drop_nonfinite_flags(w, steps[keep:])
     _remove_debris(root)
+    if w.metadata.get("status") == "running":   # its `trajkit record` process died: the run stopped here
+        w.update_metadata({"status": "failed", "status_reason": f"interrupted at step {w.last_step}; repaired"})
     w.close()
     return report
 

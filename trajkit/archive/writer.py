@@ -165,7 +165,7 @@ class ArchiveWriter:
             else:
                 self._create(layout, metadata, capacity, compressor, chunk_bytes)
         except BaseException:
-            self._lock.release()
+            self._lock.release(closed=None)   # nothing was written: the lock file says what it said
             if not exists:  # a failed create (e.g. invalid metadata) leaves nothing behind
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
@@ -409,7 +409,7 @@ class ArchiveWriter:
         self._closed = True
         for col in (*self._cols.values(), *self._metric_cols.values(), *self._trace_cols.values()):
             col.release()
-        self._lock.release()
+        self._lock.release(closed=False)   # not finalized: the archive reads as interrupted
 
     def finalize(self) -> None:
         """Shrink the arrays to the committed rows and remove chunk files of uncommitted rows."""

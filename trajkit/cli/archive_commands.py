@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import click
 
 from trajkit.archive.importer import import_checkpoints
-from trajkit.archive.info import format_summary, summarize
+from trajkit.archive.info import format_summary, run_state, summarize
 from trajkit.archive.reader import open_archive
 from trajkit.archive.repair import repair
 from trajkit.archive.validate import validate
@@ -17,19 +18,31 @@ from trajkit.archive.validate import validate
 @click.command("info")
 @click.argument("archive")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info_command(archive: str, as_json: bool) -> None:
-    """Summarise ARCHIVE: run, model, N, T, step range, schedule, metrics, size, compression."""
+@click.option("--steps", "show_steps", is_flag=True,
+              help="Also list every snapshot step (to choose exact waiting times, e.g. -p waiting_times=...).")
+def info_command(archive: str, as_json: bool, show_steps: bool) -> None:
+    """Summarise ARCHIVE: run, status, model, N, T, step range, schedule, metrics, size, compression."""
     summary = summarize(archive)
+    steps = [int(k) for k in open_archive(archive).steps] if show_steps else None
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        click.echo("\n".join(format_summary(summary)))
+        click.echo(json.dumps(summary | ({"snapshot_steps": steps} if show_steps else {}), indent=2))
+        return
+    click.echo("\n".join(format_summary(summary)))
+    if show_steps:
+        click.echo(f"snapshot steps ({len(steps)}):")
+        click.echo(textwrap.fill(" ".join(map(str, steps)), width=100, initial_indent="  ",
+                                 subsequent_indent="  ", break_on_hyphens=False) if steps else "  none")
 
 
 @click.command("validate")
 @click.argument("archives", nargs=-1, required=True)
-def validate_command(archives: tuple[str, ...]) -> None:
-    """Check each ARCHIVE (schema, structure, committed chunks, NaN/inf); exit 1 if any has a problem."""
+@click.option("--strict", is_flag=True, help="Also exit 1 when an archive is interrupted (its writer died).")
+def validate_command(archives: tuple[str, ...], strict: bool) -> None:
+    """Check each ARCHIVE (schema, structure, committed chunks, NaN/inf); exit 1 if any has a problem.
+
+    An interrupted archive (its writer died; committed rows are valid) gets a warning line, and fails
+    only with --strict; a live one (a writer is recording) is validated as far as it is committed.
+    """
     failed = False
     for path in archives:
         problems = validate(path)
@@ -37,9 +50,13 @@ def validate_command(archives: tuple[str, ...]) -> None:
             click.echo(p.message)
         if problems:
             failed = True
-        else:
-            arch = open_archive(path)
-            click.echo(f"ok {path} ({arch.n_snapshots} snapshots x {arch.n_params} parameters)")
+            continue
+        arch = open_archive(path)
+        state = run_state(arch)
+        if state.unfinished:
+            click.echo(f"trajkit: warning: {path}: {state.describe()}", err=True)
+            failed = failed or (strict and state.state == "interrupted")
+        click.echo(f"ok {path} ({arch.n_snapshots} snapshots x {arch.n_params} parameters)")
     if failed:
         raise click.exceptions.Exit(1)
 

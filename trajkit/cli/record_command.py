@@ -10,11 +10,11 @@ import click
 def _size(n: int | None) -> str:
     if n is None or n < 0:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
+    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def _num(x: Any) -> str:
