@@ -17,6 +17,7 @@ from typing import Any
 
 from trajkit.analysis.contract import Context
 from trajkit.analysis.ensemble import Ensemble, open_ensemble, resolve_paths
+from trajkit.analysis.grouping import run_grouped
 from trajkit.analysis.plugins import AnalysisInfo, get_registry
 from trajkit.analysis.result import Result, now_iso
 from trajkit.archive import Archive, open_archive
@@ -51,8 +52,7 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
             raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(ens)}")
         return ens[0], ens.archives
     if needs == "ensemble":
-        ens = Ensemble(ens.archives, ens.info, check=True)
-        return ens, ens.archives
+        return ens, ens.archives                    # checked per sweep group by grouping.run_grouped
     return ens.groups(params["group_by"]), ens.archives
 
 
@@ -77,7 +77,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, p
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \
         (f", {info.distribution} {info.plugin_version})" if info.distribution else ")")
     try:
-        result = info.cls().compute(data, dict(resolved), ctx)
+        result = run_grouped(info.cls, data, dict(resolved), ctx)
     except TrajkitError as e:
         err = AnalysisError(f"{where}: {e}")
         err.exit_code = e.exit_code

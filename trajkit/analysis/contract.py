@@ -252,11 +252,15 @@ class Analysis:
 
     @classmethod
     def all_params(cls) -> tuple[Param, ...]:
-        """The declared parameters plus ``group_by`` for ``needs = "groups"`` when it is not declared."""
+        """The declared parameters plus ``group_by`` for ``needs = "groups"`` / ``"ensemble"`` when not declared."""
         ps = tuple(cls.params)
         if cls.needs == "groups" and not any(p.name == "group_by" for p in ps):
             ps += (Param("group_by", "str", default="dynamics.temperature",
                          help="metadata key (dotted) whose values split the ensemble into groups"),)
+        if cls.needs == "ensemble" and not any(p.name == "group_by" for p in ps):
+            from trajkit.analysis.grouping import group_by_param
+
+            ps += (group_by_param(),)
         return ps
 
     @classmethod
