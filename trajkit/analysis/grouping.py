@@ -201,9 +201,13 @@ def plan_groups(ens: Ensemble, group_by: str = "auto") -> list[SweepGroup]:
     return out
 
 
+def _runs_text(g: SweepGroup) -> str:
+    return f"{g.label} ({len(g.ensemble)} run{'s' if len(g.ensemble) != 1 else ''})"
+
+
 def describe_groups(groups: Sequence[SweepGroup]) -> str:
     """``"dynamics.temperature=0.0001 (4 runs), ..."``."""
-    return ", ".join(f"{g.label} ({len(g.ensemble)} run{'s' if len(g.ensemble) != 1 else ''})" for g in groups)
+    return ", ".join(_runs_text(g) for g in groups)
 
 
 def refusal(name: str, why: str, groups: Sequence[SweepGroup]) -> AnalysisError:
@@ -240,7 +244,7 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
         try:
             results.append(cls().compute(g.ensemble, params, ctx))
         except TrajkitError as e:
-            err = AnalysisError(f"group {g.label} ({len(g.ensemble)} runs): {e}")
+            err = AnalysisError(f"group {_runs_text(g)}: {e}")
             err.exit_code = e.exit_code
             raise err from e
     from trajkit.analysis.result import Result
