@@ -66,7 +66,8 @@ REPLICA_KEYS = frozenset({"seed", "replica", "replicas", "run_id", "id", "device
 GROUP_DIM = "group"
 MASK_PREFIX = "group_mask."
 KEY_PREFIX = "group."
-_MISSING = "<missing>"
+_MISSING = "<missing>"          # a key a run does not have, in the comparison of sweep points
+_ABSENT = object()
 
 
 class GroupingNotice(UserWarning):
@@ -137,6 +138,18 @@ def _canon(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
+def _key_value(archive: Any, key: str) -> Any:
+    """``key`` of ``archive``: its sweep coordinate when it has one, else the dotted metadata path."""
+    coords = get_path(archive.metadata, "ensemble.coords", None) or {}
+    if key in coords:
+        return coords[key]
+    v = get_path(archive.metadata, key, _ABSENT)
+    if v is _ABSENT:
+        raise AnalysisError(f"{archive.path} (run {str(archive.metadata.get('run_id', '?'))[:8]}) has no metadata "
+                            f"key or sweep coordinate {key!r} (group_by); `trajkit info` lists its keys")
+    return v
+
+
 def _sort_key(v: Any) -> tuple[int, Any]:
     if isinstance(v, bool) or v is None:
         return (2, str(v))
@@ -166,7 +179,7 @@ def sweep_keys(points: list[dict[str, Any]]) -> list[str]:
     return chosen
 
 
-def _split(ens: Ensemble, keys: list[str], values: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+def _split(keys: list[str], values: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
     by: dict[tuple[str, ...], list[int]] = {}
     for i, v in enumerate(values):
         by.setdefault(tuple(_canon(v.get(k, _MISSING)) for k in keys), []).append(i)
@@ -182,16 +195,14 @@ def plan_groups(ens: Ensemble, group_by: str = "auto") -> list[SweepGroup]:
     keys = sweep_keys(points)
     point_of = [label_of({k: p.get(k) for k in keys}) for p in points]
     if group_by == "auto":
-        split = _split(ens, keys, points)
+        split = _split(keys, points)
     elif group_by == "none":
         split = [({}, list(range(len(ens))))]
     else:
         chosen = [k.strip() for k in group_by.split(",") if k.strip()]
         if not chosen:
             raise AnalysisError(f"group_by={group_by!r}: give auto, none or metadata keys (e.g. dynamics.temperature)")
-        by_key = [{k: v for k, v in zip(chosen, vs, strict=True)}
-                  for vs in zip(*(ens.metadata(k) for k in chosen), strict=True)]
-        split = _split(ens, chosen, by_key)
+        split = _split(chosen, [{k: _key_value(a, k) for k in chosen} for a in ens.archives])
     rank = {point_of[i]: tuple(_sort_key(p.get(k)) for k in keys) for i, p in enumerate(points)}
     out = []
     for labels, idx in split:
@@ -210,7 +221,7 @@ def describe_groups(groups: Sequence[SweepGroup]) -> str:
     return ", ".join(_runs_text(g) for g in groups)
 
 
-def refusal(name: str, why: str, groups: Sequence[SweepGroup]) -> AnalysisError:
+def refusal(why: str, groups: Sequence[SweepGroup]) -> AnalysisError:
     """The one-line error for inputs spanning several sweep points that cannot be analysed per group."""
     return AnalysisError(f"{why}; the inputs span {len(groups)} sweep points: {describe_groups(groups)}; "
                          f"analyse one of them (pass only its runs) or pool them with -p group_by=none")
@@ -230,14 +241,14 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
         if params.get("group_by") == "none":
             points = plan_groups(data, "auto")
             if len(points) > 1:
-                _state_pooled(result, cls.name, [g.label for g in points], len(data))
+                _state_pooled(result, cls.name, [g.label for g in points], len(data), "none")
         return result
     groups = plan_groups(data, params["group_by"])
     if len(groups) == 1:
         g = groups[0]
         result = cls().compute(g.ensemble, params, ctx)
         if g.pooled:
-            _state_pooled(result, cls.name, g.pooled, len(g.ensemble))
+            _state_pooled(result, cls.name, g.pooled, len(g.ensemble), params["group_by"])
         return result
     results = []
     for g in groups:
@@ -255,7 +266,7 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
     try:
         stacked = stack_results(results, [g.label for g in groups], [g.keys for g in groups])
     except _Unstackable as e:
-        raise refusal(cls.name, f"{cls.name} gives per-group results that cannot be aligned ({e})", groups) \
+        raise refusal(f"{cls.name} gives per-group results that cannot be aligned ({e})", groups) \
             from None
     stacked.grouping["runs"] = [g.ensemble.run_ids for g in groups]
     if any(g.pooled for g in groups):
@@ -267,7 +278,7 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
     return stacked
 
 
-def _state_pooled(result: Any, name: str, labels: list[str], n_runs: int) -> None:
+def _state_pooled(result: Any, name: str, labels: list[str], n_runs: int, group_by: str) -> None:
     from trajkit.analysis.result import Result
 
     if not isinstance(result, Result):
@@ -275,7 +286,7 @@ def _state_pooled(result: Any, name: str, labels: list[str], n_runs: int) -> Non
     result.scalars["pooled_groups"] = list(labels)
     result.grouping = {"pooled": list(labels)}
     warnings.warn(f"{name}: pooling {n_runs} runs of {len(labels)} sweep points ({'; '.join(labels)}) as asked "
-                  "(group_by); stated in the result as pooled_groups", GroupingNotice, stacklevel=3)
+                  f"by group_by={group_by}; stated in the result as pooled_groups", GroupingNotice, stacklevel=3)
 
 
 # -- stacking ---------------------------------------------------------------------------------------------------
