@@ -285,3 +285,15 @@ def test_an_analysis_grouping_itself_is_left_alone_but_pooling_is_stated(tmp_pat
     with pytest.warns(GroupingNotice):
         pooled = trajkit.analyze("relaxation", [root], waiting_times=[0], epsilon=0.01, group_by="none")
     assert pooled.scalars["pooled_groups"] == ["dynamics.temperature=0.001", "dynamics.temperature=0.01"]
+
+
+def test_a_groups_analysis_mixing_sweep_points_says_so(sweep):
+    root, _ = sweep
+    with pytest.warns(GroupingNotice, match=r"loss: group_by=model.n_params mixes runs of different sweep points"):
+        mixed = trajkit.analyze("loss", [root], n_boot=0)
+    labels = [f"dynamics.temperature={t!r}" for t in TEMPS]
+    assert mixed.scalars["groups"] == 1 and mixed.scalars["pooled_groups"] == [labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GroupingNotice)
+        split = trajkit.analyze("loss", [root], n_boot=0, group_by="dynamics.temperature")
+    assert split.scalars["groups"] == 3 and "pooled_groups" not in split.scalars

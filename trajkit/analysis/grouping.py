@@ -18,7 +18,9 @@ Every ``needs = "ensemble"`` analysis that does not declare ``group_by`` itself 
   stated the same way (``pooled_groups`` per group).
 
 An analysis that declares ``group_by`` (``relaxation``) groups in its own ``compute``; the core only
-states the pooling when its value is ``none``.
+states the pooling when its value is ``none``. A ``needs = "groups"`` analysis (``loss``) gets its groups
+by its own key as before; when one of them mixes sweep points (``loss`` by ``model.n_params`` on a
+temperature sweep) the result says so in ``pooled_groups`` (one list per group) and a notice.
 
 Grouped result of G groups (:func:`stack_results`; :meth:`Result.group` gives back group i as a plain
 result, the one the analysis computes on that group's runs alone):
@@ -188,12 +190,19 @@ def _split(keys: list[str], values: list[dict[str, Any]]) -> list[tuple[dict[str
     return groups
 
 
+def _sweep(archives: Sequence[Any]) -> tuple[list[dict[str, Any]], list[str], list[str], dict[str, tuple]]:
+    """Sweep points of ``archives``, the label keys, each run's point label and a sort key per label."""
+    points = [sweep_point(a) for a in archives]
+    keys = sweep_keys(points)
+    point_of = [label_of({k: p.get(k) for k in keys}) for p in points]
+    rank = {point_of[i]: tuple(_sort_key(p.get(k)) for k in keys) for i, p in enumerate(points)}
+    return points, keys, point_of, rank
+
+
 def plan_groups(ens: Ensemble, group_by: str = "auto") -> list[SweepGroup]:
     """The groups ``compute`` runs on for ``group_by`` (``auto``, ``none`` or comma-separated metadata keys);
     each group's ensemble is checked (same N, layout and steps)."""
-    points = [sweep_point(a) for a in ens.archives]
-    keys = sweep_keys(points)
-    point_of = [label_of({k: p.get(k) for k in keys}) for p in points]
+    points, keys, point_of, rank = _sweep(ens.archives)
     if group_by == "auto":
         split = _split(keys, points)
     elif group_by == "none":
@@ -203,7 +212,6 @@ def plan_groups(ens: Ensemble, group_by: str = "auto") -> list[SweepGroup]:
         if not chosen:
             raise AnalysisError(f"group_by={group_by!r}: give auto, none or metadata keys (e.g. dynamics.temperature)")
         split = _split(chosen, [{k: _key_value(a, k) for k in chosen} for a in ens.archives])
-    rank = {point_of[i]: tuple(_sort_key(p.get(k)) for k in keys) for i, p in enumerate(points)}
     out = []
     for labels, idx in split:
         mixed = sorted({point_of[i] for i in idx}, key=rank.__getitem__)
@@ -234,6 +242,10 @@ def declares_group_by(cls: type[Analysis]) -> bool:
 
 def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Context) -> Result:
     """``cls().compute`` on ``data`` — once per sweep group for ``needs = "ensemble"`` (module docstring)."""
+    if cls.needs == "groups" and isinstance(data, dict) and data:
+        result = cls().compute(data, params, ctx)
+        _state_mixed(result, cls.name, list(data.values()), params.get("group_by"))
+        return result
     if cls.needs != "ensemble" or not isinstance(data, Ensemble):
         return cls().compute(data, params, ctx)
     if declares_group_by(cls):
@@ -287,6 +299,27 @@ def _state_pooled(result: Any, name: str, labels: list[str], n_runs: int, group_
     result.grouping = {"pooled": list(labels)}
     warnings.warn(f"{name}: pooling {n_runs} runs of {len(labels)} sweep points ({'; '.join(labels)}) as asked "
                   f"by group_by={group_by}; stated in the result as pooled_groups", GroupingNotice, stacklevel=3)
+
+
+def _state_mixed(result: Any, name: str, groups: list[Ensemble], group_by: Any) -> None:
+    """For ``needs = "groups"``: state the sweep points the analysis's own groups mix (``pooled_groups``, one
+    list per group in the analysis's order)."""
+    from trajkit.analysis.result import Result
+
+    _, _, point_of, rank = _sweep([a for g in groups for a in g.archives])
+    labels = iter(point_of)
+    mixed = []
+    for g in groups:
+        inside = sorted({next(labels) for _ in g.archives}, key=rank.__getitem__)
+        mixed.append(inside if len(inside) > 1 else [])
+    if not any(mixed) or not isinstance(result, Result):
+        return
+    result.scalars["pooled_groups"] = mixed
+    result.grouping = {"pooled": mixed}
+    first = next(m for m in mixed if m)
+    warnings.warn(f"{name}: group_by={group_by} mixes runs of different sweep points within a group "
+                  f"({'; '.join(first)}); stated in the result as pooled_groups; group by the swept key to "
+                  "separate them", GroupingNotice, stacklevel=3)
 
 
 # -- stacking ---------------------------------------------------------------------------------------------------
