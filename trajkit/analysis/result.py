@@ -251,7 +251,7 @@ class Result:
                 own = getattr(sub, "_suptitle", None)
                 text = own.get_text() if own is not None else ""
                 label = str(self.coords["group"][i])
-                sub.suptitle(f"{label}: {text}" if text else label, fontsize="medium")
+                sub.suptitle(f"{label}: {text}" if text else label, fontsize="medium", fontweight="bold")
             return fig
         fig = fig if fig is not None else Figure(figsize=(9, 6), layout="constrained")
         out = self._draw(fig)
