@@ -236,7 +236,9 @@ class Result:
         """A matplotlib Figure: the analysis's ``plot(result, fig)`` when it has one, else a generic plot.
 
         A grouped result draws one subfigure row per group (``fig.subfigures``), titled with the group's
-        keys, each by the same single-group plot of :meth:`group`.
+        keys, each by the analysis's single-group ``plot(self.group(i), subfigure)`` — so a plugin's
+        ``plot`` must draw into a Figure or a SubFigure (``subplots``, ``add_subplot``, ``suptitle``,
+        ``legend``, ``text``; not ``savefig`` or ``set_size_inches``).
         """
         try:
             from matplotlib.figure import Figure
