@@ -198,6 +198,9 @@ def test_a_group_that_cannot_be_analysed_is_named_in_one_line(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg
     assert "group dynamics.temperature=0.01 (1 run): chi4 needs at least 2 replicas" in msg
+    assert msg.endswith("the inputs span 2 sweep points: dynamics.temperature=0.001 (3 runs), "
+                        "dynamics.temperature=0.01 (1 run); analyse one of them (pass only its runs) or pool them "
+                        "with -p group_by=none")
     # overlaps works per group; the one-replica group has no inter-replica overlap and says so
     r = trajkit.analyze("overlaps", [root], waiting_times=3, epsilon=0.01)
     assert r.grouping["absent"] == {"replica_overlap": [1]}

@@ -267,7 +267,7 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
         try:
             results.append(cls().compute(g.ensemble, params, ctx))
         except TrajkitError as e:
-            err = AnalysisError(f"group {_runs_text(g)}: {e}")
+            err = refusal(f"group {_runs_text(g)}: {e}", groups)
             err.exit_code = e.exit_code
             raise err from e
     from trajkit.analysis.result import Result
