@@ -257,10 +257,10 @@ class Analysis:
         if cls.needs == "groups" and not any(p.name == "group_by" for p in ps):
             ps += (Param("group_by", "str", default="dynamics.temperature",
                          help="metadata key (dotted) whose values split the ensemble into groups"),)
-        if cls.needs == "ensemble" and not any(p.name == "group_by" for p in ps):
-            from trajkit.analysis.grouping import group_by_param
-
-            ps += (group_by_param(),)
+        if cls.needs == "ensemble" and not any(p.name == "group_by" for p in ps):      # trajkit.analysis.grouping
+            ps += (Param("group_by", "str", default="auto",
+                         help="auto: one result per sweep point; none: pool all runs (stated in the result); "
+                              "or metadata keys, comma-separated"),)
         return ps
 
     @classmethod

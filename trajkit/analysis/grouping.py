@@ -8,7 +8,7 @@ sweep coordinates. The *label keys* of a sweep are the fewest varying keys, coor
 its points apart (a temperature sweep: ``dynamics.temperature``).
 
 Every ``needs = "ensemble"`` analysis that does not declare ``group_by`` itself gets the parameter
-(:func:`group_by_param`):
+(:meth:`Analysis.all_params <trajkit.analysis.contract.Analysis.all_params>`):
 
 - ``auto`` (default): ``compute`` runs once per sweep point; with one point the result is exactly the
   plain result, with several it is a *grouped result* (below);
@@ -45,7 +45,6 @@ with repeated values) are refused with one line listing the groups and how to an
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,35 +53,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trajkit.analysis.ensemble import Ensemble
+from trajkit.analysis.result import GROUP_DIM, KEY_PREFIX, MASK_PREFIX, Result
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError, TrajkitError
 
 if TYPE_CHECKING:
-    from trajkit.analysis.contract import Analysis, Context, Param
-    from trajkit.analysis.result import Result
+    from trajkit.analysis.contract import Analysis, Context
 
 #: Metadata sections whose differences make a sweep point (``ensemble.coords`` comes first).
 SECTIONS = ("dynamics", "model", "dataset", "loss", "optimizer", "config")
 #: Keys that differ between replicas of one point; ignored unless they are sweep coordinates.
 REPLICA_KEYS = frozenset({"seed", "replica", "replicas", "run_id", "id", "device", "init_from"})
-GROUP_DIM = "group"
-MASK_PREFIX = "group_mask."
-KEY_PREFIX = "group."
 _MISSING = "<missing>"          # a key a run does not have, in the comparison of sweep points
 _ABSENT = object()
 
 
 class GroupingNotice(UserWarning):
     """An analysis mixed runs of different sweep points because it was asked to (``group_by``)."""
-
-
-def group_by_param() -> Param:
-    """The ``group_by`` parameter the core adds to ``needs = "ensemble"`` analyses."""
-    from trajkit.analysis.contract import Param
-
-    return Param("group_by", "str", default="auto",
-                 help="auto: one result per sweep point (ensemble.coords, dynamics/model/dataset metadata); "
-                      "none: pool all runs (stated in the result); or metadata keys, comma-separated")
 
 
 @dataclass
@@ -270,8 +257,6 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
             err = refusal(f"group {_runs_text(g)}: {e}", groups)
             err.exit_code = e.exit_code
             raise err from e
-    from trajkit.analysis.result import Result
-
     for r in results:
         if not isinstance(r, Result):
             return r                      # the core reports what compute() returned
@@ -291,8 +276,6 @@ def run_grouped(cls: type[Analysis], data: Any, params: dict[str, Any], ctx: Con
 
 
 def _state_pooled(result: Any, name: str, labels: list[str], n_runs: int, group_by: str) -> None:
-    from trajkit.analysis.result import Result
-
     if not isinstance(result, Result):
         return
     result.scalars["pooled_groups"] = list(labels)
@@ -304,8 +287,6 @@ def _state_pooled(result: Any, name: str, labels: list[str], n_runs: int, group_
 def _state_mixed(result: Any, name: str, groups: list[Ensemble], group_by: Any) -> None:
     """For ``needs = "groups"``: state the sweep points the analysis's own groups mix (``pooled_groups``, one
     list per group in the analysis's order)."""
-    from trajkit.analysis.result import Result
-
     _, _, point_of, rank = _sweep([a for g in groups for a in g.archives])
     labels = iter(point_of)
     mixed = []
@@ -389,8 +370,6 @@ def _key_values(values: list[Any]) -> np.ndarray:
 
 def stack_results(results: list[Result], labels: list[str], keys: list[dict[str, Any]]) -> Result:
     """One grouped :class:`Result` from per-group results (layout in the module docstring)."""
-    from trajkit.analysis.result import Result
-
     if len(set(labels)) != len(labels):
         raise _Unstackable("two groups have the same label")
     dims_of: dict[str, tuple[str, ...]] = {}
@@ -447,41 +426,3 @@ def stack_results(results: list[Result], labels: list[str], keys: list[dict[str,
     out_result = Result(arrays=arrays, coords=coords, scalars=scalars)
     out_result.grouping = {"by": by, "labels": list(labels), "absent": absent}
     return out_result
-
-
-def group_view(result: Result, i: int) -> Result:
-    """Group ``i`` of a grouped result as the plain result of that group (see :meth:`Result.group`)."""
-    from trajkit.analysis.result import Result
-
-    grouping = result.grouping or {}
-    absent = grouping.get("absent", {})
-    masks = {k[len(MASK_PREFIX):]: v[i] for k, v in result.arrays.items() if k.startswith(MASK_PREFIX)}
-    arrays: dict[str, Any] = {}
-    for name, a in result.arrays.items():
-        dims = result.dims[name]
-        if name.startswith((MASK_PREFIX, KEY_PREFIX)) or not dims or dims[0] != GROUP_DIM \
-                or i in absent.get(name, ()):
-            continue
-        v = a[i]
-        for ax, d in enumerate(dims[1:]):
-            if d in masks:
-                v = np.compress(masks[d], v, axis=ax)
-        arrays[name] = (v, dims[1:])
-    coords = {d: (c[masks[d]] if d in masks else c) for d, c in result.coords.items() if d != GROUP_DIM}
-    scalars = {k: v[i] for k, v in result.scalars.items()
-               if isinstance(v, list) and len(v) == len(result.coords[GROUP_DIM]) and i not in absent.get(k, ())}
-    label = str(result.coords[GROUP_DIM][i])
-    provenance = dict(result.provenance)
-    runs = grouping.get("runs")
-    if runs:
-        provenance["run_ids"] = list(runs[i])
-        ids = set(runs[i])
-        if len(provenance.get("inputs", [])) == len(result.provenance.get("run_ids", [])):
-            provenance["inputs"] = [p for p, r in zip(result.provenance["inputs"], result.provenance["run_ids"],
-                                                      strict=True) if r in ids]
-    keys = {k[len(KEY_PREFIX):]: result.arrays[k][i].item() for k in result.arrays if k.startswith(KEY_PREFIX)}
-    provenance["group"] = label
-    provenance["group_keys"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in keys.items()}
-    view = Result(arrays=arrays, coords=coords, scalars=scalars, params=result.params, provenance=provenance)
-    view.analysis = result.analysis
-    return view

@@ -45,6 +45,10 @@ from trajkit.errors import AnalysisError
 
 RESULT_FORMAT = "trajkit-result"
 RESULT_VERSION = 1
+#: Grouped results (:mod:`trajkit.analysis.grouping`): the leading dim, the key arrays and the mask arrays.
+GROUP_DIM = "group"
+KEY_PREFIX = "group."
+MASK_PREFIX = "group_mask."
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -131,30 +135,28 @@ class Result:
     @property
     def is_grouped(self) -> bool:
         """True for one result per sweep group (leading ``group`` dim; see :mod:`~trajkit.analysis.grouping`)."""
-        return bool(self.grouping and self.grouping.get("labels")) and "group" in self.coords
+        return bool(self.grouping and self.grouping.get("labels")) and GROUP_DIM in self.coords
 
     @property
     def n_groups(self) -> int:
         """Number of groups (1 for a plain result)."""
-        return int(self.coords["group"].shape[0]) if self.is_grouped else 1
+        return int(self.coords[GROUP_DIM].shape[0]) if self.is_grouped else 1
 
     def group(self, which: int | str) -> Result:
         """Group ``which`` (index or label, e.g. ``"dynamics.temperature=0.001"``) as a plain result: the
         arrays, coordinates and scalars the analysis gives on that group's runs alone."""
-        from trajkit.analysis.grouping import group_view
-
         if not self.is_grouped:
             if which in (0, "all runs"):
                 return self
             raise AnalysisError(f"result is not grouped; group({which!r}) needs a grouped result")
-        labels = [str(x) for x in self.coords["group"]]
+        labels = [str(x) for x in self.coords[GROUP_DIM]]
         if isinstance(which, str):
             if which not in labels:
                 raise AnalysisError(f"result has no group {which!r}; groups: {', '.join(labels)}")
             which = labels.index(which)
         if not -len(labels) <= which < len(labels):
             raise AnalysisError(f"group index {which} out of range; the result has {len(labels)} groups")
-        return group_view(self, which % len(labels))
+        return _group_view(self, which % len(labels))
 
     # -- serialisation --------------------------------------------------------------------------------------
 
@@ -213,7 +215,7 @@ class Result:
             n = self.arrays[names[0]].shape[0]
             names = [k for k in names if self.arrays[k].shape[0] == n]
             coord = self.coords.get(dim, np.arange(n))
-            extra = per_group if dim == "group" else {}
+            extra = per_group if dim == GROUP_DIM else {}
             with open(out / f"{dim}.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow([dim, *names, *extra])
@@ -252,7 +254,7 @@ class Result:
                 view._draw(sub)
                 own = getattr(sub, "_suptitle", None)
                 text = own.get_text() if own is not None else ""
-                label = str(self.coords["group"][i])
+                label = str(self.coords[GROUP_DIM][i])
                 sub.suptitle(f"{label}: {text}" if text else label, fontsize="medium", fontweight="bold")
             return fig
         fig = fig if fig is not None else Figure(figsize=(9, 6), layout="constrained")
@@ -308,6 +310,42 @@ def generic_plot(result: Result, fig: Any) -> Any:
             ax.legend(fontsize=6)
     fig.suptitle(str(result.provenance.get("analysis", "result")))
     return fig
+
+
+def _group_view(result: Result, i: int) -> Result:
+    """Group ``i`` of a grouped result as the plain result of that group (see :meth:`Result.group`)."""
+    grouping = result.grouping or {}
+    absent = grouping.get("absent", {})
+    masks = {k[len(MASK_PREFIX):]: v[i] for k, v in result.arrays.items() if k.startswith(MASK_PREFIX)}
+    arrays: dict[str, Any] = {}
+    for name, a in result.arrays.items():
+        dims = result.dims[name]
+        if name.startswith((MASK_PREFIX, KEY_PREFIX)) or not dims or dims[0] != GROUP_DIM \
+                or i in absent.get(name, ()):
+            continue
+        v = a[i]
+        for ax, d in enumerate(dims[1:]):
+            if d in masks:
+                v = np.compress(masks[d], v, axis=ax)
+        arrays[name] = (v, dims[1:])
+    coords = {d: (c[masks[d]] if d in masks else c) for d, c in result.coords.items() if d != GROUP_DIM}
+    scalars = {k: v[i] for k, v in result.scalars.items()
+               if isinstance(v, list) and len(v) == len(result.coords[GROUP_DIM]) and i not in absent.get(k, ())}
+    label = str(result.coords[GROUP_DIM][i])
+    provenance = dict(result.provenance)
+    runs = grouping.get("runs")
+    if runs:
+        provenance["run_ids"] = list(runs[i])
+        ids = set(runs[i])
+        if len(provenance.get("inputs", [])) == len(result.provenance.get("run_ids", [])):
+            provenance["inputs"] = [p for p, r in zip(result.provenance["inputs"], result.provenance["run_ids"],
+                                                      strict=True) if r in ids]
+    keys = {k[len(KEY_PREFIX):]: result.arrays[k][i].item() for k in result.arrays if k.startswith(KEY_PREFIX)}
+    provenance["group"] = label
+    provenance["group_keys"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in keys.items()}
+    view = Result(arrays=arrays, coords=coords, scalars=scalars, params=result.params, provenance=provenance)
+    view.analysis = result.analysis
+    return view
 
 
 def load_result(directory: str | os.PathLike) -> Result:
