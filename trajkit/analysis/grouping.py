@@ -39,7 +39,14 @@ dimension without a coordinate, in its length, are aligned on the union of the c
 longest length): cells a group does not have are NaN (integer and boolean arrays become float64, string
 arrays get ``""``), and ``group_mask.<dim> [G, n]`` (bool, over ``("group", dim)``) says which entries
 each group has. Results that cannot be aligned (an array with other dims in another group, a coordinate
-with repeated values) are refused with one line listing the groups and how to analyse one of them.
+with repeated values), and a group whose ``compute`` fails (chi4 on a one-replica point), are refused with
+one line naming the group, listing all of them and how to analyse one. ``result.group(i)`` carries
+``provenance["group"]`` (its label) and ``provenance["group_keys"]`` (key → value) for captions.
+
+>>> r = trajkit.analyze("chi4", ["sweep/"])                                 # doctest: +SKIP
+>>> r.coords["group"], r.arrays["group.dynamics.temperature"], r.scalars["chi4_peak"]   # doctest: +SKIP
+>>> r.group("dynamics.temperature=0.001").scalars["chi4_peak"]              # doctest: +SKIP
+>>> trajkit.analyze("chi4", ["sweep/"], group_by="none").scalars["pooled_groups"]        # doctest: +SKIP
 """
 
 from __future__ import annotations
