@@ -150,8 +150,10 @@ def test_bad_parameters(brownian, params, message):
 def test_ensemble_with_different_N_layout_or_steps_is_refused(tmp_path):
     synthetic.write_archive(tmp_path / "a.trajkit", STEPS[:5], np.zeros((5, 10)))
     synthetic.write_archive(tmp_path / "b.trajkit", STEPS[:5], np.zeros((5, 11)))
-    with pytest.raises(TrajkitError, match="differ in parameter count"):
-        trajkit.analyze("overlaps", [tmp_path / "a.trajkit", tmp_path / "b.trajkit"], epsilon=1.0)
+    with pytest.raises(TrajkitError, match="differ in parameter count"):     # pooled only when asked
+        trajkit.analyze("overlaps", [tmp_path / "a.trajkit", tmp_path / "b.trajkit"], epsilon=1.0, group_by="none")
+    by_n = trajkit.analyze("overlaps", [tmp_path / "a.trajkit", tmp_path / "b.trajkit"], epsilon=1.0)
+    assert by_n.coords["group"].tolist() == ["model.n_params=10", "model.n_params=11"]   # two models: two groups
     synthetic.write_archive(tmp_path / "c.trajkit", STEPS[1:6], np.zeros((5, 10)))
     with pytest.raises(TrajkitError, match="differ in snapshot steps"):
         trajkit.analyze("overlaps", [tmp_path / "a.trajkit", tmp_path / "c.trajkit"], epsilon=1.0)

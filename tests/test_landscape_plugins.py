@@ -254,12 +254,15 @@ def test_different_architectures_in_one_ensemble(ensemble, tmp_path, tree_digest
     run_experiment(_config(model={"activation": "tanh"}, run={"steps": 200, "replicas": 1}), tanh, quiet=True)
     runs = _runs(ensemble)
     before = [tree_digest(p) for p in runs]
-    with pytest.raises(AnalysisError, match="differ in parameter count"):
-        trajkit.analyze("minima", [*runs, *_runs(other)])
+    with pytest.raises(AnalysisError, match="differ in parameter count"):       # pooled only when asked
+        trajkit.analyze("minima", [*runs, *_runs(other)], group_by="none")
     with pytest.raises(AnalysisError, match="different model metadata"):
+        trajkit.analyze("minima", [*runs, *_runs(tanh)], group_by="none")
+    with pytest.raises(AnalysisError, match="different model metadata"):
+        trajkit.analyze("interpolation", [runs[0], *_runs(tanh)], group_by="none")
+    with pytest.raises(AnalysisError, match=r"group model\.spec\.activation=tanh \(1 run\): clustering needs at "
+                                            r"least 3 runs"):                 # by default: one result per model
         trajkit.analyze("minima", [*runs, *_runs(tanh)])
-    with pytest.raises(AnalysisError, match="different model metadata"):
-        trajkit.analyze("interpolation", [runs[0], *_runs(tanh)])
     assert [tree_digest(p) for p in runs] == before
 
 

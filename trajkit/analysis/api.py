@@ -25,6 +25,7 @@ from typing import Any
 
 from trajkit.analysis.contract import CLI_OPTIONS, Context
 from trajkit.analysis.ensemble import Ensemble, open_ensemble, resolve_paths
+from trajkit.analysis.grouping import run_grouped
 from trajkit.analysis.plugins import AnalysisInfo, find_analysis_class, get_registry
 from trajkit.analysis.result import Result, now_iso
 from trajkit.analysis.result import load_result as _load_result
@@ -60,9 +61,11 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
         if len(ens) != 1:
             raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(ens)}")
         return ens[0], ens.archives
-    if needs in ("ensemble", "runs"):
-        ens = Ensemble(ens.archives, ens.info, check=True, same_steps=needs == "ensemble")
+    if needs == "runs":
+        ens = Ensemble(ens.archives, ens.info, check=True, same_steps=False)
         return ens, ens.archives
+    if needs == "ensemble":
+        return ens, ens.archives                    # checked per sweep group by grouping.run_grouped
     return ens.groups(params["group_by"]), ens.archives
 
 
@@ -98,7 +101,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \
         (f", {info.distribution} {info.plugin_version})" if info.distribution else ")")
     try:
-        result = info.cls().compute(data, dict(resolved), ctx)
+        result = run_grouped(info.cls, data, dict(resolved), ctx)
     except TrajkitError as e:          # the same class, the message says where it came from
         e.args = (f"{where}: {e}", *e.args[1:])
         raise

@@ -289,11 +289,15 @@ class Analysis:
 
     @classmethod
     def all_params(cls) -> tuple[Param, ...]:
-        """The declared parameters plus ``group_by`` for ``needs = "groups"`` when it is not declared."""
+        """The declared parameters plus ``group_by`` for ``needs = "groups"`` / ``"ensemble"`` when not declared."""
         ps = tuple(cls.params)
         if cls.needs == "groups" and not any(p.name == "group_by" for p in ps):
             ps += (Param("group_by", "str", default="dynamics.temperature",
                          help="metadata key (dotted) whose values split the ensemble into groups"),)
+        if cls.needs in ("ensemble", "runs") and not any(p.name == "group_by" for p in ps):   # analysis.grouping
+            ps += (Param("group_by", "str", default="auto",
+                         help="auto: one result per sweep point; none: pool all runs (stated in the result); "
+                              "or metadata keys, comma-separated"),)
         return ps
 
     @classmethod

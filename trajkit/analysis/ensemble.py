@@ -5,7 +5,8 @@ format ``trajkit-ensemble`` v1: only runs with status ``done`` are used, the oth
 warning naming them), directories holding ``*.trajkit`` archives, and glob patterns. Replicas must share
 N, the parameter layout and the snapshot steps; a mismatch is an error naming the two runs — schedules
 are never interpolated. ``ensemble.groups("dynamics.temperature")`` splits an ensemble by a metadata key
-(each group checked on its own, so a width sweep may differ in N between groups).
+(each group checked on its own, so a width sweep may differ in N between groups). The analysis core splits
+an ensemble by sweep point before an ``ensemble`` analysis sees it (:mod:`trajkit.analysis.grouping`).
 
 >>> ens = trajkit.open_ensemble(["sweep/"])                              # doctest: +SKIP
 >>> ens.steps, ens.n_params, len(ens)                                    # doctest: +SKIP

@@ -19,6 +19,12 @@ are written as ``null`` since JSON has none, and read back as ``None``), ``array
 ``coords.npz`` (plain numeric or unicode arrays, no pickle), and CSV tables: ``scalars.csv``, one
 ``<dim>.csv`` per dimension holding every 1-D array along it, and ``<name>.csv`` in long form (one column
 per dim, then ``value``) for each array with two or more dims.
+
+A *grouped* result (one per sweep point, :mod:`trajkit.analysis.grouping`) has a leading ``group`` dim on
+every array, ``coords["group"]`` (the labels), ``group.<key>`` arrays, each scalar as the list of its
+per-group values and ``grouping`` (also in ``result.json``); ``result.group(i)`` is group i as a plain
+result, ``plot()`` draws one subfigure per group, and ``group.csv`` holds one row per group with its keys
+and scalars.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ from trajkit.errors import AnalysisError
 
 RESULT_FORMAT = "trajkit-result"
 RESULT_VERSION = 1
+#: Grouped results (:mod:`trajkit.analysis.grouping`): the leading dim, the key arrays and the mask arrays.
+GROUP_DIM = "group"
+KEY_PREFIX = "group."
+MASK_PREFIX = "group_mask."
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -101,6 +111,7 @@ class Result:
         self.params: dict[str, Any] = dict(params or {})
         self.provenance: dict[str, Any] = dict(provenance or {})
         self.analysis: Any = None
+        self.grouping: dict[str, Any] | None = None
 
     # -- access ---------------------------------------------------------------------------------------------
 
@@ -118,7 +129,36 @@ class Result:
     def __repr__(self) -> str:
         arrays = ", ".join(f"{k}{list(self.dims[k])}" for k in self.arrays)
         name = self.provenance.get("analysis", "?")
-        return f"<Result {name}: arrays [{arrays}], scalars [{', '.join(self.scalars)}]>"
+        groups = f" {self.n_groups} groups by {', '.join(self.grouping['by'])}," if self.is_grouped else ""
+        return f"<Result {name}:{groups} arrays [{arrays}], scalars [{', '.join(self.scalars)}]>"
+
+    # -- sweep groups (trajkit.analysis.grouping) -----------------------------------------------------------
+
+    @property
+    def is_grouped(self) -> bool:
+        """True for one result per sweep group (leading ``group`` dim; see :mod:`~trajkit.analysis.grouping`)."""
+        return bool(self.grouping and self.grouping.get("labels")) and GROUP_DIM in self.coords
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups (1 for a plain result)."""
+        return int(self.coords[GROUP_DIM].shape[0]) if self.is_grouped else 1
+
+    def group(self, which: int | str) -> Result:
+        """Group ``which`` (index or label, e.g. ``"dynamics.temperature=0.001"``) as a plain result: the
+        arrays, coordinates and scalars the analysis gives on that group's runs alone."""
+        if not self.is_grouped:
+            if which in (0, "all runs"):
+                return self
+            raise AnalysisError(f"result is not grouped; group({which!r}) needs a grouped result")
+        labels = [str(x) for x in self.coords[GROUP_DIM]]
+        if isinstance(which, str):
+            if which not in labels:
+                raise AnalysisError(f"result has no group {which!r}; groups: {', '.join(labels)}")
+            which = labels.index(which)
+        if not -len(labels) <= which < len(labels):
+            raise AnalysisError(f"group index {which} out of range; the result has {len(labels)} groups")
+        return _group_view(self, which % len(labels))
 
     # -- serialisation --------------------------------------------------------------------------------------
 
@@ -132,10 +172,13 @@ class Result:
             arrays[name] = entry
         coords = {d: {"shape": list(c.shape), "dtype": str(c.dtype), "file": "coords.npz"}
                   for d, c in self.coords.items()}
-        return {"format": RESULT_FORMAT, "version": RESULT_VERSION,
-                "analysis": self.provenance.get("analysis"),
-                "params": to_jsonable(self.params, strict=True), "scalars": to_jsonable(self.scalars, strict=True),
-                "arrays": arrays, "coords": coords, "provenance": to_jsonable(self.provenance, strict=True)}
+        doc = {"format": RESULT_FORMAT, "version": RESULT_VERSION,
+               "analysis": self.provenance.get("analysis"),
+               "params": to_jsonable(self.params, strict=True), "scalars": to_jsonable(self.scalars, strict=True),
+               "arrays": arrays, "coords": coords, "provenance": to_jsonable(self.provenance, strict=True)}
+        if self.grouping:
+            doc["grouping"] = to_jsonable(self.grouping, strict=True)
+        return doc
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``result.json``, ``arrays.npz``, ``coords.npz`` and CSV tables into ``directory``."""
@@ -168,15 +211,19 @@ class Result:
                 by_dim.setdefault(self.dims[name][0], []).append(name)
             elif a.ndim >= 2:
                 self._write_long(out / f"{name}.csv", name)
+        per_group = {k: v for k, v in self.scalars.items() if self.is_grouped and isinstance(v, list)
+                     and len(v) == self.n_groups and not any(isinstance(x, list | tuple) for x in v)}
         for dim, names in by_dim.items():
             n = self.arrays[names[0]].shape[0]
             names = [k for k in names if self.arrays[k].shape[0] == n]
             coord = self.coords.get(dim, np.arange(n))
+            extra = per_group if dim == GROUP_DIM else {}
             with open(out / f"{dim}.csv", "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow([dim, *names])
+                w.writerow([dim, *names, *extra])
                 for i in range(n):
-                    w.writerow([_csv(coord[i]), *(_csv(self.arrays[k][i]) for k in names)])
+                    w.writerow([_csv(coord[i]), *(_csv(self.arrays[k][i]) for k in names),
+                                *(_csv(v[i]) for v in extra.values())])
 
     def _write_long(self, path: Path, name: str) -> None:
         a, dims = self.arrays[name], self.dims[name]
@@ -190,18 +237,37 @@ class Result:
     # -- plotting -------------------------------------------------------------------------------------------
 
     def plot(self, fig: Any = None) -> Any:
-        """A matplotlib Figure: the analysis's ``plot(result, fig)`` when it has one, else a generic plot."""
+        """A matplotlib Figure: the analysis's ``plot(result, fig)`` when it has one, else a generic plot.
+
+        A grouped result draws one subfigure row per group (``fig.subfigures``), titled with the group's
+        keys, each by the analysis's single-group ``plot(self.group(i), subfigure)`` — so a plugin's
+        ``plot`` must draw into a Figure or a SubFigure (``subplots``, ``add_subplot``, ``suptitle``,
+        ``legend``, ``text``; not ``savefig`` or ``set_size_inches``).
+        """
         use_matplotlib_cache()    # before matplotlib's first import: its config goes under trajkit's cache
         try:
             from matplotlib.figure import Figure
         except ImportError:
             raise AnalysisError("result.plot() needs matplotlib; install it with: "
                                 "pip install 'trajkit[plot]'") from None
+        if self.is_grouped:
+            fig = fig if fig is not None else Figure(figsize=(9, 4.5 * self.n_groups), layout="constrained")
+            for i, sub in enumerate(fig.subfigures(self.n_groups, 1, squeeze=False)[:, 0]):
+                view = self.group(i)
+                view._draw(sub)
+                own = getattr(sub, "_suptitle", None)
+                text = own.get_text() if own is not None else ""
+                label = str(self.coords[GROUP_DIM][i])
+                sub.suptitle(f"{label}: {text}" if text else label, fontsize="medium", fontweight="bold")
+            return fig
         fig = fig if fig is not None else Figure(figsize=(9, 6), layout="constrained")
+        out = self._draw(fig)
+        return out if out is not None else fig
+
+    def _draw(self, fig: Any) -> Any:
         analysis = self.analysis          # set by trajkit.analyze and trajkit.load_result
         if analysis is not None and callable(getattr(analysis, "plot", None)):
-            out = analysis().plot(self, fig)
-            return out if out is not None else fig
+            return analysis().plot(self, fig)
         return generic_plot(self, fig)
 
 
@@ -245,6 +311,42 @@ def generic_plot(result: Result, fig: Any) -> Any:
     return fig
 
 
+def _group_view(result: Result, i: int) -> Result:
+    """Group ``i`` of a grouped result as the plain result of that group (see :meth:`Result.group`)."""
+    grouping = result.grouping or {}
+    absent = grouping.get("absent", {})
+    masks = {k[len(MASK_PREFIX):]: v[i] for k, v in result.arrays.items() if k.startswith(MASK_PREFIX)}
+    arrays: dict[str, Any] = {}
+    for name, a in result.arrays.items():
+        dims = result.dims[name]
+        if name.startswith((MASK_PREFIX, KEY_PREFIX)) or not dims or dims[0] != GROUP_DIM \
+                or i in absent.get(name, ()):
+            continue
+        v = a[i]
+        for ax, d in enumerate(dims[1:]):
+            if d in masks:
+                v = np.compress(masks[d], v, axis=ax)
+        arrays[name] = (v, dims[1:])
+    coords = {d: (c[masks[d]] if d in masks else c) for d, c in result.coords.items() if d != GROUP_DIM}
+    scalars = {k: v[i] for k, v in result.scalars.items()
+               if isinstance(v, list) and len(v) == len(result.coords[GROUP_DIM]) and i not in absent.get(k, ())}
+    label = str(result.coords[GROUP_DIM][i])
+    provenance = dict(result.provenance)
+    runs = grouping.get("runs")
+    if runs:
+        provenance["run_ids"] = list(runs[i])
+        ids = set(runs[i])
+        if len(provenance.get("inputs", [])) == len(result.provenance.get("run_ids", [])):
+            provenance["inputs"] = [p for p, r in zip(result.provenance["inputs"], result.provenance["run_ids"],
+                                                      strict=True) if r in ids]
+    keys = {k[len(KEY_PREFIX):]: result.arrays[k][i].item() for k in result.arrays if k.startswith(KEY_PREFIX)}
+    provenance["group"] = label
+    provenance["group_keys"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in keys.items()}
+    view = Result(arrays=arrays, coords=coords, scalars=scalars, params=result.params, provenance=provenance)
+    view.analysis = result.analysis
+    return view
+
+
 def load_result(directory: str | os.PathLike) -> Result:
     """Read a result written by :meth:`Result.save` (``result.json`` is schema-validated)."""
     from trajkit.archive.metadata import schema_problems
@@ -275,6 +377,7 @@ def load_result(directory: str | os.PathLike) -> Result:
             from None
     r = Result(arrays=arrays, coords=coords, scalars=doc["scalars"], params=doc["params"],
                provenance=doc["provenance"])
+    r.grouping = doc.get("grouping")
     return r
 
 
