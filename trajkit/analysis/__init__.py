@@ -13,7 +13,7 @@ Modules: :mod:`~trajkit.analysis.hookspecs` (hook specifications), :mod:`~trajki
 :func:`list_analyses`). See :mod:`trajkit.analysis.contract` for a complete example analysis.
 """
 
-from trajkit.analysis import kernels, times
+from trajkit.analysis import kernels, plotting, times
 from trajkit.analysis.api import analyze, list_analyses
 from trajkit.analysis.contract import Analysis, Context, Param
 from trajkit.analysis.ensemble import Ensemble, open_ensemble
@@ -21,4 +21,4 @@ from trajkit.analysis.hookspecs import hookimpl, hookspec
 from trajkit.analysis.result import Result, load_result
 
 __all__ = ["Analysis", "Context", "Ensemble", "Param", "Result", "analyze", "hookimpl", "hookspec", "kernels",
-           "list_analyses", "load_result", "open_ensemble", "times"]
+           "list_analyses", "load_result", "open_ensemble", "plotting", "times"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from trajkit.analysis.contract import Context
 from trajkit.analysis.ensemble import Ensemble, open_ensemble, resolve_paths
+from trajkit.analysis.plotting import input_coords
 from trajkit.analysis.plugins import AnalysisInfo, get_registry
 from trajkit.analysis.result import Result, now_iso
 from trajkit.archive import Archive, open_archive
@@ -96,6 +97,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, device: str | None = None, p
         "distribution": info.distribution, "plugin_version": info.plugin_version,
         "trajkit_version": __version__, "run_ids": [str(a.metadata.get("run_id")) for a in used],
         "inputs": [str(a.path) for a in used], "created": now_iso(), "device": ctx.device,
+        "coords": input_coords(used),
     }
     result.analysis = info.cls
     return result
