@@ -374,10 +374,12 @@ class Aging(Analysis):
             ax.set_xscale("log")
             if obs == "msd":
                 ax.set_yscale("log")
-            ax.set_ylabel(plotting.LABELS.get(obs, obs))
             plotting.legend(ax)
+        ax1.set_ylabel(plotting.LABELS.get(obs, obs))
+        ax2.set_ylabel(f"{symbol}($t_w$, $t_w$+t) (inside the fit window)")
         ax1.set_xlabel(plotting.LAG)
-        ax1.set_title(f"$\\mu_h$ (h-form, all lags) = {plotting.fmt_ci(sc.get('mu_h'), sc.get('mu_h_ci'))}",
+        why = " (stationary)" if sc.get("regime") == "stationary" else ""
+        ax1.set_title(f"$\\mu_h$ (h-form, all lags) = {plotting.fmt_ci(sc.get('mu_h'), sc.get('mu_h_ci'))}{why}",
                       fontsize=8)
         ax2.set_xlabel(f"$(t - t_w)/t_w^{{\\mu}}$, $\\mu$ = {plotting.fmt(mu)}")
         ax2.set_title(_collapse_title(sc), fontsize=8)
@@ -394,7 +396,7 @@ class Aging(Analysis):
                  else f"{symbol} = {plotting.fmt(result.params.get('threshold'))}·{symbol}($t_w$, $t_w$)")
         ax3.set_xlabel(r"$t_w$ [steps]")
         ax3.set_ylabel(f"$\\tau(t_w)$ [steps] (crossing of {level})")
-        ax3.set_title(f"$\\mu_\\tau$ = {plotting.fmt_ci(sc.get('mu_tau'), sc.get('mu_tau_ci'))} "
+        ax3.set_title(f"$\\mu_\\tau$ = {plotting.fmt_ci(sc.get('mu_tau'), sc.get('mu_tau_ci'))}{why} "
                       f"({int(ok.sum())} of {tws.size} $\\tau$ resolved)", fontsize=8)
         plotting.legend(ax3)
         window = f"t ≤ {plotting.fmt(max_ratio)}·t_w" if max_ratio else "all lags"

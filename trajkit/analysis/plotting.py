@@ -37,20 +37,21 @@ CAPTION_GID = "trajkit-caption"
 #: x axis of two-time curves at fixed waiting time.
 LAG = r"$t - t_w$ [steps]"
 #: x axis of origin-averaged curves (``mode = lag``).
-LAG_ORIGINS = r"lag $t$ [steps] (averaged over origins $t_w$)"
+LAG_ORIGINS = r"lag $t$ [steps], mean over origins $t_w$"
 #: x axis of the time-temperature superposition.
 TTS_X = r"$t/\tau_e(T)$  ($\tau_e$: $Q(t_w, t_w+\tau_e) = c\,Q(t_w, t_w)$)"
 
-#: y axis of each two-time observable: symbol = definition (w the N selected parameters).
+#: y axis of each observable: symbol = definition (w the N selected parameters, δw = w(t_w+t) − w(t_w)).
 LABELS: dict[str, str] = {
     "overlap": r"$C(t_w, t_w+t) = w(t_w)\cdot w(t_w+t)/N$",
-    "overlap_normalized": "$\\tilde C(t_w, t_w+t)$\n$= w(t_w)\\cdot w(t_w+t) / (|w(t_w)|\\,|w(t_w+t)|)$",
-    "msd": r"$\Delta(t_w, t_w+t) = |w(t_w+t) - w(t_w)|^2/N$",
+    "overlap_normalized": r"$\tilde C(t_w, t_w+t) = \hat w(t_w)\cdot\hat w(t_w+t)$, $\hat w = w/|w|$",
+    "msd": r"$\Delta(t_w, t_w+t) = |\delta w|^2/N$",
     "self_overlap": r"$Q(t_w, t_w+t) = \langle\Theta(\varepsilon - |\delta w_i|)\rangle_i$",
     "d4": r"$D_4(t_w, t_w+t) = \sum_i \delta w_i^4/N$",
     "participation": r"$Y(t_w, t_w+t) = \sum_i \delta w_i^4 / (\sum_i \delta w_i^2)^2$",
-    "alpha2": r"$\alpha_2(t_w, t_w+t) = \langle\delta w^4\rangle / (3\langle\delta w^2\rangle^2) - 1$",
+    "alpha2": r"$\alpha_2(t_w, t_w+t) = \langle\delta w_i^4\rangle / 3\langle\delta w_i^2\rangle^2 - 1$",
     "chi4": r"$\chi_4(t_w, t_w+t) = N\,[\langle Q^2\rangle - \langle Q\rangle^2]_{\rm replicas}$",
+    "replica_overlap": r"$q(t) = \langle\hat w^a(t)\cdot\hat w^b(t)\rangle_{a<b}$",
 }
 
 #: Short symbols (titles, legends).
@@ -137,6 +138,18 @@ def caption(fig: Any, text: str, fontsize: float = 7.0) -> Any:
     t = fig.supxlabel(wrapped, x=0.01, ha="left", fontsize=fontsize, color="0.25")
     t.set_gid(CAPTION_GID)
     return t
+
+
+def join_lines(parts: Sequence[str], width: int = 70, sep: str = "; ") -> str:
+    """Join ``parts`` with ``sep``, starting a new line before a part that would pass ``width`` characters
+    (parts are never split, so mathtext inside one stays whole)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(sep) + len(part) <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 def tw_label(tw: Any) -> str:
