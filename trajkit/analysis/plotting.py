@@ -263,7 +263,8 @@ def _split_keys(result: Any) -> list[str]:
 
 def input_coords(archives: Sequence[Any]) -> dict[str, Any]:
     """The sweep point of ``archives``: ``{key: value}`` for each key of their ``ensemble.coords`` and for
-    ``dynamics.temperature``; a key whose value differs between runs maps to the sorted list of its values.
+    ``dynamics.temperature`` (Langevin runs, or runs that do not name their dynamics); a key whose value
+    differs between runs maps to the sorted list of its values.
 
     Stored by the core in ``result.provenance["coords"]``; :func:`describe` puts it in the caption.
     """
@@ -271,7 +272,8 @@ def input_coords(archives: Sequence[Any]) -> dict[str, Any]:
     for a in archives:
         meta = getattr(a, "metadata", {}) or {}
         point = dict((meta.get("ensemble") or {}).get("coords") or {})
-        temp = (meta.get("dynamics") or {}).get("temperature") if isinstance(meta.get("dynamics"), dict) else None
+        dyn = meta.get("dynamics") if isinstance(meta.get("dynamics"), dict) else {}
+        temp = dyn.get("temperature") if "langevin" in str(dyn.get("kind", "langevin")) else None
         if temp is not None and "dynamics.temperature" not in point:
             point["dynamics.temperature"] = temp
         for k, v in point.items():
