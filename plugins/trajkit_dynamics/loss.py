@@ -305,12 +305,12 @@ class LossDynamics(Analysis):
                 pars = [result.arrays[k][g] for k in ("loss_inf", "amplitude", "beta")]
                 if all(plotting.finite(v) for v in pars) and plotting.finite(lo):
                     x = np.geomspace(float(lo), float(hi), 60)
-                    ax1.loglog(x, pars[0] + pars[1] * x ** -pars[2], "--", color=line.get_color(), lw=1)
+                    ax1.loglog(x, pars[0] + pars[1] * x ** -pars[2], "--", color="k", lw=0.8, zorder=3)
         else:
             ax1.text(0.5, 0.5, "groups do not share their steps", ha="center", transform=ax1.transAxes)
         ax1.set_xlabel("step $t$")
         ax1.set_ylabel(f"$L(t)$ = {metric} (replica mean)")
-        title = f"dashed: $L_\\infty + A\\,t^{{-\\beta}}$ fitted on {plotting.fmt(lo)} ≤ t ≤ {plotting.fmt(hi)}"
+        title = f"black dashed: $L_\\infty + A\\,t^{{-\\beta}}$ fitted on {plotting.fmt(lo)} ≤ t ≤ {plotting.fmt(hi)}"
         if result.arrays["beta"].size == 1:
             title += (f"\n$\\beta$ = {plotting.fmt_ci(sc.get('beta'), sc.get('beta_ci'))}, "
                       f"$L_\\infty$ = {plotting.fmt_ci(sc.get('loss_inf'), sc.get('loss_inf_ci'))}")
@@ -346,6 +346,6 @@ class LossDynamics(Analysis):
         intervals = (f"{result.params.get('n_boot')} bootstrap resamples of the replicas"
                      if result.params.get("n_boot") else "fit covariance")
         plotting.caption(fig, plotting.describe(result, [
-            f"{sc.get('groups')} groups", f"intervals: {intervals} at level "
+            f"{sc.get('groups')} group" + ("s" if sc.get("groups") != 1 else ""), f"intervals: {intervals} at level "
             f"{plotting.fmt(result.params.get('level'))}"]))
         return fig
