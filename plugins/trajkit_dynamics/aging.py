@@ -25,6 +25,13 @@ its confidence interval lies within ``tol`` (default 0.1) of 0; otherwise the co
 *simple* (μ = 1 within ``tol`` or inside its interval), *sub* (μ < 1), *super* (μ > 1). A stationary
 run reports no μ (NaN): an exponent of a process that does not age is not a measurement.
 
+**Collapse quality** (:func:`collapse_quality`, trajkit's own): ``S(μ_collapse)`` of (a) — the fraction
+of the variance of the rescaled curves, on the ``ln x`` points covered by two or more of them, that the
+scaling variable leaves unexplained (0: perfect collapse). Above ``COLLAPSE_MAX_SPREAD`` (0.05) the
+curves do not collapse onto one master curve: the regime is ``"unresolved (poor collapse)"`` and
+``mu_collapse`` / ``mu_collapse_ci`` are NaN (the minimiser stays in ``mu_collapse_raw``). Noise-free
+effective-time processes give S ~ 1e-4; a waiting time whose curve has a different shape gives S ≳ 0.1.
+
 Intervals: percentile bootstrap over replicas (resample replicas with replacement, refit all three).
 
 Plugin ``aging`` (:class:`Aging`, needs an ensemble; 2+ replicas unless ``n_boot = 0``). Parameters: those
@@ -36,7 +43,8 @@ overlaps, default 1/e), ``n_boot`` (default 200), ``level`` (0.95), ``stationary
 Result keys. Arrays ``<observable> [K, T]`` and ``<observable>_sem`` over ``(tw_step, step)``,
 ``tau [K]`` (crossing lags of the mean curves, NaN unresolved); scalars ``mu_collapse``,
 ``mu_collapse_ci``, ``mu_h``, ``mu_h_ci``, ``mu_tau``, ``mu_tau_ci`` (NaN when stationary), the raw fits
-``mu_collapse_raw``, ``mu_h_raw``, ``mu_tau_raw``, ``regime``, ``observable``, ``replicas``.
+``mu_collapse_raw``, ``mu_h_raw``, ``mu_tau_raw``, ``collapse_quality`` (S at ``mu_collapse_raw``) and
+``collapse_threshold``, ``regime``, ``observable``, ``replicas``, ``max_ratio``, ``min_lag``.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
@@ -58,6 +66,10 @@ MU_BOUNDS = (-0.5, 2.5)
 _SCAN_STEP = 0.05
 _GRID_POINTS = 1024
 _MIN_COVERED = 16
+#: Largest collapse spread S(μ) at which the collapse counts as a collapse (see the module docstring).
+COLLAPSE_MAX_SPREAD = 0.05
+#: The regime of a collapse whose spread exceeds :data:`COLLAPSE_MAX_SPREAD`.
+POOR_COLLAPSE = "unresolved (poor collapse)"
 
 
 def curves_in_window(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *,
@@ -154,6 +166,13 @@ def fit_mu_collapse(curves: list[tuple[float, np.ndarray, np.ndarray]],
     return _minimise(_spread_for(curves, ln_ratio_variable), bounds)
 
 
+def collapse_quality(curves: list[tuple[float, np.ndarray, np.ndarray]], mu: float) -> float:
+    """The spread ``S(μ)`` of curves ``(tw, lags, y)`` against ``ln(t/tw^μ)`` (0 perfect, inf unmeasurable)."""
+    if not np.isfinite(mu):
+        return float("inf")
+    return float(_spread_for(curves, ln_ratio_variable)(mu))
+
+
 def fit_mu_h(curves: list[tuple[float, np.ndarray, np.ndarray]],
              bounds: tuple[float, float] = MU_BOUNDS) -> float:
     """μ minimising the spread of ``y`` against ``ln[h(tw+t)/h(tw)]`` for curves ``(tw, lags, y)``."""
@@ -206,10 +225,15 @@ def _consistent(value: float, ci: tuple[float, float], target: float, tol: float
 
 
 def classify_regime(mu_collapse: float, mu_collapse_ci: tuple[float, float], mu_tau: float,
-                    mu_tau_ci: tuple[float, float], tol: float = 0.1) -> str:
-    """``"stationary" | "simple" | "sub" | "super" | "undetermined"`` by the rule in the module docstring."""
+                    mu_tau_ci: tuple[float, float], tol: float = 0.1, collapse_spread_value: float | None = None,
+                    max_spread: float = COLLAPSE_MAX_SPREAD) -> str:
+    """``"stationary" | "simple" | "sub" | "super" | "undetermined" | POOR_COLLAPSE`` by the rule in the
+    module docstring; ``collapse_spread_value`` (S at ``mu_collapse``, None: not checked) above
+    ``max_spread`` gives :data:`POOR_COLLAPSE`."""
     if not np.isfinite(mu_collapse):
         return "undetermined"
+    if collapse_spread_value is not None and not collapse_spread_value <= max_spread:
+        return POOR_COLLAPSE
     tau_flat = (not np.isfinite(mu_tau)) or _consistent(mu_tau, mu_tau_ci, 0.0, tol)
     if _consistent(mu_collapse, mu_collapse_ci, 0.0, tol) and tau_flat:
         return "stationary"
@@ -226,7 +250,7 @@ def _nanmean0(values: np.ndarray) -> np.ndarray:
 
 def _estimates(tw_steps: np.ndarray, steps: np.ndarray, curves_kt: np.ndarray, *, log_values: bool,
                decaying: bool, max_ratio: float | None, min_lag: float, c: float,
-               bounds: tuple[float, float]) -> tuple[float, float, float, np.ndarray]:
+               bounds: tuple[float, float]) -> tuple[float, float, float, np.ndarray, list]:
     ratio_curves = curves_in_window(tw_steps, steps, curves_kt, max_ratio=max_ratio, min_lag=min_lag,
                                     log_values=log_values)
     all_curves = curves_in_window(tw_steps, steps, curves_kt, min_lag=min_lag, log_values=log_values)
@@ -234,7 +258,7 @@ def _estimates(tw_steps: np.ndarray, steps: np.ndarray, curves_kt: np.ndarray, *
     mu_h = fit_mu_h(all_curves, bounds)
     levels = crossing_level(ratio_curves, increasing=not decaying, c=c)
     taus = crossing_times(ratio_curves, levels, increasing=not decaying)
-    return mu_c, mu_h, fit_mu_tau(tw_steps, taus), taus
+    return mu_c, mu_h, fit_mu_tau(tw_steps, taus), taus, ratio_curves
 
 
 def estimate_mu(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *, observable: str = "msd",
@@ -248,26 +272,29 @@ def estimate_mu(tw_steps: np.ndarray, steps: np.ndarray, values: np.ndarray, *, 
     compared in ``ln``; ``self_overlap`` / ``overlap_normalized`` decay and cross ``c·y(tw,tw)``, with
     ``y(tw,tw) = 1``). The point estimates use the replica mean; each bootstrap replicate resamples
     replicas with replacement (``n_boot = 0``: no intervals). Returns ``mu_collapse``, ``mu_h``,
-    ``mu_tau`` (NaN when stationary), their ``*_ci``, the unconditioned fits ``*_raw``, ``tau [K]``
-    (crossing lags of the mean curves) and ``regime``.
+    ``mu_tau`` (NaN when stationary; ``mu_collapse`` also NaN for a poor collapse), their ``*_ci``, the
+    unconditioned fits ``*_raw``, ``collapse_quality`` and ``collapse_threshold``, ``tau [K]`` (crossing
+    lags of the mean curves) and ``regime``.
     """
     values = np.asarray(values, dtype=float)
     log_values = observable == "msd"
     kw = dict(log_values=log_values, decaying=not log_values, max_ratio=max_ratio, min_lag=min_lag, c=c,
               bounds=bounds)
     mean = _nanmean0(values)
-    mu_c, mu_h, mu_t, taus = _estimates(tw_steps, steps, mean, **kw)
+    mu_c, mu_h, mu_t, taus, ratio_curves = _estimates(tw_steps, steps, mean, **kw)
+    quality = collapse_quality(ratio_curves, mu_c)
     boot = np.full((n_boot, 3), np.nan)
     if n_boot:
         boot = replica_bootstrap(lambda i: _estimates(tw_steps, steps, _nanmean0(values[i]), **kw)[:3],
                                  values.shape[0], n_boot, rng if rng is not None else 0)
     cis = [percentile_interval(boot[:, i], level) for i in range(3)]
-    regime = classify_regime(mu_c, cis[0], mu_t, cis[2], tol)
-    out: dict[str, object] = {"regime": regime, "tau": taus}
+    regime = classify_regime(mu_c, cis[0], mu_t, cis[2], tol, collapse_spread_value=quality)
+    out: dict[str, object] = {"regime": regime, "tau": taus, "collapse_quality": quality,
+                              "collapse_threshold": COLLAPSE_MAX_SPREAD}
     for i, (name, v) in enumerate((("mu_collapse", mu_c), ("mu_h", mu_h), ("mu_tau", mu_t))):
-        stationary = regime == "stationary"
-        out[name] = float("nan") if stationary else v
-        out[f"{name}_ci"] = [float("nan"), float("nan")] if stationary else list(cis[i])
+        unmeasured = regime == "stationary" or (regime == POOR_COLLAPSE and name == "mu_collapse")
+        out[name] = float("nan") if unmeasured else v
+        out[f"{name}_ci"] = [float("nan"), float("nan")] if unmeasured else list(cis[i])
         out[f"{name}_raw"] = v
     return out
 
@@ -317,26 +344,77 @@ class Aging(Analysis):
         dims = ("tw_step", "step")
         arrays = {obs: (mean, dims), f"{obs}_sem": (sem, dims), "tau": (np.asarray(est.pop("tau")), ("tw_step",))}
         scalars = dict(est, observable=obs, replicas=r, n_selected=tt.n, masked_steps=tt.masked_steps,
-                       max_ratio=params["max_ratio"])
+                       max_ratio=params["max_ratio"], min_lag=params["min_lag"])
         return Result(arrays=arrays, coords={"tw_step": tt.tw_step, "step": tt.steps}, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
-        obs = result.scalars["observable"]
-        y, step = result.arrays[obs], result.coords["step"]
-        mu = result.scalars.get("mu_collapse")
-        mu = result.scalars.get("mu_collapse_raw") if mu is None or not np.isfinite(mu) else mu
-        ax1, ax2 = fig.subplots(1, 2)
-        for k, tw in enumerate(result.coords["tw_step"]):
+        sc = result.scalars
+        obs = sc["observable"]
+        y, sem, step = result.arrays[obs], result.arrays.get(f"{obs}_sem"), result.coords["step"]
+        mu = sc.get("mu_collapse")
+        mu = sc.get("mu_collapse_raw") if not plotting.finite(mu) else mu
+        mu = float(mu) if plotting.finite(mu) else 0.0
+        max_ratio, min_lag = sc.get("max_ratio"), sc.get("min_lag") or 0.0
+        ax1, ax2, ax3 = fig.subplots(1, 3)
+        tws = result.coords["tw_step"]
+        for k, tw in enumerate(tws):
             lag = (step - tw).astype(float)
-            ok = (lag > 0) & np.isfinite(y[k])
-            ax1.plot(lag[ok], y[k][ok], label=f"tw={tw}")
-            ax2.plot(lag[ok] / float(tw) ** mu, y[k][ok])
-        for ax, label in ((ax1, "t"), (ax2, f"t / tw^{mu:.3g}")):
+            after = lag > 0
+            line = plotting.band(ax1, lag[after], y[k][after], None if sem is None else sem[k][after],
+                                 label=plotting.tw_label(tw))
+            fit = after & (lag > min_lag) & (lag <= (max_ratio * tw if max_ratio else np.inf))
+            if tw > 0:
+                plotting.band(ax2, lag[fit] / float(tw) ** mu, y[k][fit], None if sem is None else sem[k][fit],
+                              color=line.get_color(), label=plotting.tw_label(tw))
+        symbol = plotting.SYMBOLS.get(obs, obs)
+        for ax in (ax1, ax2):
             ax.set_xscale("log")
             if obs == "msd":
                 ax.set_yscale("log")
-            ax.set_xlabel(label)
-            ax.set_ylabel(obs)
-        ax1.legend(fontsize="x-small")
-        ax2.set_title(f"regime: {result.scalars.get('regime')}")
+            plotting.legend(ax)
+        ax1.set_ylabel(plotting.LABELS.get(obs, obs))
+        ax2.set_ylabel(f"{symbol}($t_w$, $t_w$+t) (inside the fit window)")
+        ax1.set_xlabel(plotting.LAG)
+        why = " (stationary)" if sc.get("regime") == "stationary" else ""
+        ax1.set_title(f"$\\mu_h$ (h-form, all lags) = {plotting.fmt_ci(sc.get('mu_h'), sc.get('mu_h_ci'))}{why}",
+                      fontsize=8)
+        ax2.set_xlabel(f"$(t - t_w)/t_w^{{\\mu}}$, $\\mu$ = {plotting.fmt(mu)}")
+        ax2.set_title(_collapse_title(sc), fontsize=8)
+        tau = result.arrays.get("tau")
+        ok = np.isfinite(tau) & (tws > 0) if tau is not None else np.zeros(tws.size, bool)
+        if ok.any():
+            ax3.loglog(tws[ok], tau[ok], "o", label=r"$\tau(t_w)$")
+        if ok.sum() >= 2 and plotting.finite(sc.get("mu_tau_raw")):
+            slope = float(sc["mu_tau_raw"])
+            x = tws[ok].astype(float)
+            amp = np.exp(np.mean(np.log(tau[ok]) - slope * np.log(x)))
+            ax3.loglog(x, amp * x ** slope, "--", label=f"$\\tau \\propto t_w^{{{slope:.3g}}}$")
+        level = ("geometric middle of the shared range" if obs == "msd"
+                 else f"{symbol} = {plotting.fmt(result.params.get('threshold'))}·{symbol}($t_w$, $t_w$)")
+        ax3.set_xlabel(r"$t_w$ [steps]")
+        ax3.set_ylabel(f"$\\tau(t_w)$ [steps] (crossing of {level})")
+        ax3.set_title(f"$\\mu_\\tau$ = {plotting.fmt_ci(sc.get('mu_tau'), sc.get('mu_tau_ci'))}{why} "
+                      f"({int(ok.sum())} of {tws.size} $\\tau$ resolved)", fontsize=8)
+        plotting.legend(ax3)
+        window = f"t ≤ {plotting.fmt(max_ratio)}·t_w" if max_ratio else "all lags"
+        plotting.caption(fig, plotting.describe(result, [
+            f"observable {obs}; collapse and τ fitted on {window}"
+            + (f", t > {plotting.fmt(min_lag)}" if min_lag else ""),
+            f"bands: ± s.e. over replicas; intervals: {int(result.params.get('n_boot', 0))} bootstrap resamples "
+            f"at level {plotting.fmt(result.params.get('level'))}"]))
         return fig
+
+
+def _collapse_title(sc: dict[str, Any]) -> str:
+    """Title of the collapse panel: μ with its interval, the collapse quality S and the regime."""
+    s_val, s_max = sc.get("collapse_quality"), sc.get("collapse_threshold", COLLAPSE_MAX_SPREAD)
+    regime = sc.get("regime")
+    quality = f"S = {plotting.fmt(s_val, 2)}"
+    if regime == POOR_COLLAPSE:
+        return (f"no collapse at $\\mu$ = {plotting.fmt(sc.get('mu_collapse_raw'))}: {quality} > {plotting.fmt(s_max)}"
+                f"\nregime: {regime}")
+    if regime == "stationary":
+        return (f"collapse at $\\mu$ = 0 (fit {plotting.fmt(sc.get('mu_collapse_raw'))}), {quality} ≤ "
+                f"{plotting.fmt(s_max)}\nregime: stationary (no aging exponent)")
+    return (f"collapse $\\mu$ = {plotting.fmt_ci(sc.get('mu_collapse'), sc.get('mu_collapse_ci'))}, {quality}"
+            + (f" ≤ {plotting.fmt(s_max)}" if plotting.finite(s_val) else "") + f"\nregime: {regime}")

@@ -27,7 +27,8 @@ Result keys, over ``(depth, width, threshold)`` (widths are the union over depth
 lacks a width): ``loss_inf``, ``beta``, ``amplitude``, ``final_loss`` ``[D, W]``, ``loss_inf_ci``,
 ``beta_ci`` ``[D, W, 2]``, ``t_learn``, ``reached`` ``[D, W, C]``, ``w_c``, ``w_c_points`` ``[D, C]``,
 ``w_c_ci`` ``[D, C, 2]``, ``w_c0`` ``[D]``, ``w_c0_ci`` ``[D, 2]``, ``loss [D, W, T]`` (when all curves
-share their steps); scalars ``metric``, ``unreached_thresholds`` (list), ``replicas`` (per group, min).
+share their steps); scalars ``metric``, ``unreached_thresholds`` (list), ``replicas`` (per group, min),
+``fit_window`` (first and last step the power-law fits used).
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.curves import metric_curve, width_value
-from trajkit_dynamics.loss import extrapolate_to_zero, fit_critical_width, fit_power_law, learning_times
+from trajkit_dynamics.loss import (
+    extrapolate_to_zero,
+    fit_critical_width,
+    fit_power_law,
+    fit_span,
+    learning_times,
+)
 from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
@@ -119,10 +126,12 @@ class CriticalWidth(Analysis):
         steps0 = next(iter(per_depth[depths[0]].values()))[0]
         shared = all(np.array_equal(t, steps0) for d in depths for t, _ in per_depth[d].values())
         loss = np.full((D, W, steps0.size), np.nan) if shared else None
+        spans = []
         for i, d in enumerate(depths):
             for w, (t, mean) in per_depth[d].items():
                 j = int(np.searchsorted(widths, w))
                 fit = fit_power_law(t, mean, window, level)
+                spans.append(fit_span(t, mean, window))
                 for k in grid:
                     grid[k][i, j] = fit[k] if k != "final_loss" else mean[np.isfinite(mean)][-1]
                 for k in cis:
@@ -148,36 +157,54 @@ class CriticalWidth(Analysis):
         if loss is not None:
             arrays["loss"] = (loss, ("depth", "width", "step"))
             coords["step"] = steps0
+        span = np.array([x for x in spans if np.all(np.isfinite(x))]).reshape(-1, 2)
         scalars = {"metric": metric, "unreached_thresholds": unreached, "replicas": int(min(replicas)),
-                   "depth_key": dkey, "width_key": wkey}
+                   "depth_key": dkey, "width_key": wkey,
+                   "fit_window": [float(span[:, 0].min()), float(span[:, 1].max())] if span.size else [None, None]}
         return Result(arrays=arrays, coords=coords, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
         ax1, ax2 = fig.subplots(1, 2)
         plot_loss_tails(result, ax1)
         plot_inverse_learning_time(result, ax2)
+        sc = result.scalars
+        unreached = ", ".join(f"{x:g}" for x in sc.get("unreached_thresholds") or [])
+        plotting.caption(fig, plotting.describe(result, [
+            f"{result.coords['depth'].size} depths × {result.coords['width'].size} widths, "
+            f"≥ {sc.get('replicas')} replicas per configuration",
+            f"intervals: Student t / delta method at level {plotting.fmt(result.params.get('level'))}",
+            *([f"thresholds never reached (not fitted): {unreached}"] if unreached else [])]))
         return fig
 
 
 def plot_loss_tails(result: Result, ax: Any) -> Any:
-    """``L(t)`` of every (depth, width) on log-log axes, with the fitted floor ``L∞`` dashed."""
-    import matplotlib.pyplot as plt
+    """``L(t)`` of every (depth, width) on log-log axes, with the fitted ``L∞ + A t^−β`` dashed."""
+    from matplotlib import colormaps
 
     if "loss" not in result.arrays:
         ax.text(0.5, 0.5, "curves do not share their steps", ha="center", transform=ax.transAxes)
+        ax.set_xlabel("step $t$")
+        ax.set_ylabel(f"$L(t)$ = {result.scalars.get('metric', 'loss')}")
         return ax
-    step, loss = result.coords["step"], result.arrays["loss"]
+    step, loss = result.coords["step"].astype(float), result.arrays["loss"]
     widths = result.coords["width"]
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     styles = ["-", "--", ":", "-."]
     ok = step > 0
+    lo, hi = result.scalars.get("fit_window") or [None, None]
+    x = np.geomspace(float(lo), float(hi), 60) if plotting.finite(lo) and plotting.finite(hi) else None
     for i, d in enumerate(result.coords["depth"]):
         for j, w in enumerate(widths):
             if np.isfinite(loss[i, j]).any():
-                ax.loglog(step[ok], loss[i, j][ok], styles[i % 4], color=cmap(j / max(len(widths) - 1, 1)),
-                          lw=1.2, label=f"d={d}, w={w:g}")
-    ax.set_xlabel("step t")
-    ax.set_ylabel(result.scalars.get("metric", "loss"))
+                colour = cmap(j / max(len(widths) - 1, 1))
+                ax.loglog(step[ok], loss[i, j][ok], styles[i % 4], color=colour, lw=1.2, label=f"d={d}, w={w:g}")
+                pars = [result.arrays[k][i, j] for k in ("loss_inf", "amplitude", "beta")]
+                if x is not None and all(plotting.finite(v) for v in pars):
+                    ax.loglog(x, pars[0] + pars[1] * x ** -pars[2], color="k", lw=0.5, ls=(0, (2, 2)))
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel(f"$L(t)$ = {result.scalars.get('metric', 'loss')} (replica mean)")
+    ax.set_title(f"line styles: depth; colour: width; thin black: $L_\\infty + A\\,t^{{-\\beta}}$ fitted on "
+                 f"{plotting.fmt(lo)} ≤ t ≤ {plotting.fmt(hi)}", fontsize=7)
     ax.legend(fontsize=5, ncol=2)
     return ax
 
@@ -198,8 +225,12 @@ def plot_inverse_learning_time(result: Result, ax: Any) -> Any:
                 slope = np.polyfit(widths[ok], y[ok], 1)[0]
                 ax.plot(xs[xs >= wc], slope * (xs[xs >= wc] - wc), "-", color=line.get_color(), lw=0.8)
                 ax.axvline(wc, color=line.get_color(), lw=0.5, ls=":")
-    ax.set_xlabel("width w")
-    ax.set_ylabel("1 / t_learn")
+    ax.set_xlabel(f"width $w$ ({result.scalars.get('width_key', 'width')})")
+    ax.set_ylabel(r"$1/t_{\rm learn}(\ell)$ [1/steps], $t_{\rm learn} = \min\{t: L(t) \leq \ell\}$")
     ax.set_ylim(bottom=0)
+    notes = [f"d={d}: $w_c(0)$ = {plotting.fmt_ci(result.arrays['w_c0'][i], result.arrays['w_c0_ci'][i])}"
+             for i, d in enumerate(result.coords["depth"])]
+    ax.set_title(plotting.join_lines(["lines: $t_{\\rm learn} = A/(w - w_c)$, dotted: $w_c(\\ell)$", *notes], 60),
+                 fontsize=7)
     ax.legend(fontsize=5, ncol=2)
     return ax

@@ -25,7 +25,8 @@ group value; a list value such as ``model.hidden = [32, 32]`` must have equal en
 Result keys. Arrays over ``group`` (the group values, ``[G]``): ``width``, ``loss_inf``, ``loss_inf_ci
 [G, 2]``, ``beta``, ``beta_ci [G, 2]``, ``amplitude``, ``final_loss``, ``n_over_p`` (N / dataset.n_train,
 NaN when unknown); ``t_learn [G, C]`` and ``reached [G, C]`` over ``(group, threshold)``; ``loss [G, T]``
-over ``(group, step)`` when the groups share their steps. Across groups (three or more reached widths):
+over ``(group, step)`` when the groups share their steps; scalar ``fit_window`` (first and last step the
+power-law fits used, over all groups). Across groups (three or more reached widths):
 ``w_c [C]``, ``w_c_ci [C, 2]`` over ``threshold`` and scalars ``w_c0``, ``w_c0_ci`` (ℓ → 0). With one
 group, scalars ``loss_inf``, ``loss_inf_ci``, ``beta``, ``beta_ci``, ``amplitude``.
 """
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
@@ -92,6 +93,16 @@ def fit_power_law(t: np.ndarray, loss: np.ndarray, window: tuple[float, float] |
         out[name] = float(v)
         out[f"{name}_ci"] = (float(v - z * e), float(v + z * e))
     return out
+
+
+def fit_span(t: np.ndarray, loss: np.ndarray, window: tuple[float, float] | None = None) -> tuple[float, float]:
+    """``(first, last)`` step that :func:`fit_power_law` uses (NaN when none)."""
+    t = np.asarray(t, dtype=float)
+    loss = np.asarray(loss, dtype=float)
+    ok = (t > 0) & np.isfinite(loss) & (loss > 0)
+    if window is not None:
+        ok &= (t >= window[0]) & (t <= window[1])
+    return (float(t[ok].min()), float(t[ok].max())) if ok.any() else (float("nan"), float("nan"))
 
 
 def learning_times(t: np.ndarray, loss: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +206,7 @@ class LossDynamics(Analysis):
         rng = np.random.default_rng(params["seed"])  # one stream for every group's bootstrap
         rows: dict[str, list[Any]] = {k: [] for k in ("width", "loss_inf", "loss_inf_ci", "beta", "beta_ci",
                                                       "amplitude", "final_loss", "n_over_p", "t_learn", "reached")}
-        curves, group_values = [], []
+        curves, group_values, fitted = [], [], []
         for value, ens in data.items():
             group_values.append(value)
             runs = [metric_curve(a, params["metric"]) for a in ens.archives]
@@ -205,6 +216,7 @@ class LossDynamics(Analysis):
             losses = np.stack([r[1] for r in runs])
             mean = np.nanmean(losses, axis=0)
             curves.append((t, mean))
+            fitted.append(fit_span(t, mean, window))
             fit = fit_power_law(t, mean, window, level)
             if params["n_boot"] and losses.shape[0] >= 2:
                 def refit(i: np.ndarray, t: np.ndarray = t, losses: np.ndarray = losses) -> list[float]:
@@ -235,7 +247,10 @@ class LossDynamics(Analysis):
             arrays["loss"] = (np.stack([c[1] for c in curves]), ("group", "step"))
         coords: dict[str, Any] = {"group": np.asarray([str(g) for g in group_values]), "threshold": thresholds,
                                   "step": curves[0][0]}
-        scalars: dict[str, Any] = {"metric": params["metric"], "groups": len(group_values)}
+        spans = np.array([f for f in fitted if np.all(np.isfinite(f))]).reshape(-1, 2)
+        scalars: dict[str, Any] = {"metric": params["metric"], "groups": len(group_values),
+                                   "fit_window": [float(spans[:, 0].min()), float(spans[:, 1].max())]
+                                   if spans.size else [None, None]}
         if len(group_values) == 1:
             for k in ("loss_inf", "loss_inf_ci", "beta", "beta_ci", "amplitude"):
                 v = rows[k][0]
@@ -254,19 +269,59 @@ class LossDynamics(Analysis):
 
     def plot(self, result: Result, fig: Any) -> Any:
         ax1, ax2 = fig.subplots(1, 2)
+        sc = result.scalars
+        metric = sc.get("metric", "loss")
+        key = plotting.KEY_SYMBOLS.get(result.params.get("group_by", ""), result.params.get("group_by", "group"))
+        lo, hi = sc.get("fit_window") or [None, None]
         if "loss" in result.arrays:
-            step = result.coords["step"]
+            step = result.coords["step"].astype(float)
+            ok = step > 0
             for g, label in enumerate(result.coords["group"]):
-                ok = step > 0
-                ax1.loglog(step[ok], result.arrays["loss"][g][ok], label=str(label))
-            ax1.legend(fontsize="x-small")
-        ax1.set_xlabel("step")
-        ax1.set_ylabel(result.scalars.get("metric", "loss"))
+                line = ax1.loglog(step[ok], result.arrays["loss"][g][ok], label=f"{key} = {label}")[0]
+                pars = [result.arrays[k][g] for k in ("loss_inf", "amplitude", "beta")]
+                if all(plotting.finite(v) for v in pars) and plotting.finite(lo):
+                    x = np.geomspace(float(lo), float(hi), 60)
+                    ax1.loglog(x, pars[0] + pars[1] * x ** -pars[2], "--", color="k", lw=0.8, zorder=3)
+        else:
+            ax1.text(0.5, 0.5, "groups do not share their steps", ha="center", transform=ax1.transAxes)
+        ax1.set_xlabel("step $t$")
+        ax1.set_ylabel(f"$L(t)$ = {metric} (replica mean)")
+        title = f"black dashed: $L_\\infty + A\\,t^{{-\\beta}}$ fitted on {plotting.fmt(lo)} ≤ t ≤ {plotting.fmt(hi)}"
+        if result.arrays["beta"].size == 1:
+            title += (f"\n$\\beta$ = {plotting.fmt_ci(sc.get('beta'), sc.get('beta_ci'))}, "
+                      f"$L_\\infty$ = {plotting.fmt_ci(sc.get('loss_inf'), sc.get('loss_inf_ci'))}")
+        ax1.set_title(title, fontsize=8)
+        plotting.legend(ax1)
         widths, tl = result.arrays["width"], result.arrays["t_learn"]
+        xs = np.linspace(0, np.nanmax(widths) * 1.05, 50) if np.isfinite(widths).any() else np.zeros(0)
+        notes = []
         for i, ell in enumerate(result.coords["threshold"]):
-            with np.errstate(divide="ignore"):
-                ax2.plot(widths, 1.0 / tl[:, i], "o", label=f"ℓ={ell:g}")
-        ax2.set_xlabel("width")
-        ax2.set_ylabel("1 / t_learn")
-        ax2.legend(fontsize="x-small")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y = 1.0 / tl[:, i]
+            line = ax2.plot(widths, y, "o", label=f"ℓ = {ell:g}")[0]
+            wc = result.arrays["w_c"][i] if "w_c" in result.arrays else np.nan
+            ok = np.isfinite(y)
+            if np.isfinite(wc) and ok.sum() >= 2:
+                slope = np.polyfit(widths[ok], y[ok], 1)[0]
+                ax2.plot(xs[xs >= wc], slope * (xs[xs >= wc] - wc), "-", color=line.get_color(), lw=0.8)
+                ax2.axvline(wc, color=line.get_color(), lw=0.5, ls=":")
+                notes.append(f"ℓ={ell:g}: {plotting.fmt_ci(wc, result.arrays['w_c_ci'][i])}")
+            if not result.arrays["reached"][:, i].any():
+                notes.append(f"ℓ={ell:g}: never reached")
+        ax2.set_xlabel("width $w$")
+        ax2.set_ylabel(r"$1/t_{\rm learn}(\ell)$ [1/steps], $t_{\rm learn} = \min\{t: L(t) \leq \ell\}$")
+        ax2.set_ylim(bottom=0)
+        if "w_c" in result.arrays:
+            title = plotting.join_lines(["$w_c$ from $t_{\\rm learn} = A/(w - w_c)$:", *notes,
+                                         f"$w_c(\\ell \\to 0)$ = {plotting.fmt_ci(sc.get('w_c0'), sc.get('w_c0_ci'))}"],
+                                        width=60)
+        else:
+            title = "no $w_c$ fit: needs 3 or more groups (widths)" + ("; " + "; ".join(notes) if notes else "")
+        ax2.set_title(title, fontsize=8)
+        plotting.legend(ax2)
+        intervals = (f"{result.params.get('n_boot')} bootstrap resamples of the replicas"
+                     if result.params.get("n_boot") else "fit covariance")
+        plotting.caption(fig, plotting.describe(result, [
+            f"{sc.get('groups')} group" + ("s" if sc.get("groups") != 1 else ""), f"intervals: {intervals} at level "
+            f"{plotting.fmt(result.params.get('level'))}"]))
         return fig

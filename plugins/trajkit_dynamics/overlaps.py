@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import replica_mean_sem
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.measure import COMMON_PARAMS, ORIGIN_MIN_STEP, measure_two_time, replica_gram, selected_columns
@@ -150,28 +150,52 @@ class Overlaps(Analysis):
         return Result(arrays=arrays, coords=coords, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
-        axes = fig.subplots(2, 2)
+        axes = fig.subplots(2, 3).ravel()
         waiting = "tw_step" in result.dims.get("msd", ())
-        for ax, name, logy in zip(axes.flat, ("msd", "self_overlap", "overlap_normalized", "alpha2"),
+        for ax, name, logy in zip(axes[:4], ("msd", "self_overlap", "overlap_normalized", "alpha2"),
                                   (True, False, False, False), strict=True):
-            values = result.arrays.get(name)
+            values, sem = result.arrays.get(name), result.arrays.get(f"{name}_sem")
             if values is None:
                 ax.set_visible(False)
                 continue
             if waiting:
                 step = result.coords["step"]
                 for k, tw in enumerate(result.coords["tw_step"]):
-                    lag = step - tw
-                    ok = (lag > 0) & np.isfinite(values[k])
-                    ax.plot(lag[ok], values[k][ok], label=f"tw={tw}")
+                    lag = (step - tw).astype(float)
+                    after = lag > 0
+                    plotting.band(ax, lag[after], values[k][after], None if sem is None else sem[k][after],
+                                  label=plotting.tw_label(tw))
             else:
-                ok = np.isfinite(values)
-                ax.plot(result.coords["lag"][ok], values[ok])
+                plotting.band(ax, result.coords["lag"].astype(float), values, sem)
             ax.set_xscale("log")
             if logy:
                 ax.set_yscale("log")
-            ax.set_xlabel("t = step − tw" if waiting else "lag")
-            ax.set_ylabel(name)
-        if waiting:
-            axes.flat[0].legend(fontsize="x-small")
+            ax.set_xlabel(plotting.LAG if waiting else plotting.LAG_ORIGINS)
+            ax.set_ylabel(plotting.LABELS[name], fontsize=8)
+            plotting.legend(ax)
+        sc = result.scalars
+        ax = axes[4]
+        edges, density = result.arrays.get("disp_bins"), result.arrays.get("disp_hist")
+        if edges is not None and density is not None:
+            ax.stairs(density, edges, fill=True, alpha=0.6,
+                      label=f"$t_w$ = {sc.get('disp_tw_step')}, $t$ = {sc.get('disp_lag')}")
+            ax.set_xlabel(r"$\log_{10}|\delta w_i|$")
+            ax.set_ylabel(r"density $P(\log_{10}|\delta w_i|)$")
+            ax.set_title("displacements, pooled over parameters and replicas", fontsize=8)
+            plotting.legend(ax)
+        else:
+            ax.set_visible(False)
+        ax = axes[5]
+        q = result.arrays.get("replica_overlap")
+        if q is not None:
+            step = result.coords["step"].astype(float)
+            ax.plot(step, q, label=r"mean over pairs $a < b$")
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlabel("step $t$")
+            ax.set_ylabel(plotting.LABELS["replica_overlap"], fontsize=8)
+            ax.set_title("overlap between replicas", fontsize=8)
+            plotting.legend(ax)
+        else:
+            ax.set_visible(False)
+        plotting.caption(fig, plotting.describe(result, ["bands: ± s.e. over replicas"]))
         return fig

@@ -27,7 +27,10 @@ schedule resolves, +1 slower than the run; τ NaN unless resolved) — for a gro
 group: ``tau [G, K, C]``, ``tau_flag [G, K, C]``, ``self_overlap [G, K, T]`` with leading ``temperature``
 (the group values). Grouped also: ``tau_T [G]``, ``tau_T_flag [G]``, ``tts_x [G, T]`` (t/τe(T)),
 ``tts_q [G, T]`` over ``(temperature, step)``; scalars ``tau_T_slope``, ``tau_T_slope_ci``, ``tau_T0``
-(τ at T = 0, None when absent or unresolved), ``tts_exponent``, ``tts_exponent_ci``, ``tts_temperature``.
+(τ at T = 0, None when absent or unresolved), ``tts_exponent``, ``tts_exponent_ci``, ``tts_temperature``,
+the fit windows ``tts_fit_window`` (asked, ``[lo, hi]`` of t/τe), ``tts_fit_range`` (first and last t/τe
+actually inside it), ``tts_fit_points``, ``tau_T_range`` (``[lo, hi]`` temperatures of the slope) and
+``tau_T_points`` (resolved τe inside it).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import (
     log_log_slope,
     percentile_interval,
@@ -176,7 +179,10 @@ class Relaxation(Analysis):
         slope, _, slope_ci = log_log_slope(temps[in_range], tau_T[in_range, 0], level)
         hot = int(np.argmax(temps))
         window = tuple(params["tts_window"])
-        expo, expo_ci, _ = window_slope(tts_x[hot], tts_q[hot], window, level)
+        expo, expo_ci, n_fit = window_slope(tts_x[hot], tts_q[hot], window, level)
+        used = (tts_x[hot] >= window[0]) & (tts_x[hot] <= window[1]) & np.isfinite(tts_q[hot]) & (tts_q[hot] > 0)
+        fit_range = [float(tts_x[hot][used].min()), float(tts_x[hot][used].max())] if used.any() else [None, None]
+        t_used = in_range & np.isfinite(tau_T[:, 0]) & (tau_T[:, 0] > 0)
         reps = [tt.replicas for tt in tts]
         if params["n_boot"] and min(reps) >= 2:
             def slope_and_exponent(*idx: np.ndarray) -> list[float]:
@@ -201,6 +207,8 @@ class Relaxation(Analysis):
                   "tts_x": (tts_x, ("temperature", "step")), "tts_q": (tts_q, ("temperature", "step"))}
         scalars = {"tau_T_slope": slope, "tau_T_slope_ci": list(slope_ci), "tau_T0": tau0,
                    "tts_exponent": expo, "tts_exponent_ci": list(expo_ci), "tts_temperature": float(temps[hot]),
+                   "tts_fit_window": [float(window[0]), float(window[1])], "tts_fit_range": fit_range,
+                   "tts_fit_points": n_fit, "tau_T_range": [float(lo), float(hi)], "tau_T_points": int(t_used.sum()),
                    "tau_threshold": c, "tw_step": int(ref.tw_step[0]), "n_selected": ref.n,
                    "replicas": reps, "masked_steps": sorted({s for tt in tts for s in tt.masked_steps})}
         coords = {"temperature": temps, "tw_step": ref.tw_step, "step": ref.steps, "threshold": thresholds}
@@ -208,33 +216,99 @@ class Relaxation(Analysis):
 
     def plot(self, result: Result, fig: Any) -> Any:
         if "tts_x" not in result.arrays:
-            ax = fig.subplots(1, 1)
-            q, step = result.arrays["self_overlap"], result.coords["step"]
-            for k, tw in enumerate(result.coords["tw_step"]):
-                lag = step - tw
-                ok = (lag > 0) & np.isfinite(q[k])
-                ax.plot(lag[ok], q[k][ok], label=f"tw={tw}")
-            ax.set_xscale("log")
-            ax.set_xlabel("t")
-            ax.set_ylabel("Q(tw, tw+t)")
-            ax.legend(fontsize="x-small")
-            return fig
+            return self._plot_single(result, fig)
+        sc = result.scalars
         ax1, ax2 = fig.subplots(1, 2)
         temps = result.coords["temperature"]
         for g, temp in enumerate(temps):
             x, q = result.arrays["tts_x"][g], result.arrays["tts_q"][g]
             ok = np.isfinite(x) & np.isfinite(q) & (x > 0) & (q > 0)
-            ax1.plot(x[ok], q[ok], label=f"T={temp:g}")
+            ax1.plot(x[ok], q[ok], label=f"T = {plotting.fmt(temp)}")
+        expo = sc.get("tts_exponent")
+        lo_w, hi_w = sc.get("tts_fit_window") or result.params.get("tts_window") or [None, None]
+        rng = sc.get("tts_fit_range") or [None, None]
+        if plotting.finite(expo) and plotting.finite(rng[0]):
+            x = np.geomspace(float(rng[0]), float(rng[1]), 20)
+            hot = int(np.argmax(temps))
+            xs, qs = result.arrays["tts_x"][hot], result.arrays["tts_q"][hot]
+            inside = (xs >= rng[0]) & (xs <= rng[1]) & np.isfinite(qs) & (qs > 0)
+            amp = np.exp(np.mean(np.log(qs[inside]) - float(expo) * np.log(xs[inside])))
+            ax1.plot(x, amp * x ** float(expo), "k--", lw=1, label="power-law fit")
+        if plotting.finite(rng[0]):
+            ax1.axvspan(float(rng[0]), float(rng[1]), color="0.9", zorder=0, label="fitted points")
         ax1.set_xscale("log")
         ax1.set_yscale("log")
-        ax1.set_xlabel("t / τe(T)")
-        ax1.set_ylabel("Q")
-        ax1.set_title(f"exponent {result.scalars.get('tts_exponent', float('nan')):.3g}")
-        ax1.legend(fontsize="x-small")
-        tau = result.arrays["tau_T"]
+        ax1.set_xlabel(plotting.TTS_X.replace("c\\,", f"{plotting.fmt(sc.get('tau_threshold'))}\\,"))
+        ax1.set_ylabel(f"$Q(t_w, t_w+t)$, $t_w$ = {sc.get('tw_step', '?')}")
+        if plotting.finite(expo):
+            title = (f"$Q \\propto (t/\\tau_e)^{{{float(expo):.3g}}}$ "
+                     f"[{plotting.fmt(sc.get('tts_exponent_ci', [None])[0])}, "
+                     f"{plotting.fmt(sc.get('tts_exponent_ci', [None, None])[1])}] on {plotting.fmt(lo_w)} ≤ "
+                     f"$t/\\tau_e$ ≤ {plotting.fmt(hi_w)}\n(T = {plotting.fmt(sc.get('tts_temperature'))}; "
+                     f"{sc.get('tts_fit_points', '?')} points, {plotting.fmt(rng[0])} to {plotting.fmt(rng[1])})")
+        else:
+            title = (f"TTS exponent unresolved: too few points in {plotting.fmt(lo_w)} ≤ $t/\\tau_e$ ≤ "
+                     f"{plotting.fmt(hi_w)} at T = {plotting.fmt(sc.get('tts_temperature'))}")
+        ax1.set_title(title, fontsize=8)
+        plotting.legend(ax1)
+        tau, flag = result.arrays["tau_T"], result.arrays.get("tau_T_flag", np.zeros(temps.size))
         ok = np.isfinite(tau) & (temps > 0)
-        ax2.loglog(temps[ok], tau[ok], "o-")
-        ax2.set_xlabel("T")
-        ax2.set_ylabel("τe")
-        ax2.set_title(f"slope {result.scalars.get('tau_T_slope', float('nan')):.3g}")
+        ax2.loglog(temps[ok], tau[ok], "o", label=r"$\tau_e(T)$ resolved")
+        slope = sc.get("tau_T_slope")
+        t_lo, t_hi = sc.get("tau_T_range") or result.params.get("t_range") or [None, None]
+        fit = ok & (temps >= (t_lo if plotting.finite(t_lo) else -np.inf)) \
+            & (temps <= (t_hi if plotting.finite(t_hi) else np.inf))
+        if plotting.finite(slope) and fit.sum() >= 2:
+            amp = np.exp(np.mean(np.log(tau[fit]) - float(slope) * np.log(temps[fit])))
+            ax2.loglog(temps[fit], amp * temps[fit] ** float(slope), "k--", lw=1,
+                       label=f"$\\tau_e \\propto T^{{{float(slope):.3g}}}$")
+        n_slow, n_fast = int(np.sum(flag == TOO_SLOW)), int(np.sum(flag == TOO_FAST))
+        ax2.set_xlabel("temperature $T$")
+        ax2.set_ylabel(f"$\\tau_e(T)$ [steps] (first $t$ with $Q < {plotting.fmt(sc.get('tau_threshold'))}\\,"
+                       "Q(t_w, t_w)$)")
+        title = (f"slope {plotting.fmt_ci(slope, sc.get('tau_T_slope_ci'))} on {plotting.fmt(t_lo)} ≤ T ≤ "
+                 f"{plotting.fmt(t_hi)}" if plotting.finite(slope) else "slope unresolved (fewer than 2 resolved τ_e)")
+        if n_slow or n_fast:
+            title += f"\nunresolved τ_e: {n_slow} slower than the run, {n_fast} faster than the schedule"
+        if plotting.finite(sc.get("tau_T0")):
+            title += f"\nτ_e(T = 0) = {plotting.fmt(sc['tau_T0'])} steps"
+        ax2.set_title(title, fontsize=8)
+        plotting.legend(ax2)
+        plotting.caption(fig, plotting.describe(result, [
+            f"grouped by {'temperature' if result.params.get('group_by') == 'auto' else result.params.get('group_by')}",
+            f"intervals: {'bootstrap over replicas' if result.params.get('n_boot') else 'Student t of the regression'}"
+            f" at level {plotting.fmt(result.params.get('level'))}"]))
+        return fig
+
+    @staticmethod
+    def _plot_single(result: Result, fig: Any) -> Any:
+        ax = fig.subplots(1, 1)
+        q, step = result.arrays["self_overlap"], result.coords["step"]
+        sem = result.arrays.get("self_overlap_sem")
+        thresholds = result.coords.get("threshold", np.zeros(0))
+        tau, flag = result.arrays.get("tau"), result.arrays.get("tau_flag")
+        unresolved = []
+        for k, tw in enumerate(result.coords["tw_step"]):
+            lag = (step - tw).astype(float)
+            after = lag > 0
+            line = plotting.band(ax, lag[after], q[k][after], None if sem is None else sem[k][after],
+                                 label=plotting.tw_label(tw))
+            for i, c in enumerate(thresholds):
+                if tau is not None and np.isfinite(tau[k, i]):
+                    ax.plot([tau[k, i]], [c], "o", color=line.get_color(), ms=4)
+                elif flag is not None:
+                    unresolved.append(f"$t_w$={int(tw)}, c={plotting.fmt(c, 2)} "
+                                      f"({'slower than the run' if flag[k, i] == TOO_SLOW else 'too fast'})")
+        for c in thresholds:
+            ax.axhline(c, color="0.5", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel(plotting.LAG)
+        ax.set_ylabel(plotting.LABELS["self_overlap"])
+        levels = ", ".join(plotting.fmt(c, 2) for c in thresholds)
+        title = f"dots: $\\tau_c$, first $t$ with $Q < c\\,Q(t_w, t_w)$, c = {levels}"
+        if unresolved:
+            title += "\nunresolved: " + "; ".join(unresolved[:4]) + (" …" if len(unresolved) > 4 else "")
+        ax.set_title(title, fontsize=8)
+        plotting.legend(ax)
+        plotting.caption(fig, plotting.describe(result, ["bands: ± s.e. over replicas"]))
         return fig

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.errors import AnalysisError
 from trajkit.landscape.interpolation import alpha_grid, barrier, interpolation_path
 from trajkit.landscape.weight_matching import align_vectors
@@ -82,19 +82,28 @@ class Interpolation(Analysis):
     def plot(self, result: Result, fig: Any) -> Any:
         alphas = result.coords["alpha"]
         axes = fig.subplots(1, 2, sharey=False)
+        sc = result.scalars
         for ax, s in zip(axes, ("train", "test"), strict=True):
             for key, colour, label in ((f"path_{s}", "tab:gray", "raw"),
                                        (f"path_{s}_aligned", "tab:red", "aligned")):
                 if key not in result.arrays:
                     continue
                 p = result.arrays[key]
-                for i, line in enumerate(p[:50]):
-                    ax.plot(alphas, line, color=colour, alpha=0.25, lw=0.8, label=label if i == 0 else None)
-                ax.plot(alphas, p.mean(axis=0), color=colour, lw=2.5)
-            ax.set_xlabel("α")
-            ax.set_ylabel(f"{s} loss")
-            ax.set_title(f"{s}: mean barrier {result.scalars[f'mean_barrier_{s}']:.3g} raw"
-                         + (f", {result.scalars[f'mean_barrier_{s}_aligned']:.3g} aligned"
-                            if f"mean_barrier_{s}_aligned" in result.scalars else ""), fontsize=9)
-            ax.legend()
+                for line in p[:50]:
+                    ax.plot(alphas, line, color=colour, alpha=0.2, lw=0.6)
+                sem = p.std(axis=0, ddof=1) / np.sqrt(p.shape[0]) if p.shape[0] >= 2 else None
+                plotting.band(ax, alphas, p.mean(axis=0), sem, color=colour, lw=2.2,
+                              label=f"{label}: mean ± s.e. over {p.shape[0]} pairs" if sem is not None else label)
+            ax.set_xlabel(r"$\alpha$ on the path $(1-\alpha)\,w_a + \alpha\,\pi(w_b)$")
+            ax.set_ylabel(f"$L_{{\\rm {s}}}$ along the path")
+            aligned = sc.get(f"mean_barrier_{s}_aligned")
+            title = (r"barrier $B = \max_\alpha L - \max(L(0), L(1))$"
+                     + f"\nmean {plotting.fmt(sc[f'mean_barrier_{s}'])} raw"
+                     + (f", {plotting.fmt(aligned)} aligned" if aligned is not None else ""))
+            ax.set_title(title, fontsize=8)
+            plotting.legend(ax)
+        p = result.params
+        plotting.caption(fig, plotting.describe(result, [
+            f"{sc.get('n_pairs')} pairs ({p.get('pairs')})", f"{p.get('points')} values of α",
+            "π: weight-matching permutation of b onto a" if p.get("align", True) else "no alignment"]))
         return fig

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.errors import AnalysisError
 from trajkit.landscape import clustering, ultrametric
 from trajkit.landscape.weight_matching import align_vectors
@@ -107,28 +107,41 @@ class Minima(Analysis):
         from scipy.cluster import hierarchy
 
         z = result.arrays["linkage"]
-        clustered = result.arrays["distance_aligned"] if result.scalars.get("clustered") == "distance_aligned" \
-            else 1.0 - result.arrays["q_aligned"]
+        by_distance = result.scalars.get("clustered") == "distance_aligned"
+        clustered = result.arrays["distance_aligned"] if by_distance else 1.0 - result.arrays["q_aligned"]
+        what = r"$d_{ab} = |w_a - \pi w_b|/\sqrt{N}$" if by_distance else r"$1 - q_{ab}$ (aligned)"
         order = result.arrays["leaves"]
         gs = fig.add_gridspec(2, 2, height_ratios=[1, 3], width_ratios=[3, 2])
         ax_d = fig.add_subplot(gs[0, 0])
         hierarchy.dendrogram(z, ax=ax_d, no_labels=len(order) > 40, color_threshold=None)
-        ax_d.set_ylabel("merge height")
+        ax_d.set_ylabel(f"merge height\n{what}", fontsize=8)
+        ax_d.set_xlabel("run", fontsize=8)
         sc = result.scalars
-        ax_d.set_title(f"dendrogram — cophenetic {sc['cophenetic']:.3f}, ultrametricity "
-                       f"{sc['ultrametricity']:.3f} (shuffled {sc['ultrametricity_control']:.3f})", fontsize=9)
+        ax_d.set_title(f"{result.params.get('method', '')} linkage: cophenetic correlation "
+                       f"{plotting.fmt(sc['cophenetic'])}\nultrametricity {plotting.fmt(sc['ultrametricity'])} "
+                       f"(shuffled {plotting.fmt(sc['ultrametricity_control'])} ± "
+                       f"{plotting.fmt(sc.get('ultrametricity_control_std'), 2)})", fontsize=8)
         ax_h = fig.add_subplot(gs[1, 0])
         im = ax_h.imshow(clustered[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
-        ax_h.set_xlabel("run (dendrogram order)")
-        ax_h.set_ylabel("run (dendrogram order)")
-        fig.colorbar(im, ax=ax_h, label=result.scalars.get("clustered", "distance"))
+        ax_h.set_xticks(range(len(order)), [str(int(k)) for k in order], fontsize=6)
+        ax_h.set_yticks(range(len(order)), [str(int(k)) for k in order], fontsize=6)
+        ax_h.set_xlabel("run $b$ (dendrogram order)")
+        ax_h.set_ylabel("run $a$ (dendrogram order)")
+        fig.colorbar(im, ax=ax_h, label=what)
         ax_q = fig.add_subplot(gs[:, 1])
         centres = result.coords["q"]
         width = float(np.diff(centres).mean()) if centres.size > 1 else 0.01
         ax_q.bar(centres, result.arrays["pq"], width=width, color="tab:blue", alpha=0.8, label="aligned")
         q_raw = result.arrays["q"][np.triu_indices(result.arrays["q"].shape[0], k=1)]
         ax_q.hist(q_raw, bins=max(5, centres.size), density=True, histtype="step", color="tab:gray", label="raw")
-        ax_q.set_xlabel("q")
-        ax_q.set_ylabel("P(q)")
-        ax_q.legend()
+        ax_q.set_xlabel(r"$q_{ab} = \hat w_a\cdot\hat w_b$, $\hat w = w/|w|$, $a < b$")
+        ax_q.set_ylabel("$P(q)$ (density)")
+        ax_q.set_title(f"mean aligned $q$ = {plotting.fmt(sc.get('mean_q_aligned'))}\nmean $d$: raw "
+                       f"{plotting.fmt(sc.get('mean_distance'))}, "
+                       f"aligned {plotting.fmt(sc.get('mean_distance_aligned'))}", fontsize=8)
+        ax_q.legend(fontsize="x-small")
+        p = result.params
+        plotting.caption(fig, plotting.describe(result, [
+            f"alignment {p.get('align')} (weight matching)", f"clustered on {sc.get('clustered')}",
+            f"{p.get('shuffles')} shuffled controls"]))
         return fig

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Analysis, Param, Result
+from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.landscape import probes
 from trajkit.landscape import rugosity as stats
 from trajkit.landscape.correlation import correlate
@@ -148,27 +148,48 @@ class Rugosity(Analysis):
     def plot(self, result: Result, fig: Any) -> Any:
         axes = fig.subplots(2, 3).ravel()
         gap = result.arrays["gap"]
+        n = gap.size
+        p = result.params
         for ax, s in zip(axes, STATISTICS, strict=False):
-            ax.scatter(result.arrays[s], gap, s=18)
+            ax.scatter(result.arrays[s], gap, s=18, label=f"{n} runs")
             rho, ci = result.scalars[f"spearman_{s}"], result.scalars[f"spearman_{s}_ci"]
-            ax.set_xlabel(s)
-            ax.set_ylabel("gap (test − train loss)")
-            ax.set_title(f"Spearman {_fmt(rho)} [{_fmt(ci[0])}, {_fmt(ci[1])}]", fontsize=9)
+            ax.set_xlabel(STATISTIC_LABELS[s], fontsize=8)
+            ax.set_ylabel(r"gap $L_{\rm test} - L_{\rm train}$")
+            ax.set_title(f"Spearman $\\rho$ = {_fmt(rho)} [{_fmt(ci[0])}, {_fmt(ci[1])}]", fontsize=9)
         ax = axes[4]
         offsets = result.coords["offset"]
         for prof in result.arrays["profiles"][:8]:
             ax.plot(offsets, prof.T, color="tab:blue", alpha=0.3, lw=0.7)
-        ax.set_xlabel("offset t along a normalised direction")
-        ax.set_ylabel("loss")
-        ax.set_title("direction profiles (first runs)", fontsize=9)
+        ax.set_xlabel(f"offset $t$ ({p.get('normalization', 'filter')}-normalised $d$)", fontsize=8)
+        ax.set_ylabel(f"$L_{{\\rm {p.get('split', 'train')}}}(w + t\\,d)$")
+        ax.set_title(f"direction profiles (first {min(8, n)} runs)", fontsize=9)
         ax = axes[5]
         deltas = result.coords["delta"]
-        for v in result.arrays["increment_variance"]:
-            ax.loglog(deltas, v, "o-", color="tab:green", alpha=0.4)
-        ax.set_xlabel("walk step δ")
-        ax.set_ylabel("Var ΔL")
-        ax.set_title("increment variance vs δ", fontsize=9)
+        inc = result.arrays["increment_variance"]
+        for v in inc:
+            ax.loglog(deltas, v, "o-", color="tab:green", alpha=0.3, lw=0.7)
+        mean = np.nanmean(inc, axis=0)
+        sem = np.nanstd(inc, axis=0, ddof=1) / np.sqrt(inc.shape[0]) if inc.shape[0] >= 2 else None
+        plotting.band(ax, deltas, mean, sem, color="tab:green", lw=2, label="mean ± s.e. over runs")
+        ax.set_xlabel(r"walk step $\delta$")
+        ax.set_ylabel(r"Var $\Delta L$ along random walks")
+        ax.set_title(f"increment variance; mean $H$ = {_fmt(result.scalars.get('mean_increment_exponent'))}",
+                     fontsize=9)
+        plotting.legend(ax)
+        plotting.caption(fig, plotting.describe(result, [
+            f"{p.get('directions')} directions of radius {p.get('radius')} × {p.get('points')} points, "
+            f"{p.get('walks')} walks × {p.get('walk_steps')} steps per δ, {p.get('split')} loss",
+            f"intervals: {p.get('n_boot')} bootstrap resamples of the runs"]))
         return fig
+
+
+#: x-axis labels of the per-run statistics (definitions in :mod:`trajkit.landscape.rugosity`).
+STATISTIC_LABELS = {
+    "sharpness": r"sharpness $\langle L(w \pm r\,d) - L(w)\rangle_d$",
+    "rugosity": "rugosity (arc / chord of profiles)",
+    "increment_exponent": r"exponent $H$: Var $\Delta L \propto \delta^H$",
+    "correlation_length": r"correlation length $\xi$ (1/e, smallest $\delta$)",
+}
 
 
 def _fmt(v: Any) -> str:

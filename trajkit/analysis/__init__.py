@@ -14,7 +14,7 @@ Modules: :mod:`~trajkit.analysis.hookspecs` (hook specifications), :mod:`~trajki
 analysis.
 """
 
-from trajkit.analysis import kernels, times
+from trajkit.analysis import kernels, plotting, times
 from trajkit.analysis.api import analyze, list_analyses, load_result
 from trajkit.analysis.contract import Analysis, Context, Param
 from trajkit.analysis.ensemble import Ensemble, open_ensemble
@@ -22,4 +22,4 @@ from trajkit.analysis.hookspecs import hookimpl, hookspec
 from trajkit.analysis.result import Result
 
 __all__ = ["Analysis", "Context", "Ensemble", "Param", "Result", "analyze", "hookimpl", "hookspec", "kernels",
-           "list_analyses", "load_result", "open_ensemble", "times"]
+           "list_analyses", "load_result", "open_ensemble", "plotting", "times"]

@@ -26,6 +26,7 @@ from typing import Any
 from trajkit.analysis.contract import CLI_OPTIONS, Context
 from trajkit.analysis.ensemble import Ensemble, open_ensemble, resolve_paths
 from trajkit.analysis.grouping import run_grouped
+from trajkit.analysis.plotting import input_coords
 from trajkit.analysis.plugins import AnalysisInfo, find_analysis_class, get_registry
 from trajkit.analysis.result import Result, now_iso
 from trajkit.analysis.result import load_result as _load_result
@@ -120,6 +121,7 @@ def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None
         "trajkit_version": __version__, "run_ids": [str(a.metadata.get("run_id")) for a in used],
         "inputs": [str(a.path) for a in used], "created": now_iso(), "device": ctx.device,
         "unfinished": unfinished,
+        "coords": input_coords(used),
     }
     result.analysis = info.cls
     return result

@@ -342,6 +342,8 @@ def _group_view(result: Result, i: int) -> Result:
     keys = {k[len(KEY_PREFIX):]: result.arrays[k][i].item() for k in result.arrays if k.startswith(KEY_PREFIX)}
     provenance["group"] = label
     provenance["group_keys"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in keys.items()}
+    if "coords" in provenance:            # the caption's sweep point (trajkit.analysis.plotting.describe)
+        provenance["coords"] = {**(provenance["coords"] or {}), **provenance["group_keys"]}
     view = Result(arrays=arrays, coords=coords, scalars=scalars, params=result.params, provenance=provenance)
     view.analysis = result.analysis
     return view
