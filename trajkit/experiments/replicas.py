@@ -123,7 +123,8 @@ class SequentialReplicas:
         self.layout = layout
         self.models: list[nn.Module] = []
         for r in range(init.shape[0]):
-            m = build_model(model_spec)
+            with torch.random.fork_rng(devices=[]):  # the default init is overwritten: keep the caller's RNG
+                m = build_model(model_spec)
             with torch.no_grad():
                 for p, v in zip(m.parameters(), _views(init[r], layout, ()), strict=True):
                     p.copy_(v)
