@@ -4,7 +4,8 @@ Recording overhead: 16 replicas of an MLP 64-64 on scikit-learn's digits, SGD (b
 2,000 steps, torch on one thread, recorded by :func:`trajkit.run_experiment` into 16 archives with 52
 log-spaced snapshots (``snapshots.n = 60``: params rows, full-dataset metrics, per-step trace) against
 the same sweep with one snapshot (the final step). Each measurement is one ``run_experiment`` call in a
-fresh worker process (its time excludes the imports; its peak RSS is the worker's), so the two variants
+fresh worker process (timed after a warm-up plan that does the imports; its peak RSS is the worker's),
+so the two variants
 — and, with ``--baseline-rev``, the same pair run on an older trajkit extracted from git (``git archive``)
 — alternate in one session: ABCD, DCBA, ... over ``--repeats`` rounds. Printed: median wall time with
 min..max per variant, the overhead ``52 snapshots / 1 snapshot − 1`` (median of the per-round ratios,
@@ -50,8 +51,11 @@ def worker(code: str, steps: int, replicas: int, snapshots: int, out: str) -> No
     import torch
 
     torch.set_num_threads(1)
-    from trajkit.experiments import run_experiment
+    import tqdm.auto  # noqa: F401 - imported by the run; its import is not what is measured
 
+    from trajkit.experiments import plan_experiment, run_experiment
+
+    plan_experiment(None, out, overrides(steps, replicas, snapshots))   # imports sklearn & co. untimed
     t0 = time.perf_counter()
     summary = run_experiment(None, out, overrides(steps, replicas, snapshots), quiet=True, threads=1)
     seconds = time.perf_counter() - t0

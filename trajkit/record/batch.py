@@ -38,6 +38,9 @@ from trajkit.record.recorder import TRACE_FLUSH_ROWS, WRITER_MODES
 from trajkit.record.traces import TraceBuffer
 
 RUNNING = "running"
+#: host memory the default slot pool may take (bytes), and its largest size
+SLOT_BUDGET_BYTES = 64 * 2**20
+MAX_SLOTS = 64
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,14 @@ class BatchRecorder:
     params : the parameter tensors in layout order, each ``[R, *shape]`` (its device decides the copies).
     writer : ``"thread"`` (one writer thread for all R archives), ``"inline"``, or ``"auto"`` (the thread:
         a snapshot of the batch is R archive commits, and ``finish`` work, worth moving off training).
-    buffers : snapshots in flight with the thread (each a slot of R rows).
+    buffers : snapshots in flight with the thread (each a slot of R rows); None (default): as many as fit
+        in :data:`SLOT_BUDGET_BYTES`, between 3 and :data:`MAX_SLOTS` — log-spaced schedules start with a
+        snapshot every step, faster than the writer (R commits and the ``finish`` work each), and a deep
+        pool lets training run on while the writer catches up later.
     """
 
     def __init__(self, archives: Sequence[ArchiveWriter], params: list[torch.Tensor], writer: str = "auto",
-                 buffers: int = 3):
+                 buffers: int | None = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"BatchRecorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         self.archives = list(archives)
@@ -76,6 +82,9 @@ class BatchRecorder:
         if any(int(p.shape[0]) != R for p in params):
             raise TrajkitError(f"BatchRecorder: every parameter tensor needs a leading replica axis of {R}")
         self.writer_mode = "thread" if writer == "auto" else writer
+        if buffers is None:
+            slot_bytes = R * self.archives[0].padded_size * 4
+            buffers = max(3, min(MAX_SLOTS, SLOT_BUDGET_BYTES // slot_bytes))
         n_slots = max(1, buffers) if self.writer_mode == "thread" else 1
         self._copier = ParamCopier(params, self.archives[0].padded_size, n_slots, replicas=R)
         if self._copier.n != self.archives[0].n_params:
