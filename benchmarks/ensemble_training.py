@@ -8,8 +8,11 @@ fresh worker process (timed after a warm-up plan that does the imports; its peak
 so the two variants
 — and, with ``--baseline-rev``, the same pair run on an older trajkit extracted from git (``git archive``)
 — alternate in one session: ABCD, DCBA, ... over ``--repeats`` rounds. Printed: median wall time with
-min..max per variant, the overhead ``52 snapshots / 1 snapshot − 1`` (median of the per-round ratios,
-min..max), and peak RSS.
+min..max per variant, peak RSS, and the overhead ``52 snapshots / 1 snapshot − 1`` (median of the
+per-round ratios, min..max) in wall time — the figure — and in CPU time of the training thread (what
+stays on training's path when the writer thread has a core of its own) and of the whole process (all
+the work done: on a machine loaded by other work, where the writer finds no idle core, the wall-time
+figure moves towards this one).
 
 Speed-up (``--speedup``): the same 16 replicas trained without writing, as one batched computation and as
 16 ordinary modules updated one after the other, alternated in this process.
@@ -56,11 +59,13 @@ def worker(code: str, steps: int, replicas: int, snapshots: int, out: str) -> No
     from trajkit.experiments import plan_experiment, run_experiment
 
     plan_experiment(None, out, overrides(steps, replicas, snapshots))   # imports sklearn & co. untimed
-    t0 = time.perf_counter()
+    t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     summary = run_experiment(None, out, overrides(steps, replicas, snapshots), quiet=True, threads=1)
-    seconds = time.perf_counter() - t0
+    seconds, thread_cpu, process_cpu = (time.perf_counter() - t0, time.thread_time() - c0,
+                                        time.process_time() - p0)
     assert all(r["status"] == "done" for r in summary["runs"]), summary["runs"]
-    print(json.dumps({"seconds": seconds, "snapshots": summary["runs"][0]["snapshots"],
+    print(json.dumps({"seconds": seconds, "thread_cpu": thread_cpu, "process_cpu": process_cpu,
+                      "snapshots": summary["runs"][0]["snapshots"],
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -104,10 +109,13 @@ def overhead(args: argparse.Namespace, steps: int, repeats: int) -> None:
         ts = [r["seconds"] for r in rs]
         print(f"  {name:<18} {rs[0]['snapshots']:>3} snapshot(s)  median {statistics.median(ts):6.2f} s  "
               f"({min(ts):.2f}..{max(ts):.2f})  peak RSS {max(r['peak_rss_mib'] for r in rs):6.0f} MiB")
-    for name in codes:
-        ratios = [a["seconds"] / b["seconds"] - 1 for a, b in zip(runs[(name, 52)], runs[(name, 1)], strict=True)]
-        print(f"  {name:<18} overhead of the snapshots  {100 * statistics.median(ratios):+6.1f} %  "
-              f"({100 * min(ratios):+.1f}..{100 * max(ratios):+.1f} % over rounds)")
+    for key, what in (("seconds", "wall time"), ("thread_cpu", "CPU time of the training thread"),
+                      ("process_cpu", "CPU time of the whole process")):
+        print(f"  overhead of the snapshots in {what}:")
+        for name in codes:
+            ratios = [a[key] / b[key] - 1 for a, b in zip(runs[(name, 52)], runs[(name, 1)], strict=True)]
+            print(f"    {name:<18} {100 * statistics.median(ratios):+6.1f} %  ({100 * min(ratios):+.1f}.."
+                  f"{100 * max(ratios):+.1f} % over rounds)")
 
 
 def speedup(args: argparse.Namespace, steps: int, repeats: int) -> None:
