@@ -158,7 +158,7 @@ def test_writer_thread_errors_surface_on_the_next_step(tmp_path):
     rec.step(0)
     rec.step(1)
     rec._sink.close()  # let the queue drain, then break the params directory under the writer
-    rec._sink = type(rec._sink)(rec._archive, 1)
+    rec._sink = type(rec._sink)(1)
     params_chunk(path, 2, 0).mkdir()   # a directory where the next chunk file goes: the write fails
     with pytest.raises(RecordError, match="step 2"):
         rec.step(2)

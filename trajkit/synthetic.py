@@ -300,6 +300,7 @@ def write_ensemble(directory: str | os.PathLike, runs: Sequence[dict[str, Any]],
     archive's metadata), ``metadata``, ``metrics``, ``layout``. Returns the directory.
     """
     from trajkit.archive import open_archive
+    from trajkit.archive.ensemble_file import write_ensemble_file
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
@@ -325,7 +326,7 @@ def write_ensemble(directory: str | os.PathLike, runs: Sequence[dict[str, Any]],
                         "status": "done", "reason": None})
     doc = {"format": "trajkit-ensemble", "version": 1, "id": ens_id, "config": config or {},
            "sweep": sweep or {}, "runs": entries}
-    (root / "ensemble.json").write_text(json.dumps(doc, indent=2))
+    write_ensemble_file(root, doc)
     return root
 
 

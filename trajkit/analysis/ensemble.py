@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.archive import Archive, open_archive
+from trajkit.archive.ensemble_file import ensemble_file, read_ensemble_file
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
 
@@ -161,17 +161,10 @@ def _hashable(v: Any) -> Any:
 
 
 def _read_ensemble_json(d: Path) -> tuple[list[Path], dict[str, Any]]:
-    path = d / "ensemble.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise AnalysisError(f"{path}: unreadable ({e}); it should be written by `trajkit record`") from None
-    if not isinstance(doc, dict) or doc.get("format") != "trajkit-ensemble" \
-            or not isinstance(doc.get("runs"), list):
-        raise AnalysisError(f"{path}: not a trajkit-ensemble document (no format/runs)")
-    if doc.get("version", 1) > 1:
-        raise AnalysisError(f"{path}: ensemble format v{doc.get('version')} is newer than this trajkit "
-                            "reads; upgrade trajkit")
+    path = ensemble_file(d)
+    doc = read_ensemble_file(d)
+    if doc is None:
+        raise AnalysisError(f"{path}: missing; it should be written by `trajkit record`")
     out, skipped = [], []
     for run in doc["runs"]:
         status = run.get("status", "done")

@@ -1,10 +1,10 @@
 """The ensemble directory: ``DIR/ensemble.json`` plus one archive per (sweep point, replica).
 
-``ensemble.json`` = ``{"format": "trajkit-ensemble", "version": 1, "id": uuid4, "config": resolved base
-config, "sweep": {key: [values]}, "runs": [{"path", "replica", "coords", "run_id", "status", "reason"}]}``
-with ``status`` one of ``pending | done | diverged | failed``. It is rewritten atomically whenever a run
-changes state, so an interrupted sweep knows what is finished: a second ``trajkit record`` with the same
-config and ``--out`` skips ``done`` and ``diverged`` runs and resumes the others from their last snapshot.
+``ensemble.json`` (read, validated and written atomically by :mod:`trajkit.archive.ensemble_file`, schema
+``schemas/ensemble.schema.json``) lists the runs with ``status`` one of ``pending | done | diverged |
+failed``, ``config`` being the resolved base config. It is rewritten whenever a run changes state, so
+an interrupted sweep knows what is finished: a second ``trajkit record`` with the same config and
+``--out`` skips ``done`` and ``diverged`` runs and resumes the others from their last snapshot.
 
 Archive names: ``r00.trajkit`` without a sweep, else ``<key>=<value>[_<key>=<value>]_r00.trajkit`` with
 each key's last component (e.g. ``temperature=0.0001_r03.trajkit``); the coordinates themselves live in
@@ -13,20 +13,25 @@ metadata (``ensemble.coords``), never only in the name.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+from trajkit.archive.ensemble_file import (
+    ENSEMBLE_FILE,
+    FORMAT,
+    STATUSES,
+    VERSION,
+    EnsembleFileError,
+    read_ensemble_file,
+    write_ensemble_file,
+)
 from trajkit.errors import ConfigError
 from trajkit.experiments.config import Config
 
-ENSEMBLE_FILE = "ensemble.json"
-FORMAT = "trajkit-ensemble"
-VERSION = 1
-STATUSES = ("pending", "done", "diverged", "failed")
+__all__ = ["ENSEMBLE_FILE", "FORMAT", "STATUSES", "VERSION", "load_ensemble", "new_ensemble", "point_label",
+           "run_names", "save_ensemble"]
 
 
 def _fmt_value(v: Any) -> str:
@@ -60,22 +65,13 @@ def new_ensemble(config: Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load_ensemble(directory: str | Path) -> dict[str, Any] | None:
-    """The ``ensemble.json`` of ``directory``, or None when there is none."""
-    p = Path(directory) / ENSEMBLE_FILE
-    if not p.exists():
-        return None
+    """The validated ``ensemble.json`` of ``directory``, or None when there is none."""
     try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{p}: unreadable ({e}); restore it or choose a new --out") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("runs"), list):
-        raise ConfigError(f"{p}: not a trajkit ensemble file (format != {FORMAT!r}); choose a new --out")
-    return doc
+        return read_ensemble_file(directory)
+    except EnsembleFileError as e:
+        raise ConfigError(f"{e}; or choose a new --out") from None
 
 
 def save_ensemble(directory: str | Path, doc: dict[str, Any]) -> None:
-    """Write ``ensemble.json`` atomically (a reader sees the old or the new file)."""
-    p = Path(directory) / ENSEMBLE_FILE
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
-    os.replace(tmp, p)
+    """Validate ``doc`` and write ``ensemble.json`` atomically (a reader sees the old or the new file)."""
+    write_ensemble_file(directory, doc)

@@ -90,17 +90,34 @@ class BatchedReplicas:
         return value
 
     @torch.no_grad()
-    def evaluate(self, loss: str, x: Tensor, target: Tensor, classes: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Mean loss ``[R]`` and accuracy ``[R]`` (None without classes) over all of ``x`` ``[P, D]``."""
+    def evaluate(self, loss: str, x: Tensor, target: Tensor, classes: Tensor | None,
+                 params: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Mean loss ``[R]`` and accuracy ``[R]`` (None without classes) over all of ``x`` ``[P, D]``, at the
+        current parameters or at ``params`` (stacked ``[R, *shape]`` in layout order)."""
+        params = self.params if params is None else params
+        named = dict(zip(self.names, params, strict=True))
+        R = int(params[0].shape[0])
         n = x.shape[0]
-        tot = torch.zeros(self.n_replicas, device=x.device)
-        acc = torch.zeros(self.n_replicas, device=x.device) if classes is not None else None
+        tot = torch.zeros(R, device=x.device)
+        acc = torch.zeros(R, device=x.device) if classes is not None else None
         for lo in range(0, n, EVAL_CHUNK):
-            out = self.forward(x[lo:lo + EVAL_CHUNK])
+            out = self._forward(named, x[lo:lo + EVAL_CHUNK])
             tot += losses.per_sample(loss, out, target[lo:lo + EVAL_CHUNK]).sum(dim=-1)
             if acc is not None and classes is not None:
                 acc += losses.correct(out, classes[lo:lo + EVAL_CHUNK]).sum(dim=-1)
         return tot / n, (acc / n if acc is not None else None)
+
+    @property
+    def evaluates_off_thread(self) -> bool:
+        """Whether :meth:`evaluate` with ``params`` may run on another thread while this one trains: a
+        built-in ``batched_forward`` on the CPU (pure functions of ``params``; the ``vmap`` fallback swaps
+        the module's parameters and is not thread-safe)."""
+        return hasattr(self.model, "batched_forward") and self.params[0].device.type == "cpu"
+
+    def params_from_flat(self, flat: Tensor) -> list[Tensor]:
+        """Stacked parameter tensors ``[R, *shape]`` (contiguous copies, laid out as the engine's own, so an
+        evaluation gives the same bits) from a flat ``[R, N]`` tensor in layout order."""
+        return [v.contiguous() for v in _views(flat, self.layout, (int(flat.shape[0]),))]
 
     @torch.no_grad()
     def flat(self) -> Tensor:
@@ -123,7 +140,8 @@ class SequentialReplicas:
         self.layout = layout
         self.models: list[nn.Module] = []
         for r in range(init.shape[0]):
-            m = build_model(model_spec)
+            with torch.random.fork_rng(devices=[]):  # the default init is overwritten: keep the caller's RNG
+                m = build_model(model_spec)
             with torch.no_grad():
                 for p, v in zip(m.parameters(), _views(init[r], layout, ()), strict=True):
                     p.copy_(v)

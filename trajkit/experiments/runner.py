@@ -27,6 +27,7 @@ from trajkit import schedules
 from trajkit.archive import create, open_archive
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, layout_from_named_parameters
+from trajkit.archive.writer import ArchiveWriter
 from trajkit.devices import resolve_device
 from trajkit.errors import ConfigError, TrajkitError
 from trajkit.experiments import losses
@@ -45,7 +46,8 @@ from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names,
 from trajkit.experiments.models import build_model, model_class_name, model_spec
 from trajkit.experiments.randomness import derive_seed
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
-from trajkit.experiments.training import TrainData, train
+from trajkit.experiments.training import TrainData, snapshot_metrics, snapshot_outcomes, train
+from trajkit.record.batch import BatchRecorder, RunEnd
 
 METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc")
 
@@ -218,54 +220,61 @@ def plan_experiment(config: str | Path | Config | None, out: str | Path, overrid
 # -- execution -----------------------------------------------------------------------------------------------
 
 
-class ArchiveSink:
-    """Writes one replica's trajectory into its archive (see :class:`trajkit.experiments.training.Sink`).
+class EnsembleSink:
+    """The :class:`~trajkit.experiments.training.ReplicaSink` of one sweep point: every replica's archive
+    written through one :class:`~trajkit.record.batch.BatchRecorder` (one slot pool, one writer thread).
 
-    Per-step losses are handed to the writer in blocks of at least :attr:`trace_block` steps (and at the
-    end): each hand-over costs the writer a trace commit, so the trace may lag the snapshots after a
-    crash; a resume restarts from the last snapshot the trace covers.
+    Snapshot metrics are evaluated on the writer thread, from the slot's copy of the parameters, when the
+    engine allows it (:attr:`BatchedReplicas.evaluates_off_thread`: built-in models on the CPU) — beside
+    training instead of on its thread; otherwise on the training thread, as before. Either way a snapshot
+    whose parameters or train loss are not finite ends its run as diverged and is not written.
     """
 
-    trace_block = 1024
+    def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData):
+        self.recorder = recorder
+        self.off_thread = bool(getattr(engine, "evaluates_off_thread", False))
+        self.n_params = recorder.archives[0].n_params
+        self.data = data
+        self._stopped: dict[int, int] = {}
 
-    def __init__(self, writer):
-        self.writer = writer
-        self.row = np.full(writer.padded_size, np.nan, dtype=np.float32)
-        self.n = writer.n_params
-        self.status: tuple[str, str | None] = ("running", None)
-        self._steps: list[np.ndarray] = []
-        self._loss: list[np.ndarray] = []
-        self._lr = 0.0
+    def trace(self, run: int, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
+        self.recorder.trace(run, steps, {"loss": loss, "lr": np.full(steps.size, lr)})
 
-    def trace(self, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
-        self._steps.append(steps)
-        self._loss.append(np.array(loss, dtype=np.float64))
-        self._lr = lr
-        if sum(a.size for a in self._steps) >= self.trace_block:
-            self.hand_over()
+    def snapshot(self, step: int, runs: list[int], engine: Any, data: TrainData, epoch: float) -> None:
+        params = _param_tensors(engine)
+        if self.off_thread:
+            def finish(rows: np.ndarray) -> list[dict[str, float] | RunEnd]:   # on the writer thread
+                flat = torch.from_numpy(rows[:, :self.n_params])
+                at = engine.params_from_flat(flat)
+                metrics = snapshot_metrics(lambda *a: engine.evaluate(*a, params=at), data)
+                return _ends(step, snapshot_outcomes(step, np.isfinite(rows[:, :self.n_params]).all(axis=1),
+                                                     metrics))
+            self.recorder.snapshot(step, runs, params, epoch=epoch, finish=finish)
+            return
+        metrics = snapshot_metrics(engine.evaluate, data)
+        finite_rows = torch.isfinite(engine.flat()).all(dim=1).numpy()
+        results = _ends(step, snapshot_outcomes(step, finite_rows, metrics))
+        for run, res in zip(runs, results, strict=True):
+            if isinstance(res, RunEnd):
+                self._stopped[run] = step
+        self.recorder.snapshot(step, runs, params, epoch=epoch, finish=lambda rows: results)
 
-    def hand_over(self) -> None:
-        """Give the buffered per-step values to the writer (committed with its next snapshot or close)."""
-        if self._steps:
-            steps = np.concatenate(self._steps)
-            self.writer.add_trace(steps, {"loss": np.concatenate(self._loss), "lr": np.full(steps.size, self._lr)})
-            self._steps, self._loss = [], []
+    def diverged(self, run: int, step: int, reason: str) -> None:
+        self.recorder.end(run, "diverged", f"diverged: {reason}", step)
+        self._stopped[run] = step
 
-    def snapshot(self, step: int, flat: torch.Tensor, epoch: float, metrics: dict[str, float]) -> None:
-        self.row[:self.n] = flat.numpy()
-        self.writer.write_row(step, self.row, epoch=epoch, metrics=metrics)
+    def stopped(self) -> dict[int, int]:
+        ended = {run: end.step for run, end in self.recorder.ended().items()}
+        return {**ended, **self._stopped}
 
-    def diverged(self, step: int, reason: str) -> None:
-        self.status = ("diverged", f"diverged: {reason}")
-        self.hand_over()
-        self.writer.update_metadata({"status": "diverged", "status_reason": self.status[1]})
-        self.writer.close()
 
-    def close(self, status: str = "done") -> None:
-        """Hand over the rest of the trace, record ``status`` and close the archive."""
-        self.hand_over()
-        self.writer.update_metadata({"status": status, "status_reason": None})
-        self.writer.close()
+def _ends(step: int, outcomes: list[dict[str, float] | str]) -> list[dict[str, float] | RunEnd]:
+    return [RunEnd("diverged", f"diverged: {o}", step) if isinstance(o, str) else o for o in outcomes]
+
+
+def _param_tensors(engine: Any) -> list[torch.Tensor]:
+    """The engine's parameters as stacked tensors ``[R', ...]`` for the slot copies (layout order)."""
+    return list(engine.params) if isinstance(engine, BatchedReplicas) else [engine.flat()]
 
 
 def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, dyn: Dynamics) -> dict[str, Any]:
@@ -353,20 +362,20 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             inits.append(initial_params(plan.spec, seed))
     init = torch.stack(inits)
     entries = {r: doc["runs"][plan.index * plan.replicas + r] for r in todo}
-    writers, sinks = [], []
+    writers: list[ArchiveWriter] = []
+    recorder: BatchRecorder | None = None
     try:
         for r in todo:
             path = out / plan.names[r]
             if path.exists():
-                w = create(path, plan.n_params, layout=plan.layout, resume="allow")
+                w = create(path, plan.n_params, layout=plan.layout, resume="allow", direct=None)
                 w.truncate(start)
                 w.update_metadata({"status": "running", "status_reason": None})
             else:
                 meta = run_metadata(plan, r, doc["id"], device, dyn)
-                w = create(path, plan.n_params, metadata=meta, layout=plan.layout)
+                w = create(path, plan.n_params, metadata=meta, layout=plan.layout, direct=None)
             entries[r]["run_id"] = w.metadata["run_id"]
             writers.append(w)
-            sinks.append(ArchiveSink(w))
         if cfg["run"]["vectorize"]:
             with torch.device("meta"):
                 module = build_model(plan.spec)
@@ -374,31 +383,35 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
         else:
             engine = SequentialReplicas(plan.spec, plan.layout, init, device)
         data = _train_data(plan.dataset, cfg["loss"]["name"], device)
-        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sinks, start_step=start, progress=progress)
-        for r, sink in zip(todo, sinks, strict=True):
-            if sink.status[0] == "diverged":
-                entries[r].update(status="diverged", reason=sink.status[1])
-            else:
-                sink.close("done")
-                entries[r].update(status="done", reason=None)
+        recorder = BatchRecorder(writers, _param_tensors(engine))
+        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, EnsembleSink(recorder, engine, data),
+              start_step=start, progress=progress)
+        for i in range(len(todo)):
+            recorder.end(i, "done")
+        recorder.close()
+        for r, (status, reason) in zip(todo, recorder.statuses, strict=True):
+            entries[r].update(status=status, reason=reason)
     except KeyboardInterrupt:
-        for sink in sinks:
-            if sink.status[0] == "running":
-                sink.hand_over()
-            sink.writer.close()
+        if recorder is not None:
+            recorder.close()     # hand over the traces; statuses stay "running"
+        for w in writers:
+            w.close()
         raise
     except Exception as e:  # record the failure, go on with the sweep
         reason = f"failed: {type(e).__name__}: {e}"
-        for r, w in zip(todo, writers, strict=False):
-            if entries[r]["status"] not in ("done", "diverged"):
-                try:
-                    w.update_metadata({"status": "failed", "status_reason": reason})
-                except Exception:
-                    pass
+        if recorder is not None:
+            recorder.fail(reason)
+            for r, (status, why) in zip(todo, recorder.statuses, strict=True):
+                entries[r].update(status=status, reason=why)
+            return
+        for w in writers:
+            try:
+                w.update_metadata({"status": "failed", "status_reason": reason})
+            except Exception:
+                pass
             w.close()
         for r in todo:
-            if entries[r]["status"] not in ("done", "diverged"):
-                entries[r].update(status="failed", reason=reason)
+            entries[r].update(status="failed", reason=reason)
 
 
 def _prepare_out(plan: Plan) -> dict[str, Any]:

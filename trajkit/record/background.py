@@ -1,10 +1,14 @@
 """Where snapshot writes happen: inline on the training thread, or on one background writer thread.
 
-Both sinks take the same items (a filled buffer slot plus the step, time, epoch, metrics and drained trace
-rows) so the Recorder does not care which runs. The background sink has a bounded queue and a fixed pool
-of slots: when the writer falls behind, :meth:`BackgroundSink.acquire` blocks the training thread
-(back-pressure) — nothing is ever dropped. An exception in the writer thread is kept and re-raised on the
-training thread by the next :meth:`check` (called from ``Recorder.step``) or by :meth:`close`.
+Both sinks run the same hand-overs: a :class:`Handover` is a filled buffer slot plus the work that writes
+it (for a :class:`~trajkit.record.Recorder`, one :class:`WriteItem` — step, time, epoch, metrics and the
+drained trace rows — into its archive; for a :class:`~trajkit.record.batch.BatchRecorder`, one item per
+archive of a batch of replicas sharing the slot), so neither front-end cares which sink runs. One sink may
+serve any number of archives: hand-overs run in submission order, so each archive's writes stay in order.
+The background sink has a bounded queue and a fixed pool of slots: when the writer falls behind,
+:meth:`BackgroundSink.acquire` blocks the training thread (back-pressure) — nothing is ever dropped. An
+exception in the writer thread is kept, later hand-overs are skipped, and it is re-raised on the training
+thread by the next :meth:`check` (called from ``Recorder.step``) or by :meth:`close`.
 
 ``writer="auto"`` picks the thread on CUDA (the host idles during kernels), on CPU whenever params chunks
 go out with ``O_DIRECT`` (the write then costs the cores almost nothing) and when they are compressed (the
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,16 +45,30 @@ class WriteItem:
     trace: TraceBatch | None
 
 
-def write_item(writer: ArchiveWriter, item: WriteItem) -> None:
-    """Perform one item: trace rows first, then the snapshot row and its commit."""
+def write_item(writer: ArchiveWriter, item: WriteItem, row: Any = None) -> None:
+    """Perform one item: trace rows first, then the snapshot row (``row``, default the slot's host buffer
+    ``[padded]``) and its commit; trace rows alone are committed by a trace flush."""
     if item.trace is not None:
         writer.add_trace(item.trace.steps, item.trace.resolve())
     if item.slot is not None:
         if item.slot.event is not None:
             item.slot.event.synchronize()
-        writer.write_row(item.step, item.slot.host, time=item.time, epoch=item.epoch, metrics=item.metrics)
+        writer.write_row(item.step, item.slot.host if row is None else row, time=item.time, epoch=item.epoch,
+                         metrics=item.metrics)
     elif item.trace is not None:
         writer.flush()
+
+
+@dataclass
+class Handover:
+    """One unit of writer work: ``run()`` performs it; ``slot_index`` (or None) returns to the pool after.
+
+    ``where`` (the archive path, or the batch's directory) and ``step`` name it in error messages."""
+
+    slot_index: int | None
+    run: Callable[[], None]
+    where: str
+    step: int | None
 
 
 class InlineSink:
@@ -57,19 +76,16 @@ class InlineSink:
 
     error = None   # never set: errors are raised where they happen
 
-    def __init__(self, writer: ArchiveWriter):
-        self.writer = writer
-
     def acquire(self) -> int:
         return 0
 
-    def submit(self, item: WriteItem) -> None:
+    def submit(self, item: Handover) -> None:
         try:
-            write_item(self.writer, item)
+            item.run()
         except TrajkitError:
             raise
         except Exception as e:
-            raise RecordError(f"{self.writer.path}: writing step {item.step} failed: {type(e).__name__}: {e}; "
+            raise RecordError(f"{item.where}: writing step {item.step} failed: {type(e).__name__}: {e}; "
                               f"rows before it are intact") from e
 
     def check(self) -> None:
@@ -82,15 +98,14 @@ class InlineSink:
 class BackgroundSink:
     """One writer thread fed by a bounded queue; ``n_slots`` buffers circulate between the two threads."""
 
-    def __init__(self, writer: ArchiveWriter, n_slots: int):
-        self.writer = writer
+    def __init__(self, n_slots: int):
         # last in, first out: with sparse snapshots the slot written last (still in cache) is reused
         self._free: queue.LifoQueue[int] = queue.LifoQueue()
         for k in range(n_slots):
             self._free.put(k)
-        self._todo: queue.Queue[WriteItem | None] = queue.Queue(maxsize=n_slots + 1)
+        self._todo: queue.Queue[Handover | None] = queue.Queue(maxsize=n_slots + 1)
         self.error: BaseException | None = None  # re-raised by check()
-        self._error_step: int | None = None
+        self._error_at: Handover | None = None
         self._failed = False
         self._thread = threading.Thread(target=self._run, name="trajkit-writer", daemon=True)
         self._thread.start()
@@ -102,10 +117,10 @@ class BackgroundSink:
                 return
             try:
                 if not self._failed:
-                    write_item(self.writer, item)
+                    item.run()
             except BaseException as e:  # kept and re-raised on the training thread
                 self._failed = True
-                self.error, self._error_step = e, item.step
+                self.error, self._error_at = e, item
             finally:
                 if item.slot_index is not None:
                     self._free.put(item.slot_index)
@@ -115,7 +130,7 @@ class BackgroundSink:
         self.check()
         return self._free.get()
 
-    def submit(self, item: WriteItem) -> None:
+    def submit(self, item: Handover) -> None:
         self.check()
         self._todo.put(item)
 
@@ -124,8 +139,9 @@ class BackgroundSink:
             e, self.error = self.error, None
             if isinstance(e, TrajkitError):
                 raise e
-            raise RecordError(f"{self.writer.path}: background write of step {self._error_step} failed: "
-                              f"{type(e).__name__}: {e}; rows before it are intact") from e
+            at = self._error_at
+            raise RecordError(f"{at.where if at else '?'}: background write of step {at.step if at else None} "
+                              f"failed: {type(e).__name__}: {e}; rows before it are intact") from e
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -134,5 +150,6 @@ class BackgroundSink:
         self.check()
 
 
-def make_sink(writer: ArchiveWriter, mode: str, n_slots: int) -> Any:
-    return BackgroundSink(writer, n_slots) if mode == "thread" else InlineSink(writer)
+def make_sink(mode: str, n_slots: int) -> InlineSink | BackgroundSink:
+    """The writer thread (``mode == "thread"``, ``n_slots`` buffers) or the inline sink."""
+    return BackgroundSink(n_slots) if mode == "thread" else InlineSink()

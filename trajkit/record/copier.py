@@ -1,7 +1,10 @@
 """Device copies: snapshot a model's parameters into preallocated host buffers.
 
 ``ParamCopier.copy_into(slot)`` flattens the trainable parameters, in layout order, into host buffer
-``slot`` (float32, length ``padded_size``; entries past N stay NaN as zarr chunk padding).
+``slot`` (float32, length ``padded_size``; entries past N stay NaN as zarr chunk padding). With
+``replicas=R`` every tensor carries a leading replica axis (``[R', *shape]``, R' ≤ R: the replicas still
+training) and a slot is ``R`` such rows, ``host[r]`` page-aligned, replica r's row — the batched path of
+``trajkit record`` (:class:`~trajkit.record.batch.BatchRecorder`).
 
 - CPU: one ``copy_`` per tensor straight into the numpy-backed buffer, on the training thread.
 - CUDA: a device-to-device flatten on the current stream (microseconds, so the next optimiser step can
@@ -41,41 +44,63 @@ class Slot:
 
 
 class ParamCopier:
-    """Copies ``params`` (a list of tensors, layout order) into ``n_slots`` host buffers."""
+    """Copies ``params`` (a list of tensors, layout order) into ``n_slots`` host buffers.
 
-    def __init__(self, params: list[torch.Tensor], padded_size: int, n_slots: int):
+    ``replicas=R``: the tensors are ``[R', *shape]`` and each slot holds ``R`` rows (``host`` ``[R, stride]``,
+    ``stride`` ≥ ``padded_size`` a whole number of pages, so every row can go out with ``O_DIRECT``).
+    """
+
+    def __init__(self, params: list[torch.Tensor], padded_size: int, n_slots: int, replicas: int | None = None):
+        self.replicas = replicas
+        lead = 0 if replicas is None else 1
+        sizes = [int(np.prod(p.shape[lead:], dtype=np.int64)) for p in params]
         self.params = params
-        self.n = sum(p.numel() for p in params)
+        self.n = sum(sizes)
         self.device = params[0].device
         self.cuda = self.device.type == "cuda"
-        self._offsets = np.cumsum([0] + [p.numel() for p in params]).tolist()
+        self._offsets = np.cumsum([0, *sizes]).tolist()
+        page = directio.ALIGN // 4
+        stride = padded_size if replicas is None else -(-padded_size // page) * page
+        self.padded_size = padded_size
         self.slots: list[Slot] = []
         for _ in range(n_slots):
-            host_t = host_buffer(padded_size, pin_memory=self.cuda)
+            host_t = host_buffer(stride * (replicas or 1), pin_memory=self.cuda)
+            if replicas is not None:
+                host_t = host_t.view(replicas, stride)
             slot = Slot(host=host_t.numpy(), host_tensor=host_t)
             if self.cuda:
-                slot.device_flat = torch.empty(self.n, dtype=torch.float32, device=self.device)
+                shape = (self.n,) if replicas is None else (replicas, self.n)
+                slot.device_flat = torch.empty(shape, dtype=torch.float32, device=self.device)
                 slot.event = torch.cuda.Event()
             self.slots.append(slot)
         self._stream = torch.cuda.Stream(device=self.device) if self.cuda else None
 
     @torch.no_grad()
-    def copy_into(self, k: int) -> Slot:
-        """Snapshot the parameters into slot ``k`` (asynchronously on CUDA: wait on ``slot.event``)."""
+    def copy_into(self, k: int, params: list[torch.Tensor] | None = None) -> Slot:
+        """Snapshot the parameters (``params``, default those given at construction) into slot ``k``
+        (asynchronously on CUDA: wait on ``slot.event``). Batched: rows ``0..R'-1`` of the slot."""
         slot = self.slots[k]
         offs = self._offsets
+        params = self.params if params is None else params
+        if self.replicas is None:
+            host, flat = slot.host_tensor, slot.device_flat
+            shape: tuple[int, ...] = (-1,)
+        else:
+            r = int(params[0].shape[0])
+            host = slot.host_tensor[:r]
+            flat = slot.device_flat[:r] if slot.device_flat is not None else None
+            shape = (r, -1)
         if not self.cuda:
-            dst = slot.host_tensor
-            for i, p in enumerate(self.params):
-                dst[offs[i]:offs[i + 1]].copy_(p.detach().reshape(-1))
+            for i, p in enumerate(params):
+                host[..., offs[i]:offs[i + 1]].copy_(p.detach().reshape(shape))
             return slot
-        flat = slot.device_flat
-        for i, p in enumerate(self.params):
-            flat[offs[i]:offs[i + 1]].copy_(p.detach().reshape(-1))
+        assert flat is not None
+        for i, p in enumerate(params):
+            flat[..., offs[i]:offs[i + 1]].copy_(p.detach().reshape(shape))
         main = torch.cuda.current_stream(self.device)
         self._stream.wait_stream(main)
         with torch.cuda.stream(self._stream):
-            slot.host_tensor[: self.n].copy_(flat, non_blocking=True)
+            host[..., : self.n].copy_(flat, non_blocking=True)
             slot.event.record(self._stream)
         # the next snapshot into this slot must not overwrite ``flat`` before the copy finished
         main.wait_event(slot.event)

@@ -20,6 +20,7 @@ row at or after ``k``, so nothing is duplicated.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 import os
@@ -33,7 +34,7 @@ from trajkit.archive.layout import layout_from_named_parameters
 from trajkit.archive.metadata import deep_merge
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
-from trajkit.record.background import RecordError, WriteItem, make_sink
+from trajkit.record.background import Handover, RecordError, WriteItem, make_sink, write_item
 from trajkit.record.copier import ParamCopier
 from trajkit.record.traces import TraceBuffer
 
@@ -110,7 +111,7 @@ class Recorder:
         self.writer_mode = writer
         n_slots = max(1, buffers) if writer == "thread" else 1
         self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
-        self._sink = make_sink(self._archive, writer, n_slots)
+        self._sink = make_sink(writer, n_slots)
         self._trace = TraceBuffer()
         self._epoch: float | None = None
         self._closed = False
@@ -247,7 +248,7 @@ class Recorder:
         item = WriteItem(k, slot, step, self._archive.elapsed() if slot is not None else None,
                          self._epoch if slot is not None else None, metrics, trace)
         try:
-            self._sink.submit(item)
+            self._sink.submit(Handover(k, functools.partial(write_item, self._archive, item), str(self.path), step))
         except BaseException as e:
             self._broken = e
             raise
@@ -255,7 +256,7 @@ class Recorder:
     def _drain_sink(self) -> None:
         if self.writer_mode == "thread":
             self._sink.close()
-            self._sink = make_sink(self._archive, "thread", len(self._copier.slots))
+            self._sink = make_sink("thread", len(self._copier.slots))
 
 
 def _as_step(step: Any) -> int:

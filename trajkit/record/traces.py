@@ -39,9 +39,12 @@ class TraceBuffer:
 
     steps: list[int] = field(default_factory=list)
     values: dict[str, list[Any]] = field(default_factory=dict)
+    #: blocks added by :meth:`extend` (and rows added before them), in order; ``n_blocked`` rows in all
+    blocks: list[TraceBatch] = field(default_factory=list)
+    n_blocked: int = 0
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return len(self.steps) + self.n_blocked
 
     def add(self, step: int, scalars: dict[str, Any]) -> None:
         """Add one row; ``scalars`` (the caller's own dict) gets its tensors replaced by what is kept. A bad
@@ -70,7 +73,37 @@ class TraceBuffer:
                 if len(col) < n + 1:
                     col.append(None)
 
+    def extend(self, steps: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Add a block of rows at once: ``steps`` int ``[k]`` and host columns ``{name: [k]}`` (the batched
+        path, whose per-step values reach the host in blocks). Rows added one at a time before it stay first."""
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        if self.steps:
+            self._rows_to_block()
+        self.blocks.append(TraceBatch(steps, {name: np.asarray(v, np.float64).reshape(steps.size)
+                                              for name, v in columns.items()}))
+        self.n_blocked += int(steps.size)
+
     def drain(self) -> TraceBatch | None:
+        """Everything added since the last drain as one batch (None when empty)."""
+        if not self.blocks:
+            return self._drain_rows()
+        if self.steps:
+            self._rows_to_block()
+        blocks, self.blocks, self.n_blocked = self.blocks, [], 0
+        if len(blocks) == 1:
+            return blocks[0]
+        names = list(dict.fromkeys(name for b in blocks for name in b.columns))
+        columns = {name: np.concatenate([b.columns[name] if name in b.columns else np.full(b.steps.size, np.nan)
+                                         for b in blocks]) for name in names}
+        return TraceBatch(np.concatenate([b.steps for b in blocks]), columns)
+
+    def _rows_to_block(self) -> None:
+        batch = self._drain_rows()
+        if batch is not None:
+            self.blocks.append(TraceBatch(batch.steps, batch.resolve()))
+            self.n_blocked += int(batch.steps.size)
+
+    def _drain_rows(self) -> TraceBatch | None:
         if not self.steps:
             return None
         steps = np.asarray(self.steps, dtype=np.int64)
