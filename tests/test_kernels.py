@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,6 +172,7 @@ def test_memory_stays_within_block_budget(tmp_path):
     assert arch.params.nbytes >= 4 * 3 * 2**20
     pairs = np.stack([np.repeat([0, 4, 8], T), np.tile(np.arange(T), 3)], 1)
     budget = 3 * 2**20
+    kernels.pair_sums(arch, pairs[:2], epsilon=0.5, backend="numpy", block_bytes=budget)   # one-time set-up
     tracemalloc.start()
     try:
         out = kernels.pair_sums(arch, pairs, epsilon=0.5, backend="numpy", block_bytes=budget)
@@ -211,22 +214,33 @@ def test_block_tasks_sum_to_the_total(tiny_disp):
     np.testing.assert_allclose(sum(p["dot"] for p in parts), total["dot"], rtol=1e-13)
 
 
-# -- the native loop, its fallback, boundaries and the read-ahead --------------------------------------------
+# -- the compiled loop, with no C compiler on PATH; boundaries and the read-ahead ---------------------------
 
-@pytest.fixture(params=["native", "numpy-fallback"])
-def cpu_path(request, monkeypatch):
-    """Run a test through the compiled loop and through the pure-numpy fallback."""
-    if request.param == "native":
-        if not kernels.native_available():
-            pytest.skip("native loop unavailable (no working C compiler, or TRAJKIT_NATIVE=0): numpy fallback in use")
-    else:
-        monkeypatch.setattr(kernels, "_native", lambda: None)
-    return request.param
+_COMPILERS = ("cc", "gcc", "clang", "c99", "x86_64-linux-gnu-gcc")
+
+
+@pytest.fixture(autouse=True)
+def no_c_compiler(tmp_path_factory, monkeypatch):
+    """Every test of this module runs with no C compiler on PATH (an empty directory) and no ``$CC``: the
+    numba loop must not need one."""
+    monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("empty-path")))
+    monkeypatch.delenv("CC", raising=False)
+    assert all(shutil.which(c) is None for c in _COMPILERS)
+
+
+def test_numba_loop_is_what_runs():
+    """The CPU backend is the numba-compiled loop (one eager specialisation), not a numpy fallback."""
+    import numba
+
+    loop = kernels._compiled()
+    assert isinstance(loop, numba.core.registry.CPUDispatcher)
+    assert len(loop.signatures) == 1
+    assert kernels.compiled_loop() == f"numba {numba.__version__}"
 
 
 @pytest.mark.parametrize("which", ["tiny_disp", "big_disp"])
-def test_waiting_time_pairs_both_cpu_paths(which, cpu_path, request):
-    """Several waiting times × all later rows (runs of pairs sharing b, as the native loop groups them by
+def test_waiting_time_pairs(which, request):
+    """Several waiting times × all later rows (runs of pairs sharing b, as the compiled loop groups them by
     four, plus remainders), per-pair ε, many blocks: equal to the float64 reference."""
     X, arch = request.getfixturevalue(which)
     T = X.shape[0]
@@ -243,7 +257,7 @@ def test_waiting_time_pairs_both_cpu_paths(which, cpu_path, request):
     np.testing.assert_array_equal(got["theta"], ref["theta"])
 
 
-def test_theta_boundary_is_strict_and_exact(tmp_path, cpu_path):
+def test_theta_boundary_is_strict_and_exact(tmp_path):
     """Θ(ε − |b−a|) with Θ(0) = 0: a difference exactly equal to ε is not counted, one just below is; the
     test is |b−a| < ε on the exact float64 difference, so even ε whose square underflows (ε = 1e-170, where
     d² < ε² would read 0 < 0) counts the unchanged (frozen) parameters."""
@@ -265,7 +279,7 @@ def test_theta_boundary_is_strict_and_exact(tmp_path, cpu_path):
     np.testing.assert_array_equal(t["theta"], ref["theta"])
 
 
-def test_large_offset_small_displacement(tmp_path, cpu_path):
+def test_large_offset_small_displacement(tmp_path):
     """Adversarial scale: weights of order 1e3 moving by 1e-4 relative (displacements ~0.1, a few ulps of
     float32 at that scale) and a uniform shift (every term equal: correlated rounding in a naive sum)."""
     rng = np.random.default_rng(7)
@@ -283,22 +297,6 @@ def test_large_offset_small_displacement(tmp_path, cpu_path):
     assert got["sq"][1] == n * 0.125**2 and got["quart"][1] == n * 0.125**4     # exact for the shift
 
 
-def test_native_loop_switch(monkeypatch):
-    """``TRAJKIT_NATIVE=0`` turns the compiled loop off (the numpy fallback then runs)."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler on PATH: the native loop cannot be built here")
-    monkeypatch.delenv("TRAJKIT_NATIVE", raising=False)
-    kernels._native.cache_clear()
-    try:
-        assert kernels.native_available()
-        monkeypatch.setenv("TRAJKIT_NATIVE", "0")
-        kernels._native.cache_clear()
-        assert not kernels.native_available()
-    finally:
-        monkeypatch.undo()
-        kernels._native.cache_clear()        # next use re-reads the caller's environment
-
-
 def test_read_error_in_the_reader_thread_surfaces(tmp_path):
     """A torn chunk met by the read-ahead thread raises the reader's one-line ArchiveError to the caller."""
     X = _trajectory(6, 5000, 0.1)
@@ -311,13 +309,46 @@ def test_read_error_in_the_reader_thread_surfaces(tmp_path):
                           sums=("sq",), block_bytes=8 * 1024)
 
 
-def test_native_loop_builds_from_scratch(tmp_path):
-    """A fresh process with an empty cache compiles the loop (what CI and a new machine do) and uses it."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler on PATH: the native loop cannot be built here")
-    env = {**os.environ, "TRAJKIT_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("TRAJKIT_NATIVE", None)
-    code = "from trajkit.analysis import kernels; print(kernels.native_available())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "True", out.stderr
-    assert len(list((tmp_path / "cache").glob("pair_kernels-*.so"))) == 1
+_FROM_SCRATCH = """
+import json, sys
+import numpy as np
+import trajkit
+from trajkit.analysis import kernels
+X = np.random.default_rng(4).standard_normal((6, 3000)).astype(np.float32)
+with trajkit.archive.create(sys.argv[1], n_params=X.shape[1]) as w:
+    for t, row in enumerate(X):
+        w.append(t, row)
+pairs = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [2, 5]])
+got = kernels.pair_sums(trajkit.open_archive(sys.argv[1]), pairs, epsilon=0.7)
+loop = kernels._compiled()
+print(json.dumps({k: np.asarray(got[k]).tolist() for k in ("dot", "sq", "quart", "theta")}
+                 | {"hits": sum(loop.stats.cache_hits.values()), "misses": sum(loop.stats.cache_misses.values())}))
+"""
+
+
+def test_numba_loop_builds_from_scratch_into_the_cache_dir(tmp_path):
+    """A fresh process with no C compiler on PATH, an empty ``$TRAJKIT_CACHE_DIR`` and an empty home compiles
+    the loop and gets the float64 answers; numba's cache files land in ``$TRAJKIT_CACHE_DIR/numba`` and
+    nowhere else (not the home directory, not ``__pycache__`` next to the source); a second process loads
+    them instead of compiling."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_")) and k != "CC"}
+    env |= {"TRAJKIT_CACHE_DIR": str(cache), "HOME": str(home), "PATH": os.environ["PATH"]}
+    src_cache = Path(kernels.__file__).parent / "__pycache__"
+    before = set(src_cache.glob("*.nb*"))
+    runs = [subprocess.run([sys.executable, "-c", _FROM_SCRATCH, str(tmp_path / f"a{i}.trajkit")], env=env,
+                           capture_output=True, text=True, timeout=300) for i in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    first, second = (json.loads(r.stdout) for r in runs)
+    X = np.random.default_rng(4).standard_normal((6, 3000)).astype(np.float32)
+    ref = _reference(X, np.array([[0, 1], [0, 2], [0, 3], [0, 4], [2, 5]]), np.arange(3000), 0.7)
+    for k in ("dot", "sq", "quart"):
+        assert _rel(np.array(first[k]), ref[k]) <= 1e-12, k
+    np.testing.assert_array_equal(first["theta"], ref["theta"])
+    assert (first["hits"], first["misses"]) == (0, 1) and (second["hits"], second["misses"]) == (1, 0)
+    assert second["sq"] == first["sq"]
+    assert list(cache.glob("numba/*/*.nbi")) and list(cache.glob("numba/*/*.nbc"))
+    assert not any(home.rglob("*")), sorted(home.rglob("*"))
+    assert set(src_cache.glob("*.nb*")) == before

@@ -30,16 +30,13 @@ on its row mean first, so the distances it derives from the Gram matrix, ``|a'|�
 to ≤ 1e-6 relative for displacements 1e-4 of the weights).
 
 Speed. The pass is bound by one elementwise sweep over ``P · n`` values (``P`` pairs, ``n`` columns).
-On the CPU the ``numpy`` backend runs a small fused C loop (:data:`_NATIVE_SRC`): each column tile of the
-block (≈ 2 MiB) is promoted to float64 once, then one SIMD pass per pair computes all four sums in
-registers, four pairs that share ``b`` at a time. It is compiled once with the system C compiler and
-cached under ``$TRAJKIT_CACHE_DIR`` (default ``~/.cache/trajkit``, keyed by source, flags and CPU
-features; a self-check against numpy gates its use); two threads split each block's columns, and a reader
-thread fetches the next column block while the current one is computed (double buffering), so reading
-and computing overlap. On 2 cores it sustains ≈ 5·10⁹ pair-elements/s, so 16 waiting times × all later
-snapshots of a T = 512, N = 10⁶ archive (6,214 pairs) take about as long as one plain read of the array.
-Without a C compiler, or with ``TRAJKIT_NATIVE=0``, it falls back to tiled numpy (same answers, ≈ 9×
-slower; see :func:`native_available`).
+On the CPU the ``numpy`` backend runs one fused loop compiled by numba (:func:`_pair_tiles`; no C compiler
+is needed on the user's machine): each column tile of the block (≈ 2 MiB) is promoted to float64 once,
+then one SIMD pass per pair computes all four sums in registers, four pairs that share ``b`` at a time.
+numba compiles it on first use (≈ 1–2 s) into its on-disk cache under :func:`cache_dir` ``/numba``
+(``$TRAJKIT_CACHE_DIR``, default ``~/.cache/trajkit``), which later processes load in milliseconds. Two
+threads split each block's columns (the loop releases the GIL), and a reader thread fetches the next column
+block while the current one is computed (double buffering), so reading and computing overlap.
 
 Memory. Rows are read only for the snapshots that some pair involves, in column blocks sized so that the
 blocks in flight (two float32 read buffers, the selected copy, the float64 copy where a backend makes
@@ -47,21 +44,15 @@ one) and the pair workspace stay within ``block_bytes`` whatever ``T·N`` is. Wo
 per-block tasks, :func:`pair_sums_block` and :func:`gram_block`, that take an archive (or its path) and
 a column range and return partial sums, so a Dask cluster can run them unchanged and add the partials.
 
-Backends: ``numpy`` (CPU: the native loop, or float64 numpy tiles sized for the CPU cache) and ``torch``
+Backends: ``numpy`` (CPU: the compiled loop on numpy arrays) and ``torch``
 (the same computation on ``device``, CUDA when available; falls back to CPU). ``backend="auto"`` picks
 torch on CUDA and numpy otherwise. Both give the same answers (to float64 rounding; ``theta`` exactly).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,188 +65,145 @@ from trajkit.errors import AnalysisError
 
 SUMS = ("dot", "sq", "quart", "theta")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
-_TILE_ELEMS = 1 << 16          # float64 elements per numpy-fallback tile (512 KiB): stays in L2
-_TILE_COLS = 4096              # columns per numpy-fallback tile
-_NATIVE_TILE_BYTES = 1 << 21   # native loop: float32 bytes of one column tile over all rows (fits L2)
+_TILE_BYTES = 1 << 21          # compiled loop: bytes of one float64 column tile over all rows (fits L2)
 
 
-# -- native loop --------------------------------------------------------------------------------------------
+# -- compiled loop (numba) ----------------------------------------------------------------------------------
 
-_NATIVE_SRC = r"""
-/* trajkit pair kernels: fused float64 pair sums over a float32 block (see trajkit.analysis.kernels). */
-#include <stdint.h>
-#include <math.h>
-
-#define TK_BODY(j) { double x = a##j[i]; double d = y - x, d2 = d * d;                               \
-    dt##j += x * y; s##j += d2; q##j += d2 * d2; k##j += (fabs(d) < e##j) ? 1.0 : 0.0; }
-#define TK_STORE(j) { double *o = acc + 4 * (p + j); o[0] += dt##j; o[1] += s##j; o[2] += q##j; o[3] += k##j; }
-
-/* X: float32 block, row r (0 <= r < R) at X + r*ldx. Columns [c0, c1) are visited in tiles of `tile`
-   columns; each tile is first promoted to float64 into `work` (R*tile doubles, 64-byte aligned), adding
-   each row's sum of squares to nrm[r]. For pair p (rows la[p], lb[p]) it adds to acc[4p .. 4p+3]:
-   sum a*b, sum d^2, sum d^4, count |d| < eps[p], with d = b - a exact in float64. Pairs sorted by lb:
-   four consecutive pairs sharing b run together, so b is loaded once for four anchors. */
-void tk_pair_sums(const float *X, int64_t ldx, int64_t R, int64_t P, const int64_t *la,
-                  const int64_t *lb, const double *eps, int64_t c0, int64_t c1, int64_t tile,
-                  double *work, double *acc, double *nrm) {
-    for (int64_t t0 = c0; t0 < c1; t0 += tile) {
-        const int64_t w = (t0 + tile < c1 ? t0 + tile : c1) - t0;
-        for (int64_t r = 0; r < R; r++) {
-            const float *x = X + r * ldx + t0;
-            double *y = work + r * tile, s = 0.0;
-            #pragma omp simd reduction(+:s)
-            for (int64_t i = 0; i < w; i++) {
-                double v = (double)x[i];
-                y[i] = v;
-                s += v * v;
-            }
-            nrm[r] += s;
-        }
-        int64_t p = 0;
-        while (p < P) {
-            const double *b = work + lb[p] * tile;
-            if (p + 4 <= P && lb[p + 3] == lb[p]) {
-                const double *a0 = work + la[p] * tile, *a1 = work + la[p + 1] * tile;
-                const double *a2 = work + la[p + 2] * tile, *a3 = work + la[p + 3] * tile;
-                const double e0 = eps[p], e1 = eps[p + 1], e2 = eps[p + 2], e3 = eps[p + 3];
-                double dt0 = 0, s0 = 0, q0 = 0, k0 = 0, dt1 = 0, s1 = 0, q1 = 0, k1 = 0;
-                double dt2 = 0, s2 = 0, q2 = 0, k2 = 0, dt3 = 0, s3 = 0, q3 = 0, k3 = 0;
-                #pragma omp simd reduction(+:dt0, s0, q0, k0, dt1, s1, q1, k1, dt2, s2, q2, k2, dt3, s3, q3, k3)
-                for (int64_t i = 0; i < w; i++) {
-                    const double y = b[i];
-                    TK_BODY(0) TK_BODY(1) TK_BODY(2) TK_BODY(3)
-                }
-                TK_STORE(0) TK_STORE(1) TK_STORE(2) TK_STORE(3)
-                p += 4;
-            } else {
-                const double *a0 = work + la[p] * tile, e0 = eps[p];
-                double dt0 = 0, s0 = 0, q0 = 0, k0 = 0;
-                #pragma omp simd reduction(+:dt0, s0, q0, k0)
-                for (int64_t i = 0; i < w; i++) {
-                    const double y = b[i];
-                    TK_BODY(0)
-                }
-                TK_STORE(0)
-                p += 1;
-            }
-        }
-    }
-}
-"""
-
-# Tried in order; the first that compiles, loads and passes the self-check is used. 512-bit vectors
-# measured ≈ 20–30 % faster than gcc's default 256-bit ones on this AVX-512 machine.
-_NATIVE_FLAGS = (
-    ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp-simd"),
-    ("-O3", "-march=native", "-fopenmp-simd"),
-    ("-O3", "-fopenmp-simd"),
-    ("-O3",),
-)
-
-
-def _cpu_tag() -> str:
-    """Machine and CPU feature line: part of the cache key, since ``-march=native`` code is CPU-specific."""
-    tag = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return tag + line
-    except OSError:
-        pass
-    return tag + platform.processor()
-
-
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """trajkit's user cache: ``$TRAJKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/trajkit``, else ``~/.cache/trajkit``."""
     env = os.environ.get("TRAJKIT_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trajkit"
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        if os.access(base, os.W_OK):
-            return base
-    except OSError:
-        pass
-    return Path(tempfile.mkdtemp(prefix="trajkit-native-"))
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trajkit"
 
 
-def _compile(cc: str, flags: Sequence[str], target: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src, out = Path(tmp) / "pair_kernels.c", Path(tmp) / "pair_kernels.so"
-        src.write_text(_NATIVE_SRC)
-        subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", str(out), str(src)], check=True,
-                       capture_output=True, timeout=120)
-        os.replace(out, target)                 # atomic: concurrent builders never see a partial file
+def _pair_tiles(X, la, lb, eps, c0, c1, tile, work, acc, nrm):
+    """Columns ``[c0, c1)`` of the float32 block ``X [R, n]`` into ``acc [P, 4]`` (Σa·b, Σd², Σd⁴,
+    #{|d| < ε}) and ``nrm [R]`` (Σx²), for pairs ``(la[p], lb[p])`` sorted by ``lb`` with cutoffs ``eps``.
+
+    Each tile of ``tile`` columns is promoted to float64 once into ``work [R, tile]``; four consecutive
+    pairs sharing ``b`` run in one pass (``b`` loaded once for four anchors), the rest one by one.
+    """
+    R = X.shape[0]
+    P = la.shape[0]
+    for t0 in range(c0, c1, tile):
+        w = min(t0 + tile, c1) - t0
+        for r in range(R):
+            x = X[r, t0:t0 + w]
+            y = work[r]
+            s = 0.0
+            for i in range(w):
+                v = np.float64(x[i])
+                y[i] = v
+                s += v * v
+            nrm[r] += s
+        p = 0
+        while p < P:
+            b = work[lb[p]]
+            if p + 4 <= P and lb[p + 3] == lb[p]:
+                a0, a1, a2, a3 = work[la[p]], work[la[p + 1]], work[la[p + 2]], work[la[p + 3]]
+                e0, e1, e2, e3 = eps[p], eps[p + 1], eps[p + 2], eps[p + 3]
+                dt0 = s0 = q0 = k0 = dt1 = s1 = q1 = k1 = 0.0
+                dt2 = s2 = q2 = k2 = dt3 = s3 = q3 = k3 = 0.0
+                for i in range(w):
+                    yb = b[i]
+                    x0, x1, x2, x3 = a0[i], a1[i], a2[i], a3[i]
+                    d0, d1, d2, d3 = yb - x0, yb - x1, yb - x2, yb - x3
+                    f0, f1, f2, f3 = d0 * d0, d1 * d1, d2 * d2, d3 * d3
+                    dt0 += x0 * yb
+                    dt1 += x1 * yb
+                    dt2 += x2 * yb
+                    dt3 += x3 * yb
+                    s0 += f0
+                    s1 += f1
+                    s2 += f2
+                    s3 += f3
+                    q0 += f0 * f0
+                    q1 += f1 * f1
+                    q2 += f2 * f2
+                    q3 += f3 * f3
+                    k0 += 1.0 if abs(d0) < e0 else 0.0
+                    k1 += 1.0 if abs(d1) < e1 else 0.0
+                    k2 += 1.0 if abs(d2) < e2 else 0.0
+                    k3 += 1.0 if abs(d3) < e3 else 0.0
+                acc[p, 0] += dt0
+                acc[p, 1] += s0
+                acc[p, 2] += q0
+                acc[p, 3] += k0
+                acc[p + 1, 0] += dt1
+                acc[p + 1, 1] += s1
+                acc[p + 1, 2] += q1
+                acc[p + 1, 3] += k1
+                acc[p + 2, 0] += dt2
+                acc[p + 2, 1] += s2
+                acc[p + 2, 2] += q2
+                acc[p + 2, 3] += k2
+                acc[p + 3, 0] += dt3
+                acc[p + 3, 1] += s3
+                acc[p + 3, 2] += q3
+                acc[p + 3, 3] += k3
+                p += 4
+            else:
+                a0 = work[la[p]]
+                e0 = eps[p]
+                dt0 = s0 = q0 = k0 = 0.0
+                for i in range(w):
+                    yb = b[i]
+                    x0 = a0[i]
+                    d0 = yb - x0
+                    f0 = d0 * d0
+                    dt0 += x0 * yb
+                    s0 += f0
+                    q0 += f0 * f0
+                    k0 += 1.0 if abs(d0) < e0 else 0.0
+                acc[p, 0] += dt0
+                acc[p, 1] += s0
+                acc[p, 2] += q0
+                acc[p, 3] += k0
+                p += 1
 
 
-def _bind(lib: Any) -> Any:
-    p, i = ctypes.c_void_p, ctypes.c_int64
-    lib.tk_pair_sums.argtypes = [p, i, i, i, p, p, p, i, i, i, p, p, p]
-    lib.tk_pair_sums.restype = None
-    return lib
-
-
-def _aligned_work(n: int) -> np.ndarray:
-    """float64 workspace of ``n`` elements starting on a 64-byte boundary."""
-    raw = np.empty(n + 8)
-    off = (-raw.ctypes.data % 64) // 8
-    return raw[off:off + n]
-
-
-def _native_call(lib: Any, X32: np.ndarray, la: np.ndarray, lb: np.ndarray, eps: np.ndarray, c0: int, c1: int,
-                 tile: int, acc: np.ndarray, nrm: np.ndarray) -> None:
-    """Columns ``[c0, c1)`` of the float32 block ``X32`` (unit column stride) into ``acc [P, 4]`` (dot, sq,
-    quart, theta) and ``nrm [R]``; ``la``, ``lb`` int64 and ``eps`` float64 contiguous, sorted by ``lb``."""
-    R = X32.shape[0]
-    work = _aligned_work(R * tile)
-    lib.tk_pair_sums(X32.ctypes.data, X32.strides[0] // 4, R, la.size, la.ctypes.data, lb.ctypes.data,
-                     eps.ctypes.data, c0, c1, tile, work.ctypes.data, acc.ctypes.data, nrm.ctypes.data)
-
-
-def _self_check(lib: Any) -> bool:
-    """The compiled loop against numpy float64 on a small block (guards against a miscompile)."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((5, 203)).astype(np.float32)
-    X[3] = X[1] + np.float32(1e-4) * rng.standard_normal(203).astype(np.float32)
-    lb, la = (np.ascontiguousarray(v, dtype=np.int64) for v in np.divmod(np.arange(25), 5))
-    la, lb = np.concatenate([la, [2, 0]]), np.concatenate([lb, [4, 4]])      # runs of 4 and of 1 share b
-    eps = rng.uniform(0.2, 1.0, la.size)
-    acc, nrm = np.zeros((la.size, 4)), np.zeros(5)
-    _native_call(lib, X, la, lb, eps, 0, 203, 64, acc, nrm)
-    A, B = X[la].astype(np.float64), X[lb].astype(np.float64)
-    D = B - A
-    ref = np.stack([(A * B).sum(1), (D * D).sum(1), (D**4).sum(1), (np.abs(D) < eps[:, None]).sum(1)], 1)
-    x64 = X.astype(np.float64)
-    return (np.allclose(acc, ref, rtol=1e-12, atol=0) and np.array_equal(acc[:, 3], ref[:, 3])
-            and np.allclose(nrm, (x64 * x64).sum(1), rtol=1e-12, atol=0))
+#: LLVM may reorder the float64 sums (SIMD lanes) and fuse ``d·d + s`` into one FMA; no ``nnan``/``ninf``,
+#: so NaN and inf propagate to the sums exactly as in numpy (the analyses detect diverged runs by them).
+_FASTMATH = frozenset({"reassoc", "contract"})
+#: One eager signature (C-contiguous arrays), so a process compiles or loads exactly one specialisation.
+_SIGNATURE = ("void(float32[:, ::1], int64[::1], int64[::1], float64[::1], int64, int64, int64, "
+              "float64[:, ::1], float64[:, ::1], float64[::1])")
 
 
 @functools.cache
-def _native() -> Any:
-    """The compiled pair loop (a ctypes library), or None when disabled or no C compiler works."""
-    if os.environ.get("TRAJKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        return None
-    cache = _cache_dir()
-    for flags in _NATIVE_FLAGS:
-        key = hashlib.sha256("\0".join([_NATIVE_SRC, cc, *flags, _cpu_tag()]).encode()).hexdigest()[:20]
-        target = cache / f"pair_kernels-{key}.so"
-        try:
-            if not target.exists():
-                _compile(cc, flags, target)
-            lib = _bind(ctypes.CDLL(str(target)))
-        except (OSError, subprocess.SubprocessError, AttributeError):
-            continue
-        if _self_check(lib):
-            return lib
-    return None
+def _compiled() -> Any:
+    """The numba-compiled :func:`_pair_tiles` (``nogil``: the column threads run in parallel).
+
+    Compiled on first use (≈ 1–2 s) and cached under :func:`cache_dir` ``/numba`` (numba's on-disk cache,
+    keyed by source and CPU), so later processes load it in milliseconds; nothing is written elsewhere
+    (when that directory is not writable, the loop is compiled in memory each process instead).
+    """
+    import numba
+
+    target = cache_dir() / "numba"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        writable = os.access(target, os.W_OK)
+    except OSError:
+        writable = False
+    previous = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = str(target) if writable else ""
+    try:
+        return numba.njit(_SIGNATURE, nogil=True, cache=writable, fastmath=set(_FASTMATH),
+                          boundscheck=False)(_pair_tiles)
+    finally:
+        numba.config.CACHE_DIR = previous
 
 
-def native_available() -> bool:
-    """True when the fused C pair loop is compiled and in use for the ``numpy`` backend (first call may
-    compile it, ≈ 0.3 s once per machine; ``TRAJKIT_NATIVE=0`` disables it)."""
-    return _native() is not None
+def compiled_loop() -> str:
+    """What runs the CPU pair loop: ``"numba <version>"`` (compiling it on the first call of a process
+    without a cached build, ≈ 1–2 s; no C compiler is involved)."""
+    import numba
+
+    _compiled()
+    return f"numba {numba.__version__}"
 
 
 def resolve_device(device: str | None) -> str:
@@ -343,12 +291,13 @@ def _layer_ranges(archive: Any) -> tuple[list[int], list[tuple[int, int]]]:
 
 
 def _read_block(archive: Any, rows: np.ndarray, block: Block, buf: np.ndarray | None = None) -> np.ndarray:
-    """float32 ``[R, n_cols]`` of the block (only ``rows`` are read)."""
+    """float32 ``[R, n_cols]`` of the block, C-contiguous (only ``rows`` are read); ``buf`` is an optional
+    flat float32 buffer of at least ``R · (stop − start)`` elements to read into."""
     width = block.stop - block.start
-    if buf is None or buf.shape[1] < width or buf.shape[0] != rows.size:
+    if buf is None or buf.size < rows.size * width:
         raw = archive.params.read_rows(rows, block.start, block.stop)
     else:
-        raw = archive.params.read_rows(rows, block.start, block.stop, out=buf[:, :width])
+        raw = archive.params.read_rows(rows, block.start, block.stop, out=buf[:rows.size * width].reshape(-1, width))
     return raw if block.sel is None else raw[:, block.sel]
 
 
@@ -402,20 +351,28 @@ def _zero_acc(want: set[str], P: int) -> dict[str, np.ndarray]:
     return {k: np.zeros(P) for k in (*SUMS, "norm_a", "norm_b") if k in want}
 
 
-def _native_tile(n_rows: int, block_bytes: int | None = None, threads: int = 1) -> int:
-    """Columns per native tile: the float64 tile of all rows ≈ :data:`_NATIVE_TILE_BYTES` (cache), and the
-    tiles of all threads at most a quarter of ``block_bytes``."""
-    t = min(4096, max(256, _NATIVE_TILE_BYTES // (8 * max(n_rows, 1))))
+def _tile_cols(n_rows: int, block_bytes: int | None = None, threads: int = 1) -> int:
+    """Columns per tile of the compiled loop: the float64 tile of all rows ≈ :data:`_TILE_BYTES` (cache),
+    and the tiles of all threads at most a quarter of ``block_bytes``."""
+    t = min(4096, max(256, _TILE_BYTES // (8 * max(n_rows, 1))))
     if block_bytes is not None:
         t = min(t, block_bytes // (32 * threads * max(n_rows, 1)))
     return max(8, t // 8 * 8)
 
 
-def _block_native(lib: Any, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
-                  threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
-    """The fused C loop over the float32 block ``X32 [R, n]``; ``threads`` threads split the columns."""
-    if X32.strides[1] != 4 or X32.strides[0] % 4:
-        X32 = np.ascontiguousarray(X32)
+def _aligned_work(rows: int, cols: int) -> np.ndarray:
+    """float64 workspace ``[rows, cols]`` starting on a 64-byte boundary (whole cache lines per SIMD load)."""
+    raw = np.empty(rows * cols + 8)
+    off = (-raw.ctypes.data % 64) // 8
+    return raw[off:off + rows * cols].reshape(rows, cols)
+
+
+def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
+                 threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
+    """CPU partial sums of the float32 block ``X32 [R, n]`` by the compiled loop; ``threads`` threads split
+    the columns (the loop releases the GIL)."""
+    loop = _compiled()
+    X32 = np.ascontiguousarray(X32, dtype=np.float32)
     R, n = X32.shape
     P = plan.la.size
     o = plan.order_b
@@ -423,12 +380,12 @@ def _block_native(lib: Any, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | 
     oe = np.zeros(P) if eps is None else np.ascontiguousarray(np.asarray(eps, np.float64)[o])
     parts = max(1, min(threads, n // 2048))
     edges = np.linspace(0, n, parts + 1).astype(np.int64)
-    tile = tile or _native_tile(R)
+    tile = tile or _tile_cols(R)
     accs = [np.zeros((P, 4)) for _ in range(parts)]
     nrms = [np.zeros(R) for _ in range(parts)]
 
     def run(k: int) -> None:
-        _native_call(lib, X32, oa, ob, oe, int(edges[k]), int(edges[k + 1]), tile, accs[k], nrms[k])
+        loop(X32, oa, ob, oe, int(edges[k]), int(edges[k + 1]), tile, _aligned_work(R, tile), accs[k], nrms[k])
 
     if parts == 1:
         run(0)
@@ -443,79 +400,6 @@ def _block_native(lib: Any, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | 
             out[k][o] = acc[:, j]
     out["norm_a"], out["norm_b"] = nrm[plan.la], nrm[plan.lb]
     return out
-
-
-def _tiles_numpy(X: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
-                 c0: int, c1: int) -> dict[str, np.ndarray]:
-    """Partial sums over columns ``[c0, c1)`` of the float64 block ``X [R, n]`` (one thread's share).
-
-    Works on tiles of at most :data:`_TILE_ELEMS` elements (``rows × _TILE_COLS``) so the temporaries stay
-    in cache; the workspace is ``_TILE_ELEMS · 17`` bytes whatever the block size.
-    """
-    P = plan.la.size
-    acc = _zero_acc(want & {"sq", "quart", "theta"}, P)
-    tile = min(_TILE_COLS, max(c1 - c0, 1))
-    gmax = max(1, _TILE_ELEMS // tile)
-    D = np.empty((gmax, tile))
-    D2 = np.empty((gmax, tile))
-    mask = np.empty((gmax, tile), dtype=bool)
-    for t0 in range(c0, c1, tile):
-        t1 = min(t0 + tile, c1)
-        w = t1 - t0
-        for a, idx, b in plan.groups:
-            xa = X[a, t0:t1]
-            nb = (b.stop - b.start) if isinstance(b, slice) else b.size
-            for g0 in range(0, nb, gmax):
-                g1 = min(g0 + gmax, nb)
-                n = g1 - g0
-                xb = X[b.start + g0:b.start + g1, t0:t1] if isinstance(b, slice) else X[b[g0:g1], t0:t1]
-                d, d2 = D[:n, :w], D2[:n, :w]
-                np.subtract(xb, xa, out=d)
-                pid = idx[g0:g1]
-                if "theta" in acc:
-                    m = mask[:n, :w]
-                    np.less(np.abs(d, out=d2), eps[pid, None], out=m)
-                    acc["theta"][pid] += np.count_nonzero(m, axis=1)
-                np.multiply(d, d, out=d2)
-                if "sq" in acc:
-                    acc["sq"][pid] += np.einsum("ij->i", d2)
-                if "quart" in acc:
-                    acc["quart"][pid] += np.einsum("ij,ij->i", d2, d2)
-    return acc
-
-
-def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
-                 threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
-    """CPU partial sums of one float32 block: the native loop when available, else float64 numpy tiles."""
-    lib = _native()
-    if lib is not None:
-        return _block_native(lib, X32, plan, eps, want, threads, tile)
-    X = X32.astype(np.float64)
-    P = plan.la.size
-    acc = _zero_acc(want, P)
-    if want & {"dot", "norm_a", "norm_b"}:
-        ua = np.unique(plan.la)
-        G = X @ X[ua].T                     # [R, Ka]; this orientation is ≈ 10× faster in OpenBLAS
-        pos = np.searchsorted(ua, plan.la)
-        if "dot" in acc:
-            acc["dot"] += G[plan.lb, pos]
-        nrm = np.einsum("ij,ij->i", X, X)
-        acc["norm_a"] += nrm[plan.la]
-        acc["norm_b"] += nrm[plan.lb]
-    if want & {"sq", "quart", "theta"}:
-        n = X.shape[1]
-        parts = max(1, min(threads, n // 4096))
-        edges = np.linspace(0, n, parts + 1).astype(int)
-        if parts == 1:
-            results = [_tiles_numpy(X, plan, eps, want, 0, n)]
-        else:
-            with ThreadPoolExecutor(parts) as ex:
-                results = list(ex.map(lambda k: _tiles_numpy(X, plan, eps, want, edges[k], edges[k + 1]),
-                                      range(parts)))
-        for r in results:
-            for k, v in r.items():
-                acc[k] += v
-    return acc
 
 
 def _block_torch(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
@@ -629,9 +513,8 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     plan = _pair_plan(pairs) if P else None
     R = plan.rows.size if plan else 0
     threads = threads or min(2, os.cpu_count() or 1)
-    native = be == "numpy" and _native() is not None
-    block_cols = _block_cols(block_bytes, R, threads, P, native=native, selection=c is not None)
-    tile = _native_tile(R, block_bytes, threads) if native else None
+    block_cols = _block_cols(block_bytes, R, threads, P, selection=c is not None, float64_copy=be == "torch")
+    tile = _tile_cols(R, block_bytes, threads) if be == "numpy" else None
     blocks = plan_blocks(archive.n_params, block_cols, c, ranges)
     L = len(layer_ids)
     want = set(sums) | {"norm_a", "norm_b"}
@@ -640,7 +523,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     if P:
         eps = None if "theta" not in sums else np.broadcast_to(np.asarray(epsilon, np.float64), (P,))
         width = max((b.stop - b.start) for b in blocks) if blocks else 0
-        bufs = [np.empty((R, width), dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
+        bufs = [np.empty(R * width, dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
         for blk, X32 in _progress(_read_ahead(archive, plan.rows, blocks, bufs), progress, "pair sums",
                                   len(blocks)):
             part = _block_sums(be, X32, plan, eps, want, device, threads, tile)
@@ -660,14 +543,14 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     return out
 
 
-def _block_cols(block_bytes: int, n_rows: int, threads: int, n_pairs: int = 0, native: bool = False,
-                selection: bool = False) -> int:
+def _block_cols(block_bytes: int, n_rows: int, threads: int, n_pairs: int = 0, selection: bool = False,
+                float64_copy: bool = False) -> int:
     """Columns per block so that what is in flight fits ``block_bytes``: two float32 read buffers (8 B per
-    row and column), the selected copy (4 B) with a selection, the float64 copy (8 B) unless the native
-    loop runs, after a fixed part: 1 MiB, and per thread the pair accumulators and the tile workspace
-    (native: a float64 tile of all rows; numpy: ``_TILE_ELEMS · 17`` B)."""
-    per_col = n_rows * (8 + (4 if selection else 0) + (0 if native else 8))
-    work = 8 * n_rows * _native_tile(n_rows, block_bytes, threads) if native else _TILE_ELEMS * 17
+    row and column), the selected copy (4 B) with a selection, a float64 copy (8 B; the torch backend),
+    after a fixed part: 1 MiB, and per thread the pair accumulators and the compiled loop's float64 tile
+    of all rows."""
+    per_col = n_rows * (8 + (4 if selection else 0) + (8 if float64_copy else 0))
+    work = 8 * n_rows * _tile_cols(n_rows, block_bytes, threads)
     fixed = 2**20 + threads * (48 * n_pairs + 8 * n_rows + work)
     return max(256, (block_bytes - fixed) // max(1, per_col))
 

@@ -85,6 +85,8 @@ class Params:
         self.chunk_cols = int(meta["chunk_grid"]["configuration"]["chunk_shape"][1])
         raw = archive._local is not None and [c["name"] for c in meta["codecs"]] == ["bytes"]
         self._raw_dir = archive._local / fmt.PARAMS if raw else None
+        # chunk paths as plain strings: a pathlib join per chunk would be slower and intern every part
+        self._raw_prefix = os.path.join(str(self._raw_dir), "") if raw else ""
         self._sep = fmt.key_separator(meta)
 
     @property
@@ -145,7 +147,7 @@ class Params:
             j0, j1 = start // cc, (stop - 1) // cc
             for j in range(j0, j1 + 1):
                 lo, hi = max(start, j * cc), min(stop, (j + 1) * cc)
-                path = fmt.params_chunk_path(self._raw_dir, int(r), j, self._sep)
+                path = self._raw_prefix + fmt.params_chunk_key(int(r), j, self._sep)
                 try:
                     with open(path, "rb", buffering=0) as f:
                         f.seek((lo - j * cc) * 4)
