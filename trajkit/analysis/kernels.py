@@ -61,11 +61,13 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive.layout import Selection
 from trajkit.errors import AnalysisError
 
 SUMS = ("dot", "sq", "quart", "theta")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
 _TILE_BYTES = 1 << 21          # compiled loop: bytes of one float64 column tile over all rows (fits L2)
+_GATHER_PARTS = 16             # a block of more selected ranges than this is gathered by one index array
 
 
 # -- compiled loop (numba) ----------------------------------------------------------------------------------
@@ -232,55 +234,73 @@ def _open(source: Any) -> Any:
 
 @dataclass(frozen=True)
 class Block:
-    """Columns ``[start, stop)`` of the archive, of which ``sel`` (local indices; all when None) are used."""
+    """Columns ``[start, stop)`` of the archive, of which the local ranges ``parts`` ``((a, b), ...)``
+    (relative to ``start``) are used; all of them when ``parts`` is None."""
 
     start: int
     stop: int
-    sel: np.ndarray | None
+    parts: tuple[tuple[int, int], ...] | None
     layer: int
 
     @property
     def n_cols(self) -> int:
-        return self.stop - self.start if self.sel is None else int(self.sel.size)
+        return self.stop - self.start if self.parts is None else sum(b - a for a, b in self.parts)
 
 
-def plan_blocks(n_params: int, block_cols: int, cols: np.ndarray | None = None,
+def plan_blocks(n_params: int, block_cols: int, cols: Any = None,
                 layer_ranges: Sequence[tuple[int, int]] | None = None) -> list[Block]:
     """Column blocks of at most ``block_cols`` columns, never straddling a layer range.
 
-    ``cols`` (sorted unique int64) restricts to a selection: each block reads the span from its first to
-    its last selected column and uses ``sel`` inside it. ``layer_ranges`` is ``[(lo, hi), ...]`` per layer
-    (index = position); without it everything is layer 0.
+    ``cols`` (a :class:`~trajkit.archive.Selection`, an int index array, or None for all) restricts to a
+    selection: its ranges are packed in order into blocks whose span (first to last selected column) is
+    at most ``block_cols``; a block reads its span and keeps ``parts``. ``layer_ranges`` is
+    ``[(lo, hi), ...]`` per layer (index = position); without it everything is layer 0.
     """
     block_cols = max(1, int(block_cols))
-    ranges = list(layer_ranges) if layer_ranges else [(0, n_params)]
+    sel = _as_selection(cols, n_params)
     out: list[Block] = []
-    for li, (lo, hi) in enumerate(ranges):
-        if cols is None:
-            for s in range(lo, hi, block_cols):
-                out.append(Block(s, min(s + block_cols, hi), None, li))
-            continue
-        c = cols[(cols >= lo) & (cols < hi)]
-        i = 0
-        while i < c.size:
-            start = int(c[i])
-            j = int(np.searchsorted(c, start + block_cols))
-            stop = int(c[j - 1]) + 1
-            local = c[i:j] - start
-            out.append(Block(start, stop, None if local.size == stop - start else local, li))
-            i = j
+    for li, (lo, hi) in enumerate(list(layer_ranges) if layer_ranges else [(0, n_params)]):
+        parts: list[tuple[int, int]] = []
+        for a, b in ([(lo, hi)] if sel is None else sel.within(lo, hi)):
+            while a < b:
+                if parts and a >= parts[0][0] + block_cols:
+                    out.append(_block(parts, li))
+                    parts = []
+                e = min(b, (parts[0][0] if parts else a) + block_cols)
+                parts.append((a, e))
+                a = e
+                if a < b:                       # the range goes on past this block's span
+                    out.append(_block(parts, li))
+                    parts = []
+        if parts:
+            out.append(_block(parts, li))
     return out
 
 
-def _check_cols(cols: Any, n_params: int) -> np.ndarray | None:
+def _block(parts: list[tuple[int, int]], layer: int) -> Block:
+    """The block spanning the absolute ranges ``parts`` (sorted, disjoint)."""
+    start, stop = parts[0][0], parts[-1][1]
+    local = None if len(parts) == 1 else tuple((a - start, b - start) for a, b in parts)
+    return Block(start, stop, local, layer)
+
+
+def _as_selection(cols: Any, n_params: int) -> Selection | None:
+    """``cols`` as a :class:`Selection` (an int array is converted: sorted, duplicates dropped), or None
+    for every column; an :class:`AnalysisError` for an empty one or one outside ``0..n_params-1``."""
     if cols is None:
         return None
-    c = np.unique(np.asarray(cols, dtype=np.int64))
-    if c.size == 0:
+    if isinstance(cols, Selection):
+        if cols.n_params != n_params:
+            raise AnalysisError(f"column selection is over {cols.n_params} parameters, the archive has {n_params}")
+        sel = cols
+    else:
+        idx = np.asarray(cols, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_params):
+            raise AnalysisError(f"column selection has indices outside 0..{n_params - 1}")
+        sel = Selection.from_indices(idx, n_params)
+    if sel.size == 0:
         raise AnalysisError("column selection is empty")
-    if c[0] < 0 or c[-1] >= n_params:
-        raise AnalysisError(f"column selection has indices outside 0..{n_params - 1}")
-    return None if c.size == n_params else c
+    return None if sel.is_all else sel
 
 
 def _layer_ranges(archive: Any) -> tuple[list[int], list[tuple[int, int]]]:
@@ -291,14 +311,23 @@ def _layer_ranges(archive: Any) -> tuple[list[int], list[tuple[int, int]]]:
 
 
 def _read_block(archive: Any, rows: np.ndarray, block: Block, buf: np.ndarray | None = None) -> np.ndarray:
-    """float32 ``[R, n_cols]`` of the block, C-contiguous (only ``rows`` are read); ``buf`` is an optional
-    flat float32 buffer of at least ``R · (stop − start)`` elements to read into."""
+    """float32 ``[R, n_cols]`` of the block's selected columns, C-contiguous (only ``rows`` are read);
+    ``buf`` is an optional flat float32 buffer of at least ``R · (stop − start)`` elements to read into."""
     width = block.stop - block.start
     if buf is None or buf.size < rows.size * width:
         raw = archive.params.read_rows(rows, block.start, block.stop)
     else:
         raw = archive.params.read_rows(rows, block.start, block.stop, out=buf[:rows.size * width].reshape(-1, width))
-    return raw if block.sel is None else raw[:, block.sel]
+    if block.parts is None:
+        return raw
+    if len(block.parts) > _GATHER_PARTS:
+        return raw[:, np.concatenate([np.arange(a, b) for a, b in block.parts])]
+    out = np.empty((rows.size, block.n_cols), dtype=np.float32)
+    off = 0
+    for a, b in block.parts:
+        out[:, off:off + b - a] = raw[:, a:b]
+        off += b - a
+    return out
 
 
 def _read_ahead(archive: Any, rows: np.ndarray, blocks: list[Block], bufs: list[np.ndarray]
@@ -480,8 +509,9 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
               threads: int | None = None) -> dict[str, np.ndarray]:
     """Sums over the selected columns for each pair of snapshot rows, in one pass over the data.
 
-    ``archive``: an Archive or its path. ``pairs``: int ``[P, 2]`` rows ``(a, b)``. ``cols``: sorted column
-    indices (``archive.select(spec)``) or None for all. ``epsilon``: scalar or ``[P]`` cutoff, required
+    ``archive``: an Archive or its path. ``pairs``: int ``[P, 2]`` rows ``(a, b)``. ``cols``: a
+    :class:`~trajkit.archive.Selection` (``archive.select(spec)``: its ranges' chunks are read directly),
+    an int index array (converted to ranges), or None for all. ``epsilon``: scalar or ``[P]`` cutoff, required
     for ``theta``. ``sums``: any of :data:`SUMS`. Returns float64 ``[P]`` arrays keyed by sum name plus
     ``norm_a``, ``norm_b``, ``n_cols`` (int); with ``per_layer`` also ``<name>_per_layer`` ``[P, L]``,
     ``layers`` ``[L]`` and ``n_cols_per_layer`` ``[L]``. Memory stays within about ``block_bytes``.
@@ -507,7 +537,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     be = _choose_backend(backend, device)
     if be == "numpy":
         device = "cpu"
-    c = _check_cols(cols, archive.n_params)
+    c = _as_selection(cols, archive.n_params)
     layer_ids, ranges = _layer_ranges(archive) if per_layer else ([0], None)
     P = pairs.shape[0]
     plan = _pair_plan(pairs) if P else None
@@ -565,6 +595,56 @@ def _progress(items: Any, progress: Any, desc: str, total: int) -> Any:
     return tqdm(items, desc=desc, unit="block", leave=False, total=total)
 
 
+# -- column blocks (the public streaming primitive) --------------------------------------------------------
+
+COLUMN_BLOCK_BYTES = 64 * 2**20
+
+
+def column_blocks(archive: Any, rows: Any = None, cols: Any = None, block: int | None = None,
+                  dtype: Any = np.float64, block_bytes: int = COLUMN_BLOCK_BYTES, progress: bool | Any = False
+                  ) -> Iterator[tuple[Selection, np.ndarray]]:
+    """Stream ``params[rows, cols]`` one block of columns at a time, in column order, in bounded memory.
+
+    For statistics that :func:`pair_sums` does not cover. ``archive``: an Archive or its path. ``rows``:
+    snapshot rows (int array, any order; all committed rows by default). ``cols``: a
+    :class:`~trajkit.archive.Selection` (``archive.select(spec)``), a selection spec string such as
+    ``"hidden"``, an int index array, or None for all. ``block``: columns per block (default: as many as
+    fit ``block_bytes`` ≈ 64 MiB with the read-ahead buffers). ``dtype``: ``np.float64`` (default; a new
+    array per block) or ``np.float32`` (the stored values, no copy: the array is a view of a read buffer
+    that the next block overwrites — copy what you keep).
+
+    Yields ``(columns, values)``: ``columns`` is the :class:`~trajkit.archive.Selection` of this block's
+    archive columns (``.ranges``, ``.size``, ``.indices()``), ``values`` the ``[len(rows), columns.size]``
+    array, ``values[i, j]`` = parameter ``columns.indices()[j]`` at snapshot ``rows[i]``. Blocks never
+    overlap and together cover the selection once, so a per-column statistic is filled by
+    ``out[offset:offset + values.shape[1]]`` with ``offset`` the running sum of the widths. A reader
+    thread fetches the next block while the caller works on the current one; memory is about
+    ``len(rows) · block · (8 + itemsize)`` bytes whatever ``T·N`` is.
+    """
+    archive = _open(archive)
+    rows = np.arange(archive.n_snapshots) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.size == 0:
+        raise AnalysisError(f"{archive.path}: column_blocks needs at least one row")
+    if rows.min() < 0 or rows.max() >= archive.n_snapshots:
+        raise AnalysisError(f"{archive.path}: rows must be in 0..{archive.n_snapshots - 1}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise AnalysisError(f"column_blocks dtype={dtype}; use float64 or float32 (the stored dtype)")
+    sel = archive.select(cols) if isinstance(cols, str) else _as_selection(cols, archive.n_params)
+    if block is None:
+        block = max(256, block_bytes // (rows.size * (8 + (8 if dtype == np.float64 else 0))))
+    if int(block) < 1:
+        raise AnalysisError(f"column_blocks block={block}; give a positive number of columns")
+    blocks = plan_blocks(archive.n_params, int(block), sel)
+    width = max(b.stop - b.start for b in blocks)
+    bufs = [np.empty(rows.size * width, dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
+    n = archive.n_params
+    for blk, X32 in _progress(_read_ahead(archive, rows, blocks, bufs), progress, "column blocks", len(blocks)):
+        parts = [(0, blk.stop - blk.start)] if blk.parts is None else blk.parts
+        columns = Selection([(blk.start + a, blk.start + b) for a, b in parts], n)
+        yield columns, (X32.astype(np.float64) if dtype == np.float64 else X32)
+
+
 # -- Gram matrix --------------------------------------------------------------------------------------------
 
 def gram_block(source: Any, rows: np.ndarray, block: Block, backend: str = "numpy",
@@ -603,7 +683,7 @@ def gram(archive: Any, rows: Any = None, cols: Any = None, block_bytes: int = DE
         raise AnalysisError(f"{archive.path}: no rows to compute a Gram matrix over")
     device = resolve_device(device)
     be = _choose_backend(backend, device)
-    c = _check_cols(cols, archive.n_params)
+    c = _as_selection(cols, archive.n_params)
     R = rows.size
     block_cols = max(256, block_bytes // (12 * R))
     G = np.zeros((R, R))
