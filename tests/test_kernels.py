@@ -341,7 +341,7 @@ def test_numba_loop_is_what_runs():
 @pytest.mark.parametrize("which", ["tiny_disp", "big_disp"])
 def test_waiting_time_pairs(which, request):
     """Several waiting times × all later rows (runs of pairs sharing b, as the compiled loop groups them by
-    four, plus remainders), per-pair ε, many blocks: equal to the float64 reference."""
+    two, plus odd remainders), per-pair ε, many blocks: equal to the float64 reference."""
     X, arch = request.getfixturevalue(which)
     T = X.shape[0]
     pairs = np.array([(a, b) for a in (0, 1, 3, 7, 12) for b in range(a, T)])
