@@ -345,7 +345,7 @@ class _PairPlan:
     la: np.ndarray              # [P] local row of a
     lb: np.ndarray              # [P] local row of b
     order: np.ndarray           # [P] pair order sorted by (a, b): row a stays in cache across its pairs
-    order_b: np.ndarray         # [P] pair order sorted by (b, a): the native loop's order
+    order_b: np.ndarray         # [P] pair order sorted by (b, a): the compiled loop's order
     groups: list[tuple[int, np.ndarray, slice | np.ndarray]]   # (local a, pair idx, local b rows)
 
 
