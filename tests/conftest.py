@@ -40,3 +40,19 @@ def chorale_cache(tmp_path_factory):
         os.environ.pop("TRAJKIT_CACHE_DIR", None)
     else:
         os.environ["TRAJKIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory):
+    """Tests never write into the real user cache: ``$TRAJKIT_CACHE_DIR`` (numba's kernel cache, parsed
+    corpora) points at a session temp dir, inherited by the CLI subprocesses the tests start."""
+    import os
+
+    d = tmp_path_factory.mktemp("trajkit-cache")
+    old = os.environ.get("TRAJKIT_CACHE_DIR")
+    os.environ["TRAJKIT_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("TRAJKIT_CACHE_DIR", None)
+    else:
+        os.environ["TRAJKIT_CACHE_DIR"] = old

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import trajkit
 from trajkit.analysis import kernels
-from trajkit.archive.layout import layer_slices
+from trajkit.archive.layout import Selection, layer_slices
 from trajkit.errors import AnalysisError, ArchiveError
 from trajkit.testing import params_chunk
 
@@ -113,8 +115,9 @@ def test_selection_and_per_layer(tiny_disp, backend):
         assert _rel(got[k][nz], ref[k][nz]) <= 1e-6
     np.testing.assert_array_equal(got["theta"], ref["theta"])
     assert list(got["layers"]) == [0, 1, 2]
+    idx = cols.indices()
     for li, sl in layer_slices(LAYOUT).items():
-        lc = cols[(cols >= sl.start) & (cols < sl.stop)]
+        lc = idx[(idx >= sl.start) & (idx < sl.stop)]
         r = _reference(X, pairs, lc, 1e-5)
         assert got["n_cols_per_layer"][li] == lc.size
         nz = r["sq"] > 0
@@ -130,6 +133,105 @@ def test_sparse_selection_reads_spans(tiny_disp):
     got = kernels.pair_sums(arch, pairs, cols=cols, sums=("sq", "dot"), block_bytes=1)
     ref = _reference(X, pairs, cols, 1.0)
     assert _rel(got["sq"], ref["sq"]) <= 1e-6 and _rel(got["dot"], ref["dot"]) <= 1e-12
+
+
+# -- selections as ranges ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("spec", "ranges"), [
+    ("all", [(0, N)]), ("hidden", [(0, 940)]), ("weights", [(0, 600), (630, 930), (940, N)]),
+    ("biases", [(600, 630), (930, 940)]), ("layer:1", [(630, 940)]), ("*.bias", [(600, 630), (930, 940)]),
+    ("0.*+4.weight", [(0, 630), (940, N)]), ("layer:2+layer:0", [(0, 630), (940, N)]),
+])
+def test_selections_are_ranges(tiny_disp, spec, ranges):
+    """``select`` gives the tensors' ranges (merged where they touch), never an index array."""
+    _, arch = tiny_disp
+    sel = arch.select(spec)
+    assert type(sel) is Selection and not isinstance(sel, np.ndarray)
+    assert sel.ranges == ranges and sel.size == sum(b - a for a, b in ranges) == len(sel)
+    idx = np.concatenate([np.arange(a, b) for a, b in ranges])
+    np.testing.assert_array_equal(sel.indices(), idx)
+    np.testing.assert_array_equal(np.asarray(sel), idx)
+    assert list(sel) == idx.tolist()
+    assert Selection.from_indices(idx[::-1].repeat(2), N) == sel
+
+
+def test_pair_sums_and_reads_never_materialise_a_selection(tiny_disp, monkeypatch):
+    """A range selection goes through pair_sums, gram and ``params[:, sel]`` without building its indices."""
+    X, arch = tiny_disp
+    sel = arch.select("weights")
+
+    def refuse(self):
+        raise AssertionError("Selection.indices() called")
+
+    monkeypatch.setattr(Selection, "indices", refuse)
+    pairs = np.array([[0, 3], [2, 9], [5, 23]])
+    got = kernels.pair_sums(arch, pairs, cols=sel, epsilon=1e-5, block_bytes=16 * 1024)
+    dot, _ = kernels.gram(arch, rows=np.arange(4), cols=sel, block_bytes=16 * 1024)
+    block = arch.params[:, sel]
+    monkeypatch.undo()
+    idx = sel.indices()
+    ref = _reference(X, pairs, idx, 1e-5)
+    assert _rel(got["sq"], ref["sq"]) <= 1e-12 and _rel(got["dot"], ref["dot"]) <= 1e-12
+    np.testing.assert_array_equal(got["theta"], ref["theta"])
+    Y = X[:4][:, idx].astype(np.float64)
+    assert _rel(dot, Y @ Y.T) <= 1e-12
+    np.testing.assert_array_equal(block, X[:, idx])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_range_and_index_array_selections_agree(tiny_disp, backend):
+    """The same columns as a Selection, as its sorted index array, and as a shuffled array with duplicates
+    (the backward-compatible form) give the same sums, equal to the float64 reference."""
+    X, arch = tiny_disp
+    sel = arch.select("0.weight+2.bias+4.*")
+    idx = sel.indices()
+    messy = np.random.default_rng(1).permutation(np.concatenate([idx, idx[::7]]))
+    pairs = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [3, 17], [9, 9]])
+    runs = [kernels.pair_sums(arch, pairs, cols=c, epsilon=2e-5, backend=backend, block_bytes=8 * 1024,
+                              per_layer=True) for c in (sel, idx, messy, list(idx))]
+    ref = _reference(X, pairs, idx, 2e-5)
+    for got in runs:
+        assert got["n_cols"] == sel.size
+        nz = ref["sq"] > 0
+        for k in ("dot", "sq", "quart"):
+            assert _rel(got[k][nz if k != "dot" else slice(None)], ref[k][nz if k != "dot" else slice(None)]) <= 1e-12
+        np.testing.assert_array_equal(got["theta"], ref["theta"])
+        np.testing.assert_array_equal(got["n_cols_per_layer"], runs[0]["n_cols_per_layer"])
+        np.testing.assert_allclose(got["sq_per_layer"], runs[0]["sq_per_layer"], rtol=1e-13)
+
+
+def test_params_indexed_by_a_selection_equals_numpy(tiny_disp):
+    """``arch.params[rows, sel]`` equals numpy fancy indexing, for tensor selections, a scattered one read as
+    a span (more ranges than ``SPAN_READ_RANGES``), single rows and a selection of another archive refused."""
+    X, arch = tiny_disp
+    scattered = Selection.from_indices(np.random.default_rng(2).choice(N, 300, replace=False), N)
+    assert len(scattered.ranges) > arch.params.SPAN_READ_RANGES
+    for sel in (arch.select("all"), arch.select("hidden"), arch.select("biases+4.weight"), scattered,
+                Selection([(5, 6)], N)):
+        idx = sel.indices()
+        np.testing.assert_array_equal(arch.params[:, sel], X[:, idx])
+        np.testing.assert_array_equal(arch.params[[3, 1, 20], sel], X[[3, 1, 20]][:, idx])
+        np.testing.assert_array_equal(arch.params[7, sel], X[7, idx])
+        np.testing.assert_array_equal(arch.params[2:9:3, sel], X[2:9:3][:, idx])
+    with pytest.raises(ArchiveError, match="selection is over 10 parameters"):
+        arch.params[:, Selection([(0, 10)], 10)]
+
+
+def test_plan_blocks_pack_ranges(tiny_disp):
+    """Blocks span at most ``block_cols`` columns, keep to one layer, and together hold each selected
+    column exactly once, in order."""
+    _, arch = tiny_disp
+    sel = arch.select("weights")
+    layers = [(s.start, s.stop) for s in layer_slices(LAYOUT).values()]
+    for block_cols in (1, 7, 100, 650, 5000):
+        blocks = kernels.plan_blocks(N, block_cols, sel, layers)
+        got = np.concatenate([np.arange(b.start, b.stop) if b.parts is None else
+                              np.concatenate([np.arange(b.start + p, b.start + q) for p, q in b.parts])
+                              for b in blocks])
+        np.testing.assert_array_equal(got, sel.indices())
+        assert all(b.stop - b.start <= block_cols for b in blocks)
+        assert all(layers[b.layer][0] <= b.start and b.stop <= layers[b.layer][1] for b in blocks)
+        assert sum(b.n_cols for b in blocks) == sel.size
 
 
 def test_backends_agree(big_disp):
@@ -170,6 +272,7 @@ def test_memory_stays_within_block_budget(tmp_path):
     assert arch.params.nbytes >= 4 * 3 * 2**20
     pairs = np.stack([np.repeat([0, 4, 8], T), np.tile(np.arange(T), 3)], 1)
     budget = 3 * 2**20
+    kernels.pair_sums(arch, pairs[:2], epsilon=0.5, backend="numpy", block_bytes=budget)   # one-time set-up
     tracemalloc.start()
     try:
         out = kernels.pair_sums(arch, pairs, epsilon=0.5, backend="numpy", block_bytes=budget)
@@ -211,23 +314,34 @@ def test_block_tasks_sum_to_the_total(tiny_disp):
     np.testing.assert_allclose(sum(p["dot"] for p in parts), total["dot"], rtol=1e-13)
 
 
-# -- the native loop, its fallback, boundaries and the read-ahead --------------------------------------------
+# -- the compiled loop, with no C compiler on PATH; boundaries and the read-ahead ---------------------------
 
-@pytest.fixture(params=["native", "numpy-fallback"])
-def cpu_path(request, monkeypatch):
-    """Run a test through the compiled loop and through the pure-numpy fallback."""
-    if request.param == "native":
-        if not kernels.native_available():
-            pytest.skip("native loop unavailable (no working C compiler, or TRAJKIT_NATIVE=0): numpy fallback in use")
-    else:
-        monkeypatch.setattr(kernels, "_native", lambda: None)
-    return request.param
+_COMPILERS = ("cc", "gcc", "clang", "c99", "x86_64-linux-gnu-gcc")
+
+
+@pytest.fixture(autouse=True)
+def no_c_compiler(tmp_path_factory, monkeypatch):
+    """Every test of this module runs with no C compiler on PATH (an empty directory) and no ``$CC``: the
+    numba loop must not need one."""
+    monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("empty-path")))
+    monkeypatch.delenv("CC", raising=False)
+    assert all(shutil.which(c) is None for c in _COMPILERS)
+
+
+def test_numba_loop_is_what_runs():
+    """The CPU backend is the numba-compiled loop (one eager specialisation), not a numpy fallback."""
+    import numba
+
+    loop = kernels._compiled()
+    assert isinstance(loop, numba.core.registry.CPUDispatcher)
+    assert len(loop.signatures) == 1
+    assert kernels.compiled_loop() == f"numba {numba.__version__}"
 
 
 @pytest.mark.parametrize("which", ["tiny_disp", "big_disp"])
-def test_waiting_time_pairs_both_cpu_paths(which, cpu_path, request):
-    """Several waiting times × all later rows (runs of pairs sharing b, as the native loop groups them by
-    four, plus remainders), per-pair ε, many blocks: equal to the float64 reference."""
+def test_waiting_time_pairs(which, request):
+    """Several waiting times × all later rows (runs of pairs sharing b, as the compiled loop groups them by
+    two, plus odd remainders), per-pair ε, many blocks: equal to the float64 reference."""
     X, arch = request.getfixturevalue(which)
     T = X.shape[0]
     pairs = np.array([(a, b) for a in (0, 1, 3, 7, 12) for b in range(a, T)])
@@ -243,7 +357,7 @@ def test_waiting_time_pairs_both_cpu_paths(which, cpu_path, request):
     np.testing.assert_array_equal(got["theta"], ref["theta"])
 
 
-def test_theta_boundary_is_strict_and_exact(tmp_path, cpu_path):
+def test_theta_boundary_is_strict_and_exact(tmp_path):
     """Θ(ε − |b−a|) with Θ(0) = 0: a difference exactly equal to ε is not counted, one just below is; the
     test is |b−a| < ε on the exact float64 difference, so even ε whose square underflows (ε = 1e-170, where
     d² < ε² would read 0 < 0) counts the unchanged (frozen) parameters."""
@@ -265,7 +379,7 @@ def test_theta_boundary_is_strict_and_exact(tmp_path, cpu_path):
     np.testing.assert_array_equal(t["theta"], ref["theta"])
 
 
-def test_large_offset_small_displacement(tmp_path, cpu_path):
+def test_large_offset_small_displacement(tmp_path):
     """Adversarial scale: weights of order 1e3 moving by 1e-4 relative (displacements ~0.1, a few ulps of
     float32 at that scale) and a uniform shift (every term equal: correlated rounding in a naive sum)."""
     rng = np.random.default_rng(7)
@@ -283,22 +397,6 @@ def test_large_offset_small_displacement(tmp_path, cpu_path):
     assert got["sq"][1] == n * 0.125**2 and got["quart"][1] == n * 0.125**4     # exact for the shift
 
 
-def test_native_loop_switch(monkeypatch):
-    """``TRAJKIT_NATIVE=0`` turns the compiled loop off (the numpy fallback then runs)."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler on PATH: the native loop cannot be built here")
-    monkeypatch.delenv("TRAJKIT_NATIVE", raising=False)
-    kernels._native.cache_clear()
-    try:
-        assert kernels.native_available()
-        monkeypatch.setenv("TRAJKIT_NATIVE", "0")
-        kernels._native.cache_clear()
-        assert not kernels.native_available()
-    finally:
-        monkeypatch.undo()
-        kernels._native.cache_clear()        # next use re-reads the caller's environment
-
-
 def test_read_error_in_the_reader_thread_surfaces(tmp_path):
     """A torn chunk met by the read-ahead thread raises the reader's one-line ArchiveError to the caller."""
     X = _trajectory(6, 5000, 0.1)
@@ -311,13 +409,104 @@ def test_read_error_in_the_reader_thread_surfaces(tmp_path):
                           sums=("sq",), block_bytes=8 * 1024)
 
 
-def test_native_loop_builds_from_scratch(tmp_path):
-    """A fresh process with an empty cache compiles the loop (what CI and a new machine do) and uses it."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler on PATH: the native loop cannot be built here")
-    env = {**os.environ, "TRAJKIT_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("TRAJKIT_NATIVE", None)
-    code = "from trajkit.analysis import kernels; print(kernels.native_available())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "True", out.stderr
-    assert len(list((tmp_path / "cache").glob("pair_kernels-*.so"))) == 1
+_FROM_SCRATCH = """
+import json, sys
+import numpy as np
+import trajkit
+from trajkit.analysis import kernels
+X = np.random.default_rng(4).standard_normal((6, 3000)).astype(np.float32)
+with trajkit.archive.create(sys.argv[1], n_params=X.shape[1]) as w:
+    for t, row in enumerate(X):
+        w.append(t, row)
+pairs = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [2, 5]])
+got = kernels.pair_sums(trajkit.open_archive(sys.argv[1]), pairs, epsilon=0.7)
+loop = kernels._compiled()
+print(json.dumps({k: np.asarray(got[k]).tolist() for k in ("dot", "sq", "quart", "theta")}
+                 | {"hits": sum(loop.stats.cache_hits.values()), "misses": sum(loop.stats.cache_misses.values())}))
+"""
+
+
+def test_numba_loop_builds_from_scratch_into_the_cache_dir(tmp_path):
+    """A fresh process with no C compiler on PATH, an empty ``$TRAJKIT_CACHE_DIR`` and an empty home compiles
+    the loop and gets the float64 answers; numba's cache files land in ``$TRAJKIT_CACHE_DIR/numba`` and
+    nowhere else (not the home directory, not ``__pycache__`` next to the source); a second process loads
+    them instead of compiling."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_")) and k != "CC"}
+    env |= {"TRAJKIT_CACHE_DIR": str(cache), "HOME": str(home), "PATH": os.environ["PATH"]}
+    src_cache = Path(kernels.__file__).parent / "__pycache__"
+    before = set(src_cache.glob("*.nb*"))
+    runs = [subprocess.run([sys.executable, "-c", _FROM_SCRATCH, str(tmp_path / f"a{i}.trajkit")], env=env,
+                           capture_output=True, text=True, timeout=300) for i in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    first, second = (json.loads(r.stdout) for r in runs)
+    X = np.random.default_rng(4).standard_normal((6, 3000)).astype(np.float32)
+    ref = _reference(X, np.array([[0, 1], [0, 2], [0, 3], [0, 4], [2, 5]]), np.arange(3000), 0.7)
+    for k in ("dot", "sq", "quart"):
+        assert _rel(np.array(first[k]), ref[k]) <= 1e-12, k
+    np.testing.assert_array_equal(first["theta"], ref["theta"])
+    assert (first["hits"], first["misses"]) == (0, 1) and (second["hits"], second["misses"]) == (1, 0)
+    assert second["sq"] == first["sq"]
+    assert list(cache.glob("numba/*/*.nbi")) and list(cache.glob("numba/*/*.nbc"))
+    assert not any(home.rglob("*")), sorted(home.rglob("*"))
+    assert set(src_cache.glob("*.nb*")) == before
+
+
+# -- the column-block iterator -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_blocks_cover_the_selection_once_in_order(tiny_disp, dtype):
+    """Blocks of ≤ ``block`` columns, in column order, together equal ``X[rows][:, sel.indices()]``."""
+    X, arch = tiny_disp
+    rows = np.array([7, 0, 23, 7])
+    for cols, block in ((None, 100), ("weights", 128), (arch.select("biases+4.*"), 9), ([5, 3, 900, 901], 2)):
+        idx = np.arange(N) if cols is None else (arch.select(cols) if isinstance(cols, str) else
+                                                 Selection.from_indices(cols, N) if isinstance(cols, list)
+                                                 else cols).indices()
+        got, seen = [], []
+        for columns, values in kernels.column_blocks(arch, rows=rows, cols=cols, block=block, dtype=dtype):
+            assert isinstance(columns, Selection) and values.dtype == dtype
+            assert values.shape == (rows.size, columns.size) and columns.size <= block
+            got.append(values.copy())
+            seen.append(columns.indices())
+        np.testing.assert_array_equal(np.concatenate(seen), idx)
+        np.testing.assert_array_equal(np.concatenate(got, axis=1), X[rows][:, idx].astype(dtype))
+
+
+def test_column_blocks_memory_is_bounded(tmp_path):
+    """Streaming a 12 MB archive in float64 blocks of 2,048 columns allocates about 16 B per row and block
+    column (two float32 read buffers, one float64 block), not the array."""
+    T, n = 48, 65_536
+    rng = np.random.default_rng(3)
+    path = tmp_path / "mem.trajkit"
+    with trajkit.archive.create(path, n_params=n) as w:
+        for t in range(T):
+            w.append(t, rng.standard_normal(n).astype(np.float32))
+    arch = trajkit.open_archive(path)
+    total = np.zeros(T)
+    list(kernels.column_blocks(arch, block=8))                 # one-time set-up outside the measurement
+    tracemalloc.start()
+    try:
+        for _, values in kernels.column_blocks(arch, block=2048):
+            total += values.sum(axis=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 16 * T * 2048 + 2**20, f"peak {peak / 2**20:.2f} MiB"
+    np.testing.assert_allclose(total, arch.params[:, :].astype(np.float64).sum(axis=1), rtol=1e-12)
+
+
+def test_column_blocks_bad_input(tiny_disp):
+    _, arch = tiny_disp
+    with pytest.raises(AnalysisError, match=r"rows must be in 0\.\.23"):
+        next(kernels.column_blocks(arch, rows=[0, 24]))
+    with pytest.raises(AnalysisError, match="dtype"):
+        next(kernels.column_blocks(arch, dtype=np.int32))
+    with pytest.raises(AnalysisError, match="block=0"):
+        next(kernels.column_blocks(arch, block=0))
+    with pytest.raises(AnalysisError, match="empty"):
+        next(kernels.column_blocks(arch, cols=[]))
+    with pytest.raises(ArchiveError, match="matches no parameters"):
+        next(kernels.column_blocks(arch, cols="conv*"))

@@ -57,7 +57,7 @@ def archive(tmp_path_factory) -> Path:
 
 
 def run(args: list[str], site: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("TRAJKIT_")}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TRAJKIT_") or k == "TRAJKIT_CACHE_DIR"}
     if site is not None:
         e["PYTHONPATH"] = str(site)
     e.update(env)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.analysis import Param, times
+from trajkit.archive import Selection
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.two_time import two_time_from_sums
 
@@ -88,9 +89,9 @@ class TwoTime:
         return next(iter(self.values.values())).shape[0]
 
 
-def selected_columns(data: Any, spec: str) -> np.ndarray:
-    """Column indices of ``spec``; an :class:`AnalysisError` when the selection matches nothing."""
-    cols = np.asarray(data.select(spec), dtype=np.int64)
+def selected_columns(data: Any, spec: str) -> Selection:
+    """The columns of ``spec`` (tensor ranges); an :class:`AnalysisError` when the selection matches nothing."""
+    cols = data.select(spec)
     if cols.size == 0:
         raise AnalysisError(f"select={spec!r} matches no parameters; use all, weights, biases, hidden, "
                             "layer:K or a tensor-name glob that names a tensor of the layout")
@@ -117,15 +118,15 @@ def waiting_rows(steps: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return times.log_spaced_rows(steps, int(params.get("n_waiting_times", 8)))
 
 
-def row_std(arch: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``std(w(row))`` over ``cols`` for each row: ``[len(rows)]``."""
+def row_std(arch: Any, rows: np.ndarray, cols: Selection) -> np.ndarray:
+    """``std(w(row))`` over ``cols`` for each row (float64): ``[len(rows)]``."""
     out = np.empty(rows.size)
     for i, r in enumerate(rows):
-        out[i] = float(np.std(np.asarray(arch.params[int(r), :], dtype=np.float64)[cols]))
+        out[i] = float(np.std(arch.params[int(r), cols], dtype=np.float64))
     return out
 
 
-def _epsilon(arch: Any, rows: np.ndarray, cols: np.ndarray, params: dict[str, Any], steps: np.ndarray) -> np.ndarray:
+def _epsilon(arch: Any, rows: np.ndarray, cols: Selection, params: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     if params.get("epsilon") is not None:
         return np.full(rows.size, float(params["epsilon"]))
     eps = row_std(arch, rows, cols) / float(params["epsilon_factor"])

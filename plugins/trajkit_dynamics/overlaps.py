@@ -138,7 +138,7 @@ class Overlaps(Analysis):
         else:
             target = steps[tw_row] + params["hist_lag"]
             b_row = int(later[np.argmin(np.abs(steps[later] - target))])
-        disp = [np.asarray(a.params[b_row, :], np.float64)[cols] - np.asarray(a.params[tw_row, :], np.float64)[cols]
+        disp = [np.asarray(a.params[b_row, cols], np.float64) - np.asarray(a.params[tw_row, cols], np.float64)
                 for a in archives]
         hist, edges = displacement_histogram(disp, bins=params["hist_bins"])
         arrays["disp_hist"] = (hist, ("disp_bin",))

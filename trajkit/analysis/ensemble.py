@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.archive import Archive, open_archive
+from trajkit.archive import Archive, Selection, open_archive
 from trajkit.archive.ensemble_file import ensemble_file, read_ensemble_file
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
@@ -112,8 +112,8 @@ class Ensemble:
     def paths(self) -> list[str]:
         return [a.path for a in self.archives]
 
-    def select(self, spec: str = "all") -> np.ndarray:
-        """Column indices of a parameter subset (same for every replica)."""
+    def select(self, spec: str = "all") -> Selection:
+        """The columns of a parameter subset as contiguous ranges (same for every replica)."""
         self._require_checked()
         return self.archives[0].select(spec)
 

@@ -2,8 +2,8 @@
 
 Public API: :func:`create` (a writer), :func:`open_archive` (an :class:`Archive`), :func:`validate`
 (a list of :class:`Problem`), :func:`repair` (a :class:`RepairReport`), :func:`import_checkpoints`,
-:func:`summarize`, :func:`run_state` (finished / live / interrupted), :func:`select_columns`. The format
-is specified in docs/FORMAT.md.
+:func:`summarize`, :func:`run_state` (finished / live / interrupted), :func:`select_columns` (a
+:class:`Selection` of column ranges). The format is specified in docs/FORMAT.md.
 
 ``validate`` and ``repair`` here are the functions; their modules are ``trajkit.archive.validate`` and
 ``trajkit.archive.repair`` in ``sys.modules`` (import names from them with ``from ... import``).
@@ -12,12 +12,12 @@ is specified in docs/FORMAT.md.
 from trajkit.archive.format import FORMAT_VERSION
 from trajkit.archive.importer import import_checkpoints
 from trajkit.archive.info import RunState, run_state, summarize
-from trajkit.archive.layout import Layout, layout_from_named_parameters, select_columns
+from trajkit.archive.layout import Layout, Selection, layout_from_named_parameters, select_columns
 from trajkit.archive.reader import Archive, Params, open_archive
 from trajkit.archive.repair import RepairReport, repair
 from trajkit.archive.validate import Problem, validate
 from trajkit.archive.writer import ArchiveWriter, create
 
 __all__ = ["FORMAT_VERSION", "Archive", "ArchiveWriter", "Layout", "Params", "Problem", "RepairReport",
-           "RunState", "create", "import_checkpoints", "layout_from_named_parameters", "open_archive", "repair",
-           "run_state", "select_columns", "summarize", "validate"]
+           "RunState", "Selection", "create", "import_checkpoints", "layout_from_named_parameters", "open_archive",
+           "repair", "run_state", "select_columns", "summarize", "validate"]

@@ -7,6 +7,9 @@ out-of-core analysis speed.
 
 >>> arch = trajkit.open_archive("run.trajkit")                      # doctest: +SKIP
 >>> arch.params[:, arch.select("hidden")]                          # doctest: +SKIP
+
+``arch.select(spec)`` is a :class:`~trajkit.archive.layout.Selection` (contiguous tensor ranges); indexing
+``params`` with it reads only the chunks of those ranges.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.archive import format as fmt
-from trajkit.archive.layout import Layout, select_columns
+from trajkit.archive.layout import Layout, Selection, select_columns
 from trajkit.archive.metadata import validate_metadata
 from trajkit.errors import ArchiveError
 
@@ -74,8 +77,13 @@ def array_names(group: Any) -> list[str]:
 class Params:
     """Lazy ``[T, N]`` float32 view of ``snapshots/params`` limited to committed rows.
 
-    Index with ``params[rows, cols]`` (ints, slices, int arrays); only the chunks touched are read.
+    Index with ``params[rows, cols]``: rows by an int, slice or int array; cols by an int, slice, int array
+    or a :class:`~trajkit.archive.layout.Selection` (``archive.select(...)``, read range by range, equal to
+    numpy fancy indexing with ``sel.indices()``). Only the chunks touched are read.
     """
+
+    #: A selection with more ranges than this is read as one span and gathered (fewer file opens).
+    SPAN_READ_RANGES = 64
 
     def __init__(self, archive: Archive):
         self._a = archive
@@ -85,6 +93,8 @@ class Params:
         self.chunk_cols = int(meta["chunk_grid"]["configuration"]["chunk_shape"][1])
         raw = archive._local is not None and [c["name"] for c in meta["codecs"]] == ["bytes"]
         self._raw_dir = archive._local / fmt.PARAMS if raw else None
+        # chunk paths as plain strings: a pathlib join per chunk would be slower and intern every part
+        self._raw_prefix = os.path.join(str(self._raw_dir), "") if raw else ""
         self._sep = fmt.key_separator(meta)
 
     @property
@@ -111,7 +121,9 @@ class Params:
         rows = np.arange(self.shape[0])[rkey]
         scalar_row = np.ndim(rows) == 0
         rows = np.atleast_1d(rows)
-        if isinstance(ckey, slice):
+        if isinstance(ckey, Selection):
+            out = self.read_selection(rows, ckey)
+        elif isinstance(ckey, slice):
             start, stop, stride = ckey.indices(self.shape[1])
             out = self.read_rows(rows, start, stop)
             if stride != 1:
@@ -145,7 +157,7 @@ class Params:
             j0, j1 = start // cc, (stop - 1) // cc
             for j in range(j0, j1 + 1):
                 lo, hi = max(start, j * cc), min(stop, (j + 1) * cc)
-                path = fmt.params_chunk_path(self._raw_dir, int(r), j, self._sep)
+                path = self._raw_prefix + fmt.params_chunk_key(int(r), j, self._sep)
                 try:
                     with open(path, "rb", buffering=0) as f:
                         f.seek((lo - j * cc) * 4)
@@ -159,6 +171,29 @@ class Params:
                     key = fmt.params_chunk_key(int(r), j, self._sep)
                     raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk {key} is truncated "
                                        "(torn write); run `trajkit repair` to keep the rows before it")
+        return out
+
+    def read_selection(self, rows: np.ndarray, sel: Selection, out: np.ndarray | None = None) -> np.ndarray:
+        """``params[rows, sel]``: float32 ``[len(rows), sel.size]``, the ranges side by side in column order.
+
+        Each range is read on its own (only its chunks); a selection of more than :data:`SPAN_READ_RANGES`
+        ranges (e.g. from a scattered index array) is read as one span and gathered instead.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if sel.n_params != self.shape[1]:
+            raise ArchiveError(f"{self._a.path}: selection is over {sel.n_params} parameters but the archive has "
+                               f"{self.shape[1]}; select on this archive")
+        if out is None:
+            out = np.empty((rows.size, sel.size), dtype=np.float32)
+        ranges = sel.ranges
+        if len(ranges) > self.SPAN_READ_RANGES:
+            lo, hi = ranges[0][0], ranges[-1][1]
+            out[:] = self.read_rows(rows, lo, hi)[:, sel.indices() - lo]
+            return out
+        off = 0
+        for a, b in ranges:
+            self.read_rows(rows, a, b, out=out[:, off:off + b - a])
+            off += b - a
         return out
 
     def iter_column_blocks(self, block_cols: int, rows: np.ndarray | None = None
@@ -263,8 +298,8 @@ class Archive:
     def run_id(self) -> str:
         return self.metadata["run_id"]
 
-    def select(self, spec: str = "all") -> np.ndarray:
-        """Column indices of a parameter subset; see :func:`trajkit.archive.layout.select_columns`."""
+    def select(self, spec: str = "all") -> Selection:
+        """A parameter subset as tensor ranges; see :func:`trajkit.archive.layout.select_columns`."""
         return select_columns(self.layout, spec, self.path)
 
     def row(self, step: int, nearest: bool = False) -> int:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.cachedir import cache_dir as trajkit_cache_dir
 from trajkit.errors import ConfigError
 from trajkit.models.data import Dataset
 
@@ -213,10 +214,7 @@ def n_tokens(vocabulary: dict[str, list[int]]) -> int:
 
 def cache_dir() -> Path:
     """``$TRAJKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/trajkit``, else ``~/.cache/trajkit``."""
-    if os.environ.get("TRAJKIT_CACHE_DIR"):
-        return Path(os.environ["TRAJKIT_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "trajkit"
+    return trajkit_cache_dir()
 
 
 def corpus_key(quantisation: str, chorales: int | None) -> dict[str, Any]:
