@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def test_ensemble_directory_globs_and_groups(tmp_path):
                      "run_id": None, "status": "done", "reason": None})
     runs.append({"path": "r3.trajkit", "replica": 3, "coords": {}, "run_id": None, "status": "diverged",
                  "reason": "NaN at step 40"})
-    (d / "ensemble.json").write_text(json.dumps({"format": "trajkit-ensemble", "version": 1, "id": "x",
+    (d / "ensemble.json").write_text(json.dumps({"format": "trajkit-ensemble", "version": 1, "id": str(uuid.uuid4()),
                                                  "config": {}, "sweep": {}, "runs": runs}))
     with pytest.warns(UserWarning, match=r"r3.trajkit \(diverged: NaN at step 40\)"):
         ens = open_ensemble(d)
