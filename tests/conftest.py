@@ -27,21 +27,6 @@ def tree_digest() -> Callable[[Path], dict[str, str]]:
     return _tree_digest
 
 
-@pytest.fixture(scope="session")
-def chorale_cache(tmp_path_factory):
-    """A private ``$TRAJKIT_CACHE_DIR`` for the parsed Bach chorales, shared by the session (parse once)."""
-    import os
-
-    d = tmp_path_factory.mktemp("chorale-cache")
-    old = os.environ.get("TRAJKIT_CACHE_DIR")
-    os.environ["TRAJKIT_CACHE_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("TRAJKIT_CACHE_DIR", None)
-    else:
-        os.environ["TRAJKIT_CACHE_DIR"] = old
-
-
 @pytest.fixture(scope="session", autouse=True)
 def private_user_cache(tmp_path_factory):
     """Tests never write into the real user cache: ``$TRAJKIT_CACHE_DIR`` (numba's kernel cache, parsed
@@ -56,3 +41,9 @@ def private_user_cache(tmp_path_factory):
         os.environ.pop("TRAJKIT_CACHE_DIR", None)
     else:
         os.environ["TRAJKIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def chorale_cache(private_user_cache):
+    """The private ``$TRAJKIT_CACHE_DIR`` where the parsed Bach chorales go (parsed once per session)."""
+    return private_user_cache

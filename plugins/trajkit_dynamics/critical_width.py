@@ -41,7 +41,7 @@ import numpy as np
 from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.curves import metric_curve, width_value
+from trajkit_dynamics.curves import draw_inverse_learning_time, metric_curve, width_value
 from trajkit_dynamics.loss import (
     extrapolate_to_zero,
     fit_critical_width,
@@ -216,15 +216,8 @@ def plot_inverse_learning_time(result: Result, ax: Any) -> Any:
     xs = np.linspace(0, widths.max() * 1.05, 50)
     for i, d in enumerate(result.coords["depth"]):
         for c, ell in enumerate(result.coords["threshold"]):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                y = 1.0 / tl[i, :, c]
-            line = ax.plot(widths, y, markers[c % 7], ms=4, label=f"d={d}, ℓ={ell:g}")[0]
-            wc = result.arrays["w_c"][i, c]
-            ok = np.isfinite(y)
-            if np.isfinite(wc) and ok.sum() >= 2:
-                slope = np.polyfit(widths[ok], y[ok], 1)[0]
-                ax.plot(xs[xs >= wc], slope * (xs[xs >= wc] - wc), "-", color=line.get_color(), lw=0.8)
-                ax.axvline(wc, color=line.get_color(), lw=0.5, ls=":")
+            draw_inverse_learning_time(ax, widths, tl[i, :, c], result.arrays["w_c"][i, c], xs, markers[c % 7],
+                                       ms=4, label=f"d={d}, ℓ={ell:g}")
     ax.set_xlabel(f"width $w$ ({result.scalars.get('width_key', 'width')})")
     ax.set_ylabel(r"$1/t_{\rm learn}(\ell)$ [1/steps], $t_{\rm learn} = \min\{t: L(t) \leq \ell\}$")
     ax.set_ylim(bottom=0)

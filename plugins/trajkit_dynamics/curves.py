@@ -38,3 +38,18 @@ def width_value(value: Any, where: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise AnalysisError(f"{where}: width {value!r} is not a number; pass width_key naming a numeric key") from None
+
+
+def draw_inverse_learning_time(ax: Any, widths: np.ndarray, t_learn: np.ndarray, w_c: float, xs: np.ndarray,
+                               fmt: str, **kw: Any) -> Any:
+    """Plot ``1/t_learn`` against ``widths`` with marker ``fmt`` and, when ``w_c`` is finite and two points
+    are, the line ``slope·(w − w_c)`` from the least-squares slope and a dotted ``w = w_c``; returns the line."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = 1.0 / t_learn
+    line = ax.plot(widths, y, fmt, **kw)[0]
+    ok = np.isfinite(y)
+    if np.isfinite(w_c) and ok.sum() >= 2:
+        slope = np.polyfit(widths[ok], y[ok], 1)[0]
+        ax.plot(xs[xs >= w_c], slope * (xs[xs >= w_c] - w_c), "-", color=line.get_color(), lw=0.8)
+        ax.axvline(w_c, color=line.get_color(), lw=0.5, ls=":")
+    return line

@@ -43,7 +43,7 @@ from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.archive.metadata import get_path
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.curves import metric_curve, width_value
+from trajkit_dynamics.curves import draw_inverse_learning_time, metric_curve, width_value
 from trajkit_dynamics.measure import METRIC, RANGE_VALID, is_range
 
 
@@ -277,7 +277,7 @@ class LossDynamics(Analysis):
             step = result.coords["step"].astype(float)
             ok = step > 0
             for g, label in enumerate(result.coords["group"]):
-                line = ax1.loglog(step[ok], result.arrays["loss"][g][ok], label=f"{key} = {label}")[0]
+                ax1.loglog(step[ok], result.arrays["loss"][g][ok], label=f"{key} = {label}")
                 pars = [result.arrays[k][g] for k in ("loss_inf", "amplitude", "beta")]
                 if all(plotting.finite(v) for v in pars) and plotting.finite(lo):
                     x = np.geomspace(float(lo), float(hi), 60)
@@ -296,15 +296,9 @@ class LossDynamics(Analysis):
         xs = np.linspace(0, np.nanmax(widths) * 1.05, 50) if np.isfinite(widths).any() else np.zeros(0)
         notes = []
         for i, ell in enumerate(result.coords["threshold"]):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                y = 1.0 / tl[:, i]
-            line = ax2.plot(widths, y, "o", label=f"ℓ = {ell:g}")[0]
             wc = result.arrays["w_c"][i] if "w_c" in result.arrays else np.nan
-            ok = np.isfinite(y)
-            if np.isfinite(wc) and ok.sum() >= 2:
-                slope = np.polyfit(widths[ok], y[ok], 1)[0]
-                ax2.plot(xs[xs >= wc], slope * (xs[xs >= wc] - wc), "-", color=line.get_color(), lw=0.8)
-                ax2.axvline(wc, color=line.get_color(), lw=0.5, ls=":")
+            line = draw_inverse_learning_time(ax2, widths, tl[:, i], wc, xs, "o", label=f"ℓ = {ell:g}")
+            if np.isfinite(wc) and np.isfinite(line.get_ydata()).sum() >= 2:
                 notes.append(f"ℓ={ell:g}: {plotting.fmt_ci(wc, result.arrays['w_c_ci'][i])}")
             if not result.arrays["reached"][:, i].any():
                 notes.append(f"ℓ={ell:g}: never reached")
