@@ -1,6 +1,6 @@
 """Pair-kernel throughput, measured as ratios against baselines in the same run.
 
-    .venv/bin/python benchmarks/pair_kernels.py            # T = 256, N = 1e6 float32 (a 1 GB archive)
+    .venv/bin/python benchmarks/pair_kernels.py            # T = 256, N = 1e6 float32 (a 0.95 GiB archive)
     .venv/bin/python benchmarks/pair_kernels.py --quick    # T = 64, N = 2e5, for a smoke run
 
 (a) 16 log-spaced waiting times × all later snapshots, all four sums (Σa·b, Σ(b−a)², Σ(b−a)⁴,
@@ -23,7 +23,7 @@
 (b) All T² pairs of Σa·b and Σ(b−a)² via :func:`trajkit.analysis.kernels.gram` (blocked float64 GEMM):
     achieved GFLOP/s (counting 2·T²·N) against this machine's float64 GEMM peak measured here on
     in-memory 2048² matrices (target ≥ 50 %).
-(c) Peak RSS of the process (target ≤ 1 GiB while the array is 1 GB).
+(c) Peak RSS of the process (target ≤ 1 GiB while the array is 0.95 GiB).
 
 Page caches are dropped before each timed read when running as root (``/proc/sys/vm/drop_caches``);
 otherwise the report says the reads are warm. The threadpool configuration (threadpoolctl) is printed.
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(path)
         t0 = time.perf_counter()
         write_archive(path, T, N)
-        print(f"wrote T={T} N={N} ({T * N * 4 / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f} s")
+        print(f"wrote T={T} N={N} ({T * N * 4 / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s")
     arch = trajkit.open_archive(path)
     block_bytes = args.block_mb * 2**20
-    report: dict = {"T": T, "N": N, "array_gb": T * N * 4 / 1e9}
+    report: dict = {"T": T, "N": N, "array_gib": T * N * 4 / 2**30}
 
     work = Path(tempfile.mkdtemp(prefix="trajkit-oldc-"))
     old = build_old_c_loop(work)
