@@ -260,15 +260,19 @@ def test_gram_matches_reference(which, backend, request):
     assert np.all(np.diag(sq) == 0)
 
 
-def test_memory_stays_within_block_budget(tmp_path):
-    """An archive of 12 MB streamed with a 3 MiB budget: numpy's peak allocation stays under the budget."""
-    T, n = 48, 65_536
-    rng = np.random.default_rng(3)
-    path = tmp_path / "mem.trajkit"
+def _random_archive(path, T, n, seed=3):
+    """A ``T × n`` archive of standard normal float32 rows (``12 MiB`` at 48 × 65,536)."""
+    rng = np.random.default_rng(seed)
     with trajkit.archive.create(path, n_params=n) as w:
         for t in range(T):
             w.append(t, rng.standard_normal(n).astype(np.float32))
-    arch = trajkit.open_archive(path)
+    return trajkit.open_archive(path)
+
+
+def test_memory_stays_within_block_budget(tmp_path):
+    """An archive of 12 MiB streamed with a 3 MiB budget: numpy's peak allocation stays under the budget."""
+    T, n = 48, 65_536
+    arch = _random_archive(tmp_path / "mem.trajkit", T, n)
     assert arch.params.nbytes >= 4 * 3 * 2**20
     pairs = np.stack([np.repeat([0, 4, 8], T), np.tile(np.arange(T), 3)], 1)
     budget = 3 * 2**20
@@ -476,15 +480,10 @@ def test_column_blocks_cover_the_selection_once_in_order(tiny_disp, dtype):
 
 
 def test_column_blocks_memory_is_bounded(tmp_path):
-    """Streaming a 12 MB archive in float64 blocks of 2,048 columns allocates about 16 B per row and block
+    """Streaming a 12 MiB archive in float64 blocks of 2,048 columns allocates about 16 B per row and block
     column (two float32 read buffers, one float64 block), not the array."""
     T, n = 48, 65_536
-    rng = np.random.default_rng(3)
-    path = tmp_path / "mem.trajkit"
-    with trajkit.archive.create(path, n_params=n) as w:
-        for t in range(T):
-            w.append(t, rng.standard_normal(n).astype(np.float32))
-    arch = trajkit.open_archive(path)
+    arch = _random_archive(tmp_path / "mem.trajkit", T, n)
     total = np.zeros(T)
     list(kernels.column_blocks(arch, block=8))                 # one-time set-up outside the measurement
     tracemalloc.start()

@@ -200,28 +200,27 @@ class BatchRecorder:
     def _submit(self, k: int | None, work: Callable[[], None], step: int | None) -> None:
         self._sink.submit(Handover(k, work, self._where, step))
 
+    def _write_trace(self, run: int, trace: Any) -> None:
+        """Write ``run``'s drained ``trace`` (if any) into its archive, unless the run has ended."""
+        if run not in self._ended and trace is not None:
+            write_item(self.archives[run], WriteItem(None, None, None, None, None, None, trace))
+
     def _trace_only(self, run: int, trace: Any) -> Callable[[], None]:
-        def work() -> None:
-            if run not in self._ended and trace is not None:
-                write_item(self.archives[run], WriteItem(None, None, None, None, None, None, trace))
-        return work
+        return lambda: self._write_trace(run, trace)
 
     def _closer(self, run: int, trace: Any) -> Callable[[], None]:
         def work() -> None:
             if run in self._ended:
                 return
-            w = self.archives[run]
-            if trace is not None:
-                write_item(w, WriteItem(None, None, None, None, None, None, trace))
-            w.close()
+            self._write_trace(run, trace)
+            self.archives[run].close()
         return work
 
     def _finish_run(self, run: int, end: RunEnd, trace: Any) -> None:
         if run in self._ended:
             return
+        self._write_trace(run, trace)
         w = self.archives[run]
-        if trace is not None:
-            write_item(w, WriteItem(None, None, None, None, None, None, trace))
         w.update_metadata({"status": end.status, "status_reason": end.reason})
         w.close()
         self.statuses[run] = (end.status, end.reason)
