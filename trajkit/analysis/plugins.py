@@ -16,7 +16,6 @@ Tests and notebooks may add a plugin object directly with :func:`register_plugin
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import inspect
 import os
 import warnings
@@ -31,7 +30,7 @@ from trajkit.errors import AnalysisError, PluginError, PluginWarning
 from trajkit.models import registry as model_registry
 from trajkit.validation import did_you_mean
 
-GROUP = "trajkit.plugins"
+GROUP = model_registry.GROUP   # the entry-point group (trajkit.models.registry owns it)
 
 
 @dataclass(frozen=True)
@@ -161,26 +160,11 @@ def _fail(reg: Registry, name: str, dist: str | None, version: str | None, error
     reg.broken.append(BrokenPlugin(name, dist, version, error))
 
 
-def _entry_points() -> list[md.EntryPoint]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for ep in md.entry_points(group=GROUP):
-        key = (ep.name, ep.value)
-        if key not in seen:
-            seen.add(key)
-            out.append(ep)
-    return sorted(out, key=lambda e: e.name)
-
-
 def load_plugins() -> Registry:
     """A fresh :class:`Registry` from the installed entry points and the directly registered plugins."""
     strict = os.environ.get("TRAJKIT_STRICT_PLUGINS", "") not in ("", "0")
-    allow_env = os.environ.get("TRAJKIT_LOAD_PLUGINS")
-    allow = None if allow_env is None else {s.strip() for s in allow_env.split(",") if s.strip()}
     reg = Registry(_new_manager())
-    for ep in _entry_points():
-        if allow is not None and ep.name not in allow:
-            continue
+    for ep in model_registry.selected_entry_points():
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
         try:

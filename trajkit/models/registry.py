@@ -97,14 +97,8 @@ def _plugin_manager() -> tuple[pluggy.PluginManager, list[str]]:
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    allow_env = os.environ.get("TRAJKIT_LOAD_PLUGINS")
-    allow = None if allow_env is None else {s.strip() for s in allow_env.split(",") if s.strip()}
     broken: list[str] = []
-    seen: set[tuple[str, str]] = set()
-    for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
-        if (ep.name, ep.value) in seen or (allow is not None and ep.name not in allow):
-            continue
-        seen.add((ep.name, ep.value))
+    for ep in selected_entry_points():
         try:
             pm.register(ep.load(), name=ep.name)
         except Exception:
@@ -115,6 +109,22 @@ def _plugin_manager() -> tuple[pluggy.PluginManager, list[str]]:
         except Exception:
             broken.append(name)
     return pm, broken
+
+
+def selected_entry_points() -> list[md.EntryPoint]:
+    """The ``trajkit.plugins`` entry points to load, once each (a distribution seen twice on the path is
+    one), sorted by name, and only those named in ``TRAJKIT_LOAD_PLUGINS`` when it is set (empty: none).
+    The analysis core's registry loads the same list."""
+    allow_env = os.environ.get("TRAJKIT_LOAD_PLUGINS")
+    allow = None if allow_env is None else {s.strip() for s in allow_env.split(",") if s.strip()}
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
+        if (ep.name, ep.value) in seen or (allow is not None and ep.name not in allow):
+            continue
+        seen.add((ep.name, ep.value))
+        out.append(ep)
+    return out
 
 
 def _registered() -> tuple[dict[str, ModelEntry], list[str]]:
