@@ -8,8 +8,9 @@ Order of work in :func:`analyze`: find the analysis, validate every parameter (n
 that), open the data it needs read-only, compute, then fill the result's parameters and provenance.
 
 :func:`analyze` takes analysis parameters only, as Python values (``waiting_times=[100, 1000]``); the
-command line parses its ``-p key=value`` strings itself. Besides the parameters it has two execution
-options, keyword-only: ``device`` (:func:`trajkit.devices.resolve_device`) and ``progress``. A
+command line parses its ``-p key=value`` strings itself. Besides the parameters it has execution
+options, keyword-only: ``device`` (:func:`trajkit.devices.resolve_device`), ``progress`` and
+``storage_options`` (fsspec options of URL inputs such as ``s3://bucket/ens/``). A
 ``trajkit analyze`` option passed as a keyword (``out=``, ``from_cli=``, ...) is refused in one line.
 
 A :class:`~trajkit.errors.TrajkitError` raised inside a plugin's ``compute`` keeps its class (an
@@ -41,7 +42,8 @@ def list_analyses() -> list[dict[str, Any]]:
     return [reg.analyses[k].to_json() for k in sorted(reg.analyses)]
 
 
-def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tuple[Any, list[Archive]]:
+def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any],
+               storage_options: dict[str, Any] | None = None) -> tuple[Any, list[Archive]]:
     needs = info.cls.needs
     if isinstance(archives, Ensemble):
         ens = archives
@@ -51,13 +53,13 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any]) -> tup
         if isinstance(archives, str | os.PathLike):
             archives = [archives]
         if needs == "archive" and not all(isinstance(a, Archive) for a in archives):
-            found, _ = resolve_paths(archives)
+            found, _ = resolve_paths(archives, storage_options)
             if len(found) != 1:
                 raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(found)}; "
                                     "pass one archive (or run it once per archive)")
-            a = open_archive(found[0])
+            a = open_archive(found[0], storage_options=storage_options)
             return a, [a]
-        ens = open_ensemble(archives, check=False)
+        ens = open_ensemble(archives, check=False, storage_options=storage_options)
     if needs == "archive":
         if len(ens) != 1:
             raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(ens)}")
@@ -76,12 +78,13 @@ _NOT_A_PARAMETER = {"params": "pass the parameters themselves as keywords",
 
 
 def analyze(name: str, archives: Any, *, device: str | None = None, progress: bool = False,
-            **params: Any) -> Result:
+            storage_options: dict[str, Any] | None = None, **params: Any) -> Result:
     """Run analysis ``name`` on ``archives`` (paths, ensemble directories, globs, Archive/Ensemble objects).
 
     ``params`` are the analysis's parameters (``trajkit analyze --plugin NAME --help`` lists them).
     ``device``: ``cpu``, ``cuda``, ``cuda:K`` or None/``auto`` (CUDA when present); asking for CUDA on a
-    machine without it is an error. ``progress``: show progress bars on stderr.
+    machine without it is an error. ``progress``: show progress bars on stderr. ``storage_options``: fsspec
+    options for archives given as URLs (``s3://…``; see :func:`trajkit.open_archive`).
     """
     options = [k for k in params if k in CLI_OPTIONS]
     if options:
@@ -89,15 +92,16 @@ def analyze(name: str, archives: Any, *, device: str | None = None, progress: bo
         raise AnalysisError(f"trajkit.analyze({name!r}, ...) takes analysis parameters only, not {k}=; "
                             f"{_NOT_A_PARAMETER.get(k, f'{k} is an option of the `trajkit analyze` command')} "
                             "(trajkit.analyze(name, archives, *, device=None, progress=False, **params))")
-    return run_analysis(get_registry().get(name), archives, device=device, progress=progress, given=params)
+    return run_analysis(get_registry().get(name), archives, device=device, progress=progress, given=params,
+                        storage_options=storage_options)
 
 
 def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None, progress: bool = False,
-                 given: dict[str, Any] | None = None) -> Result:
+                 given: dict[str, Any] | None = None, storage_options: dict[str, Any] | None = None) -> Result:
     """:func:`analyze` for an already looked-up (or, in tests, hand-made) :class:`AnalysisInfo`."""
     resolved = info.cls.resolve_params(given or {})
     ctx = Context(device=device, show_progress=progress, analysis=info.name)
-    data, used = _open_data(info, archives, resolved)
+    data, used = _open_data(info, archives, resolved, storage_options)
     unfinished = check_unfinished(used)       # one UnfinishedRunWarning line naming live/interrupted inputs
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \
         (f", {info.distribution} {info.plugin_version})" if info.distribution else ")")

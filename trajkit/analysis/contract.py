@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs")
 NEEDS = ("archive", "ensemble", "runs", "groups")
 #: keywords of :func:`trajkit.analyze` other than analysis parameters; no parameter may take these names
-ANALYZE_KEYWORDS = ("name", "archives", "device", "progress")
+ANALYZE_KEYWORDS = ("name", "archives", "device", "progress", "storage_options")
 #: options of ``trajkit analyze`` (and keywords of the old ``analyze`` signature) that are not analysis
 #: parameters: :func:`trajkit.analyze` refuses them, and no parameter may take these names
 CLI_OPTIONS = ("plugin", "param", "params", "out", "json", "help", "debug", "from_cli")
@@ -371,7 +371,8 @@ def check_analysis_class(cls: Any, where: str) -> None:
     for n in names:
         if n in ANALYZE_KEYWORDS:
             raise AnalysisError(f"{label}: parameter {n!r} collides with the keyword {n!r} of "
-                                "trajkit.analyze(name, archives, *, device, progress, **params); rename it")
+                                "trajkit.analyze(name, archives, *, device, progress, storage_options, **params); "
+                                "rename it")
         if n in CLI_OPTIONS:
             raise AnalysisError(f"{label}: parameter {n!r} collides with the `trajkit analyze` option of that "
                                 "name; rename it")

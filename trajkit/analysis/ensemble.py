@@ -2,11 +2,12 @@
 
 ``open_ensemble(paths)`` accepts archive directories (or zips), ensemble directories (``ensemble.json``,
 format ``trajkit-ensemble`` v1: only runs with status ``done`` are used, the others are skipped with a
-warning naming them), directories holding ``*.trajkit`` archives, and glob patterns. Replicas must share
-N, the parameter layout and the snapshot steps; a mismatch is an error naming the two runs — schedules
-are never interpolated. ``ensemble.groups("dynamics.temperature")`` splits an ensemble by a metadata key
-(each group checked on its own, so a width sweep may differ in N between groups). The analysis core splits
-an ensemble by sweep point before an ``ensemble`` analysis sees it (:mod:`trajkit.analysis.grouping`).
+warning naming them), directories holding ``*.trajkit`` archives, and glob patterns — local, or fsspec
+URLs (``s3://b/ens/``). Replicas must share N, the parameter layout and the snapshot steps; a mismatch is
+an error naming the two runs — schedules are never interpolated. ``ensemble.groups("dynamics.temperature")``
+splits an ensemble by a metadata key (each group checked on its own, so a width sweep may differ in N
+between groups). The analysis core splits an ensemble by sweep point before an ``ensemble`` analysis sees
+it (:mod:`trajkit.analysis.grouping`).
 
 >>> ens = trajkit.open_ensemble(["sweep/"])                              # doctest: +SKIP
 >>> ens.steps, ens.n_params, len(ens)                                    # doctest: +SKIP
@@ -26,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from trajkit.archive import Archive, Selection, open_archive
-from trajkit.archive.ensemble_file import ensemble_file, read_ensemble_file
+from trajkit.archive.ensemble_file import ENSEMBLE_FILE, ensemble_file, read_ensemble_file
 from trajkit.archive.metadata import get_path
+from trajkit.archive.storage import glob_urls, is_url, join, list_archives, object_exists
 from trajkit.errors import AnalysisError
 
 _MISSING = object()
@@ -160,19 +162,21 @@ def _hashable(v: Any) -> Any:
     return v
 
 
-def _read_ensemble_json(d: Path) -> tuple[list[Path], dict[str, Any]]:
-    path = ensemble_file(d)
-    doc = read_ensemble_file(d)
+def _read_ensemble_json(d: Path | str, storage_options: dict[str, Any] | None = None
+                        ) -> tuple[list[Path | str], dict[str, Any]]:
+    path = join(d, ENSEMBLE_FILE) if is_url(d) else ensemble_file(d)
+    doc = read_ensemble_file(d, storage_options)
     if doc is None:
         raise AnalysisError(f"{path}: missing; it should be written by `trajkit record`")
-    out, skipped = [], []
+    out: list[Path | str] = []
+    skipped = []
     for run in doc["runs"]:
         status = run.get("status", "done")
         if status != "done":
             reason = f": {run['reason']}" if run.get("reason") else ""
             skipped.append(f"{run.get('path')} ({status}{reason})")
             continue
-        out.append(d / run["path"])
+        out.append(join(d, run["path"]) if is_url(d) else Path(d) / run["path"])
     if skipped:
         warnings.warn(f"{path}: skipping runs not done: {', '.join(skipped)}", stacklevel=3)
     if not out:
@@ -180,15 +184,42 @@ def _read_ensemble_json(d: Path) -> tuple[list[Path], dict[str, Any]]:
     return out, doc
 
 
-def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]
-                  ) -> tuple[list[Path], list[dict[str, Any]]]:
-    """Archive paths behind files, ensemble directories, directories of archives and globs (deduplicated)."""
+def _resolve_url(url: str, storage_options: dict[str, Any] | None
+                 ) -> tuple[list[Path | str], list[dict[str, Any]]]:
+    """The archives behind a URL: a glob, an ensemble prefix (``ensemble.json``), an archive (``zarr.json``)
+    or a prefix holding ``*.trajkit`` archives (one listing)."""
+    if any(ch in url.split("://", 1)[1] for ch in "*?["):
+        matches = glob_urls(url, storage_options)
+        if not matches:
+            raise AnalysisError(f"{url}: glob matches nothing; check the pattern")
+        return resolve_paths(matches, storage_options)
+    if object_exists(join(url, ENSEMBLE_FILE), storage_options):
+        runs, doc = _read_ensemble_json(url.rstrip("/"), storage_options)
+        return runs, [doc]
+    if object_exists(join(url, "zarr.json"), storage_options):
+        return [url.rstrip("/")], []
+    runs = list_archives(url, storage_options)
+    if not runs:
+        return [url.rstrip("/")], []          # opening it says what is missing (bucket, zarr.json)
+    return list(runs), []
+
+
+def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                  storage_options: dict[str, Any] | None = None
+                  ) -> tuple[list[Path | str], list[dict[str, Any]]]:
+    """Archive paths behind files, ensemble directories, directories of archives and globs (deduplicated);
+    URLs (``s3://bucket/ens/``) the same way, listed through fsspec with ``storage_options``."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    found: list[Path] = []
+    found: list[Path | str] = []
     infos: list[dict[str, Any]] = []
     for p in paths:
         s = str(p)
+        if is_url(s):
+            sub, inf = _resolve_url(s, storage_options)
+            found += sub
+            infos += inf
+            continue
         if any(ch in s for ch in "*?[") and not Path(s).exists():
             matches = sorted(glob.glob(s))
             if not matches:
@@ -212,25 +243,27 @@ def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]
             found.append(path)
     seen, unique = set(), []
     for q in found:
-        key = os.path.realpath(q)
+        key = str(q).rstrip("/") if is_url(q) else os.path.realpath(q)
         if key not in seen:
             seen.add(key)
             unique.append(q)
     return unique, infos
 
 
-def open_ensemble(paths: str | os.PathLike | Sequence[Any], check: bool = True) -> Ensemble:
+def open_ensemble(paths: str | os.PathLike | Sequence[Any], check: bool = True,
+                  storage_options: dict[str, Any] | None = None) -> Ensemble:
     """Open archives (files, ensemble directories, directories of archives, globs) as an :class:`Ensemble`.
 
     With ``check`` (default) the runs must share N, layout and steps; pass ``check=False`` to group a
-    sweep first (``ens.groups(key)`` checks each group).
+    sweep first (``ens.groups(key)`` checks each group). URLs (``s3://bucket/ens/``) are listed and opened
+    through fsspec with ``storage_options`` (:func:`trajkit.open_archive`).
     """
     if isinstance(paths, Archive):
         return Ensemble([paths], check=check)
     if isinstance(paths, Sequence) and not isinstance(paths, str) and paths and \
             all(isinstance(p, Archive) for p in paths):
         return Ensemble(list(paths), check=check)
-    found, infos = resolve_paths(paths)
+    found, infos = resolve_paths(paths, storage_options)
     if not found:
         raise AnalysisError("no archives given")
-    return Ensemble([open_archive(p) for p in found], infos, check=check)
+    return Ensemble([open_archive(p, storage_options=storage_options) for p in found], infos, check=check)

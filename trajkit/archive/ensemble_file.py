@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trajkit.archive.metadata import schema_problems
+from trajkit.archive.storage import is_url, join, read_text
 from trajkit.errors import ArchiveError
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -57,15 +58,22 @@ def check_ensemble(doc: Any, where: str | os.PathLike) -> None:
         raise EnsembleFileError(f"{where}: invalid ensemble file at {detail}{more}")
 
 
-def read_ensemble_file(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """The validated ``ensemble.json`` of ``directory``, or None when the directory has none."""
-    p = ensemble_file(directory)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise EnsembleFileError(f"{p}: unreadable ({e.strerror or e})") from None
+def read_ensemble_file(directory: str | os.PathLike, storage_options: dict[str, Any] | None = None
+                       ) -> dict[str, Any] | None:
+    """The validated ``ensemble.json`` of ``directory`` (a path or a URL prefix), or None when it has none."""
+    if is_url(directory):
+        p: Any = join(directory, ENSEMBLE_FILE)
+        text = read_text(p, storage_options)
+        if text is None:
+            return None
+    else:
+        p = ensemble_file(directory)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise EnsembleFileError(f"{p}: unreadable ({e.strerror or e})") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

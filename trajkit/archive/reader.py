@@ -3,7 +3,8 @@
 Only rows ``< committed`` (the commit marker in ``snapshots/zarr.json``) are visible. The archive opens
 through zarr, so a directory, a zip of it, or any fsspec URL zarr supports works; for a local,
 uncompressed archive ``params`` reads chunk files directly (no decode step), which is what bounds
-out-of-core analysis speed.
+out-of-core analysis speed; for an uncompressed URL archive (``s3://…``) it reads byte ranges of the chunk
+objects, a block's ranges all in flight together (:mod:`trajkit.archive.storage`).
 
 >>> arch = trajkit.open_archive("run.trajkit")                      # doctest: +SKIP
 >>> arch.params[:, arch.select("hidden")]                          # doctest: +SKIP
@@ -26,20 +27,20 @@ import numpy as np
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, Selection, select_columns
 from trajkit.archive.metadata import validate_metadata
+from trajkit.archive.storage import is_url, open_url_group, read_raw_rows
 from trajkit.errors import ArchiveError
 
 
-def _open_group(path: str | os.PathLike):
-    """The zarr root group behind ``path`` (dir, zip file or URL), and a local dir Path when there is one."""
+def _open_group(path: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+    """The zarr root group behind ``path`` (dir, zip file or URL), and a local dir Path when there is one.
+
+    ``storage_options`` go to the fsspec file system of a URL (:mod:`trajkit.archive.storage`); local
+    paths ignore them."""
     import zarr
 
     s = str(path)
-    if "://" in s and not s.startswith("file://"):
-        try:
-            return zarr.open_group(s, mode="r", zarr_format=3), None
-        except Exception as e:  # fsspec missing, bad URL, no group
-            raise ArchiveError(f"{s}: cannot open as a zarr v3 group ({type(e).__name__}: {e}); "
-                               "check the URL and that fsspec and its backend are installed") from None
+    if is_url(s):
+        return open_url_group(s, storage_options), None
     p = Path(s.removeprefix("file://"))
     if not p.exists():
         raise ArchiveError(f"{p}: no such archive; check the path")
@@ -91,11 +92,14 @@ class Params:
         self.dtype = np.dtype(np.float32)
         meta = archive._params_meta
         self.chunk_cols = int(meta["chunk_grid"]["configuration"]["chunk_shape"][1])
-        raw = archive._local is not None and [c["name"] for c in meta["codecs"]] == ["bytes"]
+        uncompressed = [c["name"] for c in meta["codecs"]] == ["bytes"]
+        raw = archive._local is not None and uncompressed
         self._raw_dir = archive._local / fmt.PARAMS if raw else None
         # chunk paths as plain strings: a pathlib join per chunk would be slower and intern every part
         self._raw_prefix = os.path.join(str(self._raw_dir), "") if raw else ""
         self._sep = fmt.key_separator(meta)
+        # an uncompressed URL archive: column blocks are read as concurrent byte ranges of the chunk objects
+        self._remote = archive._group.store_path if archive.is_url and uncompressed else None
 
     @property
     def ndim(self) -> int:
@@ -147,6 +151,14 @@ class Params:
         if out is None:
             out = np.empty((rows.size, max(stop - start, 0)), dtype=np.float32)
         if stop <= start or rows.size == 0:
+            return out
+        if self._remote is not None:
+            bad = read_raw_rows(self._remote, fmt.PARAMS, rows, start, stop, self.chunk_cols,
+                                lambda r, j: fmt.params_chunk_key(r, j, self._sep), out)
+            if bad is not None:
+                row, key, what = bad
+                raise ArchiveError(f"{self._a.path}: snapshots/params row {row} chunk {key} is {what}; "
+                                   "run `trajkit validate` on the local copy and push it again")
             return out
         if self._raw_dir is None:
             arr = self._a._group[fmt.PARAMS]
@@ -217,9 +229,12 @@ class Archive:
     name → array ``[S]`` (``trace["step"]`` int64).
     """
 
-    def __init__(self, path: str | os.PathLike, validate: bool = True):
+    def __init__(self, path: str | os.PathLike, validate: bool = True,
+                 storage_options: dict[str, Any] | None = None):
         self.path = str(path)
-        self._group, self._local = _open_group(path)
+        self.is_url = is_url(self.path)
+        self.storage_options = storage_options
+        self._group, self._local = _open_group(path, storage_options)
         attrs = dict(self._group.attrs)
         meta = attrs.get(fmt.ROOT_ATTR)
         if not isinstance(meta, dict):
@@ -348,8 +363,12 @@ class Archive:
         return (f"Archive({self.path!r}, run_id={self.run_id[:8]}, N={self.n_params}, T={self.n_snapshots})")
 
 
-def open_archive(path: str | os.PathLike, validate: bool = True) -> Archive:
-    """Open an archive (directory, zip, or fsspec URL) for reading; metadata is schema-validated."""
+def open_archive(path: str | os.PathLike, validate: bool = True,
+                 storage_options: dict[str, Any] | None = None) -> Archive:
+    """Open an archive (directory, zip, or fsspec URL) for reading; metadata is schema-validated.
+
+    ``storage_options``: fsspec options of a URL (``{"anon": True}``, ``{"endpoint_url": ...}``); without
+    them an ``s3://`` URL takes its credentials and endpoint from the AWS environment variables."""
     if isinstance(path, Archive):
         return path
-    return Archive(path, validate=validate)
+    return Archive(path, validate=validate, storage_options=storage_options)

@@ -35,6 +35,7 @@ from trajkit.archive import format as fmt
 from trajkit.archive.layout import check_layout
 from trajkit.archive.metadata import schema_problems
 from trajkit.archive.reader import array_names
+from trajkit.archive.storage import object_sizes
 from trajkit.errors import ArchiveError
 
 #: memory budget of one column block of the NaN/inf scan (bytes of float32 ``[T, block]``)
@@ -83,19 +84,21 @@ class _Checker:
             self.first_bad_row = row
 
 
-def validate(path: str | os.PathLike) -> list[Problem]:
-    """Every problem found in the archive at ``path`` (directory, zip or URL); ``[]`` when it is valid."""
+def validate(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> list[Problem]:
+    """Every problem found in the archive at ``path`` (directory, zip or URL); ``[]`` when it is valid.
+
+    ``storage_options``: fsspec options of a URL (see :func:`trajkit.open_archive`)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=STRAY_NODE_WARNING)  # ignorable leftovers, see above
-        return _validate(path)
+        return _validate(path, storage_options)
 
 
-def _validate(path: str | os.PathLike) -> list[Problem]:
+def _validate(path: str | os.PathLike, storage_options: dict[str, Any] | None) -> list[Problem]:
     from trajkit.archive.reader import Archive, _open_group
 
     c = _Checker(str(path))
     try:
-        group, _ = _open_group(path)
+        group, _ = _open_group(path, storage_options)
         meta = dict(group.attrs).get(fmt.ROOT_ATTR)
     except ArchiveError as e:
         c.add("open", _strip(str(e), c.path))
@@ -121,7 +124,7 @@ def _validate(path: str | os.PathLike) -> list[Problem]:
         c.add("schema", f"{e}; the layout does not match the parameter vector")
         return c.problems
     try:
-        arch = Archive(path, validate=False)
+        arch = Archive(path, validate=False, storage_options=storage_options)
     except ArchiveError as e:
         c.add("structure", _strip(str(e), c.path))
         return c.problems
@@ -281,6 +284,8 @@ class _ChunkStore:
         self.raw = [cd["name"] for cd in pm["codecs"]] == ["bytes"]
         self.sep = fmt.key_separator(pm)
         self._params_array: Any = None
+        # a URL archive: the sizes of all params chunk objects from one listing, instead of a request each
+        self.remote_sizes = object_sizes(arch._group.store_path, fmt.PARAMS) if arch.is_url and self.raw else None
 
     def params_chunk_problem(self, row: int, j: int) -> str | None:
         """None when chunk ``(row, j)`` of snapshots/params is whole, else what is wrong with it."""
@@ -288,14 +293,12 @@ class _ChunkStore:
         key = fmt.params_chunk_key(row, j, self.sep)
         if self.local is not None and self.raw:
             try:
-                size = fmt.params_chunk_path(self.local / fmt.PARAMS, row, j, self.sep).stat().st_size
+                size: int | None = fmt.params_chunk_path(self.local / fmt.PARAMS, row, j, self.sep).stat().st_size
             except FileNotFoundError:
-                return f"chunk {key} is missing"
-            if size < want:
-                return f"chunk {key} is truncated ({size} of {want} bytes: a torn write)"
-            if size > want:
-                return f"chunk {key} has {size} bytes, expected {want}"
-            return None
+                size = None
+            return _size_problem(key, size, want)
+        if self.remote_sizes is not None:
+            return _size_problem(key, self.remote_sizes.get(key), want)
         if not self._exists(f"{fmt.PARAMS}/{key}"):
             return f"chunk {key} is missing"
         cc = self.chunk_cols
@@ -314,6 +317,17 @@ class _ChunkStore:
         sp = self.arch._group.store_path
         full = f"{sp.path}/{key}" if sp.path else key
         return bool(sync(sp.store.exists(full)))
+
+
+def _size_problem(key: str, size: int | None, want: int) -> str | None:
+    """What is wrong with a raw params chunk of ``size`` bytes (None: absent) that should have ``want``."""
+    if size is None:
+        return f"chunk {key} is missing"
+    if size < want:
+        return f"chunk {key} is truncated ({size} of {want} bytes: a torn write)"
+    if size > want:
+        return f"chunk {key} has {size} bytes, expected {want}"
+    return None
 
 
 def _check_params_chunks(c: _Checker, arch: Any, store: _ChunkStore, committed: int,
