@@ -74,7 +74,9 @@ def s3_server(tmp_path_factory):
         proc.wait(timeout=10)
 
 
-def _aws_env(monkeypatch, tmp_path, endpoint: str | None, credentials: bool = True) -> None:
+def _aws_env(monkeypatch, tmp_path, endpoint: str | None, credentials: bool = True, fresh: bool = False) -> None:
+    """Point the AWS environment at ``endpoint`` (fake credentials, or none); ``fresh`` drops s3fs's cached
+    clients, which keep the credentials they were made with."""
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",
                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
@@ -90,7 +92,8 @@ def _aws_env(monkeypatch, tmp_path, endpoint: str | None, credentials: bool = Tr
     else:
         monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
         monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    s3fs.S3FileSystem.clear_instance_cache()      # a cached client would keep the previous test's settings
+    if fresh:
+        s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture
@@ -99,8 +102,7 @@ def bucket(s3_server, monkeypatch, tmp_path):
     _aws_env(monkeypatch, tmp_path, s3_server)
     name = f"trajkit-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem().mkdir(name)
-    yield name
-    s3fs.S3FileSystem.clear_instance_cache()
+    return name
 
 
 def _objects(bucket: str) -> dict[str, int]:
@@ -170,6 +172,8 @@ def test_a_pushed_recording_reads_and_analyses_as_on_disk(bucket, tmp_path):
     _same_result(trajkit.analyze("overlaps", url, n_waiting_times=3, epsilon=0.05),
                  trajkit.analyze("overlaps", local, n_waiting_times=3, epsilon=0.05))
 
+    info = _run("info", "--json", url)
+    assert info.exit_code == 0 and json.loads(info.output)["run_id"] == disk.run_id, info.output
     v = _run("validate", url)
     assert v.exit_code == 0 and v.output.strip() == f"ok {url} (12 snapshots x {disk.n_params} parameters)"
     assert validate(url) == []
@@ -215,6 +219,7 @@ def test_multi_chunk_rows_are_read_as_byte_ranges(bucket, tmp_path):
     np.testing.assert_array_equal(arch.params[2, 4999], rows[2, 4999])
 
 
+@pytest.mark.slow                     # a CLI child process: it imports torch before it uploads
 def test_an_interrupted_push_publishes_nothing_and_the_next_one_resumes(bucket, tmp_path):
     local = synthetic.write_archive(tmp_path / "long.trajkit", np.arange(0, 300, 2),
                                     np.random.default_rng(1).standard_normal((150, 16)))
@@ -293,13 +298,13 @@ def test_a_missing_bucket_is_named(bucket, tmp_path):
 def test_no_credentials_is_one_line_naming_the_fix(bucket, s3_server, monkeypatch, tmp_path):
     local = synthetic.write_archive(tmp_path / "r.trajkit", np.arange(3), np.zeros((3, 10)))
     push(local, f"s3://{bucket}/r.trajkit")
-    _aws_env(monkeypatch, tmp_path, s3_server, credentials=False)
+    _aws_env(monkeypatch, tmp_path, s3_server, credentials=False, fresh=True)
     for args, prefix in ((("validate", f"s3://{bucket}/r.trajkit"), f"s3://{bucket}/r.trajkit: "),
                          (("push", str(local), f"s3://{bucket}/s.trajkit"), "trajkit: error: "),
                          (("info", f"s3://{bucket}/r.trajkit"), "trajkit: error: ")):
         line = _one_error_line(_run(*args), prefix)
         assert "no credentials for the object store" in line and "AWS_ACCESS_KEY_ID" in line, line
-    _aws_env(monkeypatch, tmp_path, s3_server)
+    _aws_env(monkeypatch, tmp_path, s3_server, fresh=True)
     assert not any(k.startswith("s.trajkit/") for k in _objects(bucket))
 
 
@@ -307,7 +312,6 @@ def test_storage_options_replace_the_environment(bucket, s3_server, monkeypatch,
     local = synthetic.write_archive(tmp_path / "r.trajkit", np.arange(3), np.arange(30.0).reshape(3, 10))
     push(local, f"s3://{bucket}/r.trajkit")
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    s3fs.S3FileSystem.clear_instance_cache()
     options = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
     arch = open_archive(f"s3://{bucket}/r.trajkit", storage_options=options)
     np.testing.assert_array_equal(arch.params[:, :], np.arange(30.0, dtype=np.float32).reshape(3, 10))

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ class _Uploader:
 
     def __init__(self, fs: Any, jobs: int, report: PushReport, on_upload: Callable[[str, str], None] | None):
         self.fs, self.jobs, self.report, self.on_upload = fs, jobs, report, on_upload
+        self._lock = threading.Lock()        # uploads finish on several threads
 
     def remote_md5(self, rpath: str, info: dict[str, Any] | None) -> str | None:
         md5 = _store_md5(info)
@@ -136,10 +138,11 @@ class _Uploader:
         if got != want:
             raise ArchiveError(f"{url}: checksum mismatch after upload (MD5 {got} at the destination, {want} "
                                f"locally for {local}); push again")
-        self.report.uploaded += 1
-        self.report.bytes_uploaded += len(data)
-        if self.on_upload is not None:
-            self.on_upload(str(local), url)
+        with self._lock:
+            self.report.uploaded += 1
+            self.report.bytes_uploaded += len(data)
+            if self.on_upload is not None:
+                self.on_upload(str(local), url)
 
     def put_all(self, items: list[tuple[Path, str, str]]) -> None:
         """Upload ``(local, remote path, url)`` items concurrently; the first failure stops the rest."""

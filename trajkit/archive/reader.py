@@ -154,7 +154,7 @@ class Params:
             return out
         if self._remote is not None:
             bad = read_raw_rows(self._remote, fmt.PARAMS, rows, start, stop, self.chunk_cols,
-                                lambda r, j: fmt.params_chunk_key(r, j, self._sep), out)
+                                lambda r, j: fmt.params_chunk_key(r, j, self._sep), out, self._a.path)
             if bad is not None:
                 row, key, what = bad
                 raise ArchiveError(f"{self._a.path}: snapshots/params row {row} chunk {key} is {what}; "

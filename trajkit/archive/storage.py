@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -152,12 +153,13 @@ def _full_key(store_path: Any, key: str) -> str:
 
 
 def read_raw_rows(store_path: Any, array: str, rows: np.ndarray, start: int, stop: int, chunk_cols: int,
-                  key_of: Any, out: np.ndarray) -> tuple[int, str, str] | None:
+                  key_of: Callable[[int, int], str], out: np.ndarray, where: str) -> tuple[int, str, str] | None:
     """Fill ``out[i, :] = params[rows[i], start:stop]`` of an uncompressed params array behind a zarr
     store, with one byte-range request per (row, chunk), all issued together.
 
-    ``key_of(row, j)`` is the chunk key inside ``array``. Returns None, or ``(row, key, "missing" |
-    "truncated")`` of the first chunk that is absent or shorter than the range asked for.
+    ``key_of(row, j)`` is the chunk key inside ``array``; ``where`` (the archive's URL) names a storage
+    failure. Returns None, or ``(row, key, "missing" | "truncated")`` of the first chunk that is absent or
+    shorter than the range asked for.
     """
     from zarr.abc.store import RangeByteRequest
     from zarr.core.buffer import default_buffer_prototype
@@ -175,7 +177,7 @@ def read_raw_rows(store_path: Any, array: str, rows: np.ndarray, start: int, sto
     try:
         buffers = sync(store_path.store.get_partial_values(default_buffer_prototype(), requests))
     except Exception as e:
-        raise storage_error(e, str(store_path)) from None
+        raise storage_error(e, where) from None
     for buf, (i, a, b, r, key) in zip(buffers, targets, strict=True):
         if buf is None:
             return r, key, "missing"
