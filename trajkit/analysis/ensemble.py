@@ -21,6 +21,7 @@ import glob
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from trajkit.archive.storage import glob_urls, is_url, join, list_archives, obje
 from trajkit.errors import AnalysisError
 
 _MISSING = object()
+#: archives of an ensemble given as URLs that are opened at once
+URL_OPEN_THREADS = 8
 
 
 def _label(a: Archive) -> str:
@@ -266,4 +269,9 @@ def open_ensemble(paths: str | os.PathLike | Sequence[Any], check: bool = True,
     found, infos = resolve_paths(paths, storage_options)
     if not found:
         raise AnalysisError("no archives given")
-    return Ensemble([open_archive(p, storage_options=storage_options) for p in found], infos, check=check)
+    if len(found) > 1 and any(is_url(p) for p in found):      # each open is a few round trips: overlap them
+        with ThreadPoolExecutor(min(URL_OPEN_THREADS, len(found)), thread_name_prefix="trajkit-open") as pool:
+            archives = list(pool.map(lambda p: open_archive(p, storage_options=storage_options), found))
+    else:
+        archives = [open_archive(p, storage_options=storage_options) for p in found]
+    return Ensemble(archives, infos, check=check)
