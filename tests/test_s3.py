@@ -206,7 +206,7 @@ def test_an_ensemble_pushed_whole_is_discovered_and_analysed_from_its_prefix(buc
     assert again.uploaded == 0 and again.skipped == len(objects)
 
 
-def test_multi_chunk_rows_are_read_as_byte_ranges(bucket, tmp_path):
+def test_multi_chunk_rows_are_read_as_byte_ranges(bucket, tmp_path, monkeypatch):
     rows = np.random.default_rng(5).standard_normal((6, 5000)).astype(np.float32)
     with create(tmp_path / "wide.trajkit", n_params=5000, chunk_bytes=4000) as w:   # 5 chunks of 1,000 columns
         for k in range(6):
@@ -217,6 +217,19 @@ def test_multi_chunk_rows_are_read_as_byte_ranges(bucket, tmp_path):
     np.testing.assert_array_equal(arch.params[:, :], rows)
     np.testing.assert_array_equal(arch.params[[1, 4], 990:3100], rows[[1, 4], 990:3100])
     np.testing.assert_array_equal(arch.params[2, 4999], rows[2, 4999])
+
+    # a column block is one batch of ranged requests: each (row, chunk) asks only for the bytes of its columns
+    fs, calls = arch._group.store_path.store.fs, []
+    real = fs._cat_ranges
+
+    async def recording(paths, starts, ends, **kw):
+        calls.append(sorted(zip([p.rsplit("/", 1)[1] for p in paths], starts, ends, strict=True)))
+        return await real(paths, starts, ends, **kw)
+
+    monkeypatch.setattr(fs, "_cat_ranges", recording)
+    np.testing.assert_array_equal(arch.params.read_rows(np.arange(6), 990, 3100), rows[:, 990:3100])
+    assert calls == [sorted((f"c.{r}.{j}", a, b) for r in range(6)
+                            for j, a, b in ((0, 3960, 4000), (1, 0, 4000), (2, 0, 4000), (3, 0, 400)))]
 
 
 @pytest.mark.slow                     # a CLI child process: it imports torch before it uploads
