@@ -193,7 +193,7 @@ def object_sizes(store_path: Any, prefix: str) -> dict[str, int]:
     from zarr.core.sync import sync
 
     fs, base = store_path.store.fs, store_path.store.path
-    root = f"{base}/{_full_key(store_path, prefix)}".strip("/")
+    root = f"{base.rstrip('/')}/{_full_key(store_path, prefix)}".rstrip("/")
     try:
         found = sync(fs._find(root, detail=True))
     except Exception as e:
