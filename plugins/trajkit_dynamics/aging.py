@@ -59,7 +59,13 @@ from scipy.optimize import minimize_scalar
 from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
+from trajkit_dynamics.measure import (
+    COMMON_PARAMS,
+    MSD_OVER_NOISE_D,
+    MSD_OVER_NOISE_D_LABEL,
+    NORMALIZE,
+    measure_two_time,
+)
 
 #: Search range of μ and the coarse scan step before the bounded refinement.
 MU_BOUNDS = (-0.5, 2.5)
@@ -319,7 +325,8 @@ class Aging(Analysis):
               Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
                     valid="in (0, 1)"),
               Param("stationary_tol", "float", default=0.1, min=0, help="tolerance of the regime rule"),
-              Param("seed", "int", default=0, help="seed of the bootstrap"))
+              Param("seed", "int", default=0, help="seed of the bootstrap"),
+              NORMALIZE)
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
         r = len(getattr(data, "archives", [data]))
@@ -327,12 +334,16 @@ class Aging(Analysis):
             raise AnalysisError(f"the bootstrap over replicas needs at least 2 replicas (got {r}); pass more "
                                 "replicas, or n_boot=0 for estimates without intervals")
         obs = params["observable"]
+        if params["normalize"] == "noise_D" and obs != "msd":
+            raise AnalysisError(f"normalize=noise_D rescales the MSD Δ(tw, tw+t) by D(tw); observable={obs} is not "
+                                "rescaled: pass observable=msd or normalize=none")
         sums = ("dot", "sq", "quart") + (("theta",) if obs == "self_overlap" else ())
         tt = measure_two_time(data, params, ctx, sums=sums)
         if tt.tw_step.size < 2:
             raise AnalysisError("aging needs at least 2 waiting times; pass n_waiting_times=n (n >= 2) or "
                                 "waiting_times as a list of snapshot steps")
-        values = tt.values[obs]
+        curve = MSD_OVER_NOISE_D if params["normalize"] == "noise_D" else obs     # the curves that collapse
+        values = tt.values[curve]
         est = estimate_mu(tt.tw_step, tt.steps, values, observable=obs, max_ratio=params["max_ratio"],
                           min_lag=params["min_lag"], c=params["threshold"], n_boot=params["n_boot"],
                           level=params["level"], tol=params["stationary_tol"],
@@ -342,15 +353,18 @@ class Aging(Analysis):
             warnings.simplefilter("ignore", RuntimeWarning)
             sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(r) if r >= 2 else np.full_like(mean, np.nan)
         dims = ("tw_step", "step")
-        arrays = {obs: (mean, dims), f"{obs}_sem": (sem, dims), "tau": (np.asarray(est.pop("tau")), ("tw_step",))}
+        arrays = {curve: (mean, dims), f"{curve}_sem": (sem, dims),
+                  "tau": (np.asarray(est.pop("tau")), ("tw_step",))}
         scalars = dict(est, observable=obs, replicas=r, n_selected=tt.n, masked_steps=tt.masked_steps,
-                       max_ratio=params["max_ratio"], min_lag=params["min_lag"])
+                       max_ratio=params["max_ratio"], min_lag=params["min_lag"], curve=curve)
+        if tt.noise_d.size:
+            arrays["noise_D"] = (tt.noise_d, ("replica", "tw_step"))
         return Result(arrays=arrays, coords={"tw_step": tt.tw_step, "step": tt.steps}, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
         sc = result.scalars
-        obs = sc["observable"]
-        y, sem, step = result.arrays[obs], result.arrays.get(f"{obs}_sem"), result.coords["step"]
+        obs, curve = sc["observable"], sc.get("curve", sc["observable"])
+        y, sem, step = result.arrays[curve], result.arrays.get(f"{curve}_sem"), result.coords["step"]
         mu = sc.get("mu_collapse")
         mu = sc.get("mu_collapse_raw") if not plotting.finite(mu) else mu
         mu = float(mu) if plotting.finite(mu) else 0.0
@@ -372,8 +386,9 @@ class Aging(Analysis):
             if obs == "msd":
                 ax.set_yscale("log")
             plotting.legend(ax)
-        ax1.set_ylabel(plotting.LABELS.get(obs, obs))
-        ax2.set_ylabel(f"{symbol}($t_w$, $t_w$+t) (inside the fit window)")
+        ax1.set_ylabel(MSD_OVER_NOISE_D_LABEL if curve == MSD_OVER_NOISE_D else plotting.LABELS.get(obs, obs))
+        ax2.set_ylabel(f"{symbol}($t_w$, $t_w$+t)" + ("/$D(t_w)$" if curve == MSD_OVER_NOISE_D else "")
+                       + " (inside the fit window)")
         ax1.set_xlabel(plotting.LAG)
         why = " (stationary)" if sc.get("regime") == "stationary" else ""
         ax1.set_title(f"$\\mu_h$ (h-form, all lags) = {plotting.fmt_ci(sc.get('mu_h'), sc.get('mu_h_ci'))}{why}",
