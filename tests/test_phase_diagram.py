@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from trajkit_dynamics.phase_diagram import geometric_mean, transition_point
 
 import trajkit
 from trajkit import synthetic
 from trajkit.analysis import load_result
 from trajkit.cli import cli
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.phase_diagram import geometric_mean, transition_point
 
 WIDTHS = [4.0, 8.0, 16.0, 32.0]
 DECAYS = [1e-4, 1e-3, 1e-2]
@@ -120,7 +120,7 @@ def test_plot_and_cli(sweep, tmp_path):
 
 def test_one_swept_key_is_refused(tmp_path):
     root = _sweep(tmp_path / "one", decays=[1e-4])
-    with pytest.raises(AnalysisError, match="swept in two config keys.*model.width"):
+    with pytest.raises(AnalysisError, match=r"swept in two config keys.*model.width"):
         trajkit.analyze("phase_diagram", [root], n_boot=0)
     res = CliRunner().invoke(cli, ["analyze", "--plugin", "phase_diagram", str(root), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "two config keys" in res.output and "Traceback" not in res.output
@@ -129,12 +129,12 @@ def test_one_swept_key_is_refused(tmp_path):
 
 def test_bootstrap_needs_two_replicas_per_cell(tmp_path):
     root = _sweep(tmp_path / "single", replicas=1)
-    with pytest.raises(AnalysisError, match="2 or more replicas in every cell.*n_boot=0"):
+    with pytest.raises(AnalysisError, match=r"2 or more replicas in every cell.*n_boot=0"):
         trajkit.analyze("phase_diagram", [root])
     r = trajkit.analyze("phase_diagram", [root], n_boot=0)
     assert np.all(np.isnan(r["x_transition_ci"]))
 
 
 def test_axis_keys_must_exist(sweep):
-    with pytest.raises(AnalysisError, match="no metadata key or sweep coordinate 'model.depth'"):
+    with pytest.raises(AnalysisError, match=r"no metadata key or sweep coordinate 'model.depth'"):
         trajkit.analyze("phase_diagram", [sweep], x_key="model.depth", y_key="model.width", n_boot=0)

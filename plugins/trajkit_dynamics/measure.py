@@ -158,7 +158,12 @@ def epsilon_row(steps: np.ndarray, params: dict[str, Any]) -> int | None:
         return None
     if where == "last":
         return int(steps.size - 1)
-    return int(times.waiting_time_rows(steps, [int(step)], snap=params.get("snap", "exact"))[0])
+    row = int(np.searchsorted(steps, step))
+    if row == steps.size or steps[row] != step:
+        near = " and ".join(str(int(steps[j])) for j in (row - 1, row) if 0 <= j < steps.size)
+        raise AnalysisError(f"epsilon_step={step} is not a snapshot step (snapshots around it: {near}); pass a "
+                            "snapshot step (`trajkit info --steps` lists them)")
+    return row
 
 
 def _epsilon(arch: Any, rows: np.ndarray, cols: Selection, params: dict[str, Any], steps: np.ndarray,
