@@ -236,6 +236,7 @@ def test_free_diffusion_overlay(tmp_path):
     assert any("Q_{\\rm free}" in lab for lab in labels)
     relax = trajkit.analyze("relaxation", [root], waiting_times=[10], epsilon=0.01, n_boot=0)
     np.testing.assert_allclose(relax["self_overlap_free"][0, later], free, rtol=1e-12)
+    assert any("Q_{\\rm free}" in ln.get_label() for ax in relax.plot().axes for ln in ax.get_lines())
     plain = synthetic.brownian_ensemble(tmp_path / "plain", steps, 100, 1e-3, 2)
     assert "self_overlap_free" not in trajkit.analyze("overlaps", [plain], waiting_times=[10]).arrays
 
@@ -303,5 +304,8 @@ def test_aging_mu_per_group(tmp_path):
         assert lo - 0.03 <= mu <= hi + 0.03
         assert r.group(g).scalars["mu_collapse"] == r.scalars["mu_collapse"][g]
     assert r.scalars["regime"] == ["sub", "simple"]
+    assert r["mu"].shape == (2, 3) and r.dims["mu_ci"] == ("group", "estimate", "bound")
+    np.testing.assert_allclose(r["mu"][:, 0], r.scalars["mu_collapse"], rtol=1e-12)
+    np.testing.assert_allclose(r["mu_ci"][:, 0], r.scalars["mu_collapse_ci"], rtol=1e-12)
     by_key = trajkit.analyze("aging", [root], waiting_times=tws, max_ratio=0.1, n_boot=0, group_by="model.depth")
     np.testing.assert_allclose(by_key.scalars["mu_collapse_raw"], r.scalars["mu_collapse_raw"], rtol=1e-12)

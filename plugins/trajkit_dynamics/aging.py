@@ -36,15 +36,26 @@ Intervals: percentile bootstrap over replicas (resample replicas with replacemen
 
 Plugin ``aging`` (:class:`Aging`, needs an ensemble; 2+ replicas unless ``n_boot = 0``). Parameters: those
 of ``overlaps`` (``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
-``allow_nan``), ``observable`` (``msd``, ``self_overlap``, ``overlap_normalized``), ``max_ratio`` (fit
+``epsilon_from`` / ``epsilon_step``, ``allow_nan``), ``observable`` (``msd``, ``self_overlap``,
+``overlap_normalized``), ``normalize`` (``none`` | ``noise_D``), ``max_ratio`` (fit
 window of (a) and (c): ``t ≤ max_ratio·tw``; none = all lags), ``min_lag``, ``threshold`` (c of (c) for
 overlaps, default 1/e), ``n_boot`` (default 200), ``level`` (0.95), ``stationary_tol`` (0.1), ``seed``.
 
-Result keys. Arrays ``<observable> [K, T]`` and ``<observable>_sem`` over ``(tw_step, step)``,
-``tau [K]`` (crossing lags of the mean curves, NaN unresolved); scalars ``mu_collapse``,
+With ``normalize = "noise_D"`` (``observable = msd`` only) the curves are ``Δ(tw, tw+t)/D(tw)``, each
+replica's MSD over its own gradient-noise strength ``D(tw)`` read from ``snapshots/metrics/noise_D`` (the
+collapse of 1803.06969; an archive without it is refused with how to record it).
+
+On a sweep (the core's ``group_by``, :mod:`trajkit.analysis.grouping`: ``auto`` one result per sweep point,
+or metadata keys such as ``model.depth``) every group gets its own μ, intervals and regime: the scalars
+become per-group lists and ``mu [G, 3]`` / ``mu_ci [G, 3, 2]`` the table of μ per group.
+
+Result keys. Arrays ``<curve> [K, T]`` and ``<curve>_sem`` over ``(tw_step, step)`` (``curve`` =
+``observable``, or ``msd_over_noise_D``), ``tau [K]`` (crossing lags of the mean curves, NaN unresolved),
+``mu [3]`` over ``estimate`` (collapse, h_form, tau) and ``mu_ci [3, 2]`` over ``(estimate, bound)``,
+``noise_D [R, K]`` (with ``normalize = "noise_D"``); scalars ``mu_collapse``,
 ``mu_collapse_ci``, ``mu_h``, ``mu_h_ci``, ``mu_tau``, ``mu_tau_ci`` (NaN when stationary), the raw fits
 ``mu_collapse_raw``, ``mu_h_raw``, ``mu_tau_raw``, ``collapse_quality`` (S at ``mu_collapse_raw``) and
-``collapse_threshold``, ``regime``, ``observable``, ``replicas``, ``max_ratio``, ``min_lag``.
+``collapse_threshold``, ``regime``, ``observable``, ``curve``, ``replicas``, ``max_ratio``, ``min_lag``.
 """
 
 from __future__ import annotations
@@ -359,7 +370,13 @@ class Aging(Analysis):
                        max_ratio=params["max_ratio"], min_lag=params["min_lag"], curve=curve)
         if tt.noise_d.size:
             arrays["noise_D"] = (tt.noise_d, ("replica", "tw_step"))
-        return Result(arrays=arrays, coords={"tw_step": tt.tw_step, "step": tt.steps}, scalars=scalars)
+        # the three μ with their intervals as arrays: per group, a [G, 3] table (group.csv / mu CSV)
+        names = ("mu_collapse", "mu_h", "mu_tau")
+        arrays["mu"] = (np.array([scalars[n] for n in names], dtype=float), ("estimate",))
+        arrays["mu_ci"] = (np.array([scalars[f"{n}_ci"] for n in names], dtype=float), ("estimate", "bound"))
+        coords = {"tw_step": tt.tw_step, "step": tt.steps, "estimate": np.array(["collapse", "h_form", "tau"]),
+                  "bound": np.array(["lo", "hi"])}
+        return Result(arrays=arrays, coords=coords, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
         sc = result.scalars

@@ -21,6 +21,9 @@ from scipy.special import erf
 
 from trajkit.archive.metadata import get_path
 
+#: Legend of the reference curve in the figures of ``overlaps`` and ``relaxation``.
+FREE_LABEL = r"$Q_{\rm free} = {\rm erf}(\varepsilon/\sqrt{4Dt})$, $D = T\eta/P$"
+
 
 def langevin_diffusion(archive: Any) -> float | None:
     """``D = T η / P`` of a Langevin run from its ``dynamics`` (``kind``, ``temperature``, ``lr``,

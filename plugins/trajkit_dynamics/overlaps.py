@@ -24,7 +24,10 @@ Plugin ``overlaps`` (:class:`Overlaps`, needs an ensemble of 1+ replicas). Param
 ``select`` (parameter subset), ``epsilon`` (absolute ε) or ``epsilon_factor`` F (ε = std(w(tw))/F, default 10), ``mode``
 (``waiting``: t_w-resolved, default; ``lag``: origin-averaged over origins with step ≥
 ``origin_min_step``), ``hist_lag`` (lag of the displacement histogram, default the middle later snapshot
-after the first waiting time), ``hist_bins``, ``allow_nan``.
+after the first waiting time), ``hist_bins``, ``allow_nan``, ``epsilon_from`` (``waiting_time``: ε from each
+waiting time, default; ``last``: from the last snapshot; ``step``: from ``epsilon_step``) and
+``normalize`` (``none``; ``noise_D``: also ``msd_over_noise_D = Δ(tw, tw+t)/D(tw)``, each replica's MSD over
+its gradient-noise strength ``D(tw)`` from ``snapshots/metrics/noise_D``, the rescaling of 1803.06969).
 
 Result keys. ``waiting`` mode: arrays ``overlap, overlap_normalized, msd, self_overlap, d4,
 participation, alpha2`` ``[K, T]`` over ``(tw_step, step)`` (replica means; NaN where step < tw_step),
@@ -32,7 +35,11 @@ each with ``<name>_sem`` (standard error over replicas); ``epsilon [R, K]`` (the
 ``lag`` mode: the same names ``[L]`` over ``lag``, plus ``n_pairs [L]``. Always: ``disp_hist [B]``
 (density of log10|Δw|) with bin edges ``disp_bins [B+1]``; ``replica_overlap [T]`` over ``step`` when
 there are two or more replicas. Scalars: ``n_selected``, ``replicas``, ``disp_tw_step``, ``disp_lag``,
-``masked_steps`` (snapshots masked by ``allow_nan``).
+``masked_steps`` (snapshots masked by ``allow_nan``). With ``normalize = "noise_D"``: ``msd_over_noise_D``
+and its ``_sem`` like ``msd``, and ``noise_D [R, K]`` (the D(tw) used). For Langevin runs (metadata
+``dynamics.kind = "langevin"`` with ``temperature``, ``lr`` and ``n_train``) in ``waiting`` mode:
+``self_overlap_free [K, T]``, the free-diffusion reference ``mean_r erf(ε_rk/sqrt(4Dt))`` with
+``D = Tη/P`` (scalar ``free_diffusion_D``; :mod:`trajkit_dynamics.free_diffusion`), drawn dashed beside Q.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import numpy as np
 from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import replica_mean_sem
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.free_diffusion import ensemble_diffusion, free_self_overlap_grid
+from trajkit_dynamics.free_diffusion import FREE_LABEL, ensemble_diffusion, free_self_overlap_grid
 from trajkit_dynamics.measure import (
     COMMON_PARAMS,
     MSD_OVER_NOISE_D,
@@ -188,8 +195,7 @@ class Overlaps(Analysis):
                                          label=plotting.tw_label(tw))
                     if name == "self_overlap" and free is not None:
                         ax.plot(lag[after], free[k][after], ls="--", lw=0.8, color=line.get_color(),
-                                label=r"$Q_{\rm free} = {\rm erf}(\varepsilon/\sqrt{4Dt})$, $D = T\eta/P$"
-                                if k == 0 else None)
+                                label=FREE_LABEL if k == 0 else None)
             else:
                 plotting.band(ax, result.coords["lag"].astype(float), values, sem)
             ax.set_xscale("log")

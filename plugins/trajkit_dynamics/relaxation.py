@@ -1,10 +1,21 @@
 """Relaxation times, τ(T), and time–temperature superposition.
 
 - ``τ_c(tw)`` (:func:`relaxation_time`): the first lag ``t`` with ``Q(tw, tw+t) < c·Q(tw, tw)``, linearly
-  interpolated in ``t`` between the two snapshots that bracket the crossing. It is *unresolved* when the
+  interpolated in ``t`` between the two snapshots that bracket the crossing (``tau_rule = "interpolate"``,
+  default) or the first snapshot past it (``tau_rule = "first_below"``, as the code of 2405.13098).
+  **Tie convention**: the comparison is strict, so a snapshot exactly at ``c·Q(tw, tw)`` has not crossed;
+  interpolation then places τ at that snapshot (the line through it meets the level there), and
+  ``first_below`` at the next one. It is *unresolved* when the
   curve is already below ``c·Q(tw,tw)`` at the first snapshot after ``tw`` (the crossing falls before
-  the second snapshot after ``tw``: flag −1, "faster than the schedule resolves") or never drops below
-  it (flag +1, "slower than the run"); unresolved times are NaN, never numbers.
+  the second snapshot after ``tw``: flag −1, "faster than the schedule resolves"), never drops below
+  it (flag +1, "slower than the run") or gives τ < ``min_tau`` (flag −2; 2405.13098 uses 4 steps);
+  unresolved times are NaN, never numbers.
+- ``tau_estimator``: ``mean_curve`` (default) takes τ of the replica-mean Q; ``per_replica`` takes τ of each
+  replica's Q (:func:`replica_tau_summary`): ``tau`` the mean and ``tau_std`` the standard deviation over
+  the resolved replicas, ``tau_resolved`` their number, ``tau_flag`` 0 when any is resolved; τ(T) then
+  uses those means, and its slope is fitted on the pooled ``(T, τ_r)`` values of every resolved replica.
+- Free diffusion (Langevin runs, :mod:`trajkit_dynamics.free_diffusion`): ``self_overlap_free``, the
+  reference ``erf(ε/sqrt(4Dt))`` with ``D = Tη/P``, averaged over replicas' ε, drawn dashed beside Q.
 - ``τ(T)`` (:func:`log_log_slope`): slope of ``ln τ`` vs ``ln T`` over a range of (high) temperatures;
   for overdamped Langevin on a flat loss ``D = Tη/P`` and the slope is −1.
 - Time–temperature superposition: ``Q(t)`` at each temperature against ``t/τe(T)``; the power-law
@@ -17,15 +28,19 @@ Plugin ``relaxation`` (:class:`Relaxation`, needs an ensemble). Parameters: thos
 ``dynamics.temperature`` when the runs have two or more temperatures; ``none``; or a metadata key, which
 must then take two or more values), ``tau_threshold`` (c of τ(T), default 1/e), ``t_range`` (temperature
 range [lo, hi] of the slope, default all T > 0), ``tts_window`` (``[lo, hi]`` of t/τe, default 1, 1000),
-``level`` (confidence level, 0.95). τ(T) and the TTS curves use the first waiting time. Intervals: from
-the replicas by a bootstrap (``n_boot``, ``seed``) when every group has two or more replicas, else the
-Student-t interval of the regression.
+``level`` (confidence level, 0.95), ``tau_rule``, ``tau_estimator``, ``min_tau``, and the ε options of
+``overlaps`` (``epsilon_from``, ``epsilon_step``). τ(T) and the TTS curves use the first waiting time.
+Intervals: from the replicas by a bootstrap (``n_boot``, ``seed``) when every group has two or more
+replicas, else the Student-t interval of the regression.
 
 Result keys. Arrays ``self_overlap [K, T]`` and ``self_overlap_sem`` over ``(tw_step, step)``,
 ``tau [K, C]`` and ``tau_flag [K, C]`` over ``(tw_step, threshold)`` (flag 0 resolved, −1 faster than the
-schedule resolves, +1 slower than the run; τ NaN unless resolved) — for a grouped ensemble these come per
-group: ``tau [G, K, C]``, ``tau_flag [G, K, C]``, ``self_overlap [G, K, T]`` with leading ``temperature``
-(the group values). Grouped also: ``tau_T [G]``, ``tau_T_flag [G]``, ``tts_x [G, T]`` (t/τe(T)),
+schedule resolves, +1 slower than the run, −2 below ``min_tau``; τ NaN unless resolved) — for a grouped
+ensemble these come per group: ``tau [G, K, C]``, ``tau_flag [G, K, C]``, ``self_overlap [G, K, T]`` with
+leading ``temperature`` (the group values). With ``tau_estimator = per_replica`` also ``tau_std`` and
+``tau_resolved`` (like ``tau``); for Langevin runs ``self_overlap_free`` (like ``self_overlap``) and the
+scalar ``free_diffusion_D`` (a list per temperature when grouped). Grouped also: ``tau_T [G]``,
+``tau_T_flag [G]`` (per_replica: ``tau_T_std [G]``, ``tau_T_resolved [G]``), ``tts_x [G, T]`` (t/τe(T)),
 ``tts_q [G, T]`` over ``(temperature, step)``; scalars ``tau_T_slope``, ``tau_T_slope_ci``, ``tau_T0``
 (τ at T = 0, None when absent or unresolved), ``tts_exponent``, ``tts_exponent_ci``, ``tts_temperature``,
 the fit windows ``tts_fit_window`` (asked, ``[lo, hi]`` of t/τe), ``tts_fit_range`` (first and last t/τe
@@ -49,7 +64,7 @@ from trajkit.analysis.stats import (
     window_slope,
 )
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.free_diffusion import ensemble_diffusion, free_self_overlap_grid
+from trajkit_dynamics.free_diffusion import FREE_LABEL, ensemble_diffusion, free_self_overlap_grid
 from trajkit_dynamics.measure import COMMON_PARAMS, RANGE_VALID, TwoTime, is_range, measure_two_time
 
 #: Flag values of :func:`relaxation_time`.
@@ -315,10 +330,14 @@ class Relaxation(Analysis):
         sc = result.scalars
         ax1, ax2 = fig.subplots(1, 2)
         temps = result.coords["temperature"]
+        free = result.arrays.get("self_overlap_free")
         for g, temp in enumerate(temps):
             x, q = result.arrays["tts_x"][g], result.arrays["tts_q"][g]
             ok = np.isfinite(x) & np.isfinite(q) & (x > 0) & (q > 0)
-            ax1.plot(x[ok], q[ok], label=f"T = {plotting.fmt(temp)}")
+            line = ax1.plot(x[ok], q[ok], label=f"T = {plotting.fmt(temp)}")[0]
+            if free is not None:
+                ax1.plot(x[ok], free[g, 0][ok], ls="--", lw=0.8, color=line.get_color(),
+                         label=FREE_LABEL if g == 0 else None)
         expo = sc.get("tts_exponent")
         lo_w, hi_w = sc.get("tts_fit_window") or result.params.get("tts_window") or [None, None]
         rng = sc.get("tts_fit_range") or [None, None]
@@ -382,18 +401,22 @@ class Relaxation(Analysis):
         sem = result.arrays.get("self_overlap_sem")
         thresholds = result.coords.get("threshold", np.zeros(0))
         tau, flag = result.arrays.get("tau"), result.arrays.get("tau_flag")
+        free = result.arrays.get("self_overlap_free")
+        why = {TOO_SLOW: "slower than the run", TOO_FAST: "too fast", BELOW_MIN_TAU: "below min_tau"}
         unresolved = []
         for k, tw in enumerate(result.coords["tw_step"]):
             lag = (step - tw).astype(float)
             after = lag > 0
             line = plotting.band(ax, lag[after], q[k][after], None if sem is None else sem[k][after],
                                  label=plotting.tw_label(tw))
+            if free is not None:
+                ax.plot(lag[after], free[k][after], ls="--", lw=0.8, color=line.get_color(),
+                        label=FREE_LABEL if k == 0 else None)
             for i, c in enumerate(thresholds):
                 if tau is not None and np.isfinite(tau[k, i]):
                     ax.plot([tau[k, i]], [c], "o", color=line.get_color(), ms=4)
                 elif flag is not None:
-                    unresolved.append(f"$t_w$={int(tw)}, c={plotting.fmt(c, 2)} "
-                                      f"({'slower than the run' if flag[k, i] == TOO_SLOW else 'too fast'})")
+                    unresolved.append(f"$t_w$={int(tw)}, c={plotting.fmt(c, 2)} ({why.get(int(flag[k, i]), '?')})")
         for c in thresholds:
             ax.axhline(c, color="0.5", lw=0.6, ls=":")
         ax.set_xscale("log")
