@@ -116,6 +116,11 @@ def test_plot_and_cli(sweep, tmp_path):
     back = load_result(out)
     assert back["loss_geomean"].shape == (4, 3)
     assert (out / "phase_diagram.png").stat().st_size > 0
+    fig = back.plot()
+    axes = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+    assert len(axes) == 3 and all(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
+    norm = axes[0].collections[0].norm                     # the map is on a log colour scale
+    assert type(norm).__name__ == "LogNorm" and norm.vmin == pytest.approx(np.nanmin(back["loss_geomean"]))
 
 
 def test_one_swept_key_is_refused(tmp_path):

@@ -215,10 +215,12 @@ def _plot_histograms(result: Result, axes: list[Any]) -> None:
     if "final_loss_hist" in a:
         ax_l.stairs(a["final_loss_hist"], a["final_loss_edges"], fill=True, alpha=0.6)
         ax_l.set_xlabel(f"final {result.scalars.get('final_loss_metric')} (one per run)", fontsize=8)
+        ax_l.set_ylabel("density", fontsize=8)
     else:
         ax_l.set_visible(False)
     if "weight_hist" in a:
         ax_w.stairs(a["weight_hist"], a["weight_edges"], fill=True, alpha=0.6, color="tab:green")
         ax_w.set_xlabel(f"parameters $w_i$ (select = {result.params.get('select', 'all')}, all runs)", fontsize=8)
+        ax_w.set_ylabel("density", fontsize=8)
     else:
         ax_w.set_visible(False)
