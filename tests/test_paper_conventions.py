@@ -287,6 +287,7 @@ def test_import_set_bad_input(tmp_path):
 
 # -- aging: μ per group ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_aging_mu_per_group(tmp_path):
     tws = [100, 300, 1000, 3000]
     steps = synthetic.two_time_steps(tws, n_lags=16, base=np.rint(np.geomspace(1, 30000, 20)))
