@@ -143,3 +143,24 @@ def test_bootstrap_needs_two_replicas_per_cell(tmp_path):
 def test_axis_keys_must_exist(sweep):
     with pytest.raises(AnalysisError, match=r"no metadata key or sweep coordinate 'model.depth'"):
         trajkit.analyze("phase_diagram", [sweep], x_key="model.depth", y_key="model.width", n_boot=0)
+
+
+def test_runs_without_ensemble_coords(tmp_path):
+    """Runs whose sweep keys are plain metadata (as `trajkit import --set` attaches), of different sizes N."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    for i, (w, lam) in enumerate([(4, 1e-4), (4, 1e-2), (16, 1e-4), (16, 1e-2)]):
+        for r in range(2):
+            synthetic.write_archive(d / f"r{i}{r}.trajkit", STEPS, np.zeros((3, w)),
+                                    metadata={"model": {"width": w}, "dynamics": {"weight_decay": lam}},
+                                    metrics={"train_loss": np.array([1.0, 0.5, _loss(w, lam, r)])})
+    res = trajkit.analyze("phase_diagram", [d], floor=1e-8, n_boot=0)
+    # the first varying key that tells the widths apart is the parameter count N (= width here)
+    assert {res.scalars["x_key"], res.scalars["y_key"]} == {"model.n_params", "dynamics.weight_decay"}
+    assert res["loss_geomean"].shape == (2, 2) and np.all(res["replicas"] == 2)
+    by_width = trajkit.analyze("phase_diagram", [d], x_key="model.width", floor=1e-8, n_boot=0)
+    assert by_width.scalars["y_key"] == "dynamics.weight_decay"
+    np.testing.assert_array_equal(by_width.coords["x"], [4, 16])
+    expect = [[geometric_mean(np.array([_loss(w, lam, r) for r in range(2)]), 1e-8) for lam in (1e-4, 1e-2)]
+              for w in (4, 16)]
+    np.testing.assert_allclose(by_width["loss_geomean"], expect, rtol=1e-9)

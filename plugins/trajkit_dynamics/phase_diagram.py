@@ -23,10 +23,13 @@ between two cells is thus placed at their (geometric) middle when the plateaus a
 sigmoid in ``ln u`` at its centre. Interval: percentile bootstrap over replicas, every cell resampled on
 its own (``n_boot`` resamples, ``seed``, confidence ``level``); it needs two or more replicas per cell.
 
-Plugin ``phase_diagram`` (:class:`PhaseDiagram`, needs groups). Parameters: ``group_by`` (default
-``ensemble.coords``: one group per sweep point, which keeps each group one architecture), ``x_key``,
-``y_key`` (default: the two keys the sweep varies, as the core labels sweep points; an ensemble swept in
-one key is refused), ``metric``, ``floor``, ``min_contrast``, ``n_boot``, ``level``, ``seed``.
+Plugin ``phase_diagram`` (:class:`PhaseDiagram`, needs groups). Parameters: ``group_by`` (how the core
+splits the runs before the cells are formed; default ``run_id``: every run on its own, so runs of
+different architectures — a width sweep — are never checked against each other), ``x_key``, ``y_key``
+(default: the two keys the sweep varies, as the core labels sweep points — ``ensemble.coords`` of
+``trajkit record``, else the varying ``dynamics`` / ``model`` / ``dataset`` ... metadata, e.g. set by
+``trajkit import --set``; an ensemble swept in one key is refused), ``metric``, ``floor``,
+``min_contrast``, ``n_boot``, ``level``, ``seed``. The cells are the distinct ``(x, y)`` values.
 
 Result keys: the arrays above over ``(x, y)``; ``x_transition [n_y]``, ``x_contrast [n_y]`` over ``y`` and
 ``x_transition_ci [n_y, 2]`` over ``(y, bound)``; ``y_transition [n_x]``, ``y_contrast [n_x]`` over ``x``
@@ -127,8 +130,9 @@ class PhaseDiagram(Analysis):
     version = "1.0.0"
     description = "Final training loss over a sweep in two keys (geometric mean per cell), cuts and transitions."
     needs = "groups"
-    params = (Param("group_by", "str", default="ensemble.coords",
-                    help="metadata key splitting the runs into sets of one architecture (default: sweep points)"),
+    params = (Param("group_by", "str", default="run_id",
+                    help="metadata key the core splits the runs by before the cells are formed (default run_id: "
+                         "each run alone, so architectures may differ)"),
               Param("x_key", "str", default=None, help="key of the x axis (default: the first swept key)"),
               Param("y_key", "str", default=None, help="key of the y axis (default: the second swept key)"),
               METRIC,
