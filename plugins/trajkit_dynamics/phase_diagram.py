@@ -40,6 +40,7 @@ and ``y_transition_ci [n_x, 2]``; coordinates ``x``, ``y`` (float64) and ``bound
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -218,6 +219,7 @@ class PhaseDiagram(Analysis):
 
     def plot(self, result: Result, fig: Any) -> Any:
         from matplotlib.colors import LogNorm
+        from matplotlib.ticker import NullFormatter
 
         sc, xs, ys = result.scalars, result.coords["x"], result.coords["y"]
         geo = result.arrays["loss_geomean"]
@@ -228,10 +230,12 @@ class PhaseDiagram(Analysis):
         fig.colorbar(mesh, ax=ax_map, label=f"geometric mean of final {sc['metric']} (clipped at "
                                             f"{plotting.fmt(sc['floor'])})")
         xt, yt = result.arrays["x_transition"], result.arrays["y_transition"]
-        ax_map.plot(xt, ys, "w^", ms=5, label=f"transition in {sc['x_key']}")
-        ax_map.plot(xs, yt, "wo", ms=4, mfc="none", label=f"transition in {sc['y_key']}")
+        ax_map.plot(xt, ys, "w^", ms=5, mec="k", label=f"transition in {sc['x_key']}")
+        ax_map.plot(xs, yt, "wo", ms=5, mec="k", label=f"transition in {sc['y_key']}")
         ax_map.set_xscale("log" if sc.get("x_log") else "linear")
         ax_map.set_yscale("log" if sc.get("y_log") else "linear")
+        for axis in (ax_map.xaxis, ax_map.yaxis):
+            axis.set_minor_formatter(NullFormatter())
         ax_map.set_xlabel(sc["x_key"])
         ax_map.set_ylabel(sc["y_key"])
         plotting.legend(ax_map)
@@ -249,10 +253,23 @@ class PhaseDiagram(Analysis):
             ax.set_xscale("log" if log else "linear")
             ax.set_xlabel(key)
             ax.set_ylabel(f"final {sc['metric']} (geometric mean over replicas)", fontsize=8)
-            ax.set_title(f"cuts along {key}: dashed = transition (mid-level of log loss), band = interval",
+            ax.set_title(f"cuts along {key}\ndashed: transition (mid-level of log loss), band: interval",
                          fontsize=8)
             plotting.legend(ax)
-        plotting.caption(fig, plotting.describe(result, [
-            f"{sc['n_runs']} runs in {sc['n_cells']} cells", f"transitions need ≥ {plotting.fmt(sc['min_contrast'])} "
+        plotting.caption(fig, plotting.describe(_resolved_view(result), [
+            f"{sc['x_key']} × {sc['y_key']}: {sc['n_runs']} runs in {sc['n_cells']} cells",
+            f"transitions need ≥ {plotting.fmt(sc['min_contrast'])} "
             f"decades of contrast; intervals: {int(result.params.get('n_boot', 0))} bootstrap resamples"]))
         return fig
+
+
+def _resolved_view(result: Result) -> Result:
+    """``result`` as the caption should describe it: the two axis keys are resolved (one cell per value, not
+    pooled) and the core's per-run split (``group_by``) is no grouping of the diagram."""
+    sc = result.scalars
+    view = copy.copy(result)
+    view.params = {**(result.params or {}), "group_by": None}
+    coords = dict((result.provenance or {}).get("coords") or {})
+    view.provenance = {**(result.provenance or {}),
+                       "coords": {k: v for k, v in coords.items() if k not in (sc.get("x_key"), sc.get("y_key"))}}
+    return view
