@@ -171,7 +171,7 @@ class Overlaps(Analysis):
             arrays["replica_overlap"] = (replica_overlap(replica_gram(data, cols, ctx)), ("step",))
         scalars = {"n_selected": tt.n, "replicas": tt.replicas, "disp_tw_step": int(steps[tw_row]),
                    "disp_lag": int(steps[b_row] - steps[tw_row]), "masked_steps": tt.masked_steps}
-        if diffusion is not None:
+        if "self_overlap_free" in arrays:
             scalars["free_diffusion_D"] = diffusion
         return Result(arrays=arrays, coords=coords, scalars=scalars)
 
