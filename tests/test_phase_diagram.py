@@ -164,3 +164,17 @@ def test_runs_without_ensemble_coords(tmp_path):
     expect = [[geometric_mean(np.array([_loss(w, lam, r) for r in range(2)]), 1e-8) for lam in (1e-4, 1e-2)]
               for w in (4, 16)]
     np.testing.assert_allclose(by_width["loss_geomean"], expect, rtol=1e-9)
+
+
+def test_x_per_key_gives_n_over_p(tmp_path):
+    d = tmp_path / "np"
+    d.mkdir()
+    for i, (n, p, lam) in enumerate([(8, 4, 1e-4), (8, 16, 1e-4), (8, 4, 1e-2), (8, 16, 1e-2)]):
+        synthetic.write_archive(d / f"r{i}.trajkit", STEPS, np.zeros((3, n)),
+                                metadata={"dataset": {"n_train": p}, "dynamics": {"weight_decay": lam}},
+                                metrics={"train_loss": np.array([1.0, 0.5, 0.1 * (i + 1)])})
+    r = trajkit.analyze("phase_diagram", [d], x_key="model.n_params", x_per_key="dataset.n_train",
+                        y_key="dynamics.weight_decay", n_boot=0)
+    np.testing.assert_allclose(r.coords["x"], [0.5, 2.0])                      # N/P = 8/16, 8/4
+    np.testing.assert_allclose(r["loss_geomean"], [[0.2, 0.4], [0.1, 0.3]], rtol=1e-9)
+    assert r.scalars["x_key"] == "model.n_params/dataset.n_train"

@@ -28,7 +28,9 @@ splits the runs before the cells are formed; default ``run_id``: every run on it
 different architectures — a width sweep — are never checked against each other), ``x_key``, ``y_key``
 (default: the two keys the sweep varies, as the core labels sweep points — ``ensemble.coords`` of
 ``trajkit record``, else the varying ``dynamics`` / ``model`` / ``dataset`` ... metadata, e.g. set by
-``trajkit import --set``; an ensemble swept in one key is refused), ``metric``, ``floor``,
+``trajkit import --set``; an ensemble swept in one key is refused), ``x_per_key`` (x divided by this key's
+value per run, e.g. ``x_key = model.n_params`` with ``x_per_key = dataset.n_train`` for N/P; the scalar
+``x_key`` then reads ``model.n_params/dataset.n_train``), ``metric``, ``floor``,
 ``min_contrast``, ``n_boot``, ``level``, ``seed``. The cells are the distinct ``(x, y)`` values.
 
 Result keys: the arrays above over ``(x, y)``; ``x_transition [n_y]``, ``x_contrast [n_y]`` over ``y`` and
@@ -136,6 +138,8 @@ class PhaseDiagram(Analysis):
                          "each run alone, so architectures may differ)"),
               Param("x_key", "str", default=None, help="key of the x axis (default: the first swept key)"),
               Param("y_key", "str", default=None, help="key of the y axis (default: the second swept key)"),
+              Param("x_per_key", "str", default=None,
+                    help="divide each run's x value by this key's value, e.g. dataset.n_train for N/P"),
               METRIC,
               Param("floor", "float", default=1e-10, help="losses are clipped at this floor in the geometric mean",
                     check=lambda v: v > 0, valid="> 0"),
@@ -157,7 +161,8 @@ class PhaseDiagram(Analysis):
             if not np.isfinite(final) or final < 0:
                 raise AnalysisError(f"{a.path}: final {params['metric']} is {final} (a diverged run, or not a loss); "
                                     "a phase diagram needs finite losses >= 0: leave the run out")
-            cells.setdefault((_value(a, x_key), _value(a, y_key)), []).append(final)
+            x = _value(a, x_key) / (_value(a, params["x_per_key"]) if params["x_per_key"] else 1.0)
+            cells.setdefault((x, _value(a, y_key)), []).append(final)
         xs = np.array(sorted({x for x, _ in cells}))
         ys = np.array(sorted({y for _, y in cells}))
         if xs.size < 2 or ys.size < 2:
@@ -213,7 +218,8 @@ class PhaseDiagram(Analysis):
                   "x_contrast": (contrast_x, ("y",)),
                   "y_transition": (point[ny:], ("x",)), "y_transition_ci": (ci[ny:], ("x", "bound")),
                   "y_contrast": (contrast_y, ("x",))}
-        scalars = {"x_key": x_key, "y_key": y_key, "metric": params["metric"], "floor": floor, "min_contrast": mc,
+        x_label = f"{x_key}/{params['x_per_key']}" if params["x_per_key"] else x_key
+        scalars = {"x_key": x_label, "y_key": y_key, "metric": params["metric"], "floor": floor, "min_contrast": mc,
                    "x_log": x_log, "y_log": y_log, "n_runs": len(archives), "n_cells": len(cells)}
         return Result(arrays=arrays, coords={"x": xs, "y": ys, "bound": np.array(["lo", "hi"])}, scalars=scalars)
 
