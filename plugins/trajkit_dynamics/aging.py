@@ -36,15 +36,26 @@ Intervals: percentile bootstrap over replicas (resample replicas with replacemen
 
 Plugin ``aging`` (:class:`Aging`, needs an ensemble; 2+ replicas unless ``n_boot = 0``). Parameters: those
 of ``overlaps`` (``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
-``allow_nan``), ``observable`` (``msd``, ``self_overlap``, ``overlap_normalized``), ``max_ratio`` (fit
+``epsilon_from`` / ``epsilon_step``, ``allow_nan``), ``observable`` (``msd``, ``self_overlap``,
+``overlap_normalized``), ``normalize`` (``none`` | ``noise_D``), ``max_ratio`` (fit
 window of (a) and (c): ``t ≤ max_ratio·tw``; none = all lags), ``min_lag``, ``threshold`` (c of (c) for
 overlaps, default 1/e), ``n_boot`` (default 200), ``level`` (0.95), ``stationary_tol`` (0.1), ``seed``.
 
-Result keys. Arrays ``<observable> [K, T]`` and ``<observable>_sem`` over ``(tw_step, step)``,
-``tau [K]`` (crossing lags of the mean curves, NaN unresolved); scalars ``mu_collapse``,
+With ``normalize = "noise_D"`` (``observable = msd`` only) the curves are ``Δ(tw, tw+t)/D(tw)``, each
+replica's MSD over its own gradient-noise strength ``D(tw)`` read from ``snapshots/metrics/noise_D`` (the
+collapse of 1803.06969; an archive without it is refused with how to record it).
+
+On a sweep (the core's ``group_by``, :mod:`trajkit.analysis.grouping`: ``auto`` one result per sweep point,
+or metadata keys such as ``model.depth``) every group gets its own μ, intervals and regime: the scalars
+become per-group lists and ``mu [G, 3]`` / ``mu_ci [G, 3, 2]`` the table of μ per group.
+
+Result keys. Arrays ``<curve> [K, T]`` and ``<curve>_sem`` over ``(tw_step, step)`` (``curve`` =
+``observable``, or ``msd_over_noise_D``), ``tau [K]`` (crossing lags of the mean curves, NaN unresolved),
+``mu [3]`` over ``estimate`` (collapse, h_form, tau) and ``mu_ci [3, 2]`` over ``(estimate, bound)``,
+``noise_D [R, K]`` (with ``normalize = "noise_D"``); scalars ``mu_collapse``,
 ``mu_collapse_ci``, ``mu_h``, ``mu_h_ci``, ``mu_tau``, ``mu_tau_ci`` (NaN when stationary), the raw fits
 ``mu_collapse_raw``, ``mu_h_raw``, ``mu_tau_raw``, ``collapse_quality`` (S at ``mu_collapse_raw``) and
-``collapse_threshold``, ``regime``, ``observable``, ``replicas``, ``max_ratio``, ``min_lag``.
+``collapse_threshold``, ``regime``, ``observable``, ``curve``, ``replicas``, ``max_ratio``, ``min_lag``.
 """
 
 from __future__ import annotations
@@ -59,7 +70,13 @@ from scipy.optimize import minimize_scalar
 from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import percentile_interval, replica_bootstrap
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.measure import COMMON_PARAMS, measure_two_time
+from trajkit_dynamics.measure import (
+    COMMON_PARAMS,
+    MSD_OVER_NOISE_D,
+    MSD_OVER_NOISE_D_LABEL,
+    NORMALIZE,
+    measure_two_time,
+)
 
 #: Search range of μ and the coarse scan step before the bounded refinement.
 MU_BOUNDS = (-0.5, 2.5)
@@ -319,7 +336,8 @@ class Aging(Analysis):
               Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
                     valid="in (0, 1)"),
               Param("stationary_tol", "float", default=0.1, min=0, help="tolerance of the regime rule"),
-              Param("seed", "int", default=0, help="seed of the bootstrap"))
+              Param("seed", "int", default=0, help="seed of the bootstrap"),
+              NORMALIZE)
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
         r = len(getattr(data, "archives", [data]))
@@ -327,12 +345,16 @@ class Aging(Analysis):
             raise AnalysisError(f"the bootstrap over replicas needs at least 2 replicas (got {r}); pass more "
                                 "replicas, or n_boot=0 for estimates without intervals")
         obs = params["observable"]
+        if params["normalize"] == "noise_D" and obs != "msd":
+            raise AnalysisError(f"normalize=noise_D rescales the MSD Δ(tw, tw+t) by D(tw); observable={obs} is not "
+                                "rescaled: pass observable=msd or normalize=none")
         sums = ("dot", "sq", "quart") + (("theta",) if obs == "self_overlap" else ())
         tt = measure_two_time(data, params, ctx, sums=sums)
         if tt.tw_step.size < 2:
             raise AnalysisError("aging needs at least 2 waiting times; pass n_waiting_times=n (n >= 2) or "
                                 "waiting_times as a list of snapshot steps")
-        values = tt.values[obs]
+        curve = MSD_OVER_NOISE_D if params["normalize"] == "noise_D" else obs     # the curves that collapse
+        values = tt.values[curve]
         est = estimate_mu(tt.tw_step, tt.steps, values, observable=obs, max_ratio=params["max_ratio"],
                           min_lag=params["min_lag"], c=params["threshold"], n_boot=params["n_boot"],
                           level=params["level"], tol=params["stationary_tol"],
@@ -342,15 +364,24 @@ class Aging(Analysis):
             warnings.simplefilter("ignore", RuntimeWarning)
             sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(r) if r >= 2 else np.full_like(mean, np.nan)
         dims = ("tw_step", "step")
-        arrays = {obs: (mean, dims), f"{obs}_sem": (sem, dims), "tau": (np.asarray(est.pop("tau")), ("tw_step",))}
+        arrays = {curve: (mean, dims), f"{curve}_sem": (sem, dims),
+                  "tau": (np.asarray(est.pop("tau")), ("tw_step",))}
         scalars = dict(est, observable=obs, replicas=r, n_selected=tt.n, masked_steps=tt.masked_steps,
-                       max_ratio=params["max_ratio"], min_lag=params["min_lag"])
-        return Result(arrays=arrays, coords={"tw_step": tt.tw_step, "step": tt.steps}, scalars=scalars)
+                       max_ratio=params["max_ratio"], min_lag=params["min_lag"], curve=curve)
+        if tt.noise_d.size:
+            arrays["noise_D"] = (tt.noise_d, ("replica", "tw_step"))
+        # the three μ with their intervals as arrays: per group, a [G, 3] table (group.csv / mu CSV)
+        names = ("mu_collapse", "mu_h", "mu_tau")
+        arrays["mu"] = (np.array([scalars[n] for n in names], dtype=float), ("estimate",))
+        arrays["mu_ci"] = (np.array([scalars[f"{n}_ci"] for n in names], dtype=float), ("estimate", "bound"))
+        coords = {"tw_step": tt.tw_step, "step": tt.steps, "estimate": np.array(["collapse", "h_form", "tau"]),
+                  "bound": np.array(["lo", "hi"])}
+        return Result(arrays=arrays, coords=coords, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
         sc = result.scalars
-        obs = sc["observable"]
-        y, sem, step = result.arrays[obs], result.arrays.get(f"{obs}_sem"), result.coords["step"]
+        obs, curve = sc["observable"], sc.get("curve", sc["observable"])
+        y, sem, step = result.arrays[curve], result.arrays.get(f"{curve}_sem"), result.coords["step"]
         mu = sc.get("mu_collapse")
         mu = sc.get("mu_collapse_raw") if not plotting.finite(mu) else mu
         mu = float(mu) if plotting.finite(mu) else 0.0
@@ -372,8 +403,9 @@ class Aging(Analysis):
             if obs == "msd":
                 ax.set_yscale("log")
             plotting.legend(ax)
-        ax1.set_ylabel(plotting.LABELS.get(obs, obs))
-        ax2.set_ylabel(f"{symbol}($t_w$, $t_w$+t) (inside the fit window)")
+        ax1.set_ylabel(MSD_OVER_NOISE_D_LABEL if curve == MSD_OVER_NOISE_D else plotting.LABELS.get(obs, obs))
+        ax2.set_ylabel(f"{symbol}($t_w$, $t_w$+t)" + ("/$D(t_w)$" if curve == MSD_OVER_NOISE_D else "")
+                       + " (inside the fit window)")
         ax1.set_xlabel(plotting.LAG)
         why = " (stationary)" if sc.get("regime") == "stationary" else ""
         ax1.set_title(f"$\\mu_h$ (h-form, all lags) = {plotting.fmt_ci(sc.get('mu_h'), sc.get('mu_h_ci'))}{why}",

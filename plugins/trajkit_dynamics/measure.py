@@ -1,8 +1,8 @@
 """Per-replica two-time measurements through the core's pair kernels (shared by the dynamics plugins).
 
 :func:`measure_two_time` turns an :class:`~trajkit.analysis.Ensemble` and the common parameters
-(``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``, ``mode``,
-``allow_nan``) into
+(``waiting_times`` / ``n_waiting_times``, ``snap``, ``select``, ``epsilon`` / ``epsilon_factor``,
+``epsilon_from`` / ``epsilon_step``, ``mode``, ``allow_nan``; ``normalize`` of ``overlaps`` and ``aging``) into
 per-replica observables of :mod:`trajkit_dynamics.overlaps`:
 
 The waiting times are the snapshot steps ``waiting_times`` (each must be a snapshot step unless
@@ -14,7 +14,9 @@ The waiting times are the snapshot steps ``waiting_times`` (each must be a snaps
   lag matching of :func:`trajkit.analysis.times.lag_pairs`), plus per-pair self-overlaps for χ4 over origins.
 
 The cutoff is ``ε = epsilon`` or, with ``epsilon_factor = F``, ``ε = std(w(tw))/F`` over the selected
-parameters of each replica at each waiting time (at each origin in lag mode). Snapshots flagged
+parameters of each replica at each waiting time (at each origin in lag mode) — or, with ``epsilon_from =
+last`` / ``step`` (and ``epsilon_step = S``), at the last snapshot / at step S: one ε per replica, the
+same for all its waiting times (in an ensemble every replica has its own). Snapshots flagged
 non-finite in an archive's metadata (``/nonfinite``) or found non-finite by the kernels are refused
 unless ``allow_nan`` is true, which drops every pair that touches them (their grid cells stay NaN) and
 lists the masked steps in the measurement.
@@ -32,6 +34,9 @@ from trajkit.archive import Selection
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.two_time import two_time_from_sums
 
+#: Where the std of the cutoff ε = std(w)/F is taken (parameter ``epsilon_from``).
+EPSILON_FROM = ("waiting_time", "last", "step")
+
 #: Parameters every two-time plugin accepts.
 COMMON_PARAMS = (
     Param("waiting_times", "ints", default=None, min=0, excludes=("n_waiting_times",),
@@ -47,9 +52,21 @@ COMMON_PARAMS = (
     Param("epsilon_factor", "float", default=10.0,
           help="when epsilon is not given: ε = std(w(tw))/F over the selected parameters at each waiting time",
           check=lambda v: v > 0, valid="> 0"),
+    Param("epsilon_from", "str", default="waiting_time", choices=EPSILON_FROM,
+          help="snapshot of the std in ε = std(w)/F, per replica: each waiting time (origin), the last snapshot, "
+               "or epsilon_step"),
+    Param("epsilon_step", "int", default=None, min=0,
+          help="with epsilon_from=step: the snapshot step whose std(w)/F is every waiting time's ε"),
     Param("allow_nan", "bool", default=False,
           help="mask snapshots with NaN/inf parameters (pairs touching them become NaN) instead of refusing"),
 )
+
+#: ``normalize`` of ``overlaps`` and ``aging``: Δ as it is, or Δ(tw, tw+t)/D(tw) with D the recorded noise strength.
+NORMALIZE = Param("normalize", "str", default="none", choices=("none", "noise_D"),
+                  help="noise_D: also report msd_over_noise_D = Δ(tw, tw+t)/D(tw), D from snapshots/metrics/noise_D")
+#: the two-time array of ``normalize = "noise_D"`` and its axis label
+MSD_OVER_NOISE_D = "msd_over_noise_D"
+MSD_OVER_NOISE_D_LABEL = r"$\Delta(t_w, t_w+t)/D(t_w)$, $D$ = noise_D"
 
 
 METRIC = Param("metric", "str", default="train_loss", help="snapshot metric, or trace:NAME")
@@ -83,6 +100,7 @@ class TwoTime:
     pair_q: list[np.ndarray] = field(default_factory=list)
     pair_lag_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     masked_steps: list[int] = field(default_factory=list)
+    noise_d: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))   # [R, K] D(tw) with normalize=noise_D
 
     @property
     def replicas(self) -> int:
@@ -126,25 +144,69 @@ def row_std(arch: Any, rows: np.ndarray, cols: Selection) -> np.ndarray:
     return out
 
 
-def _epsilon(arch: Any, rows: np.ndarray, cols: Selection, params: dict[str, Any], steps: np.ndarray) -> np.ndarray:
+def epsilon_row(steps: np.ndarray, params: dict[str, Any]) -> int | None:
+    """The snapshot row whose ``std(w)/F`` is every waiting time's ε (``epsilon_from`` = ``last`` / ``step``);
+    None when ε is taken at each waiting time (or is absolute). Checks ``epsilon_from`` against ``epsilon_step``."""
+    where, step = params.get("epsilon_from", "waiting_time"), params.get("epsilon_step")
+    if where == "step" and step is None:
+        raise AnalysisError("epsilon_from=step needs epsilon_step=S, a snapshot step (`trajkit info --steps` "
+                            "lists them)")
+    if where != "step" and step is not None:
+        raise AnalysisError(f"epsilon_step={step} is used only with epsilon_from=step (epsilon_from is {where!r}); "
+                            "pass epsilon_from=step or drop epsilon_step")
+    if params.get("epsilon") is not None or where == "waiting_time":
+        return None
+    if where == "last":
+        return int(steps.size - 1)
+    row = int(np.searchsorted(steps, step))
+    if row == steps.size or steps[row] != step:
+        near = " and ".join(str(int(steps[j])) for j in (row - 1, row) if 0 <= j < steps.size)
+        raise AnalysisError(f"epsilon_step={step} is not a snapshot step (snapshots around it: {near}); pass a "
+                            "snapshot step (`trajkit info --steps` lists them)")
+    return row
+
+
+def _epsilon(arch: Any, rows: np.ndarray, cols: Selection, params: dict[str, Any], steps: np.ndarray,
+             at_row: int | None = None) -> np.ndarray:
     if params.get("epsilon") is not None:
         return np.full(rows.size, float(params["epsilon"]))
-    eps = row_std(arch, rows, cols) / float(params["epsilon_factor"])
+    std_rows = rows if at_row is None else np.array([at_row])
+    eps = row_std(arch, std_rows, cols) / float(params["epsilon_factor"])
     zero = np.flatnonzero(~(eps > 0))
     if zero.size:
-        raise AnalysisError(f"{arch.path}: ε = std(w)/epsilon_factor is 0 at step {int(steps[rows[zero[0]]])} "
+        raise AnalysisError(f"{arch.path}: ε = std(w)/epsilon_factor is 0 at step {int(steps[std_rows[zero[0]]])} "
                             "(the selected parameters are all equal there); pass an absolute epsilon")
-    return eps
+    return eps if at_row is None else np.full(rows.size, float(eps[0]))
+
+
+def noise_strength(arch: Any, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """``D(t)`` at snapshot ``rows`` from ``snapshots/metrics/noise_D`` (float64 ``[len(rows)]``); a one-line
+    error saying how to record it when the archive has none, or when a value there is not a positive number."""
+    metrics = arch.metrics
+    if "noise_D" not in metrics:
+        raise AnalysisError(f"{arch.path}: normalize=noise_D needs the gradient-noise strength "
+                            "snapshots/metrics/noise_D, which this archive lacks; record it with `[metrics] "
+                            "gradient_stats = true` in the config or Recorder(..., gradient_stats=...), or use "
+                            "normalize=none")
+    d = np.asarray(metrics["noise_D"], dtype=np.float64)[rows]
+    bad = np.flatnonzero(~(d > 0) | ~np.isfinite(d))
+    if bad.size:
+        raise AnalysisError(f"{arch.path}: snapshots/metrics/noise_D is {d[bad[0]]} at step {int(steps[rows[bad[0]]])} "
+                            "(a waiting time or origin); Δ/D(tw) needs D > 0 there: choose other waiting times or "
+                            "normalize=none")
+    return d
 
 
 def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str = "waiting",
                      sums: tuple[str, ...] = ("dot", "sq", "quart", "theta"),
                      origin_min_step: int | None = None, lag_rtol: float = 0.02) -> TwoTime:
     """Run the pair kernels on every replica of ``data`` (an Ensemble, or one Archive) and derive the
-    two-time observables; see the module docstring."""
+    two-time observables; see the module docstring. ``params["normalize"] = "noise_D"`` adds
+    ``msd_over_noise_D`` (each replica's Δ over its own D at the pair's first snapshot)."""
     archives = list(getattr(data, "archives", [data]))
     steps = np.asarray(data.steps, dtype=np.int64)
     cols = selected_columns(data, params["select"])
+    eps_at = epsilon_row(steps, params)
     bad = nonfinite_rows(archives, steps, bool(params.get("allow_nan")))
     n = int(cols.size)
     if mode == "waiting":
@@ -156,10 +218,12 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
         pairs = lp.pairs
         rows = np.unique(pairs[:, 0])
     keep = ~(np.isin(pairs[:, 0], bad) | np.isin(pairs[:, 1], bad))
+    rescale = params.get("normalize", "none") == "noise_D"
+    noise_d = [noise_strength(a, rows, steps) for a in archives] if rescale else []
     per_pair: dict[str, list[np.ndarray]] = {}
     eps_all = []
-    for arch in ctx.progress(archives, total=len(archives), desc="replicas"):
-        eps_rows = _epsilon(arch, rows, cols, params, steps)
+    for i, arch in enumerate(ctx.progress(archives, total=len(archives), desc="replicas")):
+        eps_rows = _epsilon(arch, rows, cols, params, steps, eps_at)
         eps_all.append(eps_rows)
         eps_pair = eps_rows[np.searchsorted(rows, pairs[keep, 0])]
         got = ctx.kernels.pair_sums(arch, pairs[keep], cols=cols, epsilon=eps_pair, sums=sums)
@@ -172,17 +236,22 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
         if not params.get("allow_nan") and any(not np.all(np.isfinite(v[keep])) for v in full.values()):
             raise AnalysisError(f"{arch.path}: parameters are NaN/inf in some snapshots (not flagged in metadata); "
                                 "pass allow_nan=true to mask them")
-        for name, v in two_time_from_sums(full, n).items():
+        derived = two_time_from_sums(full, n)
+        if rescale:                                     # Δ(tw, tw+t) / D(tw): the collapse of 1803.06969
+            derived[MSD_OVER_NOISE_D] = derived["msd"] / noise_d[i][np.searchsorted(rows, pairs[:, 0])]
+        for name, v in derived.items():
             per_pair.setdefault(name, []).append(v)
     masked = [int(steps[r]) for r in bad]
     eps = np.stack(eps_all)
     if mode == "waiting":
         values = {k: np.stack([wp.grid(v) for v in vs]) for k, vs in per_pair.items()}
-        return TwoTime(mode, n, steps, values, eps, tw_step=wp.tw_step, tw_rows=rows, masked_steps=masked)
+        return TwoTime(mode, n, steps, values, eps, tw_step=wp.tw_step, tw_rows=rows, masked_steps=masked,
+                       noise_d=np.stack(noise_d) if rescale else np.zeros((0, 0)))
     values = {k: np.stack([lp.average(np.where(keep, v, np.nan)) for v in vs]) for k, vs in per_pair.items()}
     q = [np.asarray(v) for v in per_pair.get("self_overlap", [])]
     return TwoTime(mode, n, steps, values, eps, lags=lp.lags, n_pairs=lp.n_pairs, pair_q=q,
-                   pair_lag_index=lp.lag_index, masked_steps=masked)
+                   pair_lag_index=lp.lag_index, masked_steps=masked,
+                   noise_d=np.stack(noise_d) if rescale else np.zeros((0, 0)))
 
 
 def replica_gram(data: Any, cols: np.ndarray, ctx: Any, block_bytes: int = 64 << 20) -> np.ndarray:

@@ -24,7 +24,10 @@ Plugin ``overlaps`` (:class:`Overlaps`, needs an ensemble of 1+ replicas). Param
 ``select`` (parameter subset), ``epsilon`` (absolute ε) or ``epsilon_factor`` F (ε = std(w(tw))/F, default 10), ``mode``
 (``waiting``: t_w-resolved, default; ``lag``: origin-averaged over origins with step ≥
 ``origin_min_step``), ``hist_lag`` (lag of the displacement histogram, default the middle later snapshot
-after the first waiting time), ``hist_bins``, ``allow_nan``.
+after the first waiting time), ``hist_bins``, ``allow_nan``, ``epsilon_from`` (``waiting_time``: ε from each
+waiting time, default; ``last``: from the last snapshot; ``step``: from ``epsilon_step``) and
+``normalize`` (``none``; ``noise_D``: also ``msd_over_noise_D = Δ(tw, tw+t)/D(tw)``, each replica's MSD over
+its gradient-noise strength ``D(tw)`` from ``snapshots/metrics/noise_D``, the rescaling of 1803.06969).
 
 Result keys. ``waiting`` mode: arrays ``overlap, overlap_normalized, msd, self_overlap, d4,
 participation, alpha2`` ``[K, T]`` over ``(tw_step, step)`` (replica means; NaN where step < tw_step),
@@ -32,7 +35,11 @@ each with ``<name>_sem`` (standard error over replicas); ``epsilon [R, K]`` (the
 ``lag`` mode: the same names ``[L]`` over ``lag``, plus ``n_pairs [L]``. Always: ``disp_hist [B]``
 (density of log10|Δw|) with bin edges ``disp_bins [B+1]``; ``replica_overlap [T]`` over ``step`` when
 there are two or more replicas. Scalars: ``n_selected``, ``replicas``, ``disp_tw_step``, ``disp_lag``,
-``masked_steps`` (snapshots masked by ``allow_nan``).
+``masked_steps`` (snapshots masked by ``allow_nan``). With ``normalize = "noise_D"``: ``msd_over_noise_D``
+and its ``_sem`` like ``msd``, and ``noise_D [R, K]`` (the D(tw) used). For Langevin runs (metadata
+``dynamics.kind = "langevin"`` with ``temperature``, ``lr`` and ``n_train``) in ``waiting`` mode:
+``self_overlap_free [K, T]``, the free-diffusion reference ``mean_r erf(ε_rk/sqrt(4Dt))`` with
+``D = Tη/P`` (scalar ``free_diffusion_D``; :mod:`trajkit_dynamics.free_diffusion`), drawn dashed beside Q.
 """
 
 from __future__ import annotations
@@ -45,7 +52,17 @@ import numpy as np
 from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.analysis.stats import replica_mean_sem
 from trajkit.errors import AnalysisError
-from trajkit_dynamics.measure import COMMON_PARAMS, ORIGIN_MIN_STEP, measure_two_time, replica_gram, selected_columns
+from trajkit_dynamics.free_diffusion import FREE_LABEL, ensemble_diffusion, free_self_overlap_grid
+from trajkit_dynamics.measure import (
+    COMMON_PARAMS,
+    MSD_OVER_NOISE_D,
+    MSD_OVER_NOISE_D_LABEL,
+    NORMALIZE,
+    ORIGIN_MIN_STEP,
+    measure_two_time,
+    replica_gram,
+    selected_columns,
+)
 from trajkit_dynamics.two_time import TWO_TIME_NAMES
 from trajkit_dynamics.two_time import two_time_from_sums as two_time_from_sums  # re-exported
 
@@ -107,7 +124,8 @@ class Overlaps(Analysis):
               ORIGIN_MIN_STEP,
               Param("hist_lag", "int", default=None, min=1,
                     help="lag (steps) of the displacement histogram after the first waiting time"),
-              Param("hist_bins", "int", default=60, min=2, help="bins of the displacement histogram"))
+              Param("hist_bins", "int", default=60, min=2, help="bins of the displacement histogram"),
+              NORMALIZE)
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
         tt = measure_two_time(data, params, ctx, mode=params["mode"], origin_min_step=params["origin_min_step"])
@@ -121,11 +139,17 @@ class Overlaps(Analysis):
             dims = ("lag",)
             coords["lag"] = tt.lags
             arrays["n_pairs"] = (tt.n_pairs, ("lag",))
-        for name in TWO_TIME_NAMES:
+        for name in (*TWO_TIME_NAMES, MSD_OVER_NOISE_D):
             if name in tt.values:
                 mean, sem = replica_mean_sem(tt.values[name])
                 arrays[name] = (mean, dims)
                 arrays[f"{name}_sem"] = (sem, dims)
+        # the paper conventions (normalize, the free-diffusion reference): separate from the measurement above
+        if tt.noise_d.size and tt.mode == "waiting":
+            arrays["noise_D"] = (tt.noise_d, ("replica", "tw_step"))
+        diffusion = ensemble_diffusion(getattr(data, "archives", [data]))
+        if diffusion is not None and tt.mode == "waiting" and "self_overlap" in tt.values:
+            arrays["self_overlap_free"] = (free_self_overlap_grid(tt.tw_step, tt.steps, tt.epsilon, diffusion), dims)
         archives = list(getattr(data, "archives", [data]))
         cols = selected_columns(data, params["select"])
         steps = tt.steps
@@ -147,12 +171,16 @@ class Overlaps(Analysis):
             arrays["replica_overlap"] = (replica_overlap(replica_gram(data, cols, ctx)), ("step",))
         scalars = {"n_selected": tt.n, "replicas": tt.replicas, "disp_tw_step": int(steps[tw_row]),
                    "disp_lag": int(steps[b_row] - steps[tw_row]), "masked_steps": tt.masked_steps}
+        if "self_overlap_free" in arrays:
+            scalars["free_diffusion_D"] = diffusion
         return Result(arrays=arrays, coords=coords, scalars=scalars)
 
     def plot(self, result: Result, fig: Any) -> Any:
         axes = fig.subplots(2, 3).ravel()
         waiting = "tw_step" in result.dims.get("msd", ())
-        for ax, name, logy in zip(axes[:4], ("msd", "self_overlap", "overlap_normalized", "alpha2"),
+        first = MSD_OVER_NOISE_D if MSD_OVER_NOISE_D in result.arrays else "msd"      # normalize=noise_D
+        free = result.arrays.get("self_overlap_free")                                 # Langevin runs
+        for ax, name, logy in zip(axes[:4], (first, "self_overlap", "overlap_normalized", "alpha2"),
                                   (True, False, False, False), strict=True):
             values, sem = result.arrays.get(name), result.arrays.get(f"{name}_sem")
             if values is None:
@@ -163,15 +191,18 @@ class Overlaps(Analysis):
                 for k, tw in enumerate(result.coords["tw_step"]):
                     lag = (step - tw).astype(float)
                     after = lag > 0
-                    plotting.band(ax, lag[after], values[k][after], None if sem is None else sem[k][after],
-                                  label=plotting.tw_label(tw))
+                    line = plotting.band(ax, lag[after], values[k][after], None if sem is None else sem[k][after],
+                                         label=plotting.tw_label(tw))
+                    if name == "self_overlap" and free is not None:
+                        ax.plot(lag[after], free[k][after], ls="--", lw=0.8, color=line.get_color(),
+                                label=FREE_LABEL if k == 0 else None)
             else:
                 plotting.band(ax, result.coords["lag"].astype(float), values, sem)
             ax.set_xscale("log")
             if logy:
                 ax.set_yscale("log")
             ax.set_xlabel(plotting.LAG if waiting else plotting.LAG_ORIGINS)
-            ax.set_ylabel(plotting.LABELS[name], fontsize=8)
+            ax.set_ylabel(plotting.LABELS.get(name, MSD_OVER_NOISE_D_LABEL), fontsize=8)
             plotting.legend(ax)
         sc = result.scalars
         ax = axes[4]

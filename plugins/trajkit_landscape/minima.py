@@ -14,10 +14,18 @@ For R runs (R ≥ 3) at one snapshot (``step``, default the last), with ``w_a`` 
   ``n_clusters``; ``leaves [R]`` the dendrogram order;
 - ``pq [bins]`` over coordinate ``q``: the histogram P(q) of the off-diagonal ``q_aligned``.
 
+Histograms (the inherent-structure figures), each a density with its bin edges: ``distance_hist`` and
+``distance_aligned_hist [B]`` over ``distance_bin`` (the pairwise ``d_ab``, a < b, raw and aligned, on one
+set of edges ``distance_edges [B+1]``); ``weight_hist [B]`` (the selected parameters of every run pooled,
+edges ``weight_edges``); with a loss metric (``metric``; default ``train_loss`` when every run records it)
+``final_loss [R]`` over ``run_a`` (its value at the analysed snapshot) and ``final_loss_hist [B]`` (edges
+``final_loss_edges``). ``B`` = ``hist_bins``.
+
 Scalars: ``cophenetic`` (cophenetic correlation of the linkage), ``ultrametricity`` (mean over triangles
 of ``(d_max − d_mid)/d_min``, :mod:`trajkit.landscape.ultrametric`), ``ultrametricity_control`` and
 ``ultrametricity_control_std`` (the same for ``shuffles`` symmetric shuffles of the distance matrix),
-``mean_distance``, ``mean_distance_aligned``, ``mean_q_aligned``, ``step``, ``n_runs``.
+``mean_distance``, ``mean_distance_aligned``, ``mean_q_aligned``, ``step``, ``n_runs``, ``final_loss_metric``
+(the metric histogrammed, None without one).
 """
 
 from __future__ import annotations
@@ -31,6 +39,45 @@ from trajkit.errors import AnalysisError
 from trajkit.landscape import clustering, ultrametric
 from trajkit.landscape.weight_matching import align_vectors
 from trajkit_landscape.common import STEP, check_same_model, final_params, permutation_spec, snapshot_rows
+
+
+def _density(values: np.ndarray, bins: int, edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Density histogram ``(hist [bins], edges [bins + 1])`` of finite ``values`` (a degenerate range widened)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if edges is None:
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
+        edges = np.linspace(lo, hi, bins + 1)
+    hist, edges = np.histogram(v, bins=edges, density=v.size > 0)
+    return hist.astype(float), edges
+
+
+def _histograms(ens: Any, rows: np.ndarray, weights: np.ndarray, d_raw: np.ndarray, d_al: np.ndarray,
+                params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The histogram arrays of the module docstring and the metric of the final losses (None without one)."""
+    bins = params["hist_bins"]
+    d_edges = _density(np.concatenate([d_raw, d_al]), bins)[1]
+    w_hist, w_edges = _density(weights, bins)
+    out: dict[str, Any] = {"distance_hist": (_density(d_raw, bins, d_edges)[0], ("distance_bin",)),
+                           "distance_aligned_hist": (_density(d_al, bins, d_edges)[0], ("distance_bin",)),
+                           "distance_edges": (d_edges, ("distance_edge",)),
+                           "weight_hist": (w_hist, ("weight_bin",)), "weight_edges": (w_edges, ("weight_edge",))}
+    metric = params["metric"]
+    if metric is None:
+        metric = "train_loss" if all("train_loss" in a.metrics for a in ens.archives) else None
+        if metric is None:
+            return out, None
+    for a in ens.archives:
+        if metric not in a.metrics:
+            raise AnalysisError(f"{a.path}: no snapshot metric {metric!r} (metrics: {', '.join(a.metrics) or 'none'}); "
+                                "pass metric=NAME of a recorded metric")
+    final = np.array([float(a.metrics[metric][int(row)]) for a, row in zip(ens.archives, rows, strict=True)])
+    l_hist, l_edges = _density(final, bins)
+    out.update({"final_loss": (final, ("run_a",)), "final_loss_hist": (l_hist, ("loss_bin",)),
+                "final_loss_edges": (l_edges, ("loss_edge",))})
+    return out, metric
 
 
 class Minima(Analysis):
@@ -50,6 +97,9 @@ class Minima(Analysis):
         Param("shuffles", "int", default=50, min=1, help="shuffled distance matrices for the control"),
         Param("bins", "int", default=30, min=2, help="bins of the P(q) histogram"),
         Param("seed", "int", default=0, min=0, help="seed of the shuffles and of the matching sweep order"),
+        Param("hist_bins", "int", default=30, min=2, help="bins of the distance, final-loss and weight histograms"),
+        Param("metric", "str", default=None,
+              help="snapshot metric of the final-loss histogram (default: train_loss when every run has it)"),
     )
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
@@ -90,8 +140,9 @@ class Minima(Analysis):
         centres, pq = clustering.overlap_distribution(q_al, bins=params["bins"])
         iu = np.triu_indices(r, k=1)
         runs = np.arange(r)
+        hists, metric = _histograms(ens, rows, w[:, cols], d_raw[iu], d_al[iu], params)
         return Result(
-            arrays={"distance": (d_raw, ("run_a", "run_b")), "distance_aligned": (d_al, ("run_a", "run_b")),
+            arrays={**hists, "distance": (d_raw, ("run_a", "run_b")), "distance_aligned": (d_al, ("run_a", "run_b")),
                     "q": (q_raw, ("run_a", "run_b")), "q_aligned": (q_al, ("run_a", "run_b")),
                     "linkage": (z, ("merge", "linkage_field")), "labels": (labels, ("run_a",)),
                     "leaves": (clustering.leaf_order(z), ("leaf",)), "pq": (pq, ("q",))},
@@ -101,7 +152,8 @@ class Minima(Analysis):
                      "ultrametricity_control": control, "ultrametricity_control_std": control_std,
                      "mean_distance": float(d_raw[iu].mean()), "mean_distance_aligned": float(d_al[iu].mean()),
                      "mean_q_aligned": float(q_al[iu].mean()), "step": step, "n_runs": r,
-                     "clustered": "distance_aligned" if params["distance"] == "euclidean" else "1-q_aligned"})
+                     "clustered": "distance_aligned" if params["distance"] == "euclidean" else "1-q_aligned",
+                     "final_loss_metric": metric})
 
     def plot(self, result: Result, fig: Any) -> Any:
         from scipy.cluster import hierarchy
@@ -111,7 +163,7 @@ class Minima(Analysis):
         clustered = result.arrays["distance_aligned"] if by_distance else 1.0 - result.arrays["q_aligned"]
         what = r"$d_{ab} = |w_a - \pi w_b|/\sqrt{N}$" if by_distance else r"$1 - q_{ab}$ (aligned)"
         order = result.arrays["leaves"]
-        gs = fig.add_gridspec(2, 2, height_ratios=[1, 3], width_ratios=[3, 2])
+        gs = fig.add_gridspec(3, 2, height_ratios=[1, 3, 1.6], width_ratios=[3, 2])
         ax_d = fig.add_subplot(gs[0, 0])
         hierarchy.dendrogram(z, ax=ax_d, no_labels=len(order) > 40, color_threshold=None)
         ax_d.set_ylabel(f"merge height\n{what}", fontsize=8)
@@ -140,8 +192,35 @@ class Minima(Analysis):
                        f"{plotting.fmt(sc.get('mean_distance'))}, "
                        f"aligned {plotting.fmt(sc.get('mean_distance_aligned'))}", fontsize=8)
         ax_q.legend(fontsize="x-small")
+        _plot_histograms(result, [fig.add_subplot(c) for c in gs[2, :].subgridspec(1, 3)])
         p = result.params
         plotting.caption(fig, plotting.describe(result, [
             f"alignment {p.get('align')} (weight matching)", f"clustered on {sc.get('clustered')}",
             f"{p.get('shuffles')} shuffled controls"]))
         return fig
+
+
+def _plot_histograms(result: Result, axes: list[Any]) -> None:
+    """The distance, final-loss and weight histograms on three axes (an axis without its data is hidden)."""
+    a = result.arrays
+    ax_d, ax_l, ax_w = axes
+    if "distance_hist" in a:
+        ax_d.stairs(a["distance_hist"], a["distance_edges"], color="tab:gray", label="raw")
+        ax_d.stairs(a["distance_aligned_hist"], a["distance_edges"], color="tab:blue", label="aligned")
+        ax_d.set_xlabel(r"$d_{ab} = |w_a - w_b|/\sqrt{N}$, $a < b$", fontsize=8)
+        ax_d.set_ylabel("density", fontsize=8)
+        plotting.legend(ax_d)
+    else:
+        ax_d.set_visible(False)
+    if "final_loss_hist" in a:
+        ax_l.stairs(a["final_loss_hist"], a["final_loss_edges"], fill=True, alpha=0.6)
+        ax_l.set_xlabel(f"final {result.scalars.get('final_loss_metric')} (one per run)", fontsize=8)
+        ax_l.set_ylabel("density", fontsize=8)
+    else:
+        ax_l.set_visible(False)
+    if "weight_hist" in a:
+        ax_w.stairs(a["weight_hist"], a["weight_edges"], fill=True, alpha=0.6, color="tab:green")
+        ax_w.set_xlabel(f"parameters $w_i$ (select = {result.params.get('select', 'all')}, all runs)", fontsize=8)
+        ax_w.set_ylabel("density", fontsize=8)
+    else:
+        ax_w.set_visible(False)

@@ -222,7 +222,9 @@ def describe(result: Any, extra: Sequence[str] = ()) -> str:
     if p.get("epsilon") is not None:
         parts.append(f"ε = {fmt(p['epsilon'])}")
     elif "epsilon_factor" in p and "n_selected" in s:
-        text = f"ε = std(w(t_w))/{fmt(p['epsilon_factor'])}"
+        at = {"last": "w(last snapshot)", "step": f"w(step {p.get('epsilon_step')})"}.get(p.get("epsilon_from"),
+                                                                                          "w(t_w)")
+        text = f"ε = std({at})/{fmt(p['epsilon_factor'])}"
         eps = getattr(result, "arrays", {}).get("epsilon")
         if eps is not None and np.isfinite(eps).any():
             text += f" ∈ [{fmt(np.nanmin(eps))}, {fmt(np.nanmax(eps))}]"

@@ -16,7 +16,13 @@ listed in metadata ``/import/skipped``. ``snapshots/time`` is NaN (wall time is 
 
 On any refusal nothing is left behind: the partly written output is removed.
 
+``metadata`` (``trajkit import --set KEY=VALUE``, dotted keys) is merged into the archive's metadata, so
+imported runs carry what the analyses group by (``dynamics.temperature``: one group per temperature) or
+need (``dynamics.kind = "langevin"``, ``dynamics.lr`` and ``dataset.n_train``: the free-diffusion reference
+of ``overlaps`` / ``relaxation``); keys the import records itself (:data:`RESERVED_KEYS`) are refused.
+
 >>> trajkit.archive.import_checkpoints("checkpoints/", "run.trajkit")      # doctest: +SKIP
+>>> trajkit.archive.import_checkpoints("ckpts/", "T1e-4.trajkit", {"dynamics.temperature": 1e-4})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -119,6 +125,7 @@ def import_checkpoints(directory: str | os.PathLike, out: str | os.PathLike,
     """
     import torch
 
+    _check_user_metadata(metadata or {})
     files = checkpoint_steps(directory, pattern)
     out = Path(out)
     if out.exists():
@@ -149,6 +156,20 @@ def import_checkpoints(directory: str | os.PathLike, out: str | os.PathLike,
         shutil.rmtree(out, ignore_errors=True)
         raise
     return out
+
+
+#: metadata the importer and the writer own (``--set`` may not replace them)
+RESERVED_KEYS = ("format", "format_version", "run_id", "created", "versions", "layout", "schedule", "import",
+                 "model.n_params")
+
+
+def _check_user_metadata(metadata: dict[str, Any]) -> None:
+    """Refuse user metadata (``trajkit import --set``) that would replace what the import itself records."""
+    for key in metadata:
+        clash = next((r for r in RESERVED_KEYS if key == r or key.startswith(r + ".")), None)
+        if clash is not None:
+            raise ArchiveError(f"--set {key}=...: {clash!r} is recorded by the import itself and cannot be set; "
+                               "attach run metadata such as dynamics.temperature, dynamics.lr or dataset.n_train")
 
 
 def _check_same(sd: dict[str, Any], shapes: dict[str, tuple[int, ...]], f: Path, ref: Path) -> None:

@@ -86,9 +86,15 @@ def repair_command(archive: str) -> None:
 @click.option("--pattern", default=None,
               help="Regex searched in file names; its group 'step' (or first group) is the step. "
                    "Default: the last integer in the file stem.")
-def import_command(checkpoint_dir: str, out: str, pattern: str | None) -> None:
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Attach run metadata, e.g. --set dynamics.temperature=1e-4 (repeatable; the value is read as "
+                   "TOML), so analyses group imported runs by it.")
+def import_command(checkpoint_dir: str, out: str, pattern: str | None, settings: tuple[str, ...]) -> None:
     """Import CHECKPOINT_DIR of PyTorch state_dict files (torch.load weights_only=True) as an archive."""
-    path = import_checkpoints(checkpoint_dir, out, pattern=pattern)
+    from trajkit.experiments.config import parse_override
+
+    metadata = dict(parse_override(text) for text in settings)
+    path = import_checkpoints(checkpoint_dir, out, metadata=metadata, pattern=pattern)
     arch = open_archive(path)
     skipped = arch.metadata.get("import", {}).get("skipped") or []
     click.echo(f"imported {arch.n_snapshots} checkpoints (steps {int(arch.steps[0])}..{int(arch.steps[-1])}, "
