@@ -83,8 +83,8 @@ def check_request(reg: Registry, analyses: str | list[str] | None, params: dict[
             raise AnalysisError(f"-p {n}.{next(iter(given), 'key')}=...: no analysis named {n!r}"
                                 f"{did_you_mean(n, reg.analyses)}; `trajkit plugins` lists them")
         if names is not None and n not in names:
-            raise AnalysisError(f"-p {n}.{next(iter(given))}=...: analysis {n!r} is not selected (--analyses "
-                                f"{','.join(names)}); add it to --analyses or drop the -p")
+            raise AnalysisError(f"-p {n}.{next(iter(given), 'key')}=...: analysis {n!r} is not selected "
+                                f"(--analyses {','.join(names)}); add it to --analyses or drop the -p")
         reg.analyses[n].cls.resolve_params(given)
     return names, params
 
@@ -142,8 +142,8 @@ def select(reg: Registry, names: list[str] | None, params: dict[str, dict[str, A
         reason = why_not(info, ens, resolved)
         if reason is not None and names is None:
             if n in params:
-                raise AnalysisError(f"-p {n}.{next(iter(given))}=...: analysis {n!r} does not apply to these inputs "
-                                    f"({reason}); name it in --analyses to run it anyway")
+                raise AnalysisError(f"-p {n}.{next(iter(given), 'key')}=...: analysis {n!r} does not apply to these "
+                                    f"inputs ({reason}); name it in --analyses to run it anyway")
             left_out[n] = reason
             continue
         planned.append(Planned(info, given, resolved, reason))
