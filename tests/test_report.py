@@ -75,6 +75,7 @@ def test_second_build_recomputes_nothing(two_analyses, small_demo_ensemble):
     assert (out / "analyses" / "chi4" / "result.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_one_changed_parameter_recomputes_exactly_that_analysis(two_analyses, small_demo_ensemble):
     out, _ = two_analyses
     changed = build_report([small_demo_ensemble], out, analyses="relaxation,chi4",
@@ -87,6 +88,7 @@ def test_one_changed_parameter_recomputes_exactly_that_analysis(two_analyses, sm
     assert back.computed == ["relaxation"]
 
 
+@pytest.mark.slow
 def test_more_finished_runs_recompute_what_they_feed(small_demo_ensemble, tmp_path):
     ens = tmp_path / "ens"
     shutil.copytree(small_demo_ensemble, ens)
@@ -108,6 +110,7 @@ def test_more_finished_runs_recompute_what_they_feed(small_demo_ensemble, tmp_pa
 
 # -- what the page shows -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_failing_analysis_is_a_failure_box_and_the_others_render(small_demo_ensemble, tmp_path):
     out = tmp_path / "rep"
     s = build_report([small_demo_ensemble], out, analyses="relaxation,minima")
@@ -132,6 +135,7 @@ def test_run_table_shows_coordinates_final_metrics_and_status(small_demo_ensembl
     assert f"<td>{rows[0]['test_loss']:.4g}</td>" in page
 
 
+@pytest.mark.slow
 def test_default_selection_leaves_out_what_the_inputs_cannot_feed(tmp_path):
     from trajkit.analysis.plugins import get_registry
     from trajkit.report.inputs import resolve_inputs

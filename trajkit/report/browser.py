@@ -52,9 +52,8 @@ def missing() -> str | None:
 
 def open_in_chromium(index: str | os.PathLike, screenshot: str | os.PathLike | None = None,
                      width: int = 1280, height: int = 1600) -> PageCheck:
-    """Load ``index`` from ``file://`` in headless Chromium (no network use by the page is possible to
-    hide: every image must load from disk), collect what :class:`PageCheck` lists, and write a PNG
-    ``screenshot`` of the top ``width × height`` pixels when asked."""
+    """Load ``index`` from ``file://`` in headless Chromium, collect what :class:`PageCheck` lists, and write
+    a PNG ``screenshot`` of the top ``width × height`` window when asked."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
