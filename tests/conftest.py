@@ -47,3 +47,21 @@ def private_user_cache(tmp_path_factory):
 def chorale_cache(private_user_cache):
     """The private ``$TRAJKIT_CACHE_DIR`` where the parsed Bach chorales go (parsed once per session)."""
     return private_user_cache
+
+
+@pytest.fixture(scope="session")
+def small_demo_ensemble(tmp_path_factory, private_user_cache) -> Path:
+    """The README demo's ensemble scaled down (2 temperatures × 2 replicas, 120 steps, ~11 snapshots), for
+    the report tests; recorded once per session."""
+    import copy
+
+    from trajkit.demo import DEMO_CONFIG
+    from trajkit.experiments import run_experiment
+
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["run"].update(steps=120, replicas=2)
+    cfg["snapshots"]["n"] = 10
+    cfg["sweep"] = {"dynamics.temperature": [1e-4, 1e-2]}
+    out = tmp_path_factory.mktemp("small-demo") / "ensemble"
+    run_experiment(cfg, out, quiet=True, threads=1)
+    return out

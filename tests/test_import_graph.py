@@ -36,6 +36,9 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     *[("trajkit.landscape", b, "landscape builds on the model layer and the archive; plugins join it to analysis")
       for b in ("trajkit.experiments", "trajkit.analysis", "trajkit.cli")],
     ("PLUGINS", "trajkit.cli", "plugins use the library API"),
+    *[(a, "trajkit.report", "the report sits on top of the analysis core; only the CLI calls it")
+      for a in ("trajkit.archive", "trajkit.record", "trajkit.models", "trajkit.analysis", "trajkit.experiments",
+                "trajkit.landscape", "PLUGINS")],
 ]
 
 #: What a plugin may import from trajkit: these packages' public (non-underscore) modules and names.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import html
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -155,6 +156,13 @@ class Ensemble:
     def __repr__(self) -> str:
         a = self.archives[0]
         return f"Ensemble({len(self.archives)} runs, N={a.n_params}, T={a.n_snapshots})"
+
+    def _repr_html_(self) -> str:
+        """The runs as a table for Jupyter: coordinates, final losses and accuracies, steps, snapshots, size,
+        status (:func:`trajkit.archive.display.run_row`, what ``trajkit info`` shows of each)."""
+        from trajkit.archive.display import run_row, runs_html
+
+        return f"<p>{html.escape(repr(self))}</p>" + runs_html([run_row(a) for a in self.archives])
 
 
 def _hashable(v: Any) -> Any:

@@ -270,6 +270,55 @@ class Result:
             return analysis().plot(self, fig)
         return generic_plot(self, fig)
 
+    # -- notebooks and data frames (trajkit.analysis.display, trajkit.analysis.tables) ----------------------
+
+    def _repr_html_(self) -> str:
+        """Scalars table (with intervals) and figure, for Jupyter."""
+        from trajkit.analysis.display import result_html
+
+        return result_html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        """The figure as PNG for Jupyter (None when it cannot be drawn, e.g. without matplotlib)."""
+        from trajkit.analysis.display import figure_png
+
+        try:
+            return figure_png(self)
+        except AnalysisError:
+            return None
+
+    def to_xarray(self) -> Any:
+        """An :class:`xarray.Dataset`: every array with its dims and coordinates; params, scalars and
+        provenance as attributes (needs xarray: ``pip install 'trajkit[report]'``)."""
+        from trajkit.analysis.tables import to_xarray
+
+        return to_xarray(self)
+
+    @classmethod
+    def from_xarray(cls, ds: Any) -> Result:
+        """The result a :meth:`to_xarray` dataset holds."""
+        from trajkit.analysis.tables import from_xarray
+
+        parts = from_xarray(ds)
+        grouping = parts.pop("grouping")
+        out = cls(**parts)
+        out.grouping = grouping
+        return out
+
+    def scalars_frame(self) -> Any:
+        """The scalars as a :class:`pandas.DataFrame`: ``name, value, ci_low, ci_high, sem`` (and ``group``
+        first for a grouped result); needs pandas (``pip install 'trajkit[report]'``)."""
+        from trajkit.analysis.tables import scalars_frame
+
+        return scalars_frame(self)
+
+    def to_dataframe(self, array: str | None = None) -> Any:
+        """:meth:`scalars_frame`, or with ``array`` that array in long form (one column per dim, then
+        ``value``, as in its CSV table)."""
+        from trajkit.analysis.tables import array_frame, scalars_frame
+
+        return scalars_frame(self) if array is None else array_frame(self, array)
+
 
 def _csv(v: Any) -> Any:
     if isinstance(v, float | np.floating):

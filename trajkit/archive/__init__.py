@@ -7,8 +7,13 @@ Public API: :func:`create` (a writer), :func:`open_archive` (an :class:`Archive`
 
 ``validate`` and ``repair`` here are the functions; their modules are ``trajkit.archive.validate`` and
 ``trajkit.archive.repair`` in ``sys.modules`` (import names from them with ``from ... import``).
+
+In a notebook an :class:`Archive` shows its ``trajkit info`` summary as a table (``_repr_html_``,
+:func:`trajkit.archive.display.summary_html`); the method is attached here because the summary reads the
+archive through :mod:`trajkit.archive.info`, which imports the reader.
 """
 
+from trajkit.archive.display import summary_html
 from trajkit.archive.format import FORMAT_VERSION
 from trajkit.archive.importer import import_checkpoints
 from trajkit.archive.info import RunState, run_state, summarize
@@ -17,6 +22,8 @@ from trajkit.archive.reader import Archive, Params, open_archive
 from trajkit.archive.repair import RepairReport, repair
 from trajkit.archive.validate import Problem, validate
 from trajkit.archive.writer import ArchiveWriter, create
+
+Archive._repr_html_ = summary_html  # type: ignore[attr-defined]
 
 __all__ = ["FORMAT_VERSION", "Archive", "ArchiveWriter", "Layout", "Params", "Problem", "RepairReport",
            "RunState", "Selection", "create", "import_checkpoints", "layout_from_named_parameters", "open_archive",

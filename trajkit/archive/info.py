@@ -145,6 +145,13 @@ def summarize(archive: Archive | str | os.PathLike) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
     """The summary as aligned ``key: value`` lines for a terminal."""
+    rows = summary_rows(summary)
+    width = max(len(k) for k, _ in rows)
+    return [f"{k:<{width}}  {v}" for k, v in rows]
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary as ``(key, value)`` text pairs, in ``trajkit info`` order (also its HTML view's rows)."""
     s = summary
     model = s["model"]
     model_text = model.get("class") or (f"spec {model['spec']}" if model.get("spec") else None) \
@@ -172,8 +179,7 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
                  f"{_bytes(s['params_bytes_on_disk'])} on disk)")
         rows.append(("compression ratio", ratio))
     rows.append(("nonfinite", f"yes, first at step {s['nonfinite_first_step']}" if s["nonfinite"] else "no"))
-    width = max(len(k) for k, _ in rows)
-    return [f"{k:<{width}}  {v}" for k, v in rows]
+    return rows
 
 
 def _spec_text(spec: dict[str, Any] | None) -> str:

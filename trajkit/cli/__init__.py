@@ -91,7 +91,7 @@ def _register() -> None:
     from trajkit.cli import archive_commands
 
     archive_commands.register(cli)
-    for module in ("record_command", "analysis_commands"):
+    for module in ("record_command", "analysis_commands", "report_command"):
         try:
             mod = __import__(f"trajkit.cli.{module}", fromlist=["register"])
         except ModuleNotFoundError as e:
