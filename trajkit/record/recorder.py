@@ -193,6 +193,15 @@ class Recorder:
     def n_params(self) -> int:
         return self._archive.n_params
 
+    def flush(self) -> None:
+        """Commit the trace rows buffered so far and wait until every pending snapshot is written: the archive
+        then holds everything up to the last ``step()`` (call it before a training checkpoint is saved)."""
+        self._check()
+        batch = self._trace.drain()
+        if batch is not None:
+            self._submit(None, None, None, None, batch)
+        self._drain_sink()
+
     def update_metadata(self, extra: dict[str, Any]) -> None:
         """Merge ``extra`` into the archive metadata (e.g. a final status). Waits for pending writes."""
         self._drain_sink()
