@@ -103,6 +103,9 @@ def test_lightning_records_the_trainers_loss_lr_and_parameters(tmp_path):
     assert arch.trace["lr"][1] == 0.2 and arch.trace["lr"][6] == 0.1      # StepLR halves after 5 steps
     np.testing.assert_array_equal(arch.epochs, arch.steps / 12)          # 12 batches per epoch
     assert arch.metadata["integration"]["name"] == "lightning"
+    with pytest.raises(TrajkitError, match="already exists and this run starts at step 0") as e:   # a fresh run
+        _trainer(tmp_path, [LightningCallback(tmp_path / "run.trajkit")], max_steps=2).fit(TinyModule(), _loader())
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.slow
@@ -127,6 +130,19 @@ def test_lightning_callback_attached_twice_is_a_one_line_error(tmp_path):
             _trainer(tmp_path, callbacks, max_steps=3).fit(TinyModule(), _loader())
         assert "\n" not in str(e.value)
         assert not (tmp_path / "run.trajkit").exists()
+
+
+@pytest.mark.parametrize("module, extra", [("lightning", "lightning"), ("transformers", "transformers")])
+def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, module, extra):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)   # what an uninstalled package looks like to import
+    monkeypatch.delitem(sys.modules, f"trajkit.integrations.{extra}")
+    with pytest.raises(TrajkitError) as e:
+        importlib.import_module(f"trajkit.integrations.{extra}")
+    assert str(e.value).endswith(f"is not installed: pip install 'trajkit[{extra}]'")
+    assert "\n" not in str(e.value)
 
 
 def test_callback_arguments_are_checked_when_the_callback_is_made(tmp_path):

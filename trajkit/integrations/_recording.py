@@ -87,6 +87,9 @@ class Recording:
     def open(self, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], step: int) -> None:
         """Open the archive for a run now at optimiser step ``step`` (0: a fresh run, > 0: resumed)."""
         self.close()
+        if step == 0 and self.path.exists():
+            raise TrajkitError(f"{self.owner}: {self.path} already exists and this run starts at step 0; choose "
+                               f"another path or delete it (a run resumed from the trainer's checkpoint continues it)")
         self.recorder = Recorder(self.path, model, schedule=self.schedule, metadata=self.metadata,
                                  resume="allow" if step > 0 else "never", optimizer=optimizers or None,
                                  **self.recorder_kwargs)
