@@ -149,3 +149,28 @@ def test_cuda_optimiser_step_is_ordered_after_the_copy(tmp_path):
     params = trajkit.open_archive(tmp_path / "r.trajkit").params[:, :]
     for k in range(6):
         assert np.count_nonzero(params[k] != -k) == 0
+
+
+@pytest.mark.parametrize("as_keyword", [True, False])
+def test_a_closure_step_waits_before_the_update(tmp_path, as_keyword):
+    """``opt.step(closure)`` (Lightning's way): the wait moves after the closure, still before the update."""
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.zeros(2**22))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.w.grad = torch.ones_like(model.w)
+    calls = []
+
+    def closure():   # cheap: the update follows at once, so an unwaited copy would be overtaken
+        calls.append(1)
+        return torch.zeros(())
+
+    with trajkit.Recorder(tmp_path / "r.trajkit", model, schedule=trajkit.schedules.linear(1), writer="thread",
+                          optimizer=opt) as rec:
+        for k in range(6):
+            if k:
+                opt.step(closure=closure) if as_keyword else opt.step(closure)
+            rec.step(k)
+    params = trajkit.open_archive(tmp_path / "r.trajkit").params[:, :]
+    assert len(calls) == 5
+    for k in range(6):
+        assert np.count_nonzero(params[k] != -k) == 0, f"snapshot {k} holds parameters of another step"

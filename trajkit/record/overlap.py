@@ -11,6 +11,11 @@ registers a ``register_step_pre_hook`` on each optimiser that waits for the copy
   event (``Stream.wait_event``): the GPU orders the optimiser's kernels after the copy, the host never
   synchronises.
 
+A step with a closure (``opt.step(closure)``, as PyTorch Lightning calls it: the forward and backward pass
+run inside ``step``) waits after the closure's first call instead, for torch's own optimisers, which all
+evaluate the closure before they update; any other optimiser (SAM-like ones perturb the parameters before
+calling it) waits before ``step``.
+
 A loop that changes parameters outside the optimiser's ``step`` (weight clipping, re-normalisation,
 ``load_state_dict``) between ``rec.step`` and the next optimiser step must not pass ``optimizer=``: without
 it the copy is finished before ``rec.step`` returns, as always.
@@ -55,9 +60,23 @@ class StepGate:
         """The copy now in flight: the next optimiser step waits for it."""
         self._pending = params_read
 
-    def _before_step(self, optimizer, args, kwargs) -> None:
-        if self._pending is not None:
+    def _before_step(self, optimizer, args, kwargs):
+        if self._pending is None:
+            return None
+        closure = kwargs.get("closure", args[0] if args else None)
+        if closure is None or not type(optimizer).__module__.startswith("torch.optim."):
             self.wait()
+            return None
+
+        def closure_then_wait():
+            try:
+                return closure()
+            finally:
+                self.wait()
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_wait}
+        return (closure_then_wait, *args[1:]), kwargs
 
     def wait(self) -> None:
         """Let the parameters change: block (CPU) or order the current CUDA stream after the copy."""
