@@ -63,7 +63,8 @@ class StepGate:
     def _before_step(self, optimizer, args, kwargs):
         if self._pending is None:
             return None
-        closure = kwargs.get("closure", args[0] if args else None)
+        # torch passes the step's positional arguments with the optimiser first: (opt, closure?)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if closure is None or not type(optimizer).__module__.startswith("torch.optim."):
             self.wait()
             return None
@@ -76,7 +77,7 @@ class StepGate:
 
         if "closure" in kwargs:
             return args, {**kwargs, "closure": closure_then_wait}
-        return (closure_then_wait, *args[1:]), kwargs
+        return (args[0], closure_then_wait, *args[2:]), kwargs
 
     def wait(self) -> None:
         """Let the parameters change: block (CPU) or order the current CUDA stream after the copy."""
