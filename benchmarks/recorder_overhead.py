@@ -13,7 +13,8 @@ shared VM (±5 % between whole 16-second runs) cancel this way; with ``--block 0
 instead (baseline, every configuration in rotating order, baseline again; ratio to the mean of the two
 baselines), as in earlier versions. For trajkit runs the time spent inside ``rec.step`` on the training
 thread is also reported (per snapshot and per plain step): the part of the overhead that does not depend
-on how busy the other core is.
+on how busy the other core is. (With the overlapped copy, a wait for it inside the next ``opt.step()`` is not in
+that figure; the slowdown includes it.)
 
 Threads: by default torch trains on one thread (``--threads 1``), ≈ 3.5–3.9 ms per step on the 2-core
 VM — the regime the recorder's targets were set in ("about 3.7 ms per step"); the writer thread then has
@@ -26,15 +27,27 @@ have today, ``torch.save(model.state_dict())`` to a folder at the same schedules
 with zstd compression, for the compression ratio; (a-buf, b-buf, c-buf) the same schedules with
 ``Recorder(direct=False)``, params chunks written through the page cache instead of ``O_DIRECT``.
 
+Copy off the training thread. Configurations a, b, c (and their -buf twins) hand the Recorder the optimiser
+(``Recorder(..., optimizer=opt)``): the snapshot copy overlaps the next forward/backward pass and the next
+``opt.step()`` waits for it. ``--configs ...,sync`` adds (a-sync, b-sync, c-sync): the same schedules
+without ``optimizer=``, the copy on the training thread inside ``rec.step`` as before — the A/B in one run.
+
+Physical floor of (c). Every step writes a whole row (2.7 MB per ~3.5 ms step, ≈ 0.8 GB/s), at the disk's
+limit. The run measures the disk's direct-write rate in the scratch directory (``O_DIRECT`` writes of
+params-sized chunks, 256 MiB by default, ``--disk-mib``) and prints beside (c) its floor: max(0, bytes
+written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdown no recorder can beat.
+
     python benchmarks/recorder_overhead.py                 # full: 5000 steps, 3 repeats
     python benchmarks/recorder_overhead.py --quick         # 600 steps, 1 repeat
     python benchmarks/recorder_overhead.py --configs a,b,buf --repeats 8 --threads 2
+    python benchmarks/recorder_overhead.py --configs a,b,c,sync     # overlapped copy vs copy on the thread
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -61,7 +74,7 @@ class Trainer:
     """
 
     def __init__(self, sink: str, schedule, workdir: Path, name: str, writer: str = "auto", compressor=None,
-                 device: str = "cpu", direct: bool | None = None):
+                 device: str = "cpu", direct: bool | None = None, overlap: bool = True):
         self.model = make_model().to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
         g = torch.Generator().manual_seed(0)
@@ -74,7 +87,7 @@ class Trainer:
         self.rec = None
         if sink == "trajkit":
             self.rec = trajkit.Recorder(self.out, self.model, schedule=schedule, writer=writer, compressor=compressor,
-                                        direct=direct)
+                                        direct=direct, optimizer=self.opt if overlap else None)
         elif sink == "torch.save":
             self.out.mkdir()
         self.k = -1   # last step done (step 0 = the initialisation, recorded like the others)
@@ -111,27 +124,30 @@ class Trainer:
         mode = None
         t0 = time.perf_counter()
         if self.rec is not None:
-            mode = self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
+            mode = (self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
+                    + (", copy overlapped" if self.rec.overlap else ", copy on thread"))
             self.rec.close()
         self.seconds += time.perf_counter() - t0
         out = self.out
         nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
-        ratio = None
+        ratio = row_bytes = None
         if self.sink == "trajkit":
             arch = trajkit.open_archive(out)
             ratio = arch.n_snapshots * arch.n_params * 4 / max(arch.params_disk_bytes(), 1)
+            row_bytes = arch.params_disk_bytes() // max(arch.n_snapshots, 1)
         shutil.rmtree(out, ignore_errors=True)
         n_plain = self.k + 1 - self.n_snap
         return {"seconds": self.seconds, "bytes": nbytes, "compression_ratio": ratio, "writer": mode,
+                "row_bytes": row_bytes,
                 "ms_per_snapshot": 1e3 * self.in_rec[1] / max(self.n_snap, 1),
                 "us_per_plain_step": 1e6 * self.in_rec[0] / max(n_plain, 1),
                 "training_thread_fraction": sum(self.in_rec) / self.seconds}
 
 
 def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
-          device: str = "cpu", direct: bool | None = None) -> dict:
+          device: str = "cpu", direct: bool | None = None, overlap: bool = True) -> dict:
     """Train ``steps`` SGD steps in one go. Returns time, bytes and the recorder's own figures."""
-    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct)
+    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct, overlap)
     t.run_to(steps)
     return t.finish()
 
@@ -151,17 +167,38 @@ def block_ends(steps: int, block: int, schedule) -> list[int]:
 
 
 def interleaved(steps: int, block: int, sink: str, schedule, workdir: Path, writer: str, compressor, device: str,
-                direct: bool | None) -> tuple[dict, float]:
+                direct: bool | None, overlap: bool = True) -> tuple[dict, float]:
     """Train the recorded run and a plain baseline side by side, alternating blocks of ~``block`` steps
     (ABBA order), so that both see the same machine; returns the recorded run's figures and the baseline's
     seconds."""
-    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct)
+    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct, overlap)
     base = Trainer("none", trajkit.schedules.explicit([]), workdir, "base", device=device)
     for i, end in enumerate(block_ends(steps, block, schedule)):
         first, second = (rec, base) if i % 2 == 0 else (base, rec)
         first.run_to(end)
         second.run_to(end)
     return rec.finish(), base.finish()["seconds"]
+
+
+def direct_write_rate(workdir: Path, mib: int, chunk_bytes: int) -> float:
+    """Bytes per second of ``O_DIRECT`` writes of ``chunk_bytes`` chunks (one file each, as a params row is
+    written) into ``workdir``, ``mib`` MiB in all; buffered writes + fsync where ``O_DIRECT`` is refused."""
+    from trajkit.archive import directio
+
+    n = max(1, (mib << 20) // chunk_bytes)
+    buf = directio.aligned_empty(-(-chunk_bytes // directio.ALIGN) * directio.ALIGN // 4, 0.0)
+    data = memoryview(buf).cast("B")
+    d = workdir / "disk-rate"
+    d.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        if not directio.write_direct(d / f"c.{i}", data):
+            with open(d / f"c.{i}", "wb") as f:
+                f.write(data)
+                os.fsync(f.fileno())
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(d, ignore_errors=True)
+    return n * len(data) / seconds
 
 
 def main() -> None:
@@ -174,7 +211,9 @@ def main() -> None:
                     help="torch.set_num_threads (default 1: ≈ 3.7 ms/step, the targets' regime; 2 = both cores)")
     ap.add_argument("--configs", default="a,b,c,d,zstd",
                     help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd, "
-                         "buf (each of a, b, c also with direct=False: writes through the page cache)")
+                         "buf (each of a, b, c also with direct=False: writes through the page cache), "
+                         "sync (each of a, b, c also without optimizer=: the copy on the training thread)")
+    ap.add_argument("--disk-mib", type=int, default=256, help="MiB written to measure the disk's direct-write rate")
     ap.add_argument("--block", type=int, default=250,
                     help="train each recorded run and its own baseline side by side, alternating blocks of about "
                          "this many steps (default 250); 0: whole runs, baselines before and after each repeat")
@@ -202,11 +241,14 @@ def main() -> None:
         "a-buf: 200 log, direct=False": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, False),
         "b-buf: every 10, direct=False": (s, "trajkit", trajkit.schedules.linear(10), None, False),
         "c-buf: every step, direct=False": (s1, "trajkit", trajkit.schedules.linear(1), None, False),
+        "a-sync: 200 log, copy on thread": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
+        "b-sync: every 10, copy on thread": (s, "trajkit", trajkit.schedules.linear(10), None, None),
+        "c-sync: every step, copy on thread": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf")
+        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -214,6 +256,8 @@ def main() -> None:
             return "d" in wanted and key[2] in wanted
         if key.endswith("-buf"):
             return "buf" in wanted and key[0] in wanted
+        if key.endswith("-sync"):
+            return "sync" in wanted and key[0] in wanted
         return (key == "a-zstd" and "zstd" in wanted) or key in wanted
 
     configs = {k: v for k, v in all_configs.items() if selected(k)}
@@ -228,18 +272,23 @@ def main() -> None:
     names = list(configs)
 
     def run_args(name: str) -> tuple:
-        """(steps, sink, schedule, writer, compressor, direct) of a configuration; buf ones use the thread."""
+        """(steps, sink, schedule, writer, compressor, direct, overlap) of a configuration; buf ones use the
+        thread; sync ones copy on the training thread (no optimizer= for the Recorder)."""
         steps, sink, sched, comp, direct = configs[name]
-        return steps, sink, sched, "thread" if direct is False else args.writer, comp, direct
+        overlap = not name.split(":")[0].endswith("-sync")
+        return steps, sink, sched, "thread" if direct is False else args.writer, comp, direct, overlap
+
+    base_seconds: dict[str, list[float]] = {k: [] for k in configs}
 
     for rep in range(args.repeats):
         order = names[rep % len(names):] + names[:rep % len(names)]
         if args.block:   # each configuration against its own baseline, interleaved in blocks
             for name in order:
-                steps, sink, sched, writer, comp, direct = run_args(name)
-                r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct)
+                steps, sink, sched, writer, comp, direct, overlap = run_args(name)
+                r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct, overlap)
                 info.setdefault(name, []).append(r)
                 ratios[name].append(r["seconds"] / base)
+                base_seconds[name].append(base)
             print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(
                 f"{n.split(':')[0]} {100 * (ratios[n][-1] - 1):+.1f}%" for n in names), flush=True)
             continue
@@ -247,16 +296,27 @@ def main() -> None:
         base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         runs = {}
         for name in order:
-            steps, sink, sched, writer, comp, direct = run_args(name)
-            runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct)
+            steps, sink, sched, writer, comp, direct, overlap = run_args(name)
+            runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct, overlap=overlap)
             info.setdefault(name, []).append(runs[name])
         base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         for name, r in runs.items():
             steps = configs[name][0]
             ratios[name].append(r["seconds"] / (0.5 * (base[steps] + base2[steps])))
+            base_seconds[name].append(0.5 * (base[steps] + base2[steps]))
         n0 = max(lengths)
         print(f"repeat {rep + 1}/{args.repeats}: baseline {n0} steps {base[n0]:.2f}s / {base2[n0]:.2f}s "
               f"({1e3 * base[n0] / n0:.2f} ms/step)", flush=True)
+    floors: dict[str, float] = {}
+    every_step = [n for n in names if n.split(":")[0].startswith("c") and configs[n][1] == "trajkit"]
+    if every_step:
+        row_bytes = info[every_step[0]][-1]["row_bytes"]
+        rate = direct_write_rate(workdir, args.disk_mib, row_bytes)
+        print(f"\ndisk direct-write rate: {rate / 1e9:.2f} GB/s ({args.disk_mib} MiB in {row_bytes / 2**20:.2f} MiB "
+              f"chunk files, {workdir})")
+        for n in every_step:
+            written = info[n][-1]["bytes"]
+            floors[n] = float(np.median([max(0.0, written / rate - b) / b for b in base_seconds[n]]))
     print(f"\n{'configuration':32s} {'slowdown':>9s} {'(min..max)':>16s} {'bytes written':>14s} {'ratio':>6s} "
           f"{'on training thread':>30s}  writer")
     summary = {}
@@ -272,9 +332,10 @@ def main() -> None:
             tt = f"{100 * frac:4.1f}% ({snap:.2f} ms/snap, {plain:.0f} us/step)"
         print(f"{name:32s} {100 * np.median(rs):8.1f}% {100 * rs.min():7.1f}..{100 * rs.max():5.1f}% "
               f"{last['bytes'] / 2**20:11.1f} MiB {comp if comp is None else round(comp, 3)!s:>6s} {tt:>30s}  "
-              f"{last['writer'] or '-'}")
+              f"{last['writer'] or '-'}" + (f"  [physical floor {100 * floors[name]:+.1f}%]" if name in floors else ""))
         summary[name] = {"slowdown_median": float(np.median(rs)), "slowdown_all": rs.tolist(),
                          "writer": last["writer"], "bytes": last["bytes"], "compression_ratio": comp,
+                         "physical_floor": floors.get(name),
                          "training_thread": {k: [r[k] for r in info[name]] for k in
                                              ("ms_per_snapshot", "us_per_plain_step", "training_thread_fraction")}
                          if configs[name][1] == "trajkit" else None}

@@ -10,10 +10,17 @@ training) and a slot is ``R`` such rows, ``host[r]`` page-aligned, replica r's r
 - CUDA: a device-to-device flatten on the current stream (microseconds, so the next optimiser step can
   overwrite the parameters), then a non-blocking device-to-host copy into *pinned* memory on a side
   stream, and a CUDA event the writer thread waits on. The training thread never synchronises the host.
+
+``copy_into(k, overlap=True)`` (the Recorder with ``optimizer=``, :mod:`trajkit.record.overlap`) returns
+before the parameters are read: on CPU the ``copy_`` loop runs on one copy thread (``copy_`` releases the
+GIL), on CUDA the flatten too goes to the side stream. ``slot.params_read`` is then what must complete
+before the parameters change — a :class:`CopyJob` (CPU) or a CUDA event (the flatten) — and
+``slot.event`` what the writer waits on before it reads ``host``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +42,27 @@ def host_buffer(n: int, pin_memory: bool = False) -> torch.Tensor:
 
 @dataclass
 class Slot:
-    """One preallocated snapshot buffer: ``host`` float32 ``[padded]`` and, on CUDA, its device twin."""
+    """One preallocated snapshot buffer: ``host`` float32 ``[padded]`` and, on CUDA, its device twin.
+
+    ``event``: what the writer waits on before reading ``host`` (a CUDA event, a :class:`CopyJob`, or None);
+    ``params_read``: with ``overlap=True``, what must finish before the parameters may change."""
 
     host: np.ndarray
     host_tensor: torch.Tensor
     device_flat: torch.Tensor | None = None
     event: Any = None
+    params_read: Any = None
+
+
+class CopyJob:
+    """A snapshot copy running on the copy thread; :meth:`synchronize` waits for it and re-raises its error
+    (the same method name as a CUDA event's, so the writer waits on either alike)."""
+
+    def __init__(self, future: Future):
+        self._future = future
+
+    def synchronize(self) -> None:
+        self._future.result()
 
 
 class ParamCopier:
@@ -74,11 +96,15 @@ class ParamCopier:
                 slot.event = torch.cuda.Event()
             self.slots.append(slot)
         self._stream = torch.cuda.Stream(device=self.device) if self.cuda else None
+        self._copy_thread: ThreadPoolExecutor | None = None
 
     @torch.no_grad()
-    def copy_into(self, k: int, params: list[torch.Tensor] | None = None) -> Slot:
+    def copy_into(self, k: int, params: list[torch.Tensor] | None = None, overlap: bool = False) -> Slot:
         """Snapshot the parameters (``params``, default those given at construction) into slot ``k``
-        (asynchronously on CUDA: wait on ``slot.event``). Batched: rows ``0..R'-1`` of the slot."""
+        (asynchronously on CUDA: wait on ``slot.event``). Batched: rows ``0..R'-1`` of the slot.
+
+        ``overlap=True``: return before the parameters are read; ``slot.params_read`` must complete before
+        they change (see the module docstring)."""
         slot = self.slots[k]
         offs = self._offsets
         params = self.params if params is None else params
@@ -91,13 +117,25 @@ class ParamCopier:
             flat = slot.device_flat[:r] if slot.device_flat is not None else None
             shape = (r, -1)
         if not self.cuda:
-            for i, p in enumerate(params):
-                host[..., offs[i]:offs[i + 1]].copy_(p.detach().reshape(shape))
+            if not overlap:
+                _copy_all(params, host, offs, shape)
+                return slot
+            if self._copy_thread is None:
+                self._copy_thread = ThreadPoolExecutor(1, thread_name_prefix="trajkit-copy")
+            slot.event = slot.params_read = CopyJob(self._copy_thread.submit(_copy_all, params, host, offs, shape))
             return slot
         assert flat is not None
-        for i, p in enumerate(params):
-            flat[..., offs[i]:offs[i + 1]].copy_(p.detach().reshape(shape))
         main = torch.cuda.current_stream(self.device)
+        if overlap:   # flatten on the side stream too; the next optimiser step's stream waits for it
+            self._stream.wait_stream(main)
+            with torch.cuda.stream(self._stream):
+                _copy_all(params, flat, offs, shape)
+                slot.params_read = torch.cuda.Event()
+                slot.params_read.record(self._stream)
+                host[..., : self.n].copy_(flat, non_blocking=True)
+                slot.event.record(self._stream)
+            return slot   # the next flatten into ``flat`` is queued behind this copy on the same stream
+        _copy_all(params, flat, offs, shape)
         self._stream.wait_stream(main)
         with torch.cuda.stream(self._stream):
             host[..., : self.n].copy_(flat, non_blocking=True)
@@ -105,3 +143,16 @@ class ParamCopier:
         # the next snapshot into this slot must not overwrite ``flat`` before the copy finished
         main.wait_event(slot.event)
         return slot
+
+    def close(self) -> None:
+        """Wait for copies still running on the copy thread and stop it."""
+        if self._copy_thread is not None:
+            self._copy_thread.shutdown(wait=True)
+            self._copy_thread = None
+
+
+@torch.no_grad()   # grad mode is per thread: the copy thread needs its own
+def _copy_all(params: list[torch.Tensor], dest: torch.Tensor, offs: list[int], shape: tuple[int, ...]) -> None:
+    """``dest[..., offs[i]:offs[i+1]] = params[i]`` flattened, for every tensor."""
+    for i, p in enumerate(params):
+        dest[..., offs[i]:offs[i + 1]].copy_(p.detach().reshape(shape))

@@ -16,6 +16,9 @@ the time, the epoch and any metrics (from ``evaluate``); every call also records
 Resuming (``resume="allow"`` or ``"must"``): ``rec.restore()`` loads the last committed snapshot into the
 model and returns its step; the first ``step(k)``/``snapshot(k)`` after reopening drops every archived
 row at or after ``k``, so nothing is duplicated.
+
+With ``optimizer=opt`` the snapshot copy overlaps the next forward and backward pass and is waited for
+by a pre-hook on ``opt.step`` (:mod:`trajkit.record.overlap`); the bytes written are the same.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
 from trajkit.record.background import Handover, RecordError, WriteItem, make_sink, write_item
 from trajkit.record.copier import ParamCopier
+from trajkit.record.overlap import StepGate, as_optimizers
 from trajkit.record.traces import TraceBuffer
 
 WRITER_MODES = ("auto", "inline", "thread")
@@ -67,19 +71,26 @@ class Recorder:
         the file system accepts it (never with ``writer="inline"``); False: always through the page cache
         (e.g. on network file systems, where a direct write skips the client cache); True: wherever the
         buffers allow (falls back to buffered writes if the file system refuses).
+    optimizer : the ``torch.optim.Optimizer`` (or a list of them) that updates ``model``. Given, a snapshot's
+        copy no longer runs on the training thread inside ``step()``: it overlaps the next forward and
+        backward pass (a copy thread on CPU, the side stream on CUDA) and each optimiser's next ``step()``
+        waits for it (``register_step_pre_hook``; on CUDA a stream wait, never a host sync). Only with the
+        writer thread (``self.overlap``). Do not pass it if the loop changes parameters outside the
+        optimiser's ``step`` between ``rec.step`` and the next optimiser step.
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
                  schedule: _schedules.Schedule | None = None, metadata: dict[str, Any] | None = None,
                  resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
                  writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
-                 direct: bool | None = None):
+                 direct: bool | None = None, optimizer: Any = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         if not (direct is None or isinstance(direct, bool)):
             raise TrajkitError(f"Recorder: direct={direct!r} must be None (auto), True or False")
         if not isinstance(model, torch.nn.Module):
             raise TrajkitError(f"Recorder: model must be a torch.nn.Module, got {type(model).__name__}")
+        optimizers = as_optimizers(optimizer)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise TrajkitError(f"Recorder: {type(model).__name__} has no trainable parameters to record")
@@ -112,6 +123,9 @@ class Recorder:
         n_slots = max(1, buffers) if writer == "thread" else 1
         self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
         self._sink = make_sink(writer, n_slots)
+        #: whether snapshot copies overlap training (an optimizer was given and writes go to the thread)
+        self.overlap = bool(optimizers) and writer == "thread"
+        self._gate = StepGate(optimizers, device) if self.overlap else None
         self._trace = TraceBuffer()
         self._epoch: float | None = None
         self._closed = False
@@ -150,6 +164,8 @@ class Recorder:
     def restore(self) -> int | None:
         """Load the last committed snapshot into the model; return its step (None for an empty archive)."""
         self._check()
+        if self._gate is not None:
+            self._gate.wait()
         if self._archive.committed == 0:
             return None
         from trajkit.archive.reader import open_archive
@@ -177,6 +193,15 @@ class Recorder:
     def n_params(self) -> int:
         return self._archive.n_params
 
+    def flush(self) -> None:
+        """Commit the trace rows buffered so far and wait until every pending snapshot is written: the archive
+        then holds everything up to the last ``step()`` (call it before a training checkpoint is saved)."""
+        self._check()
+        batch = self._trace.drain()
+        if batch is not None:
+            self._submit(None, None, None, None, batch)
+        self._drain_sink()
+
     def update_metadata(self, extra: dict[str, Any]) -> None:
         """Merge ``extra`` into the archive metadata (e.g. a final status). Waits for pending writes."""
         self._drain_sink()
@@ -194,9 +219,14 @@ class Recorder:
                     self._submit(None, None, None, None, batch)
         finally:
             try:
-                self._sink.close()
+                if self._gate is not None:
+                    self._gate.close()
             finally:
-                self._archive.close()
+                try:
+                    self._sink.close()
+                finally:
+                    self._copier.close()
+                    self._archive.close()
 
     def __enter__(self) -> Recorder:
         return self
@@ -206,7 +236,7 @@ class Recorder:
 
     def __repr__(self) -> str:
         return (f"Recorder({str(self.path)!r}, n_params={self.n_params}, schedule={self.schedule!r}, "
-                f"writer={self.writer_mode!r})")
+                f"writer={self.writer_mode!r}, overlap={self.overlap})")
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -241,7 +271,9 @@ class Recorder:
                 merged.setdefault(k, _to_float(v))
         trace = self._trace.drain()
         k = self._sink.acquire()
-        slot = self._copier.copy_into(k)
+        slot = self._copier.copy_into(k, overlap=self.overlap)
+        if self._gate is not None:
+            self._gate.hold(slot.params_read)
         self._submit(k, slot, step, merged, trace)
 
     def _submit(self, k, slot, step, metrics, trace) -> None:
