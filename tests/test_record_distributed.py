@@ -22,7 +22,7 @@ from trajkit.archive import format as fmt
 from trajkit.record.distributed import TIMEOUT_ENV, plan_segments
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-import dist_ranks  # noqa: E402
+import dist_ranks
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with the gloo backend is not available in this build")
@@ -101,7 +101,7 @@ def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(
     assert all("crash" not in r for r in results), [r.get("crash") for r in results]
 
     # ranks that disagree fail together, with one line each, and write nothing
-    for rank, res in enumerate(results):
+    for res in results:
         kind, msg = res["errors"]["schedule"]
         assert kind == "DistributedError" and "\n" not in msg
         assert "ranks disagree on the schedule (rank 1 differs from rank 0)" in msg
@@ -112,6 +112,7 @@ def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(
     # DDP: rank 0 records as one process does; the other rank has no writer
     assert results[0]["ddp_mode"] == (False, True, "ArchiveWriter")
     assert results[1]["ddp_mode"] == (False, False, "RankArchive")
+    assert [r["sums"] for r in results] == [[3.0, 30.0], [3.0, 30.0]]   # all_reduce_sums: 1 + 2, 10 + 20
     ref = tmp_path / "ref"
     ref.mkdir()
     _replay(ref / "ddp.trajkit", results[0]["ddp"], SCHED)
@@ -138,7 +139,7 @@ def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(
     second = results3[0]
     assert second["start"] == 7
     assert torch.equal(second["fsdp"]["params"][0], first["params"][7])   # restore() filled every shard
-    assert sorted(sum((r["owned"] for r in results3), [])) == list(range(7))
+    assert sorted(j for r in results3 for j in r["owned"]) == list(range(7))
     _replay(ref / "fsdp_small.trajkit", second["fsdp"], RESUME_SCHED, resume="must")
     assert_same_archive(out / "fsdp_small.trajkit", ref / "fsdp_small.trajkit")
     resumed = trajkit.open_archive(out / "fsdp_small.trajkit")

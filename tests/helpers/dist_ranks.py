@@ -114,6 +114,8 @@ def scenario_record(rank: int, world: int, out: Path) -> dict:
             trajkit.Recorder(out / f"bad_{what}.trajkit", model, **kwargs)
         except trajkit.TrajkitError as e:
             result["errors"][what] = (type(e).__name__, str(e))
+    sums = torch.tensor([rank + 1.0, 10.0 * (rank + 1)])
+    result["sums"] = tdist.all_reduce_sums(sums, dist.group.WORLD).tolist()
     ddp = torch.nn.parallel.DistributedDataParallel(build_model())
     with trajkit.Recorder(out / "ddp.trajkit", ddp, schedule=sched) as rec:
         result["ddp"] = train(ddp, [rec], rank, 0, 9)

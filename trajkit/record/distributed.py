@@ -117,9 +117,9 @@ def _wait(work: Any, what: str) -> None:
         work.wait(datetime.timedelta(seconds=t))
     except RuntimeError as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DistributedError(f"distributed recording: {what} failed or a rank did not answer within {t:g} s "
-                               f"({first}); every rank must create the Recorder and reach the same snapshots "
-                               f"(raise {TIMEOUT_ENV} for slow ranks)") from None
+        raise DistributedError(f"distributed recording: {what}: a rank crashed or did not answer within {t:g} s "
+                               f"({first}); check the other ranks' logs — every rank must create the Recorder and "
+                               f"reach the same snapshots ({TIMEOUT_ENV} sets the wait)") from None
 
 
 def _comm_device(group: Any) -> torch.device:
