@@ -271,6 +271,16 @@ class ArchiveWriter:
     def padded_size(self) -> int:
         return -(-self.n_params // self.chunk_cols) * self.chunk_cols
 
+    @property
+    def key_separator(self) -> str:
+        """The params chunk key separator (``"."``; ``"/"`` in archives written before that choice)."""
+        return self._sep
+
+    @property
+    def steps(self) -> list[int]:
+        """Steps of the committed snapshots, in row order."""
+        return list(self._steps)
+
     def elapsed(self) -> float:
         """Seconds since this run started (continuing the archive's clock on resume)."""
         return self._time_offset + (_time.perf_counter() - self._t0)

@@ -259,8 +259,8 @@ class Geometry:
 
 
 def geometry_of(writer: ArchiveWriter) -> Geometry:
-    return Geometry(str(writer.path), writer.chunk_cols, writer._sep, writer.compressor, writer.fsync,
-                    writer.direct, writer.committed, writer.trace_committed, list(writer._steps),
+    return Geometry(str(writer.path), writer.chunk_cols, writer.key_separator, writer.compressor, writer.fsync,
+                    writer.direct, writer.committed, writer.trace_committed, writer.steps,
                     writer.layout, writer.elapsed())
 
 
@@ -334,7 +334,9 @@ class DistributedRecording:
         self._offsets = np.cumsum([0, *sizes]).tolist()
         self.n_params = int(self._offsets[-1])
         self._local = [local_interval(p, n) for n, p in named]
-        self._plan: tuple[list[int], list[Segment]] | None = None
+        self._holdings: list[list[tuple[int, int]]] = []
+        #: indices of the params chunks this rank writes (sharded runs; set once rank 0's geometry is known)
+        self.owned: list[int] = []
 
     @property
     def writes_whole_rows(self) -> bool:
@@ -375,10 +377,10 @@ class DistributedRecording:
                 return None  # rank 0 re-raises its own error
             raise DistributedError(f"rank 0 could not open the archive: {head[1]}")
         if self.sharded:
-            self._plan = self._build_plan(head.chunk_cols)
+            self._build_plan(head.chunk_cols)
         return None if self.rank == 0 else RankArchive(head, self.n_params)
 
-    def _build_plan(self, chunk_cols: int) -> tuple[list[int], list[Segment]]:
+    def _build_plan(self, chunk_cols: int) -> None:
         owners, segments = plan_segments(self._holdings, self.n_params, chunk_cols)
         me = self.rank
         self.owned = [j for j, o in enumerate(owners) if o == me]
@@ -413,7 +415,6 @@ class DistributedRecording:
         self._send = by_dest
         self._send_sizes = [sum(hi - lo for _, lo, hi in d) for d in by_dest]
         self._recv_sizes = [sum(n for _, n in src) for src in self._recv]
-        return owners, segments
 
     @torch.no_grad()
     def _gather_row(self) -> None:
