@@ -445,10 +445,10 @@ class DistributedRecording:
         if not self.sharded:
             return
         self._gather_row()
-        error: OSError | None = None
+        error: Exception | None = None
         try:
             archive.write_chunks(self._row, self.owned)
-        except OSError as e:
+        except Exception as e:  # reported to every rank through the barrier, then raised
             error = e
         finite = all(bool(np.isfinite(self._row[a:a + n]).all()) for a, n in self._valid)
         flags = torch.tensor([0.0 if finite else 1.0, 0.0 if error is None else 1.0], device=_comm_device(self.group))
