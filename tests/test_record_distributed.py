@@ -4,7 +4,8 @@ A DDP run and an FSDP2 (``fully_shard``) run recorded from several ranks give ar
 file and byte for byte, to what one process writes from the same gathered parameters and logged losses —
 except what legitimately differs: ``snapshots/time`` (the wall clock), and in the root metadata ``run_id``,
 ``created`` and ``distributed`` (world size, backend, replicated/sharded). Ranks that disagree fail
-together with one line; a 2-rank archive resumes with 3 ranks; a rank SIGKILLed inside a snapshot leaves
+together with one line, and so do all ranks when one rank's chunk write fails; a 2-rank archive resumes
+with 3 ranks; a rank SIGKILLed inside a snapshot leaves
 an archive that validates with only the snapshots committed before it.
 """
 
@@ -93,6 +94,7 @@ def test_plan_refuses_columns_no_rank_holds():
         plan_segments([[(0, 40)], [(50, 60)]], 60, 16)
 
 
+@pytest.mark.slow
 def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(tmp_path, ranks_env):
     out = tmp_path / "runs"
     out.mkdir()
@@ -132,6 +134,14 @@ def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(
     assert arch.metadata["layout"] == trajkit.open_archive(ref / "fsdp.trajkit").metadata["layout"]
     first = results[0]["fsdp"]
     assert np.array_equal(arch.params[3, :], first["params"][4].numpy())   # the full, unsharded vector
+
+    # a rank whose chunk write fails: every rank raises, the snapshot is not committed
+    for res in results:
+        kind, msg = res["write_failure"]
+        assert kind == "DistributedError" and "a rank failed to write its chunks of the snapshot at step 2" in msg
+    assert "No space left on device (injected)" in results[1]["write_failure"][1]
+    assert trajkit.open_archive(out / "fsdp_fail.trajkit").steps.tolist() == [0, 1]
+    assert trajkit.archive.validate(out / "fsdp_fail.trajkit") == []
 
     # resume the 2-rank archive with 3 ranks (the archive is unsharded: any world size continues it)
     codes, results3 = dist_ranks.launch("resume", 3, out)

@@ -127,7 +127,28 @@ def scenario_record(rank: int, world: int, out: Path) -> dict:
             trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=sched, resume="allow") as b:
         result["fsdp"] = train(model, [a, b], rank, 0, 9)
         result["owned"] = b._dist.owned
+    result["write_failure"] = _failing_write(model, rank, out / "fsdp_fail.trajkit")
     return result
+
+
+def _failing_write(model: torch.nn.Module, rank: int, path: Path) -> tuple[str, str] | None:
+    """Rank 1's chunk write of the snapshot at step 2 raises OSError; every rank must hear of it."""
+    original = tdist.RankArchive.write_chunks
+
+    def failing(self, row, chunks):
+        if self.committed == 2:
+            raise OSError(28, "No space left on device (injected)")
+        original(self, row, chunks)
+
+    tdist.RankArchive.write_chunks = failing
+    try:
+        with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(every=1)) as rec:
+            train(model, [rec], rank, 0, 5)
+    except trajkit.TrajkitError as e:
+        return type(e).__name__, str(e)
+    finally:
+        tdist.RankArchive.write_chunks = original
+    return None
 
 
 def scenario_resume(rank: int, world: int, out: Path) -> dict:
