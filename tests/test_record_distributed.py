@@ -94,6 +94,37 @@ def test_plan_refuses_columns_no_rank_holds():
         plan_segments([[(0, 40)], [(50, 60)]], 60, 16)
 
 
+def test_process_group_without_torch_distributed_is_refused(tmp_path):
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(trajkit.TrajkitError, match=r"process_group given but torch\.distributed is not initialised"):
+        trajkit.Recorder(tmp_path / "a.trajkit", torch.nn.Linear(2, 2), process_group=object())
+    assert not (tmp_path / "a.trajkit").exists()
+
+
+def test_a_group_of_one_rank_records_as_a_single_process(tmp_path):
+    import datetime
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{dist_ranks.free_port()}", rank=0,
+                                         world_size=1, timeout=datetime.timedelta(seconds=30))
+    try:
+        with trajkit.Recorder(tmp_path / "a.trajkit", torch.nn.Linear(2, 2), schedule=SCHED) as rec:
+            assert rec._dist is None
+            rec.step(0)
+        assert "distributed" not in trajkit.open_archive(tmp_path / "a.trajkit").metadata
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_bad_timeout_setting_is_named(monkeypatch):
+    from trajkit.record.distributed import timeout_seconds
+
+    monkeypatch.setenv(TIMEOUT_ENV, "soon")
+    with pytest.raises(trajkit.TrajkitError, match=r"TRAJKIT_DIST_TIMEOUT='soon' must be a positive number"):
+        timeout_seconds()
+    monkeypatch.setenv(TIMEOUT_ENV, "2.5")
+    assert timeout_seconds() == 2.5
+
+
 @pytest.mark.slow
 def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(tmp_path, ranks_env):
     out = tmp_path / "runs"
