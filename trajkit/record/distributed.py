@@ -36,6 +36,7 @@ import datetime
 import itertools
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def class_name(model: torch.nn.Module) -> str:
     """``module.QualName`` of the user's class of ``model`` (FSDP2 ``fully_shard`` swaps in a generated
     ``FSDP<Name>`` subclass, which an archive of the same model from one process would not name)."""
     cls = type(model)
-    if dist.is_available():
+    if "torch.distributed.fsdp" in sys.modules:   # a model cannot be FSDP's before it is imported (3 s)
         from torch.distributed.fsdp import FSDPModule
 
         if isinstance(model, FSDPModule):
@@ -148,6 +149,8 @@ def _all_gather_objects(obj: Any, group: Any, what: str) -> list[Any]:
 
 
 def _is_dtensor(p: Any) -> bool:
+    if "torch.distributed.tensor" not in sys.modules:   # no DTensor exists before its module is imported
+        return False
     from torch.distributed.tensor import DTensor
 
     return isinstance(p, DTensor)
