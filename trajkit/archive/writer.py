@@ -18,6 +18,7 @@ import os
 import shutil
 import time as _time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,16 @@ class ArchiveWriter:
     def padded_size(self) -> int:
         return -(-self.n_params // self.chunk_cols) * self.chunk_cols
 
+    @property
+    def key_separator(self) -> str:
+        """The params chunk key separator (``"."``; ``"/"`` in archives written before that choice)."""
+        return self._sep
+
+    @property
+    def steps(self) -> list[int]:
+        """Steps of the committed snapshots, in row order."""
+        return list(self._steps)
+
     def elapsed(self) -> float:
         """Seconds since this run started (continuing the archive's clock on resume)."""
         return self._time_offset + (_time.perf_counter() - self._t0)
@@ -298,20 +309,28 @@ class ArchiveWriter:
         """
         self._check_open()
         step = self._check_step(step)
+        self.write_chunks(row, range(self.padded_size // self.chunk_cols))
+        return self.commit_row(step, time, epoch, metrics, finite=bool(np.isfinite(row[: self.n_params]).all()))
+
+    def write_chunks(self, row: np.ndarray, chunks: Sequence[int]) -> None:
+        """Write params chunks ``chunks`` (indices ``j``) of the next snapshot row, uncommitted; ``row`` holds
+        them back to back (``len(chunks) * chunk_cols`` float32). Distributed recording writes the other
+        chunks of the row from other processes (:mod:`trajkit.record.distributed`) before :meth:`commit_row`."""
+        self._check_open()
         k = self.committed
-        finite = bool(np.isfinite(row[: self.n_params]).all())
         if k >= self._params_shape0:
             self._params_shape0 = max(2 * self._params_shape0, k + 1)
             self._write_params_meta(self._params_shape0)
-        pdir = self.path / fmt.PARAMS
-        if self._sep == "/":
-            (pdir / "c" / str(k)).mkdir(parents=True, exist_ok=True)
-        cc = self.chunk_cols
-        for j in range(self.padded_size // cc):
-            data = memoryview(row[j * cc:(j + 1) * cc])
-            if self.compressor == "zstd":
-                data = _zstd().encode(bytes(data))
-            fmt.write_chunk_file(fmt.params_chunk_path(pdir, k, j, self._sep), data, self.fsync, direct=self.direct)
+        write_params_chunks(self.path / fmt.PARAMS, k, row, chunks, self.chunk_cols, self._sep, self.compressor,
+                            self.fsync, self.direct)
+
+    def commit_row(self, step: int, time: float | None = None, epoch: float | None = None,
+                   metrics: dict[str, float] | None = None, finite: bool = True) -> int:
+        """Write the 1-D rows of the snapshot whose params chunks are written, and commit it (§5 of
+        docs/FORMAT.md); ``finite`` False flags the row in ``/nonfinite``. Returns its row."""
+        self._check_open()
+        step = self._check_step(step)
+        k = self.committed
         self._cols[fmt.STEP].write(k, [step])
         self._cols[fmt.TIME].write(k, [self.elapsed() if time is None else float(time)])
         self._cols[fmt.EPOCH].write(k, [np.nan if epoch is None else float(epoch)])
@@ -519,6 +538,19 @@ class ArchiveWriter:
         self.metadata["nonfinite"] = {"first_step": self._nonfinite[0], "count": len(self._nonfinite),
                                       "steps": steps}
         self._write_root()
+
+
+def write_params_chunks(pdir: Path, k: int, row: np.ndarray, chunks: Sequence[int], chunk_cols: int, sep: str,
+                        compressor: str | None, fsync: bool, direct: bool) -> None:
+    """Create the chunk files ``chunks`` of params row ``k`` under ``pdir`` from ``row`` (the chunks back to
+    back), compressed when ``compressor`` is ``"zstd"``; uncommitted until the marker says so."""
+    if sep == "/":
+        (pdir / "c" / str(k)).mkdir(parents=True, exist_ok=True)
+    for i, j in enumerate(chunks):
+        data = memoryview(row[i * chunk_cols:(i + 1) * chunk_cols])
+        if compressor == "zstd":
+            data = _zstd().encode(bytes(data))
+        fmt.write_chunk_file(fmt.params_chunk_path(pdir, k, j, sep), data, fsync, direct=direct)
 
 
 def _zstd():

@@ -37,6 +37,7 @@ from trajkit.archive.layout import layout_from_named_parameters
 from trajkit.archive.metadata import deep_merge
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
+from trajkit.record import distributed
 from trajkit.record.background import Handover, RecordError, WriteItem, make_sink, write_item
 from trajkit.record.copier import ParamCopier
 from trajkit.record.overlap import StepGate, as_optimizers
@@ -77,13 +78,18 @@ class Recorder:
         waits for it (``register_step_pre_hook``; on CUDA a stream wait, never a host sync). Only with the
         writer thread (``self.overlap``). Do not pass it if the loop changes parameters outside the
         optimiser's ``step`` between ``rec.step`` and the next optimiser step.
+
+    process_group : the ``torch.distributed`` group training the model (default: the default group when
+        ``torch.distributed`` is initialised); create the Recorder on every rank of it. Replicated
+        parameters (DDP): rank 0 writes. Sharded parameters (DTensor, FSDP2 ``fully_shard``): every rank
+        writes the params chunks it owns, inline (see :mod:`trajkit.record.distributed`).
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
                  schedule: _schedules.Schedule | None = None, metadata: dict[str, Any] | None = None,
                  resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
                  writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
-                 direct: bool | None = None, optimizer: Any = None):
+                 direct: bool | None = None, optimizer: Any = None, process_group: Any = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         if not (direct is None or isinstance(direct, bool)):
@@ -91,6 +97,8 @@ class Recorder:
         if not isinstance(model, torch.nn.Module):
             raise TrajkitError(f"Recorder: model must be a torch.nn.Module, got {type(model).__name__}")
         optimizers = as_optimizers(optimizer)
+        group = distributed.resolve_group(process_group)
+        model = distributed.unwrap(model)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise TrajkitError(f"Recorder: {type(model).__name__} has no trainable parameters to record")
@@ -104,14 +112,26 @@ class Recorder:
         n_params = sum(p.numel() for _, p in named)
         auto_meta = {
             "device": str(device),
-            "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}"},
+            "model": {"class": distributed.class_name(model)},
             "schedule": self.schedule.spec,
         }
+        self._dist = distributed.DistributedRecording(group, named) if group is not None else None
+        if self._dist is not None:
+            auto_meta["distributed"] = self._dist.metadata
+            if not self._dist.writes_whole_rows:
+                if writer == "thread" and self._dist.sharded:
+                    raise TrajkitError("Recorder: writer='thread' with sharded parameters: a sharded snapshot's "
+                                       "collectives run on the training thread; use writer='auto' or 'inline'")
+                writer = "inline"
+            self._dist.agree(str(path), {"path": os.path.abspath(path), "layout": layout,
+                                         "schedule": self.schedule.spec, "resume": resume, "compressor": compressor,
+                                         "fsync": fsync, "parameters": self._dist.metadata["parameters"]})
         meta = deep_merge(auto_meta, metadata or {})
         if direct is None and writer == "inline":
             direct = False  # a direct write blocks its thread for the device's whole write: not the training one
-        self._archive = ArchiveWriter(path, n_params, meta, layout, resume=resume, compressor=compressor,
-                                      fsync=fsync, direct=direct)
+        self._archive = distributed.open_archive(self._dist, functools.partial(
+            ArchiveWriter, path, n_params, meta, layout, resume=resume, compressor=compressor, fsync=fsync,
+            direct=direct))
         self.path = self._archive.path
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
         if writer == "auto":  # the thread pays off when the host idles (CUDA), the write costs no CPU (direct)
@@ -121,7 +141,8 @@ class Recorder:
                       else "inline")
         self.writer_mode = writer
         n_slots = max(1, buffers) if writer == "thread" else 1
-        self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
+        self._copier = (ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
+                        if self._dist is None or self._dist.writes_whole_rows else None)
         self._sink = make_sink(writer, n_slots)
         #: whether snapshot copies overlap training (an optimizer was given and writes go to the thread)
         self.overlap = bool(optimizers) and writer == "thread"
@@ -171,12 +192,8 @@ class Recorder:
         from trajkit.archive.reader import open_archive
 
         arch = open_archive(self.path)
-        row = arch.params[arch.n_snapshots - 1, :]
-        with torch.no_grad():
-            for (_, p), e in zip(((n, p) for n, p in self.model.named_parameters() if p.requires_grad),
-                                 self._archive.layout, strict=True):
-                src = torch.from_numpy(row[e["offset"]:e["offset"] + e["size"]].reshape(e["shape"]).copy())
-                p.copy_(src.to(p.dtype))
+        distributed.load_parameters([p for p in self.model.parameters() if p.requires_grad], self._archive.layout,
+                                    arch.params[arch.n_snapshots - 1, :])
         return int(arch.steps[-1])
 
     @property
@@ -270,6 +287,13 @@ class Recorder:
             for k, v in (extra or {}).items():
                 merged.setdefault(k, _to_float(v))
         trace = self._trace.drain()
+        if self._dist is not None and not self._dist.writes_whole_rows:
+            try:
+                self._dist.snapshot(self._archive, step, self._archive.elapsed(), self._epoch, merged, trace)
+            except BaseException as e:
+                self._broken = e
+                raise
+            return
         k = self._sink.acquire()
         slot = self._copier.copy_into(k, overlap=self.overlap)
         if self._gate is not None:

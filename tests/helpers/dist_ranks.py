@@ -1,0 +1,216 @@
+"""Rank programs for tests/test_record_distributed.py: real gloo process groups on 127.0.0.1.
+
+Each rank trains a small MLP (replicated with DDP, or sharded with FSDP2 ``fully_shard``), records it with
+``trajkit.Recorder`` and, on rank 0, saves what a single process would need to write the same archive:
+the gathered parameter vector and the logged loss of every step (``reference.pt`` in the output folder).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import trajkit
+from trajkit.record import distributed as tdist
+
+N_IN, N_HID, N_OUT = 6, 9, 4
+#: a params chunk of 16 columns: the 103-parameter model's row spans 7 chunks, some split between ranks
+SMALL_CHUNK_BYTES = 64
+
+
+def build_model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(N_IN, N_HID), torch.nn.Tanh(), torch.nn.Linear(N_HID, N_OUT))
+
+
+def n_params() -> int:
+    return sum(p.numel() for p in build_model().parameters())
+
+
+def precreate_small_chunks(path: Path) -> None:
+    """An empty archive whose params rows are split into 16-column chunks (resumed by the Recorder)."""
+    from trajkit.archive.layout import layout_from_named_parameters
+
+    layout = layout_from_named_parameters(list(build_model().named_parameters()))
+    trajkit.archive.create(path, n_params(), layout=layout, chunk_bytes=SMALL_CHUNK_BYTES).close()
+
+
+def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    return torch.randn(8, N_IN, generator=g), torch.randn(8, N_OUT, generator=g)
+
+
+def gathered(model: torch.nn.Module) -> torch.Tensor:
+    """The full parameter vector (a collective for FSDP2 parameters)."""
+    parts = [p.full_tensor() if tdist._is_dtensor(p) else p.detach() for p in model.parameters()]
+    return torch.cat([t.detach().reshape(-1) for t in parts]).clone()
+
+
+def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | None = None) -> dict:
+    """SGD steps ``start..stop-1`` (recording w(start) .. w(stop-1)); returns rank 0's reference record."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    ref = {"steps": [], "params": [], "loss": []}
+    loss = torch.tensor(float("nan"))
+    for k in range(start, stop):
+        if kill_at is not None and k == kill_at:
+            _arm_kill(rank)
+        vec = gathered(model)
+        for rec in recorders:
+            rec.step(k, loss=loss.detach(), epoch=k / 10)
+        ref["steps"].append(k)
+        ref["params"].append(vec)
+        ref["loss"].append(float(loss.detach()))
+        x, y = batch(k, rank)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+    return ref
+
+
+def _arm_kill(rank: int) -> None:
+    """Rank 1 dies by SIGKILL right after writing its chunks of the next snapshot, before the barrier."""
+    if rank != 1:
+        return
+    original = tdist.RankArchive.write_chunks
+
+    def write_then_die(self, row, chunks):
+        original(self, row, chunks)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    tdist.RankArchive.write_chunks = write_then_die
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            fully_shard(m)
+    fully_shard(model)
+    return model
+
+
+# -- scenarios -------------------------------------------------------------------------------------------
+
+
+def scenario_record(rank: int, world: int, out: Path) -> dict:
+    """Disagreeing ranks, then a DDP run, then an FSDP2 run recorded twice (default and 16-column chunks)."""
+    result: dict = {"errors": {}}
+    sched = trajkit.schedules.explicit([0, 1, 2, 4, 7])
+    for what, kwargs, model in (
+            ("schedule", {"schedule": trajkit.schedules.linear(every=1 + rank)}, build_model()),
+            ("layout", {"schedule": sched}, torch.nn.Linear(3 + rank, 2))):
+        try:
+            trajkit.Recorder(out / f"bad_{what}.trajkit", model, **kwargs)
+        except trajkit.TrajkitError as e:
+            result["errors"][what] = (type(e).__name__, str(e))
+    sums = torch.tensor([rank + 1.0, 10.0 * (rank + 1)])
+    result["sums"] = tdist.all_reduce_sums(sums, dist.group.WORLD).tolist()
+    ddp = torch.nn.parallel.DistributedDataParallel(build_model())
+    with trajkit.Recorder(out / "ddp.trajkit", ddp, schedule=sched) as rec:
+        result["ddp"] = train(ddp, [rec], rank, 0, 9)
+        result["ddp_mode"] = (rec._dist.sharded, rec._dist.writes_whole_rows, type(rec._archive).__name__)
+    if rank == 0:
+        precreate_small_chunks(out / "fsdp_small.trajkit")
+    model = shard(build_model())
+    with trajkit.Recorder(out / "fsdp.trajkit", model, schedule=sched) as a, \
+            trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=sched, resume="allow") as b:
+        result["fsdp"] = train(model, [a, b], rank, 0, 9)
+        result["owned"] = b._dist.owned
+    result["write_failure"] = _failing_write(model, rank, out / "fsdp_fail.trajkit")
+    return result
+
+
+def _failing_write(model: torch.nn.Module, rank: int, path: Path) -> tuple[str, str] | None:
+    """Rank 1's chunk write of the snapshot at step 2 raises OSError; every rank must hear of it."""
+    original = tdist.RankArchive.write_chunks
+
+    def failing(self, row, chunks):
+        if self.committed == 2:
+            raise OSError(28, "No space left on device (injected)")
+        original(self, row, chunks)
+
+    tdist.RankArchive.write_chunks = failing
+    try:
+        with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(every=1)) as rec:
+            train(model, [rec], rank, 0, 5)
+    except trajkit.TrajkitError as e:
+        return type(e).__name__, str(e)
+    finally:
+        tdist.RankArchive.write_chunks = original
+    return None
+
+
+def scenario_resume(rank: int, world: int, out: Path) -> dict:
+    """Continue the 2-rank FSDP2 archive with ``world`` ranks from its last snapshot to step 14."""
+    model = shard(build_model())
+    with trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=trajkit.schedules.explicit(
+            [0, 1, 2, 4, 7, 9, 12]), resume="must") as rec:
+        start = rec.restore()
+        return {"start": start, "fsdp": train(model, [rec], rank, start, 15), "owned": rec._dist.owned}
+
+
+def scenario_kill(rank: int, world: int, out: Path) -> dict:
+    """An FSDP2 run snapshotting every step; rank 1 is SIGKILLed inside the snapshot at step 5."""
+    model = shard(build_model())
+    try:
+        with trajkit.Recorder(out / "killed.trajkit", model, schedule=trajkit.schedules.linear(every=1)) as rec:
+            train(model, [rec], rank, 0, 9, kill_at=5)
+    except trajkit.TrajkitError as e:
+        return {"error": (type(e).__name__, str(e))}
+    return {"error": None}
+
+
+SCENARIOS = {"record": scenario_record, "resume": scenario_resume, "kill": scenario_kill}
+
+
+def _rank_main(rank: int, world: int, port: int, scenario: str, out: str) -> None:
+    out_dir = Path(out)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=60))
+        torch.set_num_threads(1)
+        result = SCENARIOS[scenario](rank, world, out_dir)
+    except BaseException:
+        result = {"crash": traceback.format_exc()}
+    torch.save(result, out_dir / f"rank{rank}.pt")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(scenario: str, world: int, out: Path, timeout: float = 120.0) -> tuple[list[int | None], list[dict]]:
+    """Run ``scenario`` on ``world`` spawned ranks; kill them all past ``timeout`` seconds.
+
+    Returns each rank's exit code (``-9`` for SIGKILL, None if killed at the deadline) and result (or {})."""
+    ctx = mp.start_processes(_rank_main, args=(world, free_port(), scenario, str(out)), nprocs=world,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while any(p.is_alive() for p in ctx.processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    codes: list[int | None] = []
+    for p in ctx.processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+            codes.append(None)
+        else:
+            codes.append(p.exitcode)
+    results = [torch.load(out / f"rank{r}.pt", weights_only=False) if (out / f"rank{r}.pt").exists() else {}
+               for r in range(world)]
+    return codes, results
