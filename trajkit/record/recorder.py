@@ -25,17 +25,21 @@ import inspect
 import operator
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from trajkit import schedules as _schedules
+from trajkit.archive.dtypes import check_dtype
 from trajkit.archive.layout import layout_from_named_parameters
 from trajkit.archive.metadata import deep_merge
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
 from trajkit.record.background import Handover, RecordError, WriteItem, make_sink, write_item
 from trajkit.record.copier import ParamCopier
+from trajkit.record.online import OnlineTracker
+from trajkit.record.subset import subset_layout
 from trajkit.record.traces import TraceBuffer
 
 WRITER_MODES = ("auto", "inline", "thread")
@@ -67,13 +71,21 @@ class Recorder:
         the file system accepts it (never with ``writer="inline"``); False: always through the page cache
         (e.g. on network file systems, where a direct write skips the client cache); True: wherever the
         buffers allow (falls back to buffered writes if the file system refuses).
+    dtype : storage dtype of the snapshots: ``"float32"`` (default), ``"float16"``, ``"bfloat16"`` or
+        ``"float64"`` (a float64 model recorded losslessly); see :mod:`trajkit.archive.dtypes`.
+    select : record only a parameter subset: tensor-name globs and roles as for ``Archive.select``
+        (``"weights"``, ``"layer:0+*.bias"``, ...). The layout lists exactly the kept tensors (their layer
+        ids as in the whole model); metadata ``/storage`` has the spec and the model's full count.
+    online : a :class:`trajkit.online.TwoTime`: two-time sums measured during training into ``online/``
+        (see :mod:`trajkit.online`).
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
                  schedule: _schedules.Schedule | None = None, metadata: dict[str, Any] | None = None,
                  resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
                  writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
-                 direct: bool | None = None):
+                 direct: bool | None = None, dtype: str = "float32", select: str | None = None,
+                 online: Any = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         if not (direct is None or isinstance(direct, bool)):
@@ -89,19 +101,30 @@ class Recorder:
         self.evaluate = evaluate
         self._evaluate_takes_model = evaluate is not None and _takes_argument(evaluate)
         device = named[0][1].device
-        layout = layout_from_named_parameters(named)
+        dtype = check_dtype(dtype, "Recorder")
+        full_layout = layout_from_named_parameters(named)
+        named, layout = subset_layout(named, full_layout, select)
         n_params = sum(p.numel() for _, p in named)
         auto_meta = {
             "device": str(device),
             "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}"},
             "schedule": self.schedule.spec,
+            "storage": {"select": select, "n_params_model": sum(e["size"] for e in full_layout)},
         }
+        self._online = None if online is None else OnlineTracker(online, model, full_layout, self.schedule)
+        if self._online is not None:
+            auto_meta["online"] = self._online.metadata
         meta = deep_merge(auto_meta, metadata or {})
+        if self._online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
+            raise TrajkitError(f"{path}: online observables cannot continue an existing archive (the waiting-time "
+                               "vectors of the earlier run are gone); record to a new path")
         if direct is None and writer == "inline":
             direct = False  # a direct write blocks its thread for the device's whole write: not the training one
         self._archive = ArchiveWriter(path, n_params, meta, layout, resume=resume, compressor=compressor,
-                                      fsync=fsync, direct=direct)
+                                      fsync=fsync, direct=direct, dtype=dtype)
         self.path = self._archive.path
+        if self._online is not None:
+            self._online.open(self.path, fsync)
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
         if writer == "auto":  # the thread pays off when the host idles (CUDA), the write costs no CPU (direct)
             # or its CPU work is worth moving off the training thread (compression: +7.6 % inline, +1.7 %
@@ -110,7 +133,8 @@ class Recorder:
                       else "inline")
         self.writer_mode = writer
         n_slots = max(1, buffers) if writer == "thread" else 1
-        self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
+        self._copier = ParamCopier([p for _, p in named], self._archive.padded_size, n_slots, dtype=dtype)
+        self._named = named
         self._sink = make_sink(writer, n_slots)
         self._trace = TraceBuffer()
         self._epoch: float | None = None
@@ -136,6 +160,8 @@ class Recorder:
             scalars["loss"] = loss
         trace = self._trace
         trace.add(step, scalars)
+        if self._online is not None and step in self._online.steps:
+            self._online.measure(step)
         if self._scheduled(step):
             self._snapshot(step, None)
             return True
@@ -157,8 +183,7 @@ class Recorder:
         arch = open_archive(self.path)
         row = arch.params[arch.n_snapshots - 1, :]
         with torch.no_grad():
-            for (_, p), e in zip(((n, p) for n, p in self.model.named_parameters() if p.requires_grad),
-                                 self._archive.layout, strict=True):
+            for (_, p), e in zip(self._named, self._archive.layout, strict=True):
                 src = torch.from_numpy(row[e["offset"]:e["offset"] + e["size"]].reshape(e["shape"]).copy())
                 p.copy_(src.to(p.dtype))
         return int(arch.steps[-1])
@@ -195,6 +220,8 @@ class Recorder:
         finally:
             try:
                 self._sink.close()
+                if self._online is not None:
+                    self._online.close()
             finally:
                 self._archive.close()
 
