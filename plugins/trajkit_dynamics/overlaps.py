@@ -33,6 +33,10 @@ each with ``<name>_sem`` (standard error over replicas); ``epsilon [R, K]`` (the
 (density of log10|Δw|) with bin edges ``disp_bins [B+1]``; ``replica_overlap [T]`` over ``step`` when
 there are two or more replicas. Scalars: ``n_selected``, ``replicas``, ``disp_tw_step``, ``disp_lag``,
 ``masked_steps`` (snapshots masked by ``allow_nan``).
+
+Sums measured online (``online/``, :mod:`trajkit.online`; read when the snapshots do not hold the measured
+steps): the same keys, on the grid of measured steps; ``disp_hist``, ``disp_bins`` and ``replica_overlap``
+need the parameter vectors and are NaN there, ``disp_lag`` None.
 """
 
 from __future__ import annotations
@@ -93,6 +97,16 @@ def displacement_histogram(displacements: Sequence[np.ndarray] | np.ndarray, bin
     return density, edges
 
 
+def online_placeholders(tt: Any, replicas: int, bins: int) -> dict[str, Any]:
+    """The arrays that need the parameter vectors themselves, NaN for sums measured online: ``disp_hist``,
+    ``disp_bins`` and, for 2+ replicas, ``replica_overlap`` (same keys and shapes as from snapshots)."""
+    out: dict[str, Any] = {"disp_hist": (np.full(bins, np.nan), ("disp_bin",)),
+                           "disp_bins": (np.full(bins + 1, np.nan), ("disp_edge",))}
+    if replicas >= 2:
+        out["replica_overlap"] = (np.full(tt.steps.size, np.nan), ("step",))
+    return out
+
+
 class Overlaps(Analysis):
     """Two-time overlaps and displacement statistics (see the module docstring for formulas and keys)."""
 
@@ -127,8 +141,13 @@ class Overlaps(Analysis):
                 arrays[name] = (mean, dims)
                 arrays[f"{name}_sem"] = (sem, dims)
         archives = list(getattr(data, "archives", [data]))
-        cols = selected_columns(data, params["select"])
         steps = tt.steps
+        if tt.source == "online":
+            arrays.update(online_placeholders(tt, len(archives), params["hist_bins"]))
+            scalars = {"n_selected": tt.n, "replicas": tt.replicas, "disp_tw_step": int(tt.tw_step[0]),
+                       "disp_lag": None, "masked_steps": tt.masked_steps}
+            return Result(arrays=arrays, coords=coords, scalars=scalars)
+        cols = selected_columns(data, params["select"])
         tw_row = int(tt.tw_rows[0]) if tt.mode == "waiting" else 0
         later = np.arange(tw_row + 1, steps.size)
         if later.size == 0:
