@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-
 from typing import Any
 
 import numpy as np

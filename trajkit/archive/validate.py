@@ -37,8 +37,8 @@ import numpy as np
 from trajkit.archive import dtypes
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import check_layout
-from trajkit.archive.online import online_problems
 from trajkit.archive.metadata import schema_problems
+from trajkit.archive.online import online_problems
 from trajkit.archive.reader import array_names
 from trajkit.errors import ArchiveError
 

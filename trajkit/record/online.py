@@ -55,7 +55,8 @@ class OnlineTracker:
                                f"{last} (the schedule's end); use waiting times <= {last} or extend the schedule")
         sel = select_columns(layout, spec.select, "Recorder online select")
         params = [p for p in model.parameters() if p.requires_grad]
-        chosen = [(p, e) for p, e in zip(params, layout, strict=True) if sel.within(e["offset"], e["offset"] + e["size"])]
+        chosen = [(p, e) for p, e in zip(params, layout, strict=True)
+                  if sel.within(e["offset"], e["offset"] + e["size"])]
         layers = sorted({e["layer"] for _, e in chosen})
         pos = {layer: i for i, layer in enumerate(layers)}
         self.spec = spec
