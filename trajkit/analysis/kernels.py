@@ -160,14 +160,21 @@ def _pair_tiles(X, la, lb, eps, c0, c1, tile, work, acc, nrm):
 #: LLVM may reorder the float64 sums (SIMD lanes) and fuse ``d·d + s`` into one FMA; no ``nnan``/``ninf``,
 #: so NaN and inf propagate to the sums exactly as in numpy (the analyses detect diverged runs by them).
 _FASTMATH = frozenset({"reassoc", "contract"})
-#: Eager signatures (C-contiguous arrays), one per read dtype of the archives (float32; float64 archives,
-#: :mod:`trajkit.archive.dtypes`), so a process compiles or loads exactly these specialisations.
-_SIGNATURES = [f"void({x}[:, ::1], int64[::1], int64[::1], float64[::1], int64, int64, int64, "
-               "float64[:, ::1], float64[:, ::1], float64[::1])" for x in ("float32", "float64")]
+#: One eager signature (C-contiguous arrays) per read dtype of the archives — float32, and float64 for float64
+#: archives (:mod:`trajkit.archive.dtypes`), compiled only when such an archive is read — so a process compiles
+#: or loads exactly the specialisations it uses.
+_SIGNATURES = {x: f"void({x}[:, ::1], int64[::1], int64[::1], float64[::1], int64, int64, int64, "
+                  "float64[:, ::1], float64[:, ::1], float64[::1])" for x in ("float32", "float64")}
+
+
+def _compiled(dtype: str = "float32") -> Any:
+    """The numba-compiled :func:`_pair_tiles` for blocks of ``dtype`` (``float32`` or ``float64``); one
+    dispatcher per dtype and process (:func:`_compile`)."""
+    return _compile(dtype)
 
 
 @functools.cache
-def _compiled() -> Any:
+def _compile(dtype: str) -> Any:
     """The numba-compiled :func:`_pair_tiles` (``nogil``: the column threads run in parallel).
 
     Compiled on first use (≈ 1–2 s) and cached under :func:`cache_dir` ``/numba`` (numba's on-disk cache,
@@ -185,7 +192,7 @@ def _compiled() -> Any:
     previous = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = str(target) if writable else ""
     try:
-        return numba.njit(_SIGNATURES, nogil=True, cache=writable, fastmath=set(_FASTMATH),
+        return numba.njit(_SIGNATURES[dtype], nogil=True, cache=writable, fastmath=set(_FASTMATH),
                           boundscheck=False)(_pair_tiles)
     finally:
         numba.config.CACHE_DIR = previous
@@ -382,8 +389,9 @@ def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want:
                  threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
     """CPU partial sums of the float32 block ``X32 [R, n]`` by the compiled loop; ``threads`` threads split
     the columns (the loop releases the GIL)."""
-    loop = _compiled()
-    X32 = np.ascontiguousarray(X32, dtype=np.float64 if X32.dtype == np.float64 else np.float32)
+    dtype = "float64" if X32.dtype == np.float64 else "float32"
+    loop = _compiled(dtype)
+    X32 = np.ascontiguousarray(X32, dtype=dtype)
     R, n = X32.shape
     P = plan.la.size
     o = plan.order_b
