@@ -219,3 +219,19 @@ def test_validate_reports_a_params_dtype_that_disagrees_with_the_metadata(tmp_pa
     meta["attributes"]["trajkit"]["storage"]["dtype"] = "float32"
     (bad / "zarr.json").write_text(json.dumps(meta))
     assert any("snapshots/params" in p.message and "float32" in p.message for p in validate(bad))
+
+
+def test_record_dry_run_estimate_is_estimate_size(tmp_path):
+    from trajkit.experiments.runner import run_experiment
+
+    tiny = ['data.name="teacher"', "data.n_train=48", "data.n_test=16", "data.dim=4", "model.hidden=[5]",
+            'loss.name="quadratic_hinge"', "run.steps=30", 'snapshots.schedule="linear"', "snapshots.every=5",
+            'dynamics.kind="langevin"', "dynamics.lr=0.1", "dynamics.temperature=0.01"]
+    out = tmp_path / "ens"
+    dry = run_experiment(None, out, tiny, quiet=True, dry_run=True)["runs"][0]
+    assert not out.exists()
+    run_experiment(None, out, tiny, quiet=True)
+    path = Path(dry["path"])
+    data, meta = _data_and_metadata_bytes(path)
+    overhead = METADATA_BYTES[0] + METADATA_BYTES[1] * len(trajkit.open_archive(path).layout)
+    assert dry["estimated_bytes"] - overhead == data and meta <= overhead
