@@ -195,3 +195,31 @@ def test_online_refuses_to_continue_an_existing_archive(runs):
         trajkit.Recorder(runs["online"][0], _model(), schedule=trajkit.schedules.log(1, STEPS, 2), online=SPEC,
                          resume="allow")
     assert validate(runs["online"][0]) == []
+
+
+def test_an_archive_with_no_snapshots_is_analysed_from_its_online_sums(tmp_path):
+    from click.testing import CliRunner
+
+    from trajkit.cli import cli
+
+    torch.manual_seed(3)
+    model = torch.nn.Linear(4, 3)
+    spec = TwoTime(waiting_times=[0, 3], lags=[1, 2, 4])
+    path = tmp_path / "none.trajkit"
+    moves = []
+    with trajkit.Recorder(path, model, schedule=trajkit.schedules.explicit([]), online=spec) as rec:
+        for k in range(10):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p += 0.01 * torch.randn_like(p)
+            moves.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double())
+            rec.step(k)
+    assert trajkit.open_archive(path).n_snapshots == 0 and validate(path) == []
+    res = trajkit.analyze("overlaps", path)         # every recorded waiting time, the measured steps
+    assert res.coords["tw_step"].tolist() == [0, 3] and res.coords["step"].tolist() == [0, 1, 2, 3, 4, 5, 7]
+    msd = float(((moves[7] - moves[3]) ** 2).mean())
+    assert res.arrays["msd"][1, -1] == pytest.approx(msd, rel=1e-12)
+    assert np.isnan(res.arrays["msd"][1, :3]).all() and np.isnan(res.arrays["msd"][0, 3])   # not measured
+    text = CliRunner().invoke(cli, ["info", str(path)]).output
+    assert "online          2 waiting times × 3 lags over select 'all': 8 measurements (t_w vectors kept on the " \
+           "device)" in text

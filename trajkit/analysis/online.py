@@ -12,7 +12,8 @@ float64 rounding — from the snapshots).
 
 Parameters are checked against what was recorded: ``select`` must be the recorded one, the cutoff the
 recorded rule (``epsilon``, or ``epsilon_factor`` when ε was ``std(w(tw))/F``), and the waiting times
-(``waiting_times``, snapped with ``snap``, or ``n_waiting_times`` log-spaced ones) among the recorded.
+(``waiting_times``, snapped with ``snap``) among the recorded; without ``waiting_times`` every recorded one is
+used, or ``n_waiting_times`` log-spaced ones among them when more were recorded.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def online_waiting_sums(data: Any, params: dict[str, Any]) -> OnlineWaitingSums:
         raise AnalysisError(f"{archives[0].path}: no waiting time has online measurements yet")
     if params.get("waiting_times") is not None:
         k_rows = times.waiting_time_rows(tws_all, params["waiting_times"], snap=params.get("snap", "exact"))
-    else:
-        k_rows = times.log_spaced_rows(tws_all, int(params.get("n_waiting_times", 8)))
+    else:   # the recorded waiting times were chosen for this run: all of them, unless there are more than n
+        n_tw = int(params.get("n_waiting_times", 8))
+        k_rows = np.arange(tws_all.size) if tws_all.size <= n_tw else times.log_spaced_rows(tws_all, n_tw)
     tws = tws_all[k_rows]
     grid = np.unique(np.concatenate([r.step[np.isin(r.tw_step, tws)] for r in recorded if r is not None]))
     cells = sorted({(int(tw), int(s)) for r in recorded if r is not None
