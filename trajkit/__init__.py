@@ -17,12 +17,13 @@ from trajkit.archive import open_archive
 from trajkit.errors import TrajkitError
 from trajkit.version import __version__
 
-__all__ = ["Recorder", "TrajkitError", "__version__", "analyze", "list_analyses", "load_result",
+__all__ = ["Recorder", "TrajkitError", "__version__", "analyze", "estimate_size", "list_analyses", "load_result",
            "open_archive", "open_ensemble", "schedules"]
 
 _LAZY = {
     "Recorder": ("trajkit.record", "Recorder"),
     "analyze": ("trajkit.analysis", "analyze"),
+    "estimate_size": ("trajkit.archive.estimate", "estimate_size"),
     "list_analyses": ("trajkit.analysis", "list_analyses"),
     "load_result": ("trajkit.analysis", "load_result"),
     "open_ensemble": ("trajkit.analysis", "open_ensemble"),
@@ -35,7 +36,7 @@ def __getattr__(name: str) -> Any:
 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name in ("archive", "record", "analysis", "experiments", "testing", "landscape"):
+    if name in ("archive", "record", "analysis", "experiments", "testing", "landscape", "online"):
         import importlib
 
         return importlib.import_module(f"trajkit.{name}")

@@ -20,6 +20,10 @@ same for all its waiting times (in an ensemble every replica has its own). Snaps
 non-finite in an archive's metadata (``/nonfinite``) or found non-finite by the kernels are refused
 unless ``allow_nan`` is true, which drops every pair that touches them (their grid cells stay NaN) and
 lists the masked steps in the measurement.
+
+Archives whose two-time sums were measured during training (``online/``, :mod:`trajkit.online`) and whose
+snapshots do not hold every measured step are read through :func:`trajkit.analysis.online.online_waiting_sums`
+instead of the pair kernels (``source = "online"``; waiting mode only), with the same arrays.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.analysis import Param, times
+from trajkit.analysis.online import online_waiting_sums, uses_online
 from trajkit.archive import Selection
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.two_time import two_time_from_sums
@@ -101,6 +106,8 @@ class TwoTime:
     pair_lag_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     masked_steps: list[int] = field(default_factory=list)
     noise_d: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))   # [R, K] D(tw) with normalize=noise_D
+    #: ``"snapshots"`` (pair kernels over snapshots) or ``"online"`` (sums measured during training)
+    source: str = "snapshots"
 
     @property
     def replicas(self) -> int:
@@ -203,6 +210,8 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
     """Run the pair kernels on every replica of ``data`` (an Ensemble, or one Archive) and derive the
     two-time observables; see the module docstring. ``params["normalize"] = "noise_D"`` adds
     ``msd_over_noise_D`` (each replica's Δ over its own D at the pair's first snapshot)."""
+    if uses_online(data):
+        return _online_two_time(data, params, mode, sums)
     archives = list(getattr(data, "archives", [data]))
     steps = np.asarray(data.steps, dtype=np.int64)
     cols = selected_columns(data, params["select"])
@@ -252,6 +261,28 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
     return TwoTime(mode, n, steps, values, eps, lags=lp.lags, n_pairs=lp.n_pairs, pair_q=q,
                    pair_lag_index=lp.lag_index, masked_steps=masked,
                    noise_d=np.stack(noise_d) if rescale else np.zeros((0, 0)))
+
+
+def _online_two_time(data: Any, params: dict[str, Any], mode: str, sums: tuple[str, ...]) -> TwoTime:
+    """:func:`measure_two_time` from the online sums (waiting mode; the grid's steps are the measured ones)."""
+    if mode != "waiting":
+        raise AnalysisError("the two-time sums were measured online, on the t_w-resolved grid only; use "
+                            "mode=waiting (origin averages need snapshots)")
+    if params.get("normalize", "none") != "none":
+        raise AnalysisError("normalize=noise_D needs snapshots of the run (D(tw) is a snapshot metric); the "
+                            "archive holds online sums only: use normalize=none")
+    src = online_waiting_sums(data, params)
+    per_pair: dict[str, list[np.ndarray]] = {}
+    for arch, got in zip(getattr(data, "archives", [data]), src.sums, strict=True):
+        if not params.get("allow_nan") and np.isinf(np.stack(list(got.values()))).any():
+            raise AnalysisError(f"{arch.path}: the online sums are inf at some steps (the run diverged); pass "
+                                "allow_nan=true to mask them")
+        wanted = {k: v for k, v in got.items() if k in (*sums, "norm_a", "norm_b")}
+        for name, v in two_time_from_sums(wanted, src.n).items():
+            per_pair.setdefault(name, []).append(v)
+    values = {k: np.stack([src.pairs.grid(v) for v in vs]) for k, vs in per_pair.items()}
+    return TwoTime("waiting", src.n, src.pairs.step, values, src.epsilon, tw_step=src.pairs.tw_step,
+                   tw_rows=src.pairs.tw_rows, source="online")
 
 
 def replica_gram(data: Any, cols: np.ndarray, ctx: Any, block_bytes: int = 64 << 20) -> np.ndarray:

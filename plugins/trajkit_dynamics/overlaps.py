@@ -40,6 +40,10 @@ and its ``_sem`` like ``msd``, and ``noise_D [R, K]`` (the D(tw) used). For Lang
 ``dynamics.kind = "langevin"`` with ``temperature``, ``lr`` and ``n_train``) in ``waiting`` mode:
 ``self_overlap_free [K, T]``, the free-diffusion reference ``mean_r erf(ε_rk/sqrt(4Dt))`` with
 ``D = Tη/P`` (scalar ``free_diffusion_D``; :mod:`trajkit_dynamics.free_diffusion`), drawn dashed beside Q.
+
+Sums measured online (``online/``, :mod:`trajkit.online`; read when the snapshots do not hold the measured
+steps): the same keys, on the grid of measured steps; ``disp_hist``, ``disp_bins`` and ``replica_overlap``
+need the parameter vectors and are NaN there, ``disp_lag`` None.
 """
 
 from __future__ import annotations
@@ -110,6 +114,16 @@ def displacement_histogram(displacements: Sequence[np.ndarray] | np.ndarray, bin
     return density, edges
 
 
+def online_placeholders(tt: Any, replicas: int, bins: int) -> dict[str, Any]:
+    """The arrays that need the parameter vectors themselves, NaN for sums measured online: ``disp_hist``,
+    ``disp_bins`` and, for 2+ replicas, ``replica_overlap`` (same keys and shapes as from snapshots)."""
+    out: dict[str, Any] = {"disp_hist": (np.full(bins, np.nan), ("disp_bin",)),
+                           "disp_bins": (np.full(bins + 1, np.nan), ("disp_edge",))}
+    if replicas >= 2:
+        out["replica_overlap"] = (np.full(tt.steps.size, np.nan), ("step",))
+    return out
+
+
 class Overlaps(Analysis):
     """Two-time overlaps and displacement statistics (see the module docstring for formulas and keys)."""
 
@@ -151,8 +165,13 @@ class Overlaps(Analysis):
         if diffusion is not None and tt.mode == "waiting" and "self_overlap" in tt.values:
             arrays["self_overlap_free"] = (free_self_overlap_grid(tt.tw_step, tt.steps, tt.epsilon, diffusion), dims)
         archives = list(getattr(data, "archives", [data]))
-        cols = selected_columns(data, params["select"])
         steps = tt.steps
+        if tt.source == "online":
+            arrays.update(online_placeholders(tt, len(archives), params["hist_bins"]))
+            scalars = {"n_selected": tt.n, "replicas": tt.replicas, "disp_tw_step": int(tt.tw_step[0]),
+                       "disp_lag": None, "masked_steps": tt.masked_steps}
+            return Result(arrays=arrays, coords=coords, scalars=scalars)
+        cols = selected_columns(data, params["select"])
         tw_row = int(tt.tw_rows[0]) if tt.mode == "waiting" else 0
         later = np.arange(tw_row + 1, steps.size)
         if later.size == 0:

@@ -23,7 +23,9 @@ by orders of magnitude for nearby snapshots. ``theta`` tests ``|d| < ε`` on tha
 ``d² < ε²``, which breaks where the squares underflow or overflow), so counts equal a float64 reference
 exactly; a difference exactly equal to ε is not counted (Θ(0) = 0). No float32 arithmetic is used. The
 summation order differs from a sequential loop (SIMD lanes, column tiles, threads), which changes only the
-last bits: relative error ≲ 1e-15 for ``dot``, ``sq``, ``quart``.
+last bits: relative error ≲ 1e-15 for ``dot``, ``sq``, ``quart``. Archives stored in float16 or bfloat16
+are read widened (exactly) to float32 and take the same path; float64 archives are read as float64 and run
+a float64 specialisation of the same loop (:func:`read_dtype`; the products are then rounded once).
 :func:`gram` (all pairs of ``Σ a·b`` and ``Σ (b−a)²`` by a blocked float64 GEMM) centres each column block
 on its row mean first, so the distances it derives from the Gram matrix, ``|a'|² + |b'|² − 2a'·b'`` with
 ``x' = x − mean``, cancel only at the scale of the trajectory's own spread, not the weights' scale (tested
@@ -158,13 +160,21 @@ def _pair_tiles(X, la, lb, eps, c0, c1, tile, work, acc, nrm):
 #: LLVM may reorder the float64 sums (SIMD lanes) and fuse ``d·d + s`` into one FMA; no ``nnan``/``ninf``,
 #: so NaN and inf propagate to the sums exactly as in numpy (the analyses detect diverged runs by them).
 _FASTMATH = frozenset({"reassoc", "contract"})
-#: One eager signature (C-contiguous arrays), so a process compiles or loads exactly one specialisation.
-_SIGNATURE = ("void(float32[:, ::1], int64[::1], int64[::1], float64[::1], int64, int64, int64, "
-              "float64[:, ::1], float64[:, ::1], float64[::1])")
+#: One eager signature (C-contiguous arrays) per read dtype of the archives — float32, and float64 for float64
+#: archives (:mod:`trajkit.archive.dtypes`), compiled only when such an archive is read — so a process compiles
+#: or loads exactly the specialisations it uses.
+_SIGNATURES = {x: f"void({x}[:, ::1], int64[::1], int64[::1], float64[::1], int64, int64, int64, "
+                  "float64[:, ::1], float64[:, ::1], float64[::1])" for x in ("float32", "float64")}
+
+
+def _compiled(dtype: str = "float32") -> Any:
+    """The numba-compiled :func:`_pair_tiles` for blocks of ``dtype`` (``float32`` or ``float64``); one
+    dispatcher per dtype and process (:func:`_compile`)."""
+    return _compile(dtype)
 
 
 @functools.cache
-def _compiled() -> Any:
+def _compile(dtype: str) -> Any:
     """The numba-compiled :func:`_pair_tiles` (``nogil``: the column threads run in parallel).
 
     Compiled on first use (≈ 1–2 s) and cached under :func:`cache_dir` ``/numba`` (numba's on-disk cache,
@@ -182,7 +192,7 @@ def _compiled() -> Any:
     previous = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = str(target) if writable else ""
     try:
-        return numba.njit(_SIGNATURE, nogil=True, cache=writable, fastmath=set(_FASTMATH),
+        return numba.njit(_SIGNATURES[dtype], nogil=True, cache=writable, fastmath=set(_FASTMATH),
                           boundscheck=False)(_pair_tiles)
     finally:
         numba.config.CACHE_DIR = previous
@@ -283,11 +293,17 @@ def _layer_ranges(archive: Any) -> tuple[list[int], list[tuple[int, int]]]:
     return list(sl), [(s.start, s.stop) for s in sl.values()]
 
 
+def read_dtype(archive: Any) -> np.dtype:
+    """The dtype blocks of ``archive`` are read as: float32, or float64 for a float64 archive (float16 and
+    bfloat16 archives are widened to float32 by the reader; :mod:`trajkit.archive.dtypes`)."""
+    return np.dtype(getattr(archive.params, "dtype", np.float32))
+
+
 def _read_block(archive: Any, rows: np.ndarray, block: Block, buf: np.ndarray | None = None) -> np.ndarray:
-    """float32 ``[R, n_cols]`` of the block's selected columns, C-contiguous (only ``rows`` are read);
-    ``buf`` is an optional flat float32 buffer of at least ``R · (stop − start)`` elements to read into."""
+    """``[R, n_cols]`` of the block's selected columns in :func:`read_dtype`, C-contiguous (only ``rows``
+    are read); ``buf`` is an optional flat buffer of that dtype of at least ``R · (stop − start)`` elements."""
     width = block.stop - block.start
-    if buf is None or buf.size < rows.size * width:
+    if buf is None or buf.size < rows.size * width or buf.dtype != read_dtype(archive):
         raw = archive.params.read_rows(rows, block.start, block.stop)
     else:
         raw = archive.params.read_rows(rows, block.start, block.stop, out=buf[:rows.size * width].reshape(-1, width))
@@ -295,7 +311,7 @@ def _read_block(archive: Any, rows: np.ndarray, block: Block, buf: np.ndarray | 
         return raw
     if len(block.parts) > _GATHER_PARTS:
         return raw[:, np.concatenate([np.arange(a, b) for a, b in block.parts])]
-    out = np.empty((rows.size, block.n_cols), dtype=np.float32)
+    out = np.empty((rows.size, block.n_cols), dtype=raw.dtype)
     off = 0
     for a, b in block.parts:
         out[:, off:off + b - a] = raw[:, a:b]
@@ -373,8 +389,9 @@ def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want:
                  threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
     """CPU partial sums of the float32 block ``X32 [R, n]`` by the compiled loop; ``threads`` threads split
     the columns (the loop releases the GIL)."""
-    loop = _compiled()
-    X32 = np.ascontiguousarray(X32, dtype=np.float32)
+    dtype = "float64" if X32.dtype == np.float64 else "float32"
+    loop = _compiled(dtype)
+    X32 = np.ascontiguousarray(X32, dtype=dtype)
     R, n = X32.shape
     P = plan.la.size
     o = plan.order_b
@@ -526,7 +543,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     if P:
         eps = None if "theta" not in sums else np.broadcast_to(np.asarray(epsilon, np.float64), (P,))
         width = max((b.stop - b.start) for b in blocks) if blocks else 0
-        bufs = [np.empty(R * width, dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
+        bufs = [np.empty(R * width, dtype=read_dtype(archive)) for _ in range(2 if len(blocks) > 1 else 1)]
         for blk, X32 in _progress(_read_ahead(archive, plan.rows, blocks, bufs), progress, "pair sums",
                                   len(blocks)):
             part = _block_sums(be, X32, plan, eps, want, device, threads, tile)
@@ -610,12 +627,12 @@ def column_blocks(archive: Any, rows: Any = None, cols: Any = None, block: int |
         raise AnalysisError(f"column_blocks block={block}; give a positive number of columns")
     blocks = plan_blocks(archive.n_params, int(block), sel)
     width = max(b.stop - b.start for b in blocks)
-    bufs = [np.empty(rows.size * width, dtype=np.float32) for _ in range(2 if len(blocks) > 1 else 1)]
+    bufs = [np.empty(rows.size * width, dtype=read_dtype(archive)) for _ in range(2 if len(blocks) > 1 else 1)]
     n = archive.n_params
     for blk, X32 in _progress(_read_ahead(archive, rows, blocks, bufs), progress, "column blocks", len(blocks)):
         parts = [(0, blk.stop - blk.start)] if blk.parts is None else blk.parts
         columns = Selection([(blk.start + a, blk.start + b) for a, b in parts], n)
-        yield columns, (X32.astype(np.float64) if dtype == np.float64 else X32)
+        yield columns, (X32.astype(np.float64) if dtype == np.float64 else X32.astype(np.float32, copy=False))
 
 
 # -- Gram matrix --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 import numpy as np
 
@@ -39,13 +40,15 @@ def aligned_start(address: int) -> int:
     return (-address % ALIGN) // 4
 
 
-def aligned_empty(n: int, fill: float = float("nan")) -> np.ndarray:
-    """A float32 array ``[n]`` filled with ``fill`` whose data starts on an :data:`ALIGN` boundary.
+def aligned_empty(n: int, fill: float = float("nan"), dtype: Any = np.float32) -> np.ndarray:
+    """An array ``[n]`` of ``dtype`` (float32 by default) filled with ``fill`` whose data starts on an
+    :data:`ALIGN` boundary.
 
-    Over-allocates by :data:`SLACK` and returns the aligned view (the view keeps the allocation alive).
+    Over-allocates by one page and returns the aligned view (the view keeps the allocation alive).
     """
-    base = np.full(n + SLACK, fill, dtype=np.float32)
-    skip = aligned_start(base.ctypes.data)
+    dtype = np.dtype(dtype)
+    base = np.full(n + ALIGN // dtype.itemsize, fill, dtype=dtype)
+    skip = (-base.ctypes.data % ALIGN) // dtype.itemsize
     return base[skip:skip + n]
 
 

@@ -106,7 +106,8 @@ def group_json(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
 
 
-_FILL = {"float32": "NaN", "float64": "NaN", "int64": -1}
+#: fill values (uint16 is only used for bfloat16 params: its quiet NaN, see :mod:`trajkit.archive.dtypes`)
+_FILL = {"float32": "NaN", "float64": "NaN", "float16": "NaN", "int64": -1, "uint16": 0x7FC0}
 
 
 def array_json(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
@@ -160,16 +161,17 @@ def params_chunk_files(params_dir: Path, separator: str) -> list[tuple[int, Path
     return out
 
 
-def params_chunk_cols(n_params: int, chunk_bytes: int = PARAMS_CHUNK_BYTES) -> int:
+def params_chunk_cols(n_params: int, chunk_bytes: int = PARAMS_CHUNK_BYTES, itemsize: int = 4) -> int:
     """Columns per params chunk: the whole row when it fits in ``chunk_bytes``, else equal splits.
 
     Rows of at least :data:`~trajkit.archive.directio.DIRECT_MIN_BYTES` get a width that is a multiple of
-    a page of float32 (1,024 columns), so that every chunk can be written with ``O_DIRECT``.
+    a page of the stored dtype (1,024 float32 columns), so that every chunk can be written with ``O_DIRECT``.
+    ``itemsize``: bytes per stored parameter (:mod:`trajkit.archive.dtypes`).
     """
-    n_chunks = max(1, -(-n_params * 4 // chunk_bytes))
+    n_chunks = max(1, -(-n_params * itemsize // chunk_bytes))
     cols = -(-n_params // n_chunks)
-    if n_params * 4 >= directio.DIRECT_MIN_BYTES:
-        page = directio.ALIGN // 4
+    if n_params * itemsize >= directio.DIRECT_MIN_BYTES:
+        page = directio.ALIGN // itemsize
         cols = -(-cols // page) * page
     return cols
 

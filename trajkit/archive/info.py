@@ -1,7 +1,8 @@
 """A one-screen summary of an archive: what run it is, what it holds, and what it costs on disk.
 
 ``compression_ratio = logical params bytes / params bytes on disk`` where the logical size is
-``T × N × 4`` (float32); an uncompressed archive is at (or, with chunk padding, just under) 1.
+``T × N × itemsize`` (4 for float32, 2 for float16/bfloat16, 8 for float64); an uncompressed archive is at
+(or, with chunk padding, just under) 1.
 Sizes are ``None`` for archives not on a local disk (zip members and URLs are not walked).
 
 :func:`run_state` says whether an archive is ``finished`` (its writer closed it), ``live`` (a writer holds
@@ -20,6 +21,7 @@ from typing import Any
 
 from trajkit.archive.lock import probe
 from trajkit.archive.metadata import get_path
+from trajkit.archive.online import online_rows
 from trajkit.archive.reader import Archive, open_archive
 
 RUN_STATES = ("finished", "live", "interrupted")
@@ -107,9 +109,12 @@ def summarize(archive: Archive | str | os.PathLike) -> dict[str, Any]:
     ``n_params`` (N), ``n_snapshots`` (T), ``steps`` (``first``, ``last`` or None), ``schedule``,
     ``metrics`` and ``trace`` (names), ``trace_length``, ``dynamics``, ``dataset``, ``ensemble``,
     ``seed``, ``size_on_disk``, ``params_bytes_logical``, ``params_bytes_on_disk``,
-    ``compression_ratio``, ``nonfinite`` (bool), ``nonfinite_first_step`` and ``run_state``
-    (:meth:`RunState.to_json`).
+    ``compression_ratio``, ``nonfinite`` (bool), ``nonfinite_first_step``, ``run_state``
+    (:meth:`RunState.to_json`), ``dtype`` (storage dtype), ``select`` (the recorded subset's spec or None),
+    ``n_params_model`` (the model's trainable parameters, None when not recorded) and ``online``
+    (``waiting_times``, ``lags``, ``select``, ``measurements``, ``reference``; None without online sums).
     """
+
     arch = open_archive(archive)
     meta = arch.metadata
     steps = arch.steps
@@ -140,7 +145,19 @@ def summarize(archive: Archive | str | os.PathLike) -> dict[str, Any]:
         "nonfinite": bool(flagged),
         "nonfinite_first_step": flagged.get("first_step"),
         "run_state": run_state(arch).to_json(),
+        "dtype": arch.storage_dtype,
+        "select": arch.storage_select,
+        "n_params_model": (meta.get("storage") or {}).get("n_params_model"),
+        "online": _online_summary(online_rows(arch)),
     }
+
+
+def _online_summary(rows: Any) -> dict[str, Any] | None:
+    if rows is None:
+        return None
+    spec = rows.spec
+    return {"waiting_times": spec["waiting_times"], "lags": spec["lags"], "select": spec["select"],
+            "measurements": rows.n_rows, "reference": spec["reference"]}
 
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
@@ -163,6 +180,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("status", RunState(**s["run_state"]).describe()),
         ("model", model_text),
         ("parameters (N)", f"{s['n_params']:,}"),
+        ("storage", _storage_text(s)),
         ("snapshots (T)", f"{s['n_snapshots']:,}"),
         ("steps", steps),
         ("schedule", _spec_text(s["schedule"])),
@@ -179,7 +197,21 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                  f"{_bytes(s['params_bytes_on_disk'])} on disk)")
         rows.append(("compression ratio", ratio))
     rows.append(("nonfinite", f"yes, first at step {s['nonfinite_first_step']}" if s["nonfinite"] else "no"))
+    if s.get("online"):
+        o = s["online"]
+        rows.append(("online", f"{len(o['waiting_times'])} waiting times × {len(o['lags'])} lags over "
+                               f"select {o['select']!r}: {o['measurements']:,} measurements "
+                               f"(t_w vectors kept on the {o['reference']})"))
     return rows
+
+
+def _storage_text(s: dict[str, Any]) -> str:
+    """``float16, all parameters`` or ``bfloat16, subset 'weights' (170 of 178 parameters)``."""
+    dtype = s.get("dtype", "float32")
+    if not s.get("select"):
+        return f"{dtype}, all parameters"
+    total = f" of {s['n_params_model']:,}" if s.get("n_params_model") else ""
+    return f"{dtype}, subset {s['select']!r} ({s['n_params']:,}{total} parameters)"
 
 
 def _spec_text(spec: dict[str, Any] | None) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive import dtypes
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, Selection, select_columns
 from trajkit.archive.metadata import validate_metadata
@@ -76,7 +77,10 @@ def array_names(group: Any) -> list[str]:
 
 
 class Params:
-    """Lazy ``[T, N]`` float32 view of ``snapshots/params`` limited to committed rows.
+    """Lazy ``[T, N]`` view of ``snapshots/params`` limited to committed rows.
+
+    ``dtype`` is what reads return: float64 for a float64 archive, float32 for float32, float16 and
+    bfloat16 ones (widened exactly; ``storage_dtype`` names what is on disk, :mod:`trajkit.archive.dtypes`).
 
     Index with ``params[rows, cols]``: rows by an int, slice or int array; cols by an int, slice, int array
     or a :class:`~trajkit.archive.layout.Selection` (``archive.select(...)``, read range by range, equal to
@@ -89,7 +93,9 @@ class Params:
     def __init__(self, archive: Archive):
         self._a = archive
         self.shape = (archive.n_snapshots, archive.n_params)
-        self.dtype = np.dtype(np.float32)
+        self.storage_dtype = archive.storage_dtype
+        self.dtype = dtypes.read_dtype(self.storage_dtype)
+        self._stored = dtypes.storage_numpy(self.storage_dtype)
         meta = archive._params_meta
         self.chunk_cols = int(meta["chunk_grid"]["configuration"]["chunk_shape"][1])
         uncompressed = [c["name"] for c in meta["codecs"]] == ["bytes"]
@@ -107,7 +113,7 @@ class Params:
 
     @property
     def nbytes(self) -> int:
-        return self.shape[0] * self.shape[1] * 4
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -137,7 +143,7 @@ class Params:
             scalar_col = np.ndim(cols) == 0
             cols = np.atleast_1d(cols)
             if cols.size == 0:
-                out = np.empty((rows.size, 0), np.float32)
+                out = np.empty((rows.size, 0), self.dtype)
             else:
                 lo, hi = int(cols.min()), int(cols.max()) + 1
                 out = self.read_rows(rows, lo, hi)[:, cols - lo]
@@ -146,10 +152,11 @@ class Params:
         return out[0] if scalar_row else out
 
     def read_rows(self, rows: np.ndarray, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
-        """``params[rows, start:stop]`` as a new (or the given) float32 array ``[len(rows), stop-start]``."""
+        """``params[rows, start:stop]`` as a new (or the given) array ``[len(rows), stop-start]`` of
+        :attr:`dtype` (float16 and bfloat16 archives are decoded to float32 here)."""
         rows = np.asarray(rows, dtype=np.int64)
         if out is None:
-            out = np.empty((rows.size, max(stop - start, 0)), dtype=np.float32)
+            out = np.empty((rows.size, max(stop - start, 0)), dtype=self.dtype)
         if stop <= start or rows.size == 0:
             return out
         if self._remote is not None:
@@ -162,8 +169,18 @@ class Params:
             return out
         if self._raw_dir is None:
             arr = self._a._group[fmt.PARAMS]
-            out[:] = arr.oindex[rows, start:stop] if hasattr(arr, "oindex") else arr[rows][:, start:stop]
+            raw = arr.oindex[rows, start:stop] if hasattr(arr, "oindex") else arr[rows][:, start:stop]
+            dtypes.decode(raw, self.storage_dtype, out)
             return out
+        if self._stored != self.dtype:
+            raw = np.empty((rows.size, stop - start), dtype=self._stored)
+            self._read_raw(rows, start, stop, raw)
+            return dtypes.decode(raw, self.storage_dtype, out)
+        return self._read_raw(rows, start, stop, out)
+
+    def _read_raw(self, rows: np.ndarray, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Stored bytes of ``params[rows, start:stop]`` read straight from the chunk files into ``out``."""
+        isz = out.dtype.itemsize
         cc = self.chunk_cols
         for i, r in enumerate(rows):
             j0, j1 = start // cc, (stop - 1) // cc
@@ -172,21 +189,21 @@ class Params:
                 path = self._raw_prefix + fmt.params_chunk_key(int(r), j, self._sep)
                 try:
                     with open(path, "rb", buffering=0) as f:
-                        f.seek((lo - j * cc) * 4)
+                        f.seek((lo - j * cc) * isz)
                         dst = out[i, lo - start:hi - start]
                         n = f.readinto(memoryview(dst).cast("B"))
                 except FileNotFoundError:
                     key = fmt.params_chunk_key(int(r), j, self._sep)
                     raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk {key} is missing; "
                                        "run `trajkit validate` then `trajkit repair`") from None
-                if n != (hi - lo) * 4:
+                if n != (hi - lo) * isz:
                     key = fmt.params_chunk_key(int(r), j, self._sep)
                     raise ArchiveError(f"{self._a.path}: snapshots/params row {int(r)} chunk {key} is truncated "
                                        "(torn write); run `trajkit repair` to keep the rows before it")
         return out
 
     def read_selection(self, rows: np.ndarray, sel: Selection, out: np.ndarray | None = None) -> np.ndarray:
-        """``params[rows, sel]``: float32 ``[len(rows), sel.size]``, the ranges side by side in column order.
+        """``params[rows, sel]``: ``[len(rows), sel.size]`` of :attr:`dtype`, the ranges side by side in column order.
 
         Each range is read on its own (only its chunks); a selection of more than :data:`SPAN_READ_RANGES`
         ranges (e.g. from a scattered index array) is read as one span and gathered instead.
@@ -196,7 +213,7 @@ class Params:
             raise ArchiveError(f"{self._a.path}: selection is over {sel.n_params} parameters but the archive has "
                                f"{self.shape[1]}; select on this archive")
         if out is None:
-            out = np.empty((rows.size, sel.size), dtype=np.float32)
+            out = np.empty((rows.size, sel.size), dtype=self.dtype)
         ranges = sel.ranges
         if len(ranges) > self.SPAN_READ_RANGES:
             lo, hi = ranges[0][0], ranges[-1][1]
@@ -217,7 +234,7 @@ class Params:
             yield start, stop, self.read_rows(rows, start, stop)
 
     def __repr__(self) -> str:
-        return f"<trajkit params {self.shape[0]}x{self.shape[1]} float32 (lazy)>"
+        return f"<trajkit params {self.shape[0]}x{self.shape[1]} {self.storage_dtype} (lazy)>"
 
 
 class Archive:
@@ -225,8 +242,10 @@ class Archive:
 
     Attributes: ``metadata`` (nested dict), ``layout`` (list of tensor entries), ``n_params`` (N),
     ``n_snapshots`` (T, committed rows), ``steps`` int64 ``[T]``, ``times`` float64 ``[T]``, ``epochs``
-    float64 ``[T]``, ``params`` lazy float32 ``[T, N]``, ``metrics`` name → float64 ``[T]``, ``trace``
-    name → array ``[S]`` (``trace["step"]`` int64).
+    float64 ``[T]``, ``params`` lazy ``[T, N]`` (float32, or float64 for a float64 archive), ``metrics``
+    name → float64 ``[T]``, ``trace`` name → array ``[S]`` (``trace["step"]`` int64), ``storage_dtype``
+    (``float32``, ``float16``, ``bfloat16`` or ``float64``) and ``storage_select`` (the ``select=`` spec of a
+    recorded parameter subset, None for all).
     """
 
     def __init__(self, path: str | os.PathLike, validate: bool = True,
@@ -309,6 +328,20 @@ class Archive:
 
     # -- conveniences ---------------------------------------------------------------------------------------
 
+    @cached_property
+    def storage_dtype(self) -> str:
+        """The params' storage dtype: metadata ``/storage/dtype``, else the array's (bfloat16 by its tag)."""
+        name = (self.metadata.get("storage") or {}).get("dtype")
+        if name is None:
+            doc = self._params_meta
+            name = (doc.get("attributes") or {}).get(dtypes.DTYPE_ATTR) or str(doc.get("data_type", "float32"))
+        return dtypes.check_dtype(name, f"{self.path}: snapshots/params")
+
+    @property
+    def storage_select(self) -> str | None:
+        """The ``select=`` spec the parameters were recorded with (None: every trainable parameter)."""
+        return (self.metadata.get("storage") or {}).get("select")
+
     @property
     def run_id(self) -> str:
         return self.metadata["run_id"]
@@ -344,7 +377,7 @@ class Archive:
 
     def disk_usage(self) -> tuple[int, int]:
         """(bytes on disk, logical bytes of committed params) for a local archive; (-1, logical) otherwise."""
-        logical = self.n_snapshots * self.n_params * 4
+        logical = self.n_snapshots * self.n_params * dtypes.itemsize(self.storage_dtype)
         if self._local is None:
             return -1, logical
         total = sum(f.stat().st_size for f in self._local.rglob("*") if f.is_file())

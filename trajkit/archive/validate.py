@@ -9,9 +9,12 @@ order, stop early only when later ones cannot run:
    ``committed`` ≤ the first dimension of every snapshot array (and of every trace array for the trace
    marker); the committed ``snapshots/step`` strictly increase;
 3. every committed ``snapshots/params`` chunk (``c.<row>.<j>``) exists and holds exactly
-   ``chunk_cols × 4`` bytes (local, uncompressed) or decodes to that many (compressed, zip, URL);
+   ``chunk_cols × itemsize`` bytes (4 for float32, :mod:`trajkit.archive.dtypes`; local, uncompressed)
+   or decodes to that many (compressed, zip, URL);
 4. a NaN/inf scan of the committed rows before the first damaged one, streamed in column blocks of at
-   most :data:`SCAN_BLOCK_BYTES` (memory ``O(T × block)``), compared with the metadata ``/nonfinite``.
+   most :data:`SCAN_BLOCK_BYTES` (memory ``O(T × block)``), compared with the metadata ``/nonfinite``;
+5. online two-time arrays, when the metadata has ``/online``: every ``online/`` array exists with its
+   dtype and shape and holds the committed rows (:func:`trajkit.archive.online.online_problems`).
 
 Leftovers that the format tells readers to ignore (temp files, chunks of uncommitted rows, directories
 without ``zarr.json`` from an interrupted write) are not problems; :func:`trajkit.archive.repair`
@@ -31,9 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from trajkit.archive import dtypes
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import check_layout
 from trajkit.archive.metadata import schema_problems
+from trajkit.archive.online import online_problems
 from trajkit.archive.reader import array_names
 from trajkit.archive.storage import object_sizes
 from trajkit.errors import ArchiveError
@@ -134,6 +139,8 @@ def _validate(path: str | os.PathLike, storage_options: dict[str, Any] | None) -
         return c.problems
     _check_params_chunks(c, arch, store, committed, steps)
     _scan_nonfinite(c, arch, committed, steps)
+    for kind, text, array in online_problems(arch):
+        c.add(kind, text, array=array)
     return c.problems
 
 
@@ -196,7 +203,7 @@ def _check_structure(c: _Checker, arch: Any) -> tuple[int | None, np.ndarray]:
     if committed is None:
         return None, empty
     pmeta = _array_meta(c, g, fmt.PARAMS)
-    if pmeta is None or not _dtype_ok(c, pmeta, fmt.PARAMS, "float32", 2):
+    if pmeta is None or not _dtype_ok(c, pmeta, fmt.PARAMS, dtypes.zarr_data_type(arch.storage_dtype), 2):
         return None, empty
     chunks = pmeta["chunk_grid"]["configuration"]["chunk_shape"]
     if chunks[0] != 1:
@@ -289,7 +296,7 @@ class _ChunkStore:
 
     def params_chunk_problem(self, row: int, j: int) -> str | None:
         """None when chunk ``(row, j)`` of snapshots/params is whole, else what is wrong with it."""
-        want = self.chunk_cols * 4
+        want = self.chunk_cols * dtypes.itemsize(self.arch.storage_dtype)
         key = fmt.params_chunk_key(row, j, self.sep)
         if self.local is not None and self.raw:
             try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.archive import directio
+from trajkit.archive import directio, dtypes
 from trajkit.archive import format as fmt
 from trajkit.archive.layout import Layout, check_layout, single_tensor_layout
 from trajkit.archive.lock import WriterLock
@@ -124,7 +124,9 @@ class _Column:
 class ArchiveWriter:
     """Appends snapshots to a trajectory archive (one writer at a time; see :func:`create`).
 
-    Attributes: ``path``, ``n_params`` (N), ``layout``, ``metadata``, ``committed`` (rows readers trust),
+    Attributes: ``path``, ``n_params`` (N), ``layout``, ``metadata``, ``dtype`` (storage dtype of the
+    params, :mod:`trajkit.archive.dtypes`; ``dtype=None`` keeps an existing archive's, float32 for a new one),
+    ``committed`` (rows readers trust),
     ``last_step`` (step of the last committed row, or None), ``padded_size`` (length of a row buffer
     accepted by :meth:`write_row`: N rounded up to whole chunks).
     """
@@ -132,7 +134,7 @@ class ArchiveWriter:
     def __init__(self, path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | None = None,
                  layout: Layout | None = None, *, resume: str = "never", capacity: int = 256,
                  compressor: str | None = None, fsync: bool = False, chunk_bytes: int = fmt.PARAMS_CHUNK_BYTES,
-                 direct: bool | None = False):
+                 direct: bool | None = False, dtype: str | None = None):
         if "://" in str(path):
             raise ArchiveError(f"{path}: archives are written to local paths; write locally and copy the "
                                "directory to object storage (reading from URLs works)")
@@ -142,6 +144,7 @@ class ArchiveWriter:
             raise ArchiveError(f"{path}: compressor={compressor!r} is not supported; use None or 'zstd'")
         if isinstance(n_params, bool) or not isinstance(n_params, int | np.integer) or n_params < 1:
             raise ArchiveError(f"{path}: n_params must be a positive integer, got {n_params!r}")
+        requested = None if dtype is None else dtypes.check_dtype(dtype, str(path))
         self.path = Path(path)
         self.n_params = int(n_params)
         self.fsync = fsync
@@ -162,17 +165,20 @@ class ArchiveWriter:
         self._lock = WriterLock(self.path)
         try:
             if (self.path / "zarr.json").exists():
-                self._open_existing(layout)
+                self._open_existing(layout, requested)
             else:
+                self.dtype = requested or dtypes.DEFAULT_DTYPE
                 self._create(layout, metadata, capacity, compressor, chunk_bytes)
         except BaseException:
             self._lock.release(closed=None)   # nothing was written: the lock file says what it said
             if not exists:  # a failed create (e.g. invalid metadata) leaves nothing behind
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
-        self._staging = directio.aligned_empty(self.padded_size)
+        self._staging = directio.aligned_empty(self.padded_size, dtypes.fill_value(self.dtype),
+                                               dtypes.storage_numpy(self.dtype))
         if direct is None:  # auto: large uncompressed rows on a file system that allows O_DIRECT
-            direct = (self.compressor is None and self.chunk_cols * 4 >= directio.DIRECT_MIN_BYTES
+            direct = (self.compressor is None
+                      and self.chunk_cols * dtypes.itemsize(self.dtype) >= directio.DIRECT_MIN_BYTES
                       and directio.probe(self.path / fmt.PARAMS))
         #: whether params chunks are written with O_DIRECT (page-aligned rows; see trajkit.archive.directio)
         self.direct = bool(direct)
@@ -186,10 +192,10 @@ class ArchiveWriter:
     def _create(self, layout, metadata, capacity, compressor, chunk_bytes) -> None:
         layout = layout if layout is not None else single_tensor_layout(self.n_params)
         check_layout(layout, self.n_params, str(self.path))
-        meta = build_metadata(self.n_params, layout, metadata)
+        meta = build_metadata(self.n_params, layout, deep_merge(metadata or {}, {"storage": {"dtype": self.dtype}}))
         validate_metadata(meta, str(self.path))
         self.metadata, self.layout = meta, layout
-        self.chunk_cols = fmt.params_chunk_cols(self.n_params, chunk_bytes)
+        self.chunk_cols = fmt.params_chunk_cols(self.n_params, chunk_bytes, dtypes.itemsize(self.dtype))
         self.compressor = compressor
         self._sep = fmt.PARAMS_SEPARATOR
         root = self.path
@@ -214,7 +220,7 @@ class ArchiveWriter:
         self._steps: list[int] = []
         self._trace_step_buf = np.zeros(1024, np.int64)
 
-    def _open_existing(self, layout) -> None:
+    def _open_existing(self, layout, dtype: str | None) -> None:
         from trajkit.archive.reader import open_archive
 
         arch = open_archive(self.path)
@@ -225,6 +231,10 @@ class ArchiveWriter:
         if layout is not None and [dict(e) for e in layout] != meta["layout"]:
             raise ArchiveError(f"{self.path}: cannot resume: the model's parameter layout differs from the "
                                "archive's (/layout); record to a new path")
+        self.dtype = arch.storage_dtype
+        if dtype is not None and dtype != self.dtype:
+            raise ArchiveError(f"{self.path}: cannot resume: the archive stores {self.dtype} parameters, this run "
+                               f"asks for dtype={dtype}; pass dtype={self.dtype!r} or record to a new path")
         self.metadata, self.layout = meta, meta["layout"]
         pmeta = fmt.read_json(self.path / fmt.PARAMS / "zarr.json")
         self.chunk_cols = int(pmeta["chunk_grid"]["configuration"]["chunk_shape"][1])
@@ -248,7 +258,9 @@ class ArchiveWriter:
         self._time_offset = float(arch.times[-1]) if self.committed else 0.0
 
     def _write_params_meta(self, shape0: int) -> None:
-        doc = fmt.array_json((shape0, self.n_params), (1, self.chunk_cols), "float32", separator=self._sep)
+        tag = {dtypes.DTYPE_ATTR: self.dtype} if self.dtype == "bfloat16" else None
+        doc = fmt.array_json((shape0, self.n_params), (1, self.chunk_cols), dtypes.zarr_data_type(self.dtype),
+                             attributes=tag, separator=self._sep)
         if self.compressor == "zstd":
             doc["codecs"].append({"name": "zstd", "configuration": {"level": 3, "checksum": False}})
         fmt.write_json(self.path / fmt.PARAMS / "zarr.json", doc, self.fsync)
@@ -298,19 +310,20 @@ class ArchiveWriter:
         if arr.ndim != 1 or arr.size != self.n_params:
             raise ArchiveError(f"{self.path}: snapshots/params row must have length {self.n_params}, got shape "
                                f"{tuple(arr.shape)}; flatten the parameters in layout order")
-        self._staging[: self.n_params] = arr
+        self._staging[: self.n_params] = dtypes.encode(arr, self.dtype)
         return self.write_row(step, self._staging, time=time, epoch=epoch, metrics=metrics)
 
     def write_row(self, step: int, row: np.ndarray, time: float | None = None, epoch: float | None = None,
                   metrics: dict[str, float] | None = None) -> int:
-        """Write a snapshot from ``row``, a C-contiguous float32 array of length :attr:`padded_size`.
+        """Write a snapshot from ``row``, a C-contiguous array of length :attr:`padded_size` in the storage
+        dtype (:func:`trajkit.archive.dtypes.storage_numpy` of :attr:`dtype`; float32 by default).
 
         The zero-copy path used by the Recorder: the entries past N are chunk padding and must be NaN.
         """
         self._check_open()
         step = self._check_step(step)
         self.write_chunks(row, range(self.padded_size // self.chunk_cols))
-        return self.commit_row(step, time, epoch, metrics, finite=bool(np.isfinite(row[: self.n_params]).all()))
+        return self.commit_row(step, time, epoch, metrics, finite=dtypes.all_finite(row[: self.n_params], self.dtype))
 
     def write_chunks(self, row: np.ndarray, chunks: Sequence[int]) -> None:
         """Write params chunks ``chunks`` (indices ``j``) of the next snapshot row, uncommitted; ``row`` holds
@@ -568,6 +581,8 @@ def create(path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | No
     rows), ``compressor`` (None or ``"zstd"``), ``fsync`` (fsync every chunk: survives power loss, slower),
     ``direct`` (write params chunks with ``O_DIRECT``: True, False — the default, right for writes on the
     training thread — or None for "when the rows are large, uncompressed and the file system allows it";
-    the Recorder's writer thread uses None, see :mod:`trajkit.archive.directio`).
+    the Recorder's writer thread uses None, see :mod:`trajkit.archive.directio`), ``dtype`` (storage dtype
+    of the params: ``float32`` — the default —, ``float16``, ``bfloat16`` or ``float64``;
+    :mod:`trajkit.archive.dtypes`).
     """
     return ArchiveWriter(path, n_params, metadata, layout, **options)

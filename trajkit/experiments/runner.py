@@ -13,7 +13,6 @@ each sweep point together (:mod:`trajkit.experiments.replicas`), writes one arch
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch
 
 from trajkit import schedules
 from trajkit.archive import create, open_archive
-from trajkit.archive import format as fmt
+from trajkit.archive.estimate import METADATA_BYTES, estimate_size
 from trajkit.archive.layout import Layout, layout_from_named_parameters
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.devices import resolve_device
@@ -77,14 +76,12 @@ class PointPlan:
         return int(self.config["run"]["replicas"])
 
     def estimated_bytes(self) -> int:
-        """Disk use of one run's archive: params rows, 1-D arrays in whole chunks, metadata."""
-        cc = fmt.params_chunk_cols(self.n_params)
-        padded = -(-self.n_params // cc) * cc
-        T = int(self.snapshot_steps.size)
-        n_metrics = 4 if self.dataset.n_classes is not None else 2
-        scalar = (3 + n_metrics) * math.ceil(T / fmt.SNAPSHOT_SCALAR_CHUNK) * fmt.SNAPSHOT_SCALAR_CHUNK * 8
-        trace = 3 * math.ceil(self.steps / fmt.TRACE_CHUNK) * fmt.TRACE_CHUNK * 8
-        return T * padded * 4 + scalar + trace + 10_000 + 200 * len(self.layout)
+        """Disk use of one run's archive: :func:`trajkit.estimate_size` (params rows in the run's storage
+        dtype, 1-D arrays in whole chunks) plus the metadata overhead it leaves out (an upper bound)."""
+        metrics = METRIC_NAMES if self.dataset.n_classes is not None else METRIC_NAMES[:2]
+        est = estimate_size(self.layout, schedules.explicit(self.snapshot_steps.tolist()), self.steps,
+                            dtype=self.config["run"].get("dtype", "float32"), metrics=metrics, trace=("loss", "lr"))
+        return est.total + METADATA_BYTES[0] + METADATA_BYTES[1] * len(self.layout)
 
 
 @dataclass

@@ -86,7 +86,9 @@ class BatchRecorder:
             slot_bytes = R * self.archives[0].padded_size * 4
             buffers = max(3, min(MAX_SLOTS, SLOT_BUDGET_BYTES // slot_bytes))
         n_slots = max(1, buffers) if self.writer_mode == "thread" else 1
-        self._copier = ParamCopier(params, self.archives[0].padded_size, n_slots, replicas=R)
+        # the host buffers hold the archives' storage dtype (float32 unless they were created with another)
+        self._copier = ParamCopier(params, self.archives[0].padded_size, n_slots, replicas=R,
+                                   dtype=self.archives[0].dtype)
         if self._copier.n != self.archives[0].n_params:
             raise TrajkitError(f"BatchRecorder: the parameters hold {self._copier.n} values per run but the "
                                f"archives {self.archives[0].n_params}")

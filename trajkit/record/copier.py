@@ -1,7 +1,10 @@
 """Device copies: snapshot a model's parameters into preallocated host buffers.
 
 ``ParamCopier.copy_into(slot)`` flattens the trainable parameters, in layout order, into host buffer
-``slot`` (float32, length ``padded_size``; entries past N stay NaN as zarr chunk padding). With
+``slot`` (float32 by default, length ``padded_size``; entries past N stay NaN as zarr chunk padding).
+With ``dtype`` (the archive's storage dtype, :mod:`trajkit.archive.dtypes`) the host buffers hold that
+dtype and the cast happens in the copy into them (``Tensor.copy_``: round to nearest even, as
+``Tensor.to`` does); a bfloat16 slot's ``host`` is the uint16 view of the same bytes. With
 ``replicas=R`` every tensor carries a leading replica axis (``[R', *shape]``, R' ≤ R: the replicas still
 training) and a slot is ``R`` such rows, ``host[r]`` page-aligned, replica r's row — the batched path of
 ``trajkit record`` (:class:`~trajkit.record.batch.BatchRecorder`).
@@ -27,22 +30,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajkit.archive import directio
+from trajkit.archive import directio, dtypes
 
 
-def host_buffer(n: int, pin_memory: bool = False) -> torch.Tensor:
-    """A NaN-filled float32 host tensor ``[n]`` starting on a page boundary, so the writer can hand it to
-    the device with ``O_DIRECT`` (:mod:`trajkit.archive.directio`); pinned for CUDA copies if asked."""
+def host_buffer(n: int, pin_memory: bool = False, dtype: str = "float32") -> torch.Tensor:
+    """A NaN-filled host tensor ``[n]`` of storage dtype ``dtype`` starting on a page boundary, so the writer
+    can hand it to the device with ``O_DIRECT`` (:mod:`trajkit.archive.directio`); pinned for CUDA copies
+    if asked."""
+    tdtype = dtypes.torch_dtype(dtype)
     if not pin_memory:
-        return torch.from_numpy(directio.aligned_empty(n))
-    base = torch.full((n + directio.SLACK,), float("nan"), dtype=torch.float32, pin_memory=True)
-    skip = directio.aligned_start(base.data_ptr())
+        raw = directio.aligned_empty(n, dtypes.fill_value(dtype), dtypes.storage_numpy(dtype))
+        return torch.from_numpy(raw.view(np.int16)).view(tdtype) if dtype == "bfloat16" else torch.from_numpy(raw)
+    isz = dtypes.itemsize(dtype)
+    base = torch.full((n + directio.ALIGN // isz,), float("nan"), dtype=tdtype, pin_memory=True)
+    skip = (-base.data_ptr() % directio.ALIGN) // isz
     return base[skip:skip + n]
+
+
+def host_array(host_t: torch.Tensor) -> np.ndarray:
+    """The numpy view of a host buffer (bfloat16, which numpy lacks: its uint16 bit patterns)."""
+    if host_t.dtype == torch.bfloat16:
+        return host_t.view(torch.int16).numpy().view(np.uint16)
+    return host_t.numpy()
 
 
 @dataclass
 class Slot:
-    """One preallocated snapshot buffer: ``host`` float32 ``[padded]`` and, on CUDA, its device twin.
+    """One preallocated snapshot buffer: ``host`` ``[padded]`` (storage dtype) and, on CUDA, its device twin.
 
     ``event``: what the writer waits on before reading ``host`` (a CUDA event, a :class:`CopyJob`, or None);
     ``params_read``: with ``overlap=True``, what must finish before the parameters may change."""
@@ -72,7 +86,8 @@ class ParamCopier:
     ``stride`` ≥ ``padded_size`` a whole number of pages, so every row can go out with ``O_DIRECT``).
     """
 
-    def __init__(self, params: list[torch.Tensor], padded_size: int, n_slots: int, replicas: int | None = None):
+    def __init__(self, params: list[torch.Tensor], padded_size: int, n_slots: int, replicas: int | None = None,
+                 dtype: str = "float32"):
         self.replicas = replicas
         lead = 0 if replicas is None else 1
         sizes = [int(np.prod(p.shape[lead:], dtype=np.int64)) for p in params]
@@ -81,18 +96,18 @@ class ParamCopier:
         self.device = params[0].device
         self.cuda = self.device.type == "cuda"
         self._offsets = np.cumsum([0, *sizes]).tolist()
-        page = directio.ALIGN // 4
+        page = directio.ALIGN // dtypes.itemsize(dtype)
         stride = padded_size if replicas is None else -(-padded_size // page) * page
         self.padded_size = padded_size
         self.slots: list[Slot] = []
         for _ in range(n_slots):
-            host_t = host_buffer(stride * (replicas or 1), pin_memory=self.cuda)
+            host_t = host_buffer(stride * (replicas or 1), pin_memory=self.cuda, dtype=dtype)
             if replicas is not None:
                 host_t = host_t.view(replicas, stride)
-            slot = Slot(host=host_t.numpy(), host_tensor=host_t)
+            slot = Slot(host=host_array(host_t), host_tensor=host_t)
             if self.cuda:
                 shape = (self.n,) if replicas is None else (replicas, self.n)
-                slot.device_flat = torch.empty(shape, dtype=torch.float32, device=self.device)
+                slot.device_flat = torch.empty(shape, dtype=host_t.dtype, device=self.device)
                 slot.event = torch.cuda.Event()
             self.slots.append(slot)
         self._stream = torch.cuda.Stream(device=self.device) if self.cuda else None

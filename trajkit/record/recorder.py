@@ -28,11 +28,13 @@ import inspect
 import operator
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from trajkit import schedules as _schedules
+from trajkit.archive.dtypes import check_dtype
 from trajkit.archive.layout import layout_from_named_parameters
 from trajkit.archive.metadata import deep_merge
 from trajkit.archive.writer import ArchiveWriter
@@ -40,7 +42,9 @@ from trajkit.errors import TrajkitError
 from trajkit.record import distributed
 from trajkit.record.background import Handover, RecordError, WriteItem, make_sink, write_item
 from trajkit.record.copier import ParamCopier
+from trajkit.record.online import OnlineTracker
 from trajkit.record.overlap import StepGate, as_optimizers
+from trajkit.record.subset import subset_layout
 from trajkit.record.traces import TraceBuffer
 
 WRITER_MODES = ("auto", "inline", "thread")
@@ -83,13 +87,22 @@ class Recorder:
         ``torch.distributed`` is initialised); create the Recorder on every rank of it. Replicated
         parameters (DDP): rank 0 writes. Sharded parameters (DTensor, FSDP2 ``fully_shard``): every rank
         writes the params chunks it owns, inline (see :mod:`trajkit.record.distributed`).
+    dtype : storage dtype of the snapshots: ``"float32"`` (default), ``"float16"``, ``"bfloat16"`` or
+        ``"float64"`` (a float64 model recorded losslessly); see :mod:`trajkit.archive.dtypes`.
+    select : record only a parameter subset: tensor-name globs and roles as for ``Archive.select``
+        (``"weights"``, ``"layer:0+*.bias"``, ...). The layout lists exactly the kept tensors (their layer
+        ids as in the whole model); metadata ``/storage`` has the spec and the model's full count.
+    online : a :class:`trajkit.online.TwoTime`: two-time sums measured during training into ``online/``
+        (see :mod:`trajkit.online`). With a process group: measured on rank 0 for replicated parameters;
+        not available for sharded parameters yet.
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
                  schedule: _schedules.Schedule | None = None, metadata: dict[str, Any] | None = None,
                  resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
                  writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
-                 direct: bool | None = None, optimizer: Any = None, process_group: Any = None):
+                 direct: bool | None = None, dtype: str = "float32", select: str | None = None,
+                 online: Any = None, optimizer: Any = None, process_group: Any = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         if not (direct is None or isinstance(direct, bool)):
@@ -108,12 +121,15 @@ class Recorder:
         self.evaluate = evaluate
         self._evaluate_takes_model = evaluate is not None and _takes_argument(evaluate)
         device = named[0][1].device
-        layout = layout_from_named_parameters(named)
+        dtype = check_dtype(dtype, "Recorder")
+        full_layout = layout_from_named_parameters(named)
+        named, layout = subset_layout(named, full_layout, select)
         n_params = sum(p.numel() for _, p in named)
         auto_meta = {
             "device": str(device),
             "model": {"class": distributed.class_name(model)},
             "schedule": self.schedule.spec,
+            "storage": {"select": select, "n_params_model": sum(e["size"] for e in full_layout)},
         }
         self._dist = distributed.DistributedRecording(group, named) if group is not None else None
         if self._dist is not None:
@@ -125,14 +141,31 @@ class Recorder:
                 writer = "inline"
             self._dist.agree(str(path), {"path": os.path.abspath(path), "layout": layout,
                                          "schedule": self.schedule.spec, "resume": resume, "compressor": compressor,
-                                         "fsync": fsync, "parameters": self._dist.metadata["parameters"]})
+                                         "fsync": fsync, "dtype": dtype, "select": select,
+                                         "online": online is not None,
+                                         "parameters": self._dist.metadata["parameters"]})
+            if self._dist.sharded and dtype != "float32":
+                raise TrajkitError(f"Recorder: dtype={dtype!r} with sharded parameters: sharded snapshots are "
+                                   "written as float32 only; use dtype='float32'")
+            if self._dist.sharded and online is not None:
+                raise TrajkitError("Recorder: online= with sharded parameters is not available; record online "
+                                   "observables from replicated (DDP) or single-process training")
+        measures_online = online is not None and (self._dist is None or self._dist.rank == 0)
+        self._online = (OnlineTracker(online, model, full_layout, self.schedule) if measures_online else None)
+        if self._online is not None:
+            auto_meta["online"] = self._online.metadata
         meta = deep_merge(auto_meta, metadata or {})
+        if self._online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
+            raise TrajkitError(f"{path}: online observables cannot continue an existing archive (the waiting-time "
+                               "vectors of the earlier run are gone); record to a new path")
         if direct is None and writer == "inline":
             direct = False  # a direct write blocks its thread for the device's whole write: not the training one
         self._archive = distributed.open_archive(self._dist, functools.partial(
             ArchiveWriter, path, n_params, meta, layout, resume=resume, compressor=compressor, fsync=fsync,
-            direct=direct))
+            direct=direct, dtype=dtype))
         self.path = self._archive.path
+        if self._online is not None:
+            self._online.open(self.path, fsync)
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
         if writer == "auto":  # the thread pays off when the host idles (CUDA), the write costs no CPU (direct)
             # or its CPU work is worth moving off the training thread (compression: +7.6 % inline, +1.7 %
@@ -141,8 +174,9 @@ class Recorder:
                       else "inline")
         self.writer_mode = writer
         n_slots = max(1, buffers) if writer == "thread" else 1
-        self._copier = (ParamCopier([p for _, p in named], self._archive.padded_size, n_slots)
+        self._copier = (ParamCopier([p for _, p in named], self._archive.padded_size, n_slots, dtype=dtype)
                         if self._dist is None or self._dist.writes_whole_rows else None)
+        self._named = named
         self._sink = make_sink(writer, n_slots)
         #: whether snapshot copies overlap training (an optimizer was given and writes go to the thread)
         self.overlap = bool(optimizers) and writer == "thread"
@@ -171,6 +205,8 @@ class Recorder:
             scalars["loss"] = loss
         trace = self._trace
         trace.add(step, scalars)
+        if self._online is not None and step in self._online.steps:
+            self._online.measure(step)
         if self._scheduled(step):
             self._snapshot(step, None)
             return True
@@ -192,7 +228,7 @@ class Recorder:
         from trajkit.archive.reader import open_archive
 
         arch = open_archive(self.path)
-        distributed.load_parameters([p for p in self.model.parameters() if p.requires_grad], self._archive.layout,
+        distributed.load_parameters([p for _, p in self._named], self._archive.layout,
                                     arch.params[arch.n_snapshots - 1, :])
         return int(arch.steps[-1])
 
@@ -238,11 +274,14 @@ class Recorder:
             try:
                 if self._gate is not None:
                     self._gate.close()
+                if self._online is not None:
+                    self._online.close()
             finally:
                 try:
                     self._sink.close()
                 finally:
-                    self._copier.close()
+                    if self._copier is not None:
+                        self._copier.close()
                     self._archive.close()
 
     def __enter__(self) -> Recorder:

@@ -1,0 +1,225 @@
+"""Online two-time observables (trajkit.online.TwoTime): the sums measured during a seeded run equal what the
+pair kernels and the ``overlaps`` analysis compute from a dense archive of the same run; ``overlaps`` and
+``aging`` read them with the same result keys; the ``online/`` arrays validate; bad inputs write nothing."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import trajkit
+from trajkit.analysis import kernels
+from trajkit.analysis.online import uses_online
+from trajkit.archive import validate
+from trajkit.archive.online import SUMS, online_rows
+from trajkit.errors import AnalysisError, TrajkitError
+from trajkit.online import TwoTime, log_lags
+
+STEPS = 120
+SPEC = TwoTime(waiting_times=[0, 10, 20], lags=log_lags(100, 8), per_layer=True)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+
+def _train(path, schedule, online=None, seed=0, **kw) -> None:
+    """A real seeded full-batch gradient-descent run, recorded at ``schedule`` with optional online sums
+    (the update by hand: torch.optim's first use imports torch._dynamo, seconds on a loaded machine)."""
+    model = _model()
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(64, 8, generator=g), torch.randn(64, 2, generator=g)
+    with trajkit.Recorder(path, model, schedule=schedule, online=online, **kw) as rec:
+        for k in range(STEPS + 1):
+            if k:
+                model.zero_grad()
+                ((model(x) - y) ** 2).mean().backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= 0.05 * p.grad
+            rec.step(k)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same seeded run twice: online sums with 3 sparse snapshots, and dense snapshots at every
+    step the online grid measures (two replicas of each, seeds 0 and 1)."""
+    d = tmp_path_factory.mktemp("online")
+    dense_sched = trajkit.schedules.explicit(sorted(SPEC.steps() | {STEPS}))
+    out = {"online": [], "dense": []}
+    for seed in (0, 1):
+        _train(d / f"on{seed}.trajkit", trajkit.schedules.log(1, STEPS, 2), SPEC, seed=seed)
+        _train(d / f"dense{seed}.trajkit", dense_sched, seed=seed)
+        out["online"].append(d / f"on{seed}.trajkit")
+        out["dense"].append(d / f"dense{seed}.trajkit")
+    return out
+
+
+def test_online_sums_equal_the_pair_kernels_on_dense_snapshots(runs):
+    on, dense = trajkit.open_archive(runs["online"][0]), trajkit.open_archive(runs["dense"][0])
+    rows = online_rows(on)
+    # every (tw, tw + t) of the grid that the run reached, lag 0 included
+    want = sorted((tw, tw + t) for tw in SPEC.waiting_times for t in (0, *SPEC.lags) if tw + t <= STEPS)
+    assert sorted(zip(rows.tw_step.tolist(), rows.step.tolist(), strict=True)) == want
+    pairs = np.stack([np.searchsorted(dense.steps, rows.tw_step), np.searchsorted(dense.steps, rows.step)], axis=1)
+    ref = kernels.pair_sums(dense, pairs, epsilon=rows.epsilon, per_layer=True)
+    for name in SUMS:
+        np.testing.assert_allclose(rows.sums[name], ref[name], rtol=1e-6, atol=0)
+        np.testing.assert_allclose(rows.per_layer[name], ref[f"{name}_per_layer"], rtol=1e-6, atol=1e-300)
+    assert rows.sums["sq"][rows.step == rows.tw_step].tolist() == [0.0] * 3      # lag 0: no motion
+    # ε = std(w(tw)) / 10 over all parameters, as the overlaps default
+    for tw, eps in zip(rows.tw_step, rows.epsilon, strict=True):
+        w = dense.params[int(np.searchsorted(dense.steps, tw)), :].astype(np.float64)
+        assert eps == pytest.approx(np.std(w) / 10.0, rel=1e-12)
+    assert on.metadata["online"]["reference"] == "device"
+    assert on.metadata["online"]["n_cols"] == on.n_params == 178
+
+
+def test_overlaps_from_online_sums_equal_overlaps_from_dense_snapshots(runs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        on = trajkit.analyze("overlaps", runs["online"], waiting_times=[10, 20])
+        de = trajkit.analyze("overlaps", runs["dense"], waiting_times=[10, 20])
+    assert sorted(on.arrays) == sorted(de.arrays) and sorted(on.scalars) == sorted(de.scalars)
+    assert on.coords["tw_step"].tolist() == de.coords["tw_step"].tolist() == [10, 20]
+    cols = np.searchsorted(de.coords["step"], on.coords["step"])
+    assert (de.coords["step"][cols] == on.coords["step"]).all()
+    for name in ("overlap", "overlap_normalized", "msd", "self_overlap", "d4", "participation", "alpha2",
+                 "msd_sem", "overlap_sem"):
+        a, d = on.arrays[name], de.arrays[name][:, cols]
+        measured = np.isfinite(a)
+        assert measured.sum() >= 2 * len(SPEC.lags) - 2
+        np.testing.assert_allclose(a[measured], d[measured], rtol=1e-6, atol=1e-12)
+    assert np.isnan(on.arrays["disp_hist"]).all() and np.isnan(on.arrays["replica_overlap"]).all()
+
+
+def test_aging_reads_online_sums_with_the_same_keys(runs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        on = trajkit.analyze("aging", runs["online"], waiting_times=[10, 20], n_boot=0)
+        de = trajkit.analyze("aging", runs["dense"], waiting_times=[10, 20], n_boot=0)
+    assert sorted(on.arrays) == sorted(de.arrays) and sorted(on.scalars) == sorted(de.scalars)
+    cols = np.searchsorted(de.coords["step"], on.coords["step"])
+    m = np.isfinite(on.arrays["msd"])
+    np.testing.assert_allclose(on.arrays["msd"][m], de.arrays["msd"][:, cols][m], rtol=1e-6)
+
+
+def test_dense_snapshots_covering_the_grid_use_the_kernels(runs, tmp_path):
+    assert uses_online(trajkit.open_archive(runs["online"][0]))
+    both = tmp_path / "both.trajkit"
+    _train(both, trajkit.schedules.explicit(sorted(SPEC.steps() | {STEPS})), SPEC)
+    assert not uses_online(trajkit.open_archive(both))
+
+
+def test_online_arrays_validate_and_a_damaged_one_is_reported(runs, tmp_path):
+    assert validate(runs["online"][0]) == []
+    import shutil
+
+    copy = tmp_path / "copy.trajkit"
+    shutil.copytree(runs["online"][0], copy)
+    doc = json.loads((copy / "online" / "zarr.json").read_text())
+    doc["attributes"]["committed"] = 10_000
+    (copy / "online" / "zarr.json").write_text(json.dumps(doc))
+    problems = validate(copy)
+    assert problems and all("committed" in p.message for p in problems)
+    meta = json.loads((copy / "zarr.json").read_text())
+    meta["attributes"]["trajkit"]["online"]["reference"] = "gpu"
+    (copy / "zarr.json").write_text(json.dumps(meta))
+    assert any("/online/reference" in p.message for p in validate(copy))
+
+
+def test_analysis_parameters_must_match_what_was_measured(runs):
+    for params, word in (({"select": "weights"}, "select='all'"), ({"epsilon": 0.1}, "epsilon_factor=10.0"),
+                         ({"epsilon_factor": 5.0}, "epsilon_factor=10.0"), ({"mode": "lag"}, "mode=waiting"),
+                         ({"waiting_times": [15]}, "waiting time 15")):
+        with pytest.raises(AnalysisError, match=word):
+            trajkit.analyze("overlaps", runs["online"][0], **params)
+
+
+def test_reduce_hook_runs_once_per_measured_step(tmp_path):
+    calls = []
+
+    def reduce(t):
+        calls.append(tuple(t.shape))
+        return t * 2
+
+    spec = TwoTime(waiting_times=[5, 6], lags=[1, 2], reduce=reduce, epsilon=1e-3)
+    _train(tmp_path / "r.trajkit", trajkit.schedules.log(1, STEPS, 3), spec)
+    # steps 5 (tw 5 lag 0), 6 (tw 5 lag 1, tw 6 lag 0), 7 (both), 8 (tw 6 lag 2)
+    assert calls == [(1, 6, 2), (2, 6, 2), (2, 6, 2), (1, 6, 2)]
+    rows = online_rows(trajkit.open_archive(tmp_path / "r.trajkit"))
+    assert rows.sums["theta"][rows.step == rows.tw_step].tolist() == [2 * 178.0, 2 * 178.0]
+
+
+def test_online_select_and_per_layer_match_the_kernels_on_a_selection(tmp_path):
+    spec = TwoTime(waiting_times=[3], lags=[4, 40], select="0.*", epsilon=1e-3)
+    _train(tmp_path / "s.trajkit", trajkit.schedules.explicit([0, 3, 7, 43]), spec)
+    arch = trajkit.open_archive(tmp_path / "s.trajkit")
+    rows = online_rows(arch)
+    ref = kernels.pair_sums(arch, [[1, 1], [1, 2], [1, 3]], cols=arch.select("0.*"), epsilon=1e-3)
+    for name in SUMS:
+        np.testing.assert_allclose(rows.sums[name], ref[name], rtol=1e-6)
+    assert arch.metadata["online"]["n_cols"] == 8 * 16 + 16 and arch.metadata["online"]["layers"] == [0]
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"online": TwoTime(waiting_times=[10], lags=[1], select="nothing.*")}, "matches no parameters"),
+    ({"online": TwoTime(waiting_times=[10, 500], lags=[1])}, "waiting time 500 is after the run's last step 120"),
+    ({"online": "TwoTime"}, "takes a trajkit.online.TwoTime"),
+])
+def test_bad_online_input_writes_nothing(tmp_path, kwargs, word):
+    path = tmp_path / "bad.trajkit"
+    with pytest.raises(TrajkitError, match=word) as err:
+        trajkit.Recorder(path, _model(), schedule=trajkit.schedules.log(1, STEPS, 5), **kwargs)
+    assert "\n" not in str(err.value) and not path.exists()
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"waiting_times": [], "lags": [1]}, "non-empty"), ({"waiting_times": [1.5], "lags": [1]}, "integer"),
+    ({"waiting_times": [-1], "lags": [1]}, ">= 0"), ({"waiting_times": [1], "lags": [0]}, ">= 1"),
+    ({"waiting_times": [1], "lags": [1], "epsilon": -1.0}, "epsilon"),
+    ({"waiting_times": [1], "lags": [1], "reference": "gpu"}, "reference"),
+])
+def test_bad_two_time_spec(kwargs, word):
+    with pytest.raises(TrajkitError, match=word):
+        TwoTime(**kwargs)
+
+
+def test_online_refuses_to_continue_an_existing_archive(runs):
+    with pytest.raises(TrajkitError, match="cannot continue an existing archive"):
+        trajkit.Recorder(runs["online"][0], _model(), schedule=trajkit.schedules.log(1, STEPS, 2), online=SPEC,
+                         resume="allow")
+    assert validate(runs["online"][0]) == []
+
+
+def test_an_archive_with_no_snapshots_is_analysed_from_its_online_sums(tmp_path):
+    from click.testing import CliRunner
+
+    from trajkit.cli import cli
+
+    torch.manual_seed(3)
+    model = torch.nn.Linear(4, 3)
+    spec = TwoTime(waiting_times=[0, 3], lags=[1, 2, 4])
+    path = tmp_path / "none.trajkit"
+    moves = []
+    with trajkit.Recorder(path, model, schedule=trajkit.schedules.explicit([]), online=spec) as rec:
+        for k in range(10):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p += 0.01 * torch.randn_like(p)
+            moves.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double())
+            rec.step(k)
+    assert trajkit.open_archive(path).n_snapshots == 0 and validate(path) == []
+    res = trajkit.analyze("overlaps", path)         # every recorded waiting time, the measured steps
+    assert res.coords["tw_step"].tolist() == [0, 3] and res.coords["step"].tolist() == [0, 1, 2, 3, 4, 5, 7]
+    msd = float(((moves[7] - moves[3]) ** 2).mean())
+    assert res.arrays["msd"][1, -1] == pytest.approx(msd, rel=1e-12)
+    assert np.isnan(res.arrays["msd"][1, :3]).all() and np.isnan(res.arrays["msd"][0, 3])   # not measured
+    text = CliRunner().invoke(cli, ["info", str(path)]).output
+    assert "online          2 waiting times × 3 lags over select 'all': 8 measurements (t_w vectors kept on the " \
+           "device)" in text

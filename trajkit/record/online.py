@@ -1,0 +1,160 @@
+"""The Recorder's side of online two-time observables (:mod:`trajkit.online`): keep w(tw), measure sums.
+
+:class:`OnlineTracker` is built from a :class:`trajkit.online.TwoTime` before the archive is created (so
+bad input writes nothing), then :meth:`OnlineTracker.open` attaches an
+:class:`~trajkit.archive.online.OnlineWriter` to the archive. :meth:`OnlineTracker.measure` runs on the
+training thread at the steps of :meth:`TwoTime.steps` only: it keeps the flat selected parameters at a
+waiting time, and at ``tw + t`` computes, per layer, the six float64 sums of every waiting time measured
+then, reduces them once (``TwoTime.reduce``), copies them to the host and commits them as rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajkit.archive.layout import Layout, select_columns
+from trajkit.archive.online import SUMS, OnlineWriter
+from trajkit.errors import TrajkitError
+
+#: elements per chunk of the sums (bounds the float64 temporaries: 5 × 8 B × 2²² ≈ 168 MB)
+CHUNK = 1 << 22
+
+
+def schedule_end(schedule: Any) -> int | None:
+    """The last step a schedule takes (its spec's stop / largest step), or None when it is unbounded."""
+    spec = schedule.spec
+    kind = spec.get("kind")
+    if kind == "log":
+        return int(spec["stop"])
+    if kind == "explicit":
+        return max(spec["steps"]) if spec["steps"] else None
+    if kind == "linear":
+        return spec.get("stop")
+    if kind == "union":
+        ends = [schedule_end(p) for p in schedule.parts]
+        return None if any(e is None for e in ends) else max(ends)
+    return None
+
+
+class OnlineTracker:
+    """Keeps the waiting-time vectors of ``spec`` for ``model`` (trainable tensors in ``layout`` order) and
+    measures the sums; ``metadata`` is the archive's ``/online``."""
+
+    def __init__(self, spec: Any, model: torch.nn.Module, layout: Layout, schedule: Any):
+        from trajkit.online import TwoTime
+
+        if not isinstance(spec, TwoTime):
+            raise TrajkitError(f"Recorder: online= takes a trajkit.online.TwoTime, got {type(spec).__name__}")
+        last = schedule_end(schedule)
+        if last is not None and spec.waiting_times[-1] > last:
+            raise TrajkitError(f"Recorder online: waiting time {spec.waiting_times[-1]} is after the run's last step "
+                               f"{last} (the schedule's end); use waiting times <= {last} or extend the schedule")
+        sel = select_columns(layout, spec.select, "Recorder online select")
+        params = [p for p in model.parameters() if p.requires_grad]
+        chosen = [(p, e) for p, e in zip(params, layout, strict=True)
+                  if sel.within(e["offset"], e["offset"] + e["size"])]
+        layers = sorted({e["layer"] for _, e in chosen})
+        pos = {layer: i for i, layer in enumerate(layers)}
+        self.spec = spec
+        self.steps = spec.steps()
+        self.device = params[0].device
+        self._tensors = [(p, pos[e["layer"]]) for p, e in chosen]
+        self.n_cols = int(sum(e["size"] for _, e in chosen))
+        per_layer_cols = [0] * len(layers)
+        for _, e in chosen:
+            per_layer_cols[pos[e["layer"]]] += int(e["size"])
+        self._dtype = params[0].dtype
+        self.reference = self._placement(spec.reference)
+        self._tw_index = {tw: k for k, tw in enumerate(spec.waiting_times)}
+        self._lags = frozenset((0, *spec.lags))
+        self._max_lag = max(spec.lags)
+        self._refs: dict[int, tuple[torch.Tensor, float]] = {}
+        self._reduce = spec.reduce if spec.reduce is not None else _identity
+        self._writer: OnlineWriter | None = None
+        self.metadata = {"waiting_times": list(spec.waiting_times), "lags": list(spec.lags), "select": spec.select,
+                         "epsilon": spec.epsilon, "epsilon_factor": None if spec.epsilon else spec.epsilon_factor,
+                         "n_cols": self.n_cols, "layers": layers, "n_cols_per_layer": per_layer_cols,
+                         "per_layer": bool(spec.per_layer), "reference": self.reference, "sums": list(SUMS)}
+
+    def _placement(self, reference: str) -> str:
+        if reference != "auto":
+            return reference
+        if self.device.type != "cuda":
+            return "device"
+        alive = _max_alive(self.spec.waiting_times, max(self.spec.lags))
+        need = alive * self.n_cols * torch.empty((), dtype=self._dtype).element_size()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return "device" if need <= free // 2 else "host"
+
+    def open(self, root: Path, fsync: bool) -> None:
+        """Create ``online/`` in the archive at ``root``."""
+        self._writer = OnlineWriter(root, len(self.metadata["layers"]) if self.spec.per_layer else None, fsync)
+
+    @torch.no_grad()
+    def measure(self, step: int) -> None:
+        """At a step of :attr:`steps`: keep w(step) if it is a waiting time, then measure every waiting time
+        whose grid has ``step``, and commit the rows."""
+        k = self._tw_index.get(step)
+        if k is not None:
+            self._refs[k] = self._keep()
+        tws = self.spec.waiting_times
+        due = [j for j in sorted(self._refs) if step - tws[j] in self._lags]
+        if due:
+            sums = self._reduce(torch.stack([self._sums(*self._refs[j]) for j in due]))
+            host = sums.cpu().numpy()
+            assert self._writer is not None
+            self._writer.append(np.asarray([tws[j] for j in due]), step,
+                                np.asarray([self._refs[j][1] for j in due]), host)
+        for j in [j for j in self._refs if step >= tws[j] + self._max_lag]:
+            del self._refs[j]
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def _keep(self) -> tuple[torch.Tensor, float]:
+        flat = torch.cat([p.detach().reshape(-1) for p, _ in self._tensors])
+        if self.spec.epsilon is not None:
+            eps = float(self.spec.epsilon)
+        else:
+            x = flat.to(torch.float64)
+            eps = float(torch.sqrt(((x - x.mean()) ** 2).mean())) / float(self.spec.epsilon_factor)
+            del x
+        if self.reference == "host" and self.device.type != "cpu":
+            host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            host.copy_(flat)
+            flat = host
+        return flat, eps
+
+    def _sums(self, ref: torch.Tensor, eps: float) -> torch.Tensor:
+        """float64 ``[6, L]``: :data:`~trajkit.archive.online.SUMS` per layer between ``ref`` and now."""
+        acc = torch.zeros(len(SUMS), len(self.metadata["layers"]), dtype=torch.float64, device=self.device)
+        off = 0
+        for p, layer in self._tensors:
+            flat = p.detach().reshape(-1)
+            n = flat.numel()
+            for c0 in range(0, n, CHUNK):
+                c1 = min(n, c0 + CHUNK)
+                b = flat[c0:c1].to(torch.float64)
+                a = ref[off + c0:off + c1].to(device=self.device, dtype=torch.float64, non_blocking=True)
+                d = b - a
+                d2 = d * d
+                acc[:, layer] += torch.stack([(a * b).sum(), d2.sum(), (d2 * d2).sum(),
+                                              (d.abs() < eps).sum().to(torch.float64), (a * a).sum(),
+                                              (b * b).sum()])
+            off += n
+        return acc
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _max_alive(waiting_times: tuple[int, ...], max_lag: int) -> int:
+    """The most waiting-time vectors kept at once (windows ``[tw, tw + max_lag)`` overlapping)."""
+    tws = np.asarray(waiting_times)
+    return int(max(np.sum((tws <= tw) & (tws + max_lag > tw)) for tw in tws))
