@@ -86,11 +86,14 @@ def _parse_params(cls: Any, pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print scalars, params and provenance as JSON.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
               help="Where the kernels run (default: CUDA when available).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the tasks on a Dask cluster: tcp://HOST:PORT of a running scheduler, or local:N for N local "
+                   "worker processes (needs trajkit[dask]).")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this help, or the analysis's parameters.")
 @click.argument("archives", nargs=-1)
 @click.pass_context
 def analyze_cmd(ctx: click.Context, name: str | None, params: tuple[str, ...], out: str | None, as_json: bool,
-                device: str | None, show_help: bool, archives: tuple[str, ...]) -> None:
+                device: str | None, scheduler: str | None, show_help: bool, archives: tuple[str, ...]) -> None:
     """Run an analysis on archives, ensemble directories or globs."""
     if show_help:
         if name:
@@ -114,7 +117,8 @@ def analyze_cmd(ctx: click.Context, name: str | None, params: tuple[str, ...], o
         dev = resolve_device(device, key="--device")
     except DeviceError as e:
         raise DeviceError(f"{e} (--device cpu, or leave --device out)") from None
-    result = analyze(name, list(archives), device=dev, progress=sys.stderr.isatty() and not as_json, **given)
+    result = analyze(name, list(archives), device=dev, progress=sys.stderr.isatty() and not as_json,
+                     scheduler=scheduler or "in-process", **given)
     if out:
         _write_out(result, Path(out), name)
     if as_json:
