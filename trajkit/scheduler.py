@@ -161,9 +161,10 @@ def check_workers(cluster: Cluster) -> None:
 
 def _announce(cluster: Cluster) -> None:
     """The dashboard link (or the address without a dashboard) on stderr, once per scheduler."""
-    if cluster.address in _announced:
+    key = str(cluster.client.scheduler.address)        # local:N and its Client are one scheduler
+    if key in _announced:
         return
-    _announced.add(cluster.address)
+    _announced.add(key)
     services = cluster.client.scheduler_info().get("services", {})
     if "dashboard" in services:
         print(f"trajkit: dask dashboard {cluster.client.dashboard_link} ({cluster.n_workers} workers)",
