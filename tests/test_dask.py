@@ -89,6 +89,7 @@ def _scheduler() -> tuple[str, subprocess.Popen]:
 @pytest.fixture(scope="module")
 def local_cluster():
     """A LocalCluster of 2 worker processes (1 thread each); workers inherit this process's PYTHONPATH."""
+    old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = _env()["PYTHONPATH"]
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                        host="127.0.0.1", silence_logs=50)
@@ -99,6 +100,10 @@ def local_cluster():
     finally:
         client.close()
         cluster.close(timeout=30)
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="module")
