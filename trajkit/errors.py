@@ -47,5 +47,9 @@ class DeviceError(TrajkitError):
     """A device was asked for that this machine does not have (or is not a device name)."""
 
 
+class ClusterError(TrajkitError):
+    """A Dask scheduler or worker cannot be used: no answer, no workers, another trajkit, unreadable input."""
+
+
 class PluginWarning(UserWarning):
     """A plugin failed to load; the rest of trajkit goes on without it."""

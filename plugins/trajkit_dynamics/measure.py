@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from trajkit.analysis import Param, times
+from trajkit.analysis import Param, kernels, times
 from trajkit.analysis.online import online_waiting_sums, uses_online
 from trajkit.archive import Selection
 from trajkit.errors import AnalysisError
@@ -204,6 +204,18 @@ def noise_strength(arch: Any, rows: np.ndarray, steps: np.ndarray) -> np.ndarray
     return d
 
 
+def replica_pair_sums(arch: Any, rows: np.ndarray, pairs: np.ndarray, cols: Selection, params: dict[str, Any],
+                      steps: np.ndarray, sums: tuple[str, ...], device: str,
+                      eps_at: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One replica's pass (one task on a Dask cluster): the cutoffs ``ε [len(rows)]`` at the waiting-time
+    rows (or all from row ``eps_at``: ``epsilon_from``) and the kernel sums over ``pairs [P, 2]`` (whose first
+    rows are among ``rows``)."""
+    eps_rows = _epsilon(arch, rows, cols, params, steps, eps_at)
+    eps_pair = eps_rows[np.searchsorted(rows, pairs[:, 0])]
+    return eps_rows, kernels.pair_sums(arch, pairs, cols=cols, epsilon=eps_pair, sums=sums, device=device,
+                                       progress=False)
+
+
 def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str = "waiting",
                      sums: tuple[str, ...] = ("dot", "sq", "quart", "theta"),
                      origin_min_step: int | None = None, lag_rtol: float = 0.02) -> TwoTime:
@@ -231,11 +243,10 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
     noise_d = [noise_strength(a, rows, steps) for a in archives] if rescale else []
     per_pair: dict[str, list[np.ndarray]] = {}
     eps_all = []
-    for i, arch in enumerate(ctx.progress(archives, total=len(archives), desc="replicas")):
-        eps_rows = _epsilon(arch, rows, cols, params, steps, eps_at)
+    passes = ctx.map(replica_pair_sums, archives, desc="replicas", rows=rows, pairs=pairs[keep], cols=cols,
+                     params=params, steps=steps, sums=sums, device=ctx.device, eps_at=eps_at)
+    for i, (arch, (eps_rows, got)) in enumerate(zip(archives, passes, strict=True)):
         eps_all.append(eps_rows)
-        eps_pair = eps_rows[np.searchsorted(rows, pairs[keep, 0])]
-        got = ctx.kernels.pair_sums(arch, pairs[keep], cols=cols, epsilon=eps_pair, sums=sums)
         full = {}
         for name in (*sums, "norm_a", "norm_b"):
             if name in got:
@@ -285,24 +296,26 @@ def _online_two_time(data: Any, params: dict[str, Any], mode: str, sums: tuple[s
                    tw_rows=src.pairs.tw_rows, source="online")
 
 
-def replica_gram(data: Any, cols: np.ndarray, ctx: Any, block_bytes: int = 64 << 20) -> np.ndarray:
+def replica_gram_block(block: kernels.Block, archives: list[Any]) -> np.ndarray:
+    """``Σ_i w^a_i(t) w^b_i(t)`` over the columns of one block of :func:`trajkit.analysis.kernels.plan_blocks`
+    for every snapshot and pair of replicas: ``[T, R, R]`` float64 (one task on a Dask cluster)."""
+    x = np.empty((len(archives), archives[0].n_snapshots, block.n_cols))
+    for i, arch in enumerate(archives):
+        values = arch.params[:, block.start:block.stop]
+        x[i] = values if block.parts is None else np.concatenate([values[:, a:b] for a, b in block.parts], axis=1)
+    return np.einsum("atn,btn->tab", x, x, optimize=True)
+
+
+def replica_gram(data: Any, cols: Selection, ctx: Any, block_bytes: int = 64 << 20) -> np.ndarray:
     """``G[t, a, b] = w^a(t)·w^b(t)`` over ``cols`` for every snapshot: ``[T, R, R]`` float64.
 
-    One streaming pass over column blocks of every replica (``R·T·block`` floats in memory at a time).
+    One streaming pass over column blocks of every replica (``R·T·block`` floats in memory at a time), each
+    block one ``ctx.map`` task; the partials are added in block order.
     """
     archives = list(getattr(data, "archives", [data]))
     r, t = len(archives), int(np.asarray(data.steps).size)
     gram = np.zeros((t, r, r))
-    block = max(1, int(block_bytes // (8 * r * t)))
-    lo_cols = np.asarray(cols, dtype=np.int64)
-    starts = range(0, lo_cols.size, block)
-    for s in ctx.progress(starts, total=len(starts), desc="replica overlaps"):
-        sel = lo_cols[s:s + block]
-        c0, c1 = int(sel[0]), int(sel[-1]) + 1
-        x = np.empty((r, t, sel.size))
-        contiguous = c1 - c0 == sel.size
-        for i, arch in enumerate(archives):
-            block_values = arch.params[:, c0:c1]
-            x[i] = block_values if contiguous else block_values[:, sel - c0]
-        gram += np.einsum("atn,btn->tab", x, x, optimize=True)
+    blocks = kernels.plan_blocks(archives[0].n_params, max(1, int(block_bytes // (8 * r * t))), cols)
+    for part in ctx.map(replica_gram_block, blocks, desc="replica overlaps", archives=archives):
+        gram += part
     return gram

@@ -48,7 +48,6 @@ need the parameter vectors and are NaN there, ``disp_lag`` None.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -92,26 +91,42 @@ def replica_overlap(gram: np.ndarray) -> np.ndarray:
     return q[:, iu[0], iu[1]].mean(axis=1)
 
 
-def displacement_histogram(displacements: Sequence[np.ndarray] | np.ndarray, bins: int = 60,
-                           log10_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Density of ``log10 |Δw|`` pooled over all given displacement arrays (zeros are left out).
+def log10_displacements(arch: Any, tw_row: int, b_row: int, cols: Any) -> np.ndarray:
+    """``log10 |w_i(b) − w_i(tw)|`` over the columns ``cols`` of one archive, zeros left out: float64 ``[n]``."""
+    d = np.abs(np.asarray(arch.params[b_row, cols], np.float64) - np.asarray(arch.params[tw_row, cols], np.float64))
+    return np.log10(d[d > 0])
 
-    Returns ``(density [bins], edges [bins + 1])``; the density integrates to 1 over ``log10 |Δw|``.
+
+def displacement_extent(arch: Any, tw_row: int, b_row: int, cols: Any) -> tuple[float, float] | None:
+    """``(min, max)`` of :func:`log10_displacements`, None when every displacement is 0 (a task per replica)."""
+    v = log10_displacements(arch, tw_row, b_row, cols)
+    return (float(v.min()), float(v.max())) if v.size else None
+
+
+def displacement_counts(arch: Any, tw_row: int, b_row: int, cols: Any, bins: int,
+                        log10_range: tuple[float, float]) -> np.ndarray:
+    """Counts ``[bins]`` of :func:`log10_displacements` in ``bins`` equal bins over ``log10_range``."""
+    return np.histogram(log10_displacements(arch, tw_row, b_row, cols), bins=bins, range=log10_range)[0]
+
+
+def displacement_histogram(archives: list[Any], tw_row: int, b_row: int, cols: Any, ctx: Any,
+                           bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Density of ``log10 |w_i(b) − w_i(tw)|`` pooled over parameters and replicas (zeros are left out).
+
+    Returns ``(density [bins], edges [bins + 1])`` over the pooled range; the density integrates to 1 over
+    ``log10 |Δw|``. Two ``ctx.map`` passes of one task per replica (extents, then counts on the common
+    bins), so no displacement leaves its worker; equal to ``np.histogram(pooled, bins, density=True)``.
     """
-    parts = [np.abs(np.asarray(d, dtype=float)).ravel() for d in
-             (displacements if isinstance(displacements, list | tuple) else [displacements])]
-    vals = np.concatenate(parts)
-    vals = np.log10(vals[vals > 0])
-    if vals.size == 0:
-        edges = np.linspace(-1.0, 1.0, bins + 1)
-        return np.zeros(bins), edges
-    if log10_range is None:
-        lo, hi = float(vals.min()), float(vals.max())
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        log10_range = (lo, hi)
-    density, edges = np.histogram(vals, bins=bins, range=log10_range, density=True)
-    return density, edges
+    kw = {"tw_row": tw_row, "b_row": b_row, "cols": cols}
+    extents = [e for e in ctx.map(displacement_extent, archives, desc="displacements", **kw) if e is not None]
+    if not extents:
+        return np.zeros(bins), np.linspace(-1.0, 1.0, bins + 1)
+    lo, hi = min(e[0] for e in extents), max(e[1] for e in extents)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = sum(ctx.map(displacement_counts, archives, desc="displacements", bins=bins, log10_range=(lo, hi), **kw))
+    edges = np.histogram_bin_edges(np.zeros(0), bins=bins, range=(lo, hi))
+    return counts / np.diff(edges) / counts.sum(), edges
 
 
 def online_placeholders(tt: Any, replicas: int, bins: int) -> dict[str, Any]:
@@ -181,9 +196,7 @@ class Overlaps(Analysis):
         else:
             target = steps[tw_row] + params["hist_lag"]
             b_row = int(later[np.argmin(np.abs(steps[later] - target))])
-        disp = [np.asarray(a.params[b_row, cols], np.float64) - np.asarray(a.params[tw_row, cols], np.float64)
-                for a in archives]
-        hist, edges = displacement_histogram(disp, bins=params["hist_bins"])
+        hist, edges = displacement_histogram(archives, tw_row, b_row, cols, ctx, bins=params["hist_bins"])
         arrays["disp_hist"] = (hist, ("disp_bin",))
         arrays["disp_bins"] = (edges, ("disp_edge",))
         if len(archives) >= 2:

@@ -31,9 +31,11 @@ from trajkit.analysis.plotting import input_coords
 from trajkit.analysis.plugins import AnalysisInfo, find_analysis_class, get_registry
 from trajkit.analysis.result import Result, now_iso
 from trajkit.analysis.result import load_result as _load_result
+from trajkit.analysis.tasks import Executor
 from trajkit.archive import Archive, open_archive
 from trajkit.archive.info import check_unfinished
 from trajkit.errors import AnalysisError, PluginError, TrajkitError
+from trajkit.scheduler import connect
 
 
 def list_analyses() -> list[dict[str, Any]]:
@@ -78,29 +80,43 @@ _NOT_A_PARAMETER = {"params": "pass the parameters themselves as keywords",
 
 
 def analyze(name: str, archives: Any, *, device: str | None = None, progress: bool = False,
-            storage_options: dict[str, Any] | None = None, **params: Any) -> Result:
+            storage_options: dict[str, Any] | None = None, scheduler: Any = None, **params: Any) -> Result:
     """Run analysis ``name`` on ``archives`` (paths, ensemble directories, globs, Archive/Ensemble objects).
 
     ``params`` are the analysis's parameters (``trajkit analyze --plugin NAME --help`` lists them).
     ``device``: ``cpu``, ``cuda``, ``cuda:K`` or None/``auto`` (CUDA when present); asking for CUDA on a
     machine without it is an error. ``progress``: show progress bars on stderr. ``storage_options``: fsspec
-    options for archives given as URLs (``s3://…``; see :func:`trajkit.open_archive`).
+    options for archives given as URLs (``s3://…``; see :func:`trajkit.open_archive`). ``scheduler``: where the
+    tasks run — ``"tcp://host:port"``, ``"local:N"``, a ``distributed.Client``, ``"in-process"``, or None
+    (the active Dask client if this process has one, else in-process); see :mod:`trajkit.scheduler`.
     """
     options = [k for k in params if k in CLI_OPTIONS]
     if options:
         k = options[0]
         raise AnalysisError(f"trajkit.analyze({name!r}, ...) takes analysis parameters only, not {k}=; "
                             f"{_NOT_A_PARAMETER.get(k, f'{k} is an option of the `trajkit analyze` command')} "
-                            "(trajkit.analyze(name, archives, *, device=None, progress=False, **params))")
+                            "(trajkit.analyze(name, archives, *, device=None, progress=False, storage_options=None, "
+                            "scheduler=None, **params))")
     return run_analysis(get_registry().get(name), archives, device=device, progress=progress, given=params,
-                        storage_options=storage_options)
+                        storage_options=storage_options, scheduler=scheduler)
 
 
 def run_analysis(info: AnalysisInfo, archives: Any, *, device: str | None = None, progress: bool = False,
-                 given: dict[str, Any] | None = None, storage_options: dict[str, Any] | None = None) -> Result:
+                 given: dict[str, Any] | None = None, storage_options: dict[str, Any] | None = None,
+                 scheduler: Any = None) -> Result:
     """:func:`analyze` for an already looked-up (or, in tests, hand-made) :class:`AnalysisInfo`."""
     resolved = info.cls.resolve_params(given or {})
-    ctx = Context(device=device, show_progress=progress, analysis=info.name)
+    with connect(scheduler) as cluster:
+        executor = None if cluster is None else Executor(cluster, progress)
+        ctx = Context(device=device, show_progress=progress, analysis=info.name, executor=executor)
+        result = _run(info, archives, resolved, ctx, storage_options)
+        if executor is not None:
+            result.provenance["scheduler"] = executor.summary()
+    return result
+
+
+def _run(info: AnalysisInfo, archives: Any, resolved: dict[str, Any], ctx: Context,
+         storage_options: dict[str, Any] | None) -> Result:
     data, used = _open_data(info, archives, resolved, storage_options)
     unfinished = check_unfinished(used)       # one UnfinishedRunWarning line naming live/interrupted inputs
     where = f"analysis {info.name!r} (plugin {info.plugin!r}" + \

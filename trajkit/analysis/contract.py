@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs")
 NEEDS = ("archive", "ensemble", "runs", "groups")
 #: keywords of :func:`trajkit.analyze` other than analysis parameters; no parameter may take these names
-ANALYZE_KEYWORDS = ("name", "archives", "device", "progress", "storage_options")
+ANALYZE_KEYWORDS = ("name", "archives", "device", "progress", "storage_options", "scheduler")
 #: options of ``trajkit analyze`` (and keywords of the old ``analyze`` signature) that are not analysis
 #: parameters: :func:`trajkit.analyze` refuses them, and no parameter may take these names
 CLI_OPTIONS = ("plugin", "param", "params", "out", "json", "help", "debug", "from_cli")
@@ -370,8 +370,8 @@ def check_analysis_class(cls: Any, where: str) -> None:
         raise AnalysisError(f"{label}: duplicate parameter {sorted(dup)[0]!r}")
     for n in names:
         if n in ANALYZE_KEYWORDS:
-            raise AnalysisError(f"{label}: parameter {n!r} collides with the keyword {n!r} of "
-                                "trajkit.analyze(name, archives, *, device, progress, storage_options, **params); "
+            raise AnalysisError(f"{label}: parameter {n!r} collides with the keyword {n!r} of trajkit.analyze("
+                                "name, archives, *, device, progress, storage_options, scheduler, **params); "
                                 "rename it")
         if n in CLI_OPTIONS:
             raise AnalysisError(f"{label}: parameter {n!r} collides with the `trajkit analyze` option of that "
@@ -394,14 +394,27 @@ class Context:
     ``ctx.device`` is ``"cpu"``, ``"cuda"`` or ``"cuda:K"`` (:func:`trajkit.devices.resolve_device`);
     ``ctx.progress(iterable, total=None, desc=None)`` wraps an iterable in a progress bar (silent when
     disabled); ``ctx.kernels.pair_sums(...)`` and ``ctx.kernels.gram(...)`` are
-    :mod:`trajkit.analysis.kernels` with this device and progress bound.
+    :mod:`trajkit.analysis.kernels` with this device and progress bound — and, on a Dask cluster
+    (``ctx.executor``, a :class:`trajkit.analysis.tasks.Executor`), one task per column block.
+    ``ctx.map(fn, *iterables, desc=None, **kwargs)`` is ``[fn(*items, **kwargs) for items in
+    zip(*iterables)]``, each call a task on the cluster when there is one (``fn`` importable on the workers,
+    :class:`~trajkit.archive.Archive` arguments reopened there by path).
     """
 
-    def __init__(self, device: str | None = None, show_progress: bool = False, analysis: str = ""):
+    def __init__(self, device: str | None = None, show_progress: bool = False, analysis: str = "",
+                 executor: Any = None):
         self.device = resolve_device(device)
         self.show_progress = show_progress
         self.analysis = analysis
+        self.executor = executor
         self.kernels = _BoundKernels(self)
+
+    def map(self, fn: Any, *iterables: Iterable[Any], desc: str | None = None, **kwargs: Any) -> list[Any]:
+        """``fn`` over the zipped ``iterables`` with shared ``kwargs``, results in order (tasks on a cluster)."""
+        if self.executor is not None:
+            return self.executor.map(fn, *iterables, desc=desc, **kwargs)
+        items = list(zip(*iterables, strict=True))
+        return [fn(*args, **kwargs) for args in self.progress(items, total=len(items), desc=desc)]
 
     def progress(self, iterable: Iterable[Any], total: int | None = None,
                  desc: str | None = None) -> Iterable[Any]:
@@ -413,7 +426,8 @@ class Context:
         return tqdm(iterable, total=total, desc=desc or self.analysis, leave=False)
 
     def __repr__(self) -> str:
-        return f"Context(device={self.device!r}, progress={self.show_progress})"
+        where = "" if self.executor is None else f", executor={self.executor!r}"
+        return f"Context(device={self.device!r}, progress={self.show_progress}{where})"
 
 
 class _BoundKernels:
@@ -427,6 +441,7 @@ class _BoundKernels:
 
         kw.setdefault("device", self._ctx.device)
         kw.setdefault("progress", self._ctx.show_progress)
+        kw.setdefault("executor", self._ctx.executor)
         return kernels.pair_sums(archive, pairs, **kw)
 
     def gram(self, archive: Any, **kw: Any) -> tuple[Any, Any]:
@@ -434,6 +449,7 @@ class _BoundKernels:
 
         kw.setdefault("device", self._ctx.device)
         kw.setdefault("progress", self._ctx.show_progress)
+        kw.setdefault("executor", self._ctx.executor)
         return kernels.gram(archive, **kw)
 
     def __getattr__(self, name: str) -> Any:

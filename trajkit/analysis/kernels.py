@@ -49,7 +49,8 @@ Memory. Rows are read only for the snapshots that some pair involves, in column 
 blocks in flight (two float32 read buffers, the selected copy, the float64 copy where a backend makes
 one) and the pair workspace stay within ``block_bytes`` whatever ``T·N`` is. Work is split into pure
 per-block tasks, :func:`pair_sums_block` and :func:`gram_block`, that take an archive (or its path) and
-a column range and return partial sums, so a Dask cluster can run them unchanged and add the partials.
+a column range and return partial sums, so a Dask cluster runs them unchanged and the partials are added
+in block order (``executor=``, :mod:`trajkit.analysis.tasks`).
 
 Backends: ``numpy`` (CPU: the compiled loop on numpy arrays) and ``torch``
 (the same computation on ``device``, CUDA when available; falls back to CPU). ``backend="auto"`` picks
@@ -478,11 +479,12 @@ def _block_sums(be: str, X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | Non
 
 def pair_sums_block(source: Any, pairs: np.ndarray, block: Block, sums: Sequence[str] = SUMS,
                     epsilon: Any = None, backend: str = "numpy", device: str = "cpu",
-                    threads: int | None = None) -> dict[str, np.ndarray]:
+                    threads: int | None = None, tile: int | None = None) -> dict[str, np.ndarray]:
     """Partial :func:`pair_sums` over one column block: a pure task of (archive or path, block).
 
     Returns float64 ``[P]`` partial sums (``dot``, ``sq``, ``quart``, ``theta``, ``norm_a``, ``norm_b`` as
-    requested); summing the partials of all blocks of :func:`plan_blocks` gives the totals.
+    requested); summing the partials of all blocks of :func:`plan_blocks` gives the totals. With the
+    ``threads`` and ``tile`` of :func:`pair_sums` a partial is the same number as in its pass.
     """
     archive = _open(source)
     plan = _pair_plan(np.asarray(pairs, dtype=np.int64))
@@ -490,13 +492,13 @@ def pair_sums_block(source: Any, pairs: np.ndarray, block: Block, sums: Sequence
     X32 = _read_block(archive, plan.rows, block)
     want = set(sums) | {"norm_a", "norm_b"}
     threads = threads or min(2, os.cpu_count() or 1)
-    return _block_sums(backend, X32, plan, eps, want, device, threads)
+    return _block_sums(backend, X32, plan, eps, want, device, threads, tile)
 
 
 def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
               sums: Sequence[str] = SUMS, per_layer: bool = False, block_bytes: int = DEFAULT_BLOCK_BYTES,
               backend: str = "auto", device: str | None = "cpu", progress: bool | Any = None,
-              threads: int | None = None) -> dict[str, np.ndarray]:
+              threads: int | None = None, executor: Any = None) -> dict[str, np.ndarray]:
     """Sums over the selected columns for each pair of snapshot rows, in one pass over the data.
 
     ``archive``: an Archive or its path. ``pairs``: int ``[P, 2]`` rows ``(a, b)``. ``cols``: a
@@ -506,6 +508,8 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     ``norm_a``, ``norm_b``, ``n_cols`` (int); with ``per_layer`` also ``<name>_per_layer`` ``[P, L]``,
     ``layers`` ``[L]`` and ``n_cols_per_layer`` ``[L]``. Memory stays within about ``block_bytes``.
     ``threads``: compute threads per block (default ``min(2, cpus)``); one more thread reads ahead.
+    ``executor``: a :class:`trajkit.analysis.tasks.Executor` (``ctx.kernels`` passes it on a cluster): each
+    block is a :func:`pair_sums_block` task on a worker, the partials added here in block order.
     """
     archive = _open(archive)
     pairs = np.asarray(pairs, dtype=np.int64)
@@ -543,10 +547,16 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     if P:
         eps = None if "theta" not in sums else np.broadcast_to(np.asarray(epsilon, np.float64), (P,))
         width = max((b.stop - b.start) for b in blocks) if blocks else 0
-        bufs = [np.empty(R * width, dtype=read_dtype(archive)) for _ in range(2 if len(blocks) > 1 else 1)]
-        for blk, X32 in _progress(_read_ahead(archive, plan.rows, blocks, bufs), progress, "pair sums",
-                                  len(blocks)):
-            part = _block_sums(be, X32, plan, eps, want, device, threads, tile)
+        if executor is None:
+            bufs = [np.empty(R * width, dtype=read_dtype(archive)) for _ in range(2 if len(blocks) > 1 else 1)]
+            partials: Any = (_block_sums(be, X32, plan, eps, want, device, threads, tile) for _, X32 in
+                             _progress(_read_ahead(archive, plan.rows, blocks, bufs), progress, "pair sums",
+                                       len(blocks)))
+        else:
+            partials = executor.map(pair_sums_block, [archive] * len(blocks), [pairs] * len(blocks), blocks,
+                                    desc="pair sums", sums=tuple(sums), epsilon=eps,
+                                    backend=be, device=device, threads=threads, tile=tile)
+        for blk, part in zip(blocks, partials, strict=True):
             for k, v in part.items():
                 totals[k][:, blk.layer] += v
             n_cols_layer[blk.layer] += blk.n_cols
@@ -659,13 +669,14 @@ def gram_block(source: Any, rows: np.ndarray, block: Block, backend: str = "nump
 
 
 def gram(archive: Any, rows: Any = None, cols: Any = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
-         backend: str = "auto", device: str | None = "cpu", progress: bool | Any = None
+         backend: str = "auto", device: str | None = "cpu", progress: bool | Any = None, executor: Any = None
          ) -> tuple[np.ndarray, np.ndarray]:
     """All-pairs ``(dot [R, R], sqdist [R, R])`` over the selected columns by a blocked float64 GEMM.
 
     ``rows``: snapshot rows (all by default); ``cols`` as in :func:`pair_sums`. ``dot[i, j] = Σ x_i·x_j``,
     ``sqdist[i, j] = Σ (x_j − x_i)²`` (clipped at 0, exact 0 on the diagonal), from a Gram matrix of
-    mean-centred blocks (see the module docstring for why that is accurate).
+    mean-centred blocks (see the module docstring for why that is accurate). ``executor``: as in
+    :func:`pair_sums` (one :func:`gram_block` task per block).
     """
     archive = _open(archive)
     rows = np.arange(archive.n_snapshots) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -680,8 +691,14 @@ def gram(archive: Any, rows: Any = None, cols: Any = None, block_bytes: int = DE
     v = np.zeros(R)
     mm = 0.0
     blocks = plan_blocks(archive.n_params, block_cols, c)
-    for blk in _progress(blocks, progress, "gram", len(blocks)):
-        g, vv, m2 = gram_block(archive, rows, blk, be, device if be == "torch" else "cpu")
+    dev = device if be == "torch" else "cpu"
+    if executor is None:
+        partials: Any = (gram_block(archive, rows, blk, be, dev) for blk in _progress(blocks, progress, "gram",
+                                                                                         len(blocks)))
+    else:
+        partials = executor.map(gram_block, [archive] * len(blocks), [rows] * len(blocks), blocks, desc="gram",
+                                backend=be, device=dev)
+    for g, vv, m2 in partials:
         G += g
         v += vv
         mm += m2

@@ -89,11 +89,15 @@ def _parse_params(cls: Any, pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
               help="Where the kernels run (default: CUDA when available).")
 @storage_options_flag
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the tasks on a Dask cluster: tcp://HOST:PORT of a running scheduler, or local:N for N local "
+                   "worker processes (needs trajkit[dask]).")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this help, or the analysis's parameters.")
 @click.argument("archives", nargs=-1)
 @click.pass_context
 def analyze_cmd(ctx: click.Context, name: str | None, params: tuple[str, ...], out: str | None, as_json: bool,
-                device: str | None, storage_options: str | None, show_help: bool, archives: tuple[str, ...]) -> None:
+                device: str | None, storage_options: str | None, scheduler: str | None, show_help: bool,
+                archives: tuple[str, ...]) -> None:
     """Run an analysis on archives, ensemble directories or globs (paths or URLs: s3://bucket/ens/)."""
     if show_help:
         if name:
@@ -118,7 +122,8 @@ def analyze_cmd(ctx: click.Context, name: str | None, params: tuple[str, ...], o
     except DeviceError as e:
         raise DeviceError(f"{e} (--device cpu, or leave --device out)") from None
     result = analyze(name, list(archives), device=dev, progress=sys.stderr.isatty() and not as_json,
-                     storage_options=parse_storage_options(storage_options), **given)
+                     storage_options=parse_storage_options(storage_options), scheduler=scheduler or "in-process",
+                     **given)
     if out:
         _write_out(result, Path(out), name)
     if as_json:

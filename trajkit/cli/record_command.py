@@ -66,8 +66,12 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: torch's choice; 1 is often faster for small models on a busy "
                    "machine).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run each sweep point as one task on a Dask cluster: tcp://HOST:PORT or local:N (--out must be "
+                   "reachable from every worker; needs trajkit[dask]).")
 def record_command(config: str | None, from_archive: str | None, out: str, overrides: tuple[str, ...],
-                   dry_run: bool, quiet: bool, device: str | None, threads: int | None) -> None:
+                   dry_run: bool, quiet: bool, device: str | None, threads: int | None,
+                   scheduler: str | None) -> None:
     """Train and record a built-in experiment: replicas trained together, sweeps, one archive per run."""
     from trajkit.errors import ConfigError, DeviceError
     from trajkit.experiments import config_from_archive, run_experiment
@@ -77,7 +81,7 @@ def record_command(config: str | None, from_archive: str | None, out: str, overr
     source: Any = config if config is not None else config_from_archive(from_archive)
     try:
         summary = run_experiment(source, out, overrides, quiet=quiet, dry_run=dry_run, device=device,
-                                 threads=threads)
+                                 threads=threads, scheduler=scheduler or "in-process")
     except DeviceError as e:
         raise DeviceError(f"{e} (--device cpu)") from None
     if dry_run:

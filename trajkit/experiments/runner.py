@@ -30,6 +30,7 @@ from trajkit.archive.writer import ArchiveWriter
 from trajkit.devices import resolve_device
 from trajkit.errors import ConfigError, TrajkitError
 from trajkit.experiments import losses
+from trajkit.experiments.cluster_sweep import execute_on_cluster
 from trajkit.experiments.config import (
     Config,
     config_diff,
@@ -47,6 +48,7 @@ from trajkit.experiments.randomness import derive_seed
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
 from trajkit.experiments.training import TrainData, snapshot_metrics, snapshot_outcomes, train
 from trajkit.record.batch import BatchRecorder, RunEnd
+from trajkit.scheduler import connect
 
 METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc")
 
@@ -464,12 +466,15 @@ def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str,
 
 def run_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
                    quiet: bool = False, dry_run: bool = False, device: str | None = None,
-                   threads: int | None = None) -> dict[str, Any]:
+                   threads: int | None = None, scheduler: Any = None) -> dict[str, Any]:
     """Record every run of an experiment config into the ensemble directory ``out``.
 
     ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
     ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``; ``threads`` sets torch's
     CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written.
+    ``scheduler`` (:mod:`trajkit.scheduler`: ``tcp://host:port``, ``local:N``, a Client, ``in-process``, or
+    None for the active Dask client if any) runs each sweep point as one task on a worker
+    (:mod:`trajkit.experiments.cluster_sweep`); ``out`` must then be reachable from every worker.
 
     Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords", "status", "reason",
     "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss", "train_acc", "test_acc",
@@ -481,15 +486,19 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
             _prepare_out(plan)  # report a mismatching existing ensemble in the dry run too
         return _summary(plan, None, dry_run=True)
     doc = _prepare_out(plan)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    save_ensemble(plan.out, doc)
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        _execute(plan, doc, quiet)
-    finally:
-        torch.set_num_threads(old_threads)
+    with connect(scheduler) as cluster:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        save_ensemble(plan.out, doc)
+        if cluster is not None:
+            execute_on_cluster(plan, doc, quiet, cluster, train_point, threads)
+            return _summary(plan, doc, dry_run=False)
+        old_threads = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            _execute(plan, doc, quiet)
+        finally:
+            torch.set_num_threads(old_threads)
     return _summary(plan, doc, dry_run=False)
 
 
