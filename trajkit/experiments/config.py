@@ -69,7 +69,8 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
                "list[int]": "a list of integers"}
 
 ACTIVATIONS = ("auto", "relu", "tanh", "sigmoid", "gelu", "elu", "softplus", "linear")
-DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz", "bach_chorales")
+DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz", "bach_chorales", "mnist", "fashion_mnist",
+            "cifar10")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
@@ -107,6 +108,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "components": Key("int", 10, "pca_parity: number k of leading principal components", minimum=1,
                           maximum=64),
         "path": Key("str?", None, "npz: file holding X_train, y_train, X_test, y_test"),
+        "root": Key("str?", None, "mnist, fashion_mnist, cifar10: folder holding the standard files (IDX, gzipped "
+                                  "or not, flat or in torchvision's MNIST/raw; cifar-10-batches-bin)"),
+        "preprocess": Key("str", "none", "mnist, fashion_mnist, cifar10: none (pixels / 255), standardize (per "
+                                         "pixel, training-set mean and std) or binary_pca (standardize, first "
+                                         "n_components principal components, even/odd classes)",
+                          ("none", "standardize", "binary_pca")),
+        "n_components": Key("int", 10, "binary_pca: number k of leading principal components", minimum=1),
         "chorales": Key("int?", None, "bach_chorales: use the first n four-part chorales of the corpus "
                                       "(default all)", minimum=2),
         "quantisation": Key("str", "sixteenth", "bach_chorales: time step of the grid", ("sixteenth", "eighth")),
@@ -347,8 +355,9 @@ def _value_message(name: str, key: Key, v: Violation, whole: Any) -> str:
 
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
-    if cfg["data"]["path"] is not None:
-        cfg["data"]["path"] = str((base / Path(cfg["data"]["path"]).expanduser()).resolve())
+    for key in ("path", "root"):
+        if cfg["data"][key] is not None:
+            cfg["data"][key] = str((base / Path(cfg["data"][key]).expanduser()).resolve())
     init = cfg["run"]["init_from"]
     if init is not None:
         path, at, step = init.rpartition("@") if "@" in init else (init, "", "")
@@ -377,6 +386,9 @@ def check_consistency(cfg: Config) -> None:
     if cfg["data"]["name"] == "npz" and not cfg["data"]["path"]:
         raise ConfigError("data.path is required for data.name = \"npz\" (a file with X_train, y_train, "
                           "X_test, y_test)")
+    if cfg["data"]["name"] in ("mnist", "fashion_mnist", "cifar10") and not cfg["data"]["root"]:
+        raise ConfigError(f"data.root is required for data.name = {cfg['data']['name']!r}: the folder holding the "
+                          "dataset's standard files (nothing is downloaded)")
     if snaps["schedule"] == "log" and snaps["start"] > run["steps"]:
         raise ConfigError(f"snapshots.start = {snaps['start']} is beyond run.steps = {run['steps']}")
     if snaps["schedule"] == "explicit":
