@@ -1,9 +1,10 @@
 """Experiment configuration: the TOML schema, defaults, ``--set`` overrides and validation.
 
 A config is a TOML file with the sections ``[model]``, ``[data]``, ``[loss]``, ``[dynamics]``, ``[run]``,
-``[snapshots]`` and ``[sweep]`` (see docs/EXPERIMENTS.md). :func:`load_config` returns the *resolved*
-config: a plain dict holding every key of every section (defaults filled in, relative ``data.path`` and
-``run.init_from`` made absolute), validated before anything runs.
+``[snapshots]``, ``[metrics]`` and ``[sweep]``, optionally ``[[stages]]`` (see docs/EXPERIMENTS.md).
+:func:`load_config` returns the *resolved* config: a plain dict holding every key of every section (defaults
+filled in, relative ``data.path``, ``data.root`` and ``run.init_from`` made absolute), validated before
+anything runs.
 
 Validation is :mod:`trajkit.validation` (JSON Schema, the same layer as the analysis parameters): each
 :class:`Key` has a :meth:`~Key.json_schema`, :func:`config_schema` is the schema of a whole raw config
@@ -154,6 +155,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "start": Key("int", 1, "log: first nonzero snapshot step", minimum=1),
         "every": Key("int", 100, "linear: a snapshot every `every` steps from step 0", minimum=1),
         "steps": Key("list[int]", [], "explicit: the snapshot steps", minimum=0),
+    },
+    "metrics": {
+        "gradient_stats": Key("bool", False, "record grad_mean_norm2, grad_var and noise_D at each snapshot (over "
+                                             "gradient_batches seeded minibatches)"),
+        "gradient_batches": Key("int", 32, "gradient_stats: number K of minibatch gradients per snapshot",
+                                minimum=2),
+        "gradient_batch_size": Key("int", 1, "gradient_stats: samples b per minibatch (1: per-sample gradients, "
+                                             "so noise_D is SGD's diffusion coefficient)", minimum=1),
     },
 }
 SECTIONS = (*SCHEMA, "sweep")

@@ -89,6 +89,13 @@ class BatchedReplicas:
         dynamics.update(self.params, grads, self.buffers, nviews)
         return value
 
+    def gradients(self, loss: str, x: Tensor, target: Tensor) -> Tensor:
+        """Each replica's gradient of its mean loss on its own minibatch ``x`` ``[R, b, D]``: ``[R, N]`` in
+        layout order (the parameters are not changed)."""
+        _, grads = self._loss_grad(loss, x, target)
+        R = self.n_replicas
+        return torch.cat([g.reshape(R, -1) for g in grads], dim=1)
+
     @torch.no_grad()
     def evaluate(self, loss: str, x: Tensor, target: Tensor, classes: Tensor | None,
                  params: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
@@ -172,6 +179,15 @@ class SequentialReplicas:
             dynamics.update(params, grads, self.buffers[r] if self.buffers is not None else None, nviews)
             values.append(total)
         return torch.stack(values)
+
+    def gradients(self, loss: str, x: Tensor, target: Tensor) -> Tensor:
+        """As :meth:`BatchedReplicas.gradients`: ``[R, N]`` for minibatches ``x`` ``[R, b, D]``."""
+        rows = []
+        for r, m in enumerate(self.models):
+            params = list(m.parameters())
+            value = losses.per_sample(loss, m(x[r]), target[r]).mean()
+            rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params)]))
+        return torch.stack(rows)
 
     @torch.no_grad()
     def evaluate(self, loss: str, x: Tensor, target: Tensor, classes: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,14 @@ from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names,
 from trajkit.experiments.models import build_model, model_class_name, model_spec
 from trajkit.experiments.randomness import derive_seed
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
-from trajkit.experiments.training import TrainData, snapshot_metrics, snapshot_outcomes, train
+from trajkit.experiments.training import (
+    TrainData,
+    gradient_statistics,
+    snapshot_metrics,
+    snapshot_outcomes,
+    train,
+    train_energy,
+)
 from trajkit.record.batch import BatchRecorder, RunEnd
 
 METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc")
@@ -81,7 +88,8 @@ class PointPlan:
         cc = fmt.params_chunk_cols(self.n_params)
         padded = -(-self.n_params // cc) * cc
         T = int(self.snapshot_steps.size)
-        n_metrics = 4 if self.dataset.n_classes is not None else 2
+        n_metrics = (5 if self.dataset.n_classes is not None else 3) + 3 * bool(
+            self.config["metrics"]["gradient_stats"])
         scalar = (3 + n_metrics) * math.ceil(T / fmt.SNAPSHOT_SCALAR_CHUNK) * fmt.SNAPSHOT_SCALAR_CHUNK * 8
         trace = 3 * math.ceil(self.steps / fmt.TRACE_CHUNK) * fmt.TRACE_CHUNK * 8
         return T * padded * 4 + scalar + trace + 10_000 + 200 * len(self.layout)
@@ -230,29 +238,40 @@ class EnsembleSink:
     whose parameters or train loss are not finite ends its run as diverged and is not written.
     """
 
-    def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData):
+    def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData, weight_decay: float = 0.0,
+                 gradient_stats: Callable[[int, list[int]], dict[str, np.ndarray]] | None = None):
         self.recorder = recorder
         self.off_thread = bool(getattr(engine, "evaluates_off_thread", False))
         self.n_params = recorder.archives[0].n_params
         self.data = data
+        self.weight_decay = weight_decay
+        self.gradient_stats = gradient_stats
         self._stopped: dict[int, int] = {}
+
+    def _metrics(self, evaluate: Callable[..., Any], flat: np.ndarray, extra: dict[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+        metrics = snapshot_metrics(evaluate, self.data)
+        metrics["train_energy"] = train_energy(metrics["train_loss"], flat, self.weight_decay)
+        return {**metrics, **extra}
 
     def trace(self, run: int, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
         self.recorder.trace(run, steps, {"loss": loss, "lr": np.full(steps.size, lr)})
 
     def snapshot(self, step: int, runs: list[int], engine: Any, data: TrainData, epoch: float) -> None:
         params = _param_tensors(engine)
+        extra = self.gradient_stats(step, runs) if self.gradient_stats is not None else {}
         if self.off_thread:
             def finish(rows: np.ndarray) -> list[dict[str, float] | RunEnd]:   # on the writer thread
                 flat = torch.from_numpy(rows[:, :self.n_params])
                 at = engine.params_from_flat(flat)
-                metrics = snapshot_metrics(lambda *a: engine.evaluate(*a, params=at), data)
+                metrics = self._metrics(lambda *a: engine.evaluate(*a, params=at), rows[:, :self.n_params], extra)
                 return _ends(step, snapshot_outcomes(step, np.isfinite(rows[:, :self.n_params]).all(axis=1),
                                                      metrics))
             self.recorder.snapshot(step, runs, params, epoch=epoch, finish=finish)
             return
-        metrics = snapshot_metrics(engine.evaluate, data)
-        finite_rows = torch.isfinite(engine.flat()).all(dim=1).numpy()
+        flat = engine.flat()
+        metrics = self._metrics(engine.evaluate, flat.numpy(), extra)
+        finite_rows = torch.isfinite(flat).all(dim=1).numpy()
         results = _ends(step, snapshot_outcomes(step, finite_rows, metrics))
         for run, res in zip(runs, results, strict=True):
             if isinstance(res, RunEnd):
@@ -384,8 +403,8 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             engine = SequentialReplicas(plan.spec, plan.layout, init, device)
         data = _train_data(plan.dataset, cfg["loss"]["name"], device)
         recorder = BatchRecorder(writers, _param_tensors(engine))
-        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, EnsembleSink(recorder, engine, data),
-              start_step=start, progress=progress)
+        sink = EnsembleSink(recorder, engine, data, dyn.weight_decay, _gradient_stats(cfg, engine, data, seeds, dyn))
+        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sink, start_step=start, progress=progress)
         for i in range(len(todo)):
             recorder.end(i, "done")
         recorder.close()
@@ -412,6 +431,17 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             w.close()
         for r in todo:
             entries[r].update(status="failed", reason=reason)
+
+
+def _gradient_stats(cfg: Config, engine: Any, data: TrainData, seeds: list[int], dyn: Dynamics
+                    ) -> Callable[[int, list[int]], dict[str, np.ndarray]] | None:
+    """``[metrics] gradient_stats``: the statistics of the engine's rows (``runs`` index ``seeds``) at a step."""
+    m = cfg["metrics"]
+    if not m["gradient_stats"]:
+        return None
+    return lambda step, runs: gradient_statistics(engine, data, [seeds[r] for r in runs], step,
+                                                  m["gradient_batches"], m["gradient_batch_size"], dyn.lr,
+                                                  dyn.effective_batch_size)
 
 
 def _prepare_out(plan: Plan) -> dict[str, Any]:
