@@ -275,6 +275,7 @@ def resolve(raw: Config, base: Path | None = None) -> Config:
     rules that involve several keys at every sweep point."""
     base = base or Path.cwd()
     raw = _numbers_as_floats(raw)
+    stages = raw.pop("stages", None)
     problem = first_violation(_schema(), raw)
     if problem is not None:
         raise ConfigError(_message(problem, raw))
@@ -285,7 +286,101 @@ def resolve(raw: Config, base: Path | None = None) -> Config:
     _resolve_paths(cfg, base)
     for point in sweep_points(cfg):
         check_consistency(point_config(cfg, point))
+    if stages is not None:
+        cfg["stages"] = _resolve_stages(stages, raw, base)
     return cfg
+
+
+# -- multi-stage protocols -----------------------------------------------------------------------------------
+
+#: what a ``[[stages]]`` table may set: the rest of the config is shared by every stage
+STAGE_KEYS = ("name", "steps", "dynamics", "snapshots", "metrics", "sweep")
+STAGE_SECTIONS = ("dynamics", "snapshots", "metrics")
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+
+
+def _stage_refusal(where: str, what: str) -> ConfigError:
+    if what == "model":
+        return ConfigError(f"{where}: a stage cannot change the architecture ([model]): it starts from the "
+                           "previous stage's parameters; set [model] (and any model sweep) at the top level")
+    return ConfigError(f"{where}: a stage cannot change [{what}]: every stage trains on the same data; set "
+                       f"[{what}] at the top level")
+
+
+def _resolve_stages(stages: Any, raw: Config, base: Path) -> list[dict[str, Any]]:
+    """The checked ``[[stages]]`` list: each stage's overrides (numbers normalised), every stage's resolved
+    config validated at each of its sweep points."""
+    if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
+        raise ConfigError("stages must be an array of tables: one [[stages]] header per stage (name = \"...\", "
+                          "steps = N, [stages.dynamics] ...)")
+    out: list[dict[str, Any]] = []
+    swept = dict(raw.get("sweep") or {})
+    for i, st in enumerate(stages):
+        name = st.get("name", f"stage{i}")
+        where = f"stages[{i}]" + (f" ({name!r})" if "name" in st else "")
+        if not isinstance(name, str) or not _STAGE_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: name = {name!r} must be a non-empty file-name-safe string (letters, "
+                              "digits, _ . + = -); it names the stage's folder")
+        if name in [o["name"] for o in out]:
+            raise ConfigError(f"{where}: the name {name!r} is used by an earlier stage; give each stage its own")
+        for key, value in st.items():
+            if key in ("model", "data"):
+                raise _stage_refusal(where, key)
+            if key not in STAGE_KEYS:
+                raise ConfigError(f"{where}: unknown stage key {key!r}{suggest(key, STAGE_KEYS)}; a stage may set "
+                                  "name, steps, [stages.dynamics], [stages.snapshots], [stages.metrics] and "
+                                  "[stages.sweep]")
+            if key in (*STAGE_SECTIONS, "sweep") and not isinstance(value, dict):
+                raise ConfigError(f"{where}: {key} must be a table ([stages.{key}] under the stage's [[stages]])")
+        own = st.get("sweep") or {}
+        for key in own:
+            sec = key.partition(".")[0]
+            if sec in ("model", "data"):
+                raise _stage_refusal(f"{where} sweep {key!r}", sec)
+            if key in swept:
+                raise ConfigError(f"{where}: sweep {key!r} is already swept (at the top level or by an earlier "
+                                  "stage, whose axes carry on); sweep it once")
+        for sec in STAGE_SECTIONS:
+            for k in st.get(sec) or {}:
+                if f"{sec}.{k}" in swept or f"{sec}.{k}" in own:
+                    raise ConfigError(f"{where}: {sec}.{k} is set by the stage and swept; drop one of them")
+        swept.update(own)
+        stage_raw = copy.deepcopy(raw)
+        for sec in STAGE_SECTIONS:
+            stage_raw[sec] = {**(stage_raw.get(sec) or {}), **(st.get(sec) or {})}
+        if "steps" in st:
+            stage_raw["run"] = {**(stage_raw.get("run") or {}), "steps": st["steps"]}
+        stage_raw["sweep"] = dict(swept)
+        try:
+            resolved = resolve(stage_raw, base)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        entry: dict[str, Any] = {"name": name}
+        if "steps" in st:
+            entry["steps"] = resolved["run"]["steps"]
+        for sec in STAGE_SECTIONS:
+            if st.get(sec):
+                entry[sec] = {k: resolved[sec][k] for k in st[sec]}
+        if own:
+            entry["sweep"] = {k: resolved["sweep"][k] for k in own}
+        out.append(entry)
+    return out
+
+
+def stage_config(cfg: Config, index: int) -> Config:
+    """The resolved config of stage ``index`` of a multi-stage ``cfg``: the shared config with the stage's
+    ``steps``, ``[dynamics]``, ``[snapshots]`` and ``[metrics]`` overrides, swept over the top-level axes and
+    those of the stages up to this one (a stage's axes carry on to the later stages); no ``stages`` key."""
+    stages = cfg["stages"]
+    out = copy.deepcopy({k: v for k, v in cfg.items() if k != "stages"})
+    st = stages[index]
+    for sec in STAGE_SECTIONS:
+        out[sec].update(copy.deepcopy(st.get(sec) or {}))
+    if "steps" in st:
+        out["run"]["steps"] = st["steps"]
+    for earlier in stages[:index + 1]:
+        out["sweep"].update(copy.deepcopy(earlier.get("sweep") or {}))
+    return out
 
 
 def _numbers_as_floats(raw: Config) -> Config:

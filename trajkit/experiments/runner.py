@@ -1,4 +1,4 @@
-"""``run_experiment``: plan a config's sweep, check everything, then train and record every run.
+"""``run_ensemble``: plan a config's sweep, check everything, then train and record every run.
 
 Planning (no file is touched) resolves the config, expands the sweep, builds each point's dataset and
 model spec, checks ``init_from`` archives and the device, and estimates disk use; any problem is a
@@ -6,16 +6,17 @@ one-line :class:`~trajkit.errors.TrajkitError` before training starts. Execution
 each sweep point together (:mod:`trajkit.experiments.replicas`), writes one archive per replica and keeps
 ``ensemble.json`` current, so an interrupted sweep resumes where it stopped.
 
->>> summary = run_experiment("examples/demo.toml", "demo-out", quiet=True)   # doctest: +SKIP
+>>> summary = run_ensemble("examples/demo.toml", "demo-out", quiet=True)     # doctest: +SKIP
 >>> [r["status"] for r in summary["runs"]][:2]                               # doctest: +SKIP
 ['done', 'done']
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class PointPlan:
     snapshot_steps: np.ndarray
     names: list[str]
     init_from: list[dict[str, Any] | None] = field(default_factory=list)
+    #: ``{"name", "index", "parent"}`` per replica when the point belongs to a multi-stage protocol
+    stage: list[dict[str, Any]] | None = None
 
     @property
     def steps(self) -> int:
@@ -181,17 +184,21 @@ def load_init_from(text: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
-                    device: str | None = None) -> Plan:
-    """Resolve and check everything a run needs; writes nothing."""
+                    device: str | None = None, datasets: dict[str, Dataset] | None = None) -> Plan:
+    """Resolve and check everything a run needs; writes nothing. ``datasets`` caches the built datasets
+    across calls (keyed by their spec), e.g. over the stages of a protocol."""
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
     cfg = load_config(config, overrides)
+    if cfg.get("stages"):
+        raise ConfigError("this config has [[stages]]: plan and run it with trajkit.experiments.run_experiment "
+                          "(one ensemble per stage)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the ensemble")
     coords_list = sweep_points(cfg)
     keys = list(cfg["sweep"])
     names = run_names(coords_list, keys, 1)
-    datasets: dict[str, Dataset] = {}
+    datasets = {} if datasets is None else datasets
     points = []
     dev = None
     for i, coords in enumerate(coords_list):
@@ -318,6 +325,8 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
     init = plan.init_from[replica]
     if init is not None:
         meta["init_from"] = {k: init[k] for k in ("path", "step", "run_id")}
+    if plan.stage is not None:
+        meta["stage"] = plan.stage[replica]
     return meta
 
 
@@ -495,10 +504,11 @@ def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str,
             "config": plan.config}
 
 
-def run_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
-                   quiet: bool = False, dry_run: bool = False, device: str | None = None,
-                   threads: int | None = None) -> dict[str, Any]:
-    """Record every run of an experiment config into the ensemble directory ``out``.
+def run_ensemble(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
+                 quiet: bool = False, dry_run: bool = False, device: str | None = None,
+                 threads: int | None = None) -> dict[str, Any]:
+    """Record every run of a one-stage experiment config into the ensemble directory ``out``
+    (:func:`trajkit.experiments.run_experiment` runs ``[[stages]]`` protocols too).
 
     ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
     ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``; ``threads`` sets torch's
@@ -513,17 +523,41 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
         if plan.out.is_dir():
             _prepare_out(plan)  # report a mismatching existing ensemble in the dry run too
         return _summary(plan, None, dry_run=True)
-    doc = _prepare_out(plan)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    save_ensemble(plan.out, doc)
-    old_threads = torch.get_num_threads()
+    with torch_threads(threads):
+        doc = execute(plan, quiet)
+    return _summary(plan, doc, dry_run=False)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` (None: unchanged) for the duration of the block."""
+    old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        _execute(plan, doc, quiet)
+        yield
     finally:
-        torch.set_num_threads(old_threads)
-    return _summary(plan, doc, dry_run=False)
+        torch.set_num_threads(old)
+
+
+def execute(plan: Plan, quiet: bool, skip: Callable[[PointPlan, int], str | None] | None = None
+            ) -> dict[str, Any]:
+    """Create or check ``plan.out`` and train every run of ``plan`` not yet finished; returns ensemble.json.
+
+    ``skip(point, replica)`` may give a reason to mark a pending run ``diverged`` without training it (a
+    stage whose parent run diverged)."""
+    doc = _prepare_out(plan)
+    if skip is not None:
+        for p in plan.points:
+            for r in range(p.replicas):
+                entry = doc["runs"][p.index * p.replicas + r]
+                reason = skip(p, r) if entry["status"] in ("pending", "failed") else None
+                if reason is not None:
+                    entry.update(status="diverged", reason=reason)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    save_ensemble(plan.out, doc)
+    _execute(plan, doc, quiet)
+    return doc
 
 
 def _execute(plan: Plan, doc: dict[str, Any], quiet: bool) -> None:
