@@ -90,7 +90,7 @@ def test_each_stage_starts_bit_for_bit_from_its_parents_last_snapshot(tmp_path):
     assert s["n_runs"] == 4 + 4 + 4 + 8 and {r["status"] for r in s["runs"]} == {"done"}
     runs = {st: _archives(out, st) for st in s["stages"]}
     for parent, child in (("sgd", "polish"), ("polish", "polish_slow"), ("polish_slow", "langevin")):
-        for (wd, T, r), arch in runs[child].items():
+        for (wd, _, r), arch in runs[child].items():
             par = runs[parent][(wd, None, r)]
             np.testing.assert_array_equal(arch.params[0, :], par.params[par.n_snapshots - 1, :])
             meta = arch.metadata
