@@ -32,6 +32,10 @@ def format_plan(summary: dict[str, Any]) -> list[str]:
     rows = [[r["name"], str(r["steps"]), str(r["snapshots"]), str(r["n_params"]), _size(r["estimated_bytes"])]
             for r in summary["runs"]]
     out = _table(["run", "steps", "snapshots", "params", "disk (est.)"], rows)
+    for r in summary["runs"]:
+        if "width" in r and r["replica"] == 0:
+            out.append(f"{r['name']}: model.n_params = {r['n_params_target']} -> width {r['width']} "
+                       f"({r['n_params']} parameters)")
     out.append(f"{summary['n_runs']} runs into {summary['out']} on {summary['device']}; estimated disk use "
                f"{_size(summary['estimated_bytes'])} (dry run: nothing trained or written)")
     return out

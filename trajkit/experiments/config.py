@@ -84,7 +84,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kernel_size": Key("int", 3, "cnn: odd square kernel size (padding keeps the image size)", minimum=1),
         "pool": Key("bool", True, "cnn: 2x2 max-pooling after each conv layer (while the image is >= 2 px)"),
         "width": Key("int", 32, "rnn: hidden-state size of each recurrent layer", minimum=1),
-        "depth": Key("int", 1, "rnn: number of stacked recurrent layers", minimum=1),
+        "depth": Key("int", 1, "rnn: number of stacked recurrent layers; mlp with n_params: number of hidden "
+                               "layers", minimum=1),
+        "n_params": Key("int?", None, "mlp, rnn: total parameter count N: the width (of each of the depth hidden "
+                                      "layers) giving the closest count is chosen; hidden / width are then "
+                                      "ignored", minimum=1),
         "cell": Key("str", "tanh", "rnn: recurrent cell: tanh (h = a(W_ih x + b + W_hh h), a = activation), gru "
                                    "or lstm", ("tanh", "gru", "lstm")),
     },
@@ -479,6 +483,9 @@ def check_consistency(cfg: Config) -> None:
                           f"dynamics.kind = \"langevin\" or temperature = 0")
     if model["kind"] == "cnn" and model["kernel_size"] % 2 == 0:
         raise ConfigError(f"model.kernel_size = {model['kernel_size']} must be odd (padding keeps the size)")
+    if model["kind"] == "cnn" and model["n_params"] is not None:
+        raise ConfigError("model.n_params applies to mlp and rnn (it chooses their width), not model.kind = "
+                          "\"cnn\"; set model.channels instead")
     if model["kind"] == "cnn" and not model["channels"]:
         raise ConfigError("model.channels must list at least one conv layer for model.kind = \"cnn\"")
     if cfg["data"]["name"] == "bach_chorales" and model["kind"] != "rnn":

@@ -481,6 +481,9 @@ def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str,
                                    "steps": p.steps, "snapshots": int(p.snapshot_steps.size),
                                    "n_params": p.n_params, "estimated_bytes": p.estimated_bytes(),
                                    "status": "planned" if dry_run else None, "reason": None}
+            if p.config["model"]["n_params"] is not None:   # the width chosen for model.n_params
+                row["width"] = p.spec["hidden"][0] if p.spec["kind"] == "mlp" else p.spec["width"]
+                row["n_params_target"] = p.config["model"]["n_params"]
             if doc is not None:
                 entry = doc["runs"][p.index * p.replicas + r]
                 row["status"], row["reason"], row["run_id"] = entry["status"], entry["reason"], entry["run_id"]
