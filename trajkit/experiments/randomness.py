@@ -67,19 +67,21 @@ class MinibatchStream:
 
 
 class NoiseStream:
-    """Standard normal ξ for each replica at a step: ``draw(step)`` → float32 ``[R, N]`` on ``device``.
+    """Standard normal ξ for each replica at a step: ``draw(step)`` → ``[R, N]`` on ``device`` (float32, or
+    ``dtype``: float64 runs draw float64 normals).
 
     Row r is ``randn(N)`` from a generator seeded with ``derive_seed(seeds[r], "noise", step)`` — on the
     CPU, bit for bit the same whatever the other replicas; a CUDA generator gives other (equally valid)
     numbers.
     """
 
-    def __init__(self, seeds: Sequence[int], n_params: int, device: torch.device | str = "cpu"):
+    def __init__(self, seeds: Sequence[int], n_params: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
         self.seeds = list(seeds)
         self.n_params = int(n_params)
         self.device = torch.device(device)
         self._gen = torch.Generator(device=self.device)
-        self._out = torch.empty(len(self.seeds), self.n_params, device=self.device)
+        self._out = torch.empty(len(self.seeds), self.n_params, device=self.device, dtype=dtype)
 
     def draw(self, step: int) -> torch.Tensor:
         for i, s in enumerate(self.seeds):

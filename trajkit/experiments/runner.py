@@ -44,6 +44,8 @@ from trajkit.experiments.config import (
 from trajkit.experiments.datasets import Dataset, build_dataset, dataset_spec
 from trajkit.experiments.dynamics import Dynamics
 from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names, save_ensemble
+from trajkit.experiments.float64_params import ARRAY as FLOAT64_ARRAY
+from trajkit.experiments.float64_params import Float64Params, read_float64_params
 from trajkit.experiments.models import build_model, model_class_name, model_spec
 from trajkit.experiments.randomness import derive_seed
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
@@ -58,6 +60,7 @@ from trajkit.experiments.training import (
 from trajkit.record.batch import BatchRecorder, RunEnd
 
 METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -95,7 +98,8 @@ class PointPlan:
             self.config["metrics"]["gradient_stats"])
         scalar = (3 + n_metrics) * math.ceil(T / fmt.SNAPSHOT_SCALAR_CHUNK) * fmt.SNAPSHOT_SCALAR_CHUNK * 8
         trace = 3 * math.ceil(self.steps / fmt.TRACE_CHUNK) * fmt.TRACE_CHUNK * 8
-        return T * padded * 4 + scalar + trace + 10_000 + 200 * len(self.layout)
+        exact = T * self.n_params * 8 if self.config["run"]["dtype"] == "float64" else 0
+        return T * padded * 4 + exact + scalar + trace + 10_000 + 200 * len(self.layout)
 
 
 @dataclass
@@ -176,7 +180,8 @@ def load_init_from(text: str, spec: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"run.init_from = {text!r}: step {step_text} is not a snapshot of that archive "
                               f"(snapshots {int(arch.steps[0])}..{int(arch.steps[-1])}); pick a recorded step "
                               "or @last") from None
-    flat = np.asarray(arch.params[row, :], dtype=np.float32)
+    exact = read_float64_params(path, int(arch.steps[row]))
+    flat = exact if exact is not None else np.asarray(arch.params[row, :], dtype=np.float32)
     if not np.isfinite(flat).all():
         raise ConfigError(f"run.init_from = {text!r}: that snapshot holds NaN/inf parameters")
     return {"path": str(Path(path).resolve()), "step": int(arch.steps[row]), "run_id": arch.run_id,
@@ -246,13 +251,15 @@ class EnsembleSink:
     """
 
     def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData, weight_decay: float = 0.0,
-                 gradient_stats: Callable[[int, list[int]], dict[str, np.ndarray]] | None = None):
+                 gradient_stats: Callable[[int, list[int]], dict[str, np.ndarray]] | None = None,
+                 exact: list[Float64Params] | None = None):
         self.recorder = recorder
         self.off_thread = bool(getattr(engine, "evaluates_off_thread", False))
         self.n_params = recorder.archives[0].n_params
         self.data = data
         self.weight_decay = weight_decay
         self.gradient_stats = gradient_stats
+        self.exact = exact     # float64 runs: each run's params_float64 (the engine is then on this thread)
         self._stopped: dict[int, int] = {}
 
     def _metrics(self, evaluate: Callable[..., Any], flat: np.ndarray, extra: dict[str, np.ndarray]
@@ -276,9 +283,13 @@ class EnsembleSink:
                                                      metrics))
             self.recorder.snapshot(step, runs, params, epoch=epoch, finish=finish)
             return
-        flat = engine.flat()
+        flat = engine.flat(data.X_train.dtype)
         metrics = self._metrics(engine.evaluate, flat.numpy(), extra)
         finite_rows = torch.isfinite(flat).all(dim=1).numpy()
+        if self.exact is not None:
+            for i, run in enumerate(runs):
+                if finite_rows[i]:
+                    self.exact[run].write(step, flat[i].numpy())
         results = _ends(step, snapshot_outcomes(step, finite_rows, metrics))
         for run, res in zip(runs, results, strict=True):
             if isinstance(res, RunEnd):
@@ -318,6 +329,7 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
         "optimizer": dyn.optimizer_metadata(),
         "ensemble": {"id": ensemble_id, "replica": replica, "coords": plan.coords},
         "config": rcfg,
+        "dtype": plan.config["run"]["dtype"],
         "schedule": plan.schedule.spec,
         "status": "running",
         "status_reason": None,
@@ -327,6 +339,8 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
         meta["init_from"] = {k: init[k] for k in ("path", "step", "run_id")}
     if plan.stage is not None:
         meta["stage"] = plan.stage[replica]
+    if meta["dtype"] == "float64":
+        meta["params_float64"] = FLOAT64_ARRAY
     return meta
 
 
@@ -335,14 +349,17 @@ def build_model_meta(spec: dict[str, Any]) -> torch.nn.Module:
         return build_model(spec)
 
 
-def _train_data(ds: Dataset, loss: str, device: str) -> TrainData:
+def _train_data(ds: Dataset, loss: str, device: str, dtype: torch.dtype = torch.float32) -> TrainData:
     def t(a):
         return torch.as_tensor(a).to(device)
 
+    def f(a):   # inputs and real-valued targets in the run's dtype
+        return a.to(dtype) if a.is_floating_point() else a
+
     ytr, yte = t(ds.y_train), t(ds.y_test)
     classes = ds.n_classes is not None
-    return TrainData(loss, t(ds.X_train), losses.targets(loss, ytr, ds.n_classes), ytr if classes else None,
-                     t(ds.X_test), losses.targets(loss, yte, ds.n_classes), yte if classes else None)
+    return TrainData(loss, f(t(ds.X_train)), f(losses.targets(loss, ytr, ds.n_classes)), ytr if classes else None,
+                     f(t(ds.X_test)), f(losses.targets(loss, yte, ds.n_classes)), yte if classes else None)
 
 
 def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dict[int, Any]]:
@@ -369,7 +386,9 @@ def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dic
     if start > 0:
         for r in todo:
             arch = open_archive(out / plan.names[r])
-            params[r] = torch.from_numpy(np.asarray(arch.params[arch.row(start), :], dtype=np.float32))
+            exact = read_float64_params(out / plan.names[r], start)
+            row = exact if exact is not None else np.asarray(arch.params[arch.row(start), :], dtype=np.float32)
+            params[r] = torch.from_numpy(row)
     return start, params
 
 
@@ -388,7 +407,8 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             inits.append(torch.from_numpy(plan.init_from[r]["params"]))
         else:
             inits.append(initial_params(plan.spec, seed))
-    init = torch.stack(inits)
+    dtype = DTYPES[cfg["run"]["dtype"]]
+    init = torch.stack([v.to(dtype) for v in inits])
     entries = {r: doc["runs"][plan.index * plan.replicas + r] for r in todo}
     writers: list[ArchiveWriter] = []
     recorder: BatchRecorder | None = None
@@ -410,9 +430,12 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             engine: Any = BatchedReplicas(module, plan.layout, init, device)
         else:
             engine = SequentialReplicas(plan.spec, plan.layout, init, device)
-        data = _train_data(plan.dataset, cfg["loss"]["name"], device)
+        data = _train_data(plan.dataset, cfg["loss"]["name"], device, dtype)
         recorder = BatchRecorder(writers, _param_tensors(engine))
-        sink = EnsembleSink(recorder, engine, data, dyn.weight_decay, _gradient_stats(cfg, engine, data, seeds, dyn))
+        exact = ([Float64Params(out / plan.names[r], plan.n_params, plan.steps) for r in todo]
+                 if dtype == torch.float64 else None)
+        sink = EnsembleSink(recorder, engine, data, dyn.weight_decay, _gradient_stats(cfg, engine, data, seeds, dyn),
+                            exact)
         train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sink, start_step=start, progress=progress)
         for i in range(len(todo)):
             recorder.end(i, "done")

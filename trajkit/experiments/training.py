@@ -179,10 +179,11 @@ def train(engine, dynamics: Dynamics, data: TrainData, seeds: Sequence[int], sna
     snaps = {int(s) for s in snapshot_steps if start_step <= s <= steps}
     n_params = int(engine.flat().shape[1]) if dynamics.noisy else 0
     batches = None if dynamics.full_batch else MinibatchStream(seeds, data.n_train, dynamics.batch_size)
-    noise = NoiseStream(seeds, n_params, device) if dynamics.noisy else None
+    dtype = data.X_train.dtype
+    noise = NoiseStream(seeds, n_params, device, dtype) if dynamics.noisy else None
     active = list(range(n_runs))  # engine row -> run
     outcome: list[int | None] = [None] * n_runs
-    loss_buf = torch.empty(len(active), TRACE_BLOCK, device=device)
+    loss_buf = torch.empty(len(active), TRACE_BLOCK, device=device, dtype=dtype)
     state = {"k": 0, "start": start_step, "reported": start_step}
 
     def epoch(t: int) -> float:
