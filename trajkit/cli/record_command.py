@@ -90,8 +90,9 @@ def record_command(config: str | None, from_archive: str | None, out: str, overr
     if not quiet:
         click.echo("\n".join(format_summary(summary)))
     if summary["n_failed"]:
-        raise ConfigError(f"{summary['n_failed']} of {summary['n_runs']} runs failed (reasons in "
-                          f"{out}/ensemble.json); rerun the same command to retry them")
+        where = f"{out}/<stage>/ensemble.json" if summary.get("stages") else f"{out}/ensemble.json"
+        raise ConfigError(f"{summary['n_failed']} of {summary['n_runs']} runs failed (reasons in {where}); rerun "
+                          "the same command to retry them")
 
 
 def register(cli: click.Group) -> None:
