@@ -115,6 +115,7 @@ def test_each_stage_starts_bit_for_bit_from_its_parents_last_snapshot(tmp_path):
     np.testing.assert_array_equal(trajkit.open_archive(again["runs"][0]["path"]).params[:, :], lang.params[:, :])
 
 
+@pytest.mark.slow
 def test_resume_goes_stage_by_stage(tmp_path):
     out = tmp_path / "out"
     cfg = _write(tmp_path)

@@ -566,13 +566,18 @@ def fill_replica(text: str, replica: int) -> str:
 
 
 def config_diff(a: Config, b: Config, ignore: Iterable[str] = ()) -> str | None:
-    """The first dotted key whose value differs between two configs, as ``"key: a vs b"``, or None."""
+    """The first dotted key whose value differs between two configs, as ``"key: a vs b"``, or None.
+
+    A key that one config lacks (recorded before the key existed) matches its default."""
     ignore = set(ignore)
     for sec in SECTIONS:
         sa, sb = a.get(sec) or {}, b.get(sec) or {}
         for k in sorted(set(sa) | set(sb)):
             if f"{sec}.{k}" in ignore:
                 continue
-            if sa.get(k) != sb.get(k):
-                return f"{sec}.{k}: {sa.get(k)!r} vs {sb.get(k)!r}"
+            key = SCHEMA.get(sec, {}).get(k)
+            default = key.default if key is not None else None
+            va, vb = sa.get(k, default), sb.get(k, default)
+            if va != vb:
+                return f"{sec}.{k}: {va!r} vs {vb!r}"
     return None
