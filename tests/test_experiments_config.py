@@ -7,7 +7,14 @@ import pytest
 
 from trajkit.errors import ConfigError
 from trajkit.experiments import load_config, run_experiment
-from trajkit.experiments.config import SCHEMA, parse_override, point_config, replica_config, sweep_points
+from trajkit.experiments.config import (
+    SCHEMA,
+    config_diff,
+    parse_override,
+    point_config,
+    replica_config,
+    sweep_points,
+)
 from trajkit.experiments.datasets import build_dataset
 
 
@@ -163,3 +170,9 @@ def test_every_config_key_is_documented():
         assert f"### [{sec}]" in doc
         for k in keys:
             assert f"| `{k}` |" in doc, f"{sec}.{k} missing from docs/EXPERIMENTS.md"
+
+
+def test_config_diff_takes_a_missing_key_as_its_default():
+    old = {"run": {"steps": 5}, "metrics": {}}                     # recorded before run.dtype and [metrics]
+    assert config_diff(old, {"run": {"steps": 5, "dtype": "float32"}, "metrics": {"gradient_stats": False}}) is None
+    assert config_diff(old, {"run": {"steps": 5, "dtype": "float64"}}) == "run.dtype: 'float32' vs 'float64'"

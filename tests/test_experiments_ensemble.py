@@ -35,7 +35,7 @@ def test_sweep_writes_ensemble_json_and_metadata(tmp_path):
         assert m["dataset"]["n_train"] == 48 and m["dataset"]["spec"]["name"] == "teacher"
         assert m["loss"]["name"] == "quadratic_hinge" and m["status"] == "done"
         assert m["schedule"]["kind"] == "linear" and list(arch.steps) == list(range(0, 31, 5))
-        assert set(arch.metrics) == {"train_loss", "test_loss", "train_acc", "test_acc"}
+        assert set(arch.metrics) == {"train_loss", "test_loss", "train_acc", "test_acc", "train_energy"}
         assert arch.trace["step"].tolist() == list(range(30))
     assert s["n_runs"] == 4 and s["n_failed"] == 0
 

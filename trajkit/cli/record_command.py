@@ -32,6 +32,10 @@ def format_plan(summary: dict[str, Any]) -> list[str]:
     rows = [[r["name"], str(r["steps"]), str(r["snapshots"]), str(r["n_params"]), _size(r["estimated_bytes"])]
             for r in summary["runs"]]
     out = _table(["run", "steps", "snapshots", "params", "disk (est.)"], rows)
+    for r in summary["runs"]:
+        if "width" in r and r["replica"] == 0:
+            out.append(f"{r['name']}: model.n_params = {r['n_params_target']} -> width {r['width']} "
+                       f"({r['n_params']} parameters)")
     out.append(f"{summary['n_runs']} runs into {summary['out']} on {summary['device']}; estimated disk use "
                f"{_size(summary['estimated_bytes'])} (dry run: nothing trained or written)")
     return out
@@ -90,8 +94,9 @@ def record_command(config: str | None, from_archive: str | None, out: str, overr
     if not quiet:
         click.echo("\n".join(format_summary(summary)))
     if summary["n_failed"]:
-        raise ConfigError(f"{summary['n_failed']} of {summary['n_runs']} runs failed (reasons in "
-                          f"{out}/ensemble.json); rerun the same command to retry them")
+        where = f"{out}/<stage>/ensemble.json" if summary.get("stages") else f"{out}/ensemble.json"
+        raise ConfigError(f"{summary['n_failed']} of {summary['n_runs']} runs failed (reasons in {where}); rerun "
+                          "the same command to retry them")
 
 
 def register(cli: click.Group) -> None:

@@ -1,9 +1,10 @@
 """Experiment configuration: the TOML schema, defaults, ``--set`` overrides and validation.
 
 A config is a TOML file with the sections ``[model]``, ``[data]``, ``[loss]``, ``[dynamics]``, ``[run]``,
-``[snapshots]`` and ``[sweep]`` (see docs/EXPERIMENTS.md). :func:`load_config` returns the *resolved*
-config: a plain dict holding every key of every section (defaults filled in, relative ``data.path`` and
-``run.init_from`` made absolute), validated before anything runs.
+``[snapshots]``, ``[metrics]`` and ``[sweep]``, optionally ``[[stages]]`` (see docs/EXPERIMENTS.md).
+:func:`load_config` returns the *resolved* config: a plain dict holding every key of every section (defaults
+filled in, relative ``data.path``, ``data.root`` and ``run.init_from`` made absolute), validated before
+anything runs.
 
 Validation is :mod:`trajkit.validation` (JSON Schema, the same layer as the analysis parameters): each
 :class:`Key` has a :meth:`~Key.json_schema`, :func:`config_schema` is the schema of a whole raw config
@@ -69,7 +70,8 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
                "list[int]": "a list of integers"}
 
 ACTIVATIONS = ("auto", "relu", "tanh", "sigmoid", "gelu", "elu", "softplus", "linear")
-DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz", "bach_chorales")
+DATASETS = ("digits", "teacher", "gaussian_mixture", "pca_parity", "npz", "bach_chorales", "mnist", "fashion_mnist",
+            "cifar10")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
@@ -82,7 +84,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kernel_size": Key("int", 3, "cnn: odd square kernel size (padding keeps the image size)", minimum=1),
         "pool": Key("bool", True, "cnn: 2x2 max-pooling after each conv layer (while the image is >= 2 px)"),
         "width": Key("int", 32, "rnn: hidden-state size of each recurrent layer", minimum=1),
-        "depth": Key("int", 1, "rnn: number of stacked recurrent layers", minimum=1),
+        "depth": Key("int", 1, "rnn: number of stacked recurrent layers; mlp with n_params: number of hidden "
+                               "layers", minimum=1),
+        "n_params": Key("int?", None, "mlp, rnn: total parameter count N: the width (of each of the depth hidden "
+                                      "layers) giving the closest count is chosen; hidden / width are then "
+                                      "ignored", minimum=1),
         "cell": Key("str", "tanh", "rnn: recurrent cell: tanh (h = a(W_ih x + b + W_hh h), a = activation), gru "
                                    "or lstm", ("tanh", "gru", "lstm")),
     },
@@ -107,6 +113,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "components": Key("int", 10, "pca_parity: number k of leading principal components", minimum=1,
                           maximum=64),
         "path": Key("str?", None, "npz: file holding X_train, y_train, X_test, y_test"),
+        "root": Key("str?", None, "mnist, fashion_mnist, cifar10: folder holding the standard files (IDX, gzipped "
+                                  "or not, flat or in torchvision's MNIST/raw; cifar-10-batches-bin)"),
+        "preprocess": Key("str", "none", "mnist, fashion_mnist, cifar10: none (pixels / 255), standardize (per "
+                                         "pixel, training-set mean and std) or binary_pca (standardize, first "
+                                         "n_components principal components, even/odd classes)",
+                          ("none", "standardize", "binary_pca")),
+        "n_components": Key("int", 10, "binary_pca: number k of leading principal components", minimum=1),
         "chorales": Key("int?", None, "bach_chorales: use the first n four-part chorales of the corpus "
                                       "(default all)", minimum=2),
         "quantisation": Key("str", "sixteenth", "bach_chorales: time step of the grid", ("sixteenth", "eighth")),
@@ -137,6 +150,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "device": Key("str", "cpu", "cpu, cuda or cuda:K"),
         "init_from": Key("str?", None, "start from a recorded snapshot: 'path/run.trajkit@STEP' (or @last); "
                                        "'{replica}' in the path is replaced by the replica index"),
+        "dtype": Key("str", "float32", "floating-point type of the parameters, data and training arithmetic; "
+                                       "float64 also keeps each snapshot's exact parameters (params_float64)",
+                     ("float32", "float64")),
         "vectorize": Key("bool", True, "train the replicas as one batched computation (false: one replica "
                                        "at a time, the reference path)"),
     },
@@ -146,6 +162,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "start": Key("int", 1, "log: first nonzero snapshot step", minimum=1),
         "every": Key("int", 100, "linear: a snapshot every `every` steps from step 0", minimum=1),
         "steps": Key("list[int]", [], "explicit: the snapshot steps", minimum=0),
+    },
+    "metrics": {
+        "gradient_stats": Key("bool", False, "record grad_mean_norm2, grad_var and noise_D at each snapshot (over "
+                                             "gradient_batches seeded minibatches)"),
+        "gradient_batches": Key("int", 32, "gradient_stats: number K of minibatch gradients per snapshot",
+                                minimum=2),
+        "gradient_batch_size": Key("int", 1, "gradient_stats: samples b per minibatch (1: per-sample gradients, "
+                                             "so noise_D is SGD's diffusion coefficient)", minimum=1),
     },
 }
 SECTIONS = (*SCHEMA, "sweep")
@@ -258,6 +282,7 @@ def resolve(raw: Config, base: Path | None = None) -> Config:
     rules that involve several keys at every sweep point."""
     base = base or Path.cwd()
     raw = _numbers_as_floats(raw)
+    stages = raw.pop("stages", None)
     problem = first_violation(_schema(), raw)
     if problem is not None:
         raise ConfigError(_message(problem, raw))
@@ -268,7 +293,101 @@ def resolve(raw: Config, base: Path | None = None) -> Config:
     _resolve_paths(cfg, base)
     for point in sweep_points(cfg):
         check_consistency(point_config(cfg, point))
+    if stages is not None:
+        cfg["stages"] = _resolve_stages(stages, raw, base)
     return cfg
+
+
+# -- multi-stage protocols -----------------------------------------------------------------------------------
+
+#: what a ``[[stages]]`` table may set: the rest of the config is shared by every stage
+STAGE_KEYS = ("name", "steps", "dynamics", "snapshots", "metrics", "sweep")
+STAGE_SECTIONS = ("dynamics", "snapshots", "metrics")
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+
+
+def _stage_refusal(where: str, what: str) -> ConfigError:
+    if what == "model":
+        return ConfigError(f"{where}: a stage cannot change the architecture ([model]): it starts from the "
+                           "previous stage's parameters; set [model] (and any model sweep) at the top level")
+    return ConfigError(f"{where}: a stage cannot change [{what}]: every stage trains on the same data; set "
+                       f"[{what}] at the top level")
+
+
+def _resolve_stages(stages: Any, raw: Config, base: Path) -> list[dict[str, Any]]:
+    """The checked ``[[stages]]`` list: each stage's overrides (numbers normalised), every stage's resolved
+    config validated at each of its sweep points."""
+    if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
+        raise ConfigError("stages must be an array of tables: one [[stages]] header per stage (name = \"...\", "
+                          "steps = N, [stages.dynamics] ...)")
+    out: list[dict[str, Any]] = []
+    swept = dict(raw.get("sweep") or {})
+    for i, st in enumerate(stages):
+        name = st.get("name", f"stage{i}")
+        where = f"stages[{i}]" + (f" ({name!r})" if "name" in st else "")
+        if not isinstance(name, str) or not _STAGE_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: name = {name!r} must be a non-empty file-name-safe string (letters, "
+                              "digits, _ . + = -); it names the stage's folder")
+        if name in [o["name"] for o in out]:
+            raise ConfigError(f"{where}: the name {name!r} is used by an earlier stage; give each stage its own")
+        for key, value in st.items():
+            if key in ("model", "data"):
+                raise _stage_refusal(where, key)
+            if key not in STAGE_KEYS:
+                raise ConfigError(f"{where}: unknown stage key {key!r}{suggest(key, STAGE_KEYS)}; a stage may set "
+                                  "name, steps, [stages.dynamics], [stages.snapshots], [stages.metrics] and "
+                                  "[stages.sweep]")
+            if key in (*STAGE_SECTIONS, "sweep") and not isinstance(value, dict):
+                raise ConfigError(f"{where}: {key} must be a table ([stages.{key}] under the stage's [[stages]])")
+        own = st.get("sweep") or {}
+        for key in own:
+            sec = key.partition(".")[0]
+            if sec in ("model", "data"):
+                raise _stage_refusal(f"{where} sweep {key!r}", sec)
+            if key in swept:
+                raise ConfigError(f"{where}: sweep {key!r} is already swept (at the top level or by an earlier "
+                                  "stage, whose axes carry on); sweep it once")
+        for sec in STAGE_SECTIONS:
+            for k in st.get(sec) or {}:
+                if f"{sec}.{k}" in swept or f"{sec}.{k}" in own:
+                    raise ConfigError(f"{where}: {sec}.{k} is set by the stage and swept; drop one of them")
+        swept.update(own)
+        stage_raw = copy.deepcopy(raw)
+        for sec in STAGE_SECTIONS:
+            stage_raw[sec] = {**(stage_raw.get(sec) or {}), **(st.get(sec) or {})}
+        if "steps" in st:
+            stage_raw["run"] = {**(stage_raw.get("run") or {}), "steps": st["steps"]}
+        stage_raw["sweep"] = dict(swept)
+        try:
+            resolved = resolve(stage_raw, base)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        entry: dict[str, Any] = {"name": name}
+        if "steps" in st:
+            entry["steps"] = resolved["run"]["steps"]
+        for sec in STAGE_SECTIONS:
+            if st.get(sec):
+                entry[sec] = {k: resolved[sec][k] for k in st[sec]}
+        if own:
+            entry["sweep"] = {k: resolved["sweep"][k] for k in own}
+        out.append(entry)
+    return out
+
+
+def stage_config(cfg: Config, index: int) -> Config:
+    """The resolved config of stage ``index`` of a multi-stage ``cfg``: the shared config with the stage's
+    ``steps``, ``[dynamics]``, ``[snapshots]`` and ``[metrics]`` overrides, swept over the top-level axes and
+    those of the stages up to this one (a stage's axes carry on to the later stages); no ``stages`` key."""
+    stages = cfg["stages"]
+    out = copy.deepcopy({k: v for k, v in cfg.items() if k != "stages"})
+    st = stages[index]
+    for sec in STAGE_SECTIONS:
+        out[sec].update(copy.deepcopy(st.get(sec) or {}))
+    if "steps" in st:
+        out["run"]["steps"] = st["steps"]
+    for earlier in stages[:index + 1]:
+        out["sweep"].update(copy.deepcopy(earlier.get("sweep") or {}))
+    return out
 
 
 def _numbers_as_floats(raw: Config) -> Config:
@@ -347,8 +466,9 @@ def _value_message(name: str, key: Key, v: Violation, whole: Any) -> str:
 
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
-    if cfg["data"]["path"] is not None:
-        cfg["data"]["path"] = str((base / Path(cfg["data"]["path"]).expanduser()).resolve())
+    for key in ("path", "root"):
+        if cfg["data"][key] is not None:
+            cfg["data"][key] = str((base / Path(cfg["data"][key]).expanduser()).resolve())
     init = cfg["run"]["init_from"]
     if init is not None:
         path, at, step = init.rpartition("@") if "@" in init else (init, "", "")
@@ -366,6 +486,9 @@ def check_consistency(cfg: Config) -> None:
                           f"dynamics.kind = \"langevin\" or temperature = 0")
     if model["kind"] == "cnn" and model["kernel_size"] % 2 == 0:
         raise ConfigError(f"model.kernel_size = {model['kernel_size']} must be odd (padding keeps the size)")
+    if model["kind"] == "cnn" and model["n_params"] is not None:
+        raise ConfigError("model.n_params applies to mlp and rnn (it chooses their width), not model.kind = "
+                          "\"cnn\"; set model.channels instead")
     if model["kind"] == "cnn" and not model["channels"]:
         raise ConfigError("model.channels must list at least one conv layer for model.kind = \"cnn\"")
     if cfg["data"]["name"] == "bach_chorales" and model["kind"] != "rnn":
@@ -377,6 +500,9 @@ def check_consistency(cfg: Config) -> None:
     if cfg["data"]["name"] == "npz" and not cfg["data"]["path"]:
         raise ConfigError("data.path is required for data.name = \"npz\" (a file with X_train, y_train, "
                           "X_test, y_test)")
+    if cfg["data"]["name"] in ("mnist", "fashion_mnist", "cifar10") and not cfg["data"]["root"]:
+        raise ConfigError(f"data.root is required for data.name = {cfg['data']['name']!r}: the folder holding the "
+                          "dataset's standard files (nothing is downloaded)")
     if snaps["schedule"] == "log" and snaps["start"] > run["steps"]:
         raise ConfigError(f"snapshots.start = {snaps['start']} is beyond run.steps = {run['steps']}")
     if snaps["schedule"] == "explicit":
@@ -440,13 +566,18 @@ def fill_replica(text: str, replica: int) -> str:
 
 
 def config_diff(a: Config, b: Config, ignore: Iterable[str] = ()) -> str | None:
-    """The first dotted key whose value differs between two configs, as ``"key: a vs b"``, or None."""
+    """The first dotted key whose value differs between two configs, as ``"key: a vs b"``, or None.
+
+    A key that one config lacks (recorded before the key existed) matches its default."""
     ignore = set(ignore)
     for sec in SECTIONS:
         sa, sb = a.get(sec) or {}, b.get(sec) or {}
         for k in sorted(set(sa) | set(sb)):
             if f"{sec}.{k}" in ignore:
                 continue
-            if sa.get(k) != sb.get(k):
-                return f"{sec}.{k}: {sa.get(k)!r} vs {sb.get(k)!r}"
+            key = SCHEMA.get(sec, {}).get(k)
+            default = key.default if key is not None else None
+            va, vb = sa.get(k, default), sb.get(k, default)
+            if va != vb:
+                return f"{sec}.{k}: {va!r} vs {vb!r}"
     return None

@@ -10,6 +10,9 @@
   ``h = teacher_hidden``); each label flipped with probability ``label_noise``.
 - ``gaussian_mixture``: ``classes`` balanced classes, ``x = μ_c + N(0, I_dim)`` with class centres
   ``μ_c`` at distance ``separation`` from the origin in random directions.
+- ``mnist``, ``fashion_mnist``, ``cifar10``: the standard files under ``root`` (IDX, CIFAR-10 binary; see
+  :mod:`trajkit.experiments.image_datasets`), the usual split, ``preprocess`` none, standardize or
+  binary_pca (``n_components``).
 - ``npz``: a user file with arrays ``X_train, y_train, X_test, y_test``; integer labels are classes
   (``{-1, +1}`` is read as classes 0 and 1), float labels are regression targets (``mse`` only).
 
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.errors import ConfigError
+from trajkit.experiments.image_datasets import IMAGE_DATASETS, build_image_dataset
 from trajkit.models.data import Dataset
 
 SYNTHETIC_DEFAULT_SIZE = 1000
@@ -38,6 +42,7 @@ SPEC_KEYS: dict[str, tuple[str, ...]] = {
     "teacher": ("seed", "n_train", "n_test", "dim", "teacher_hidden", "label_noise"),
     "gaussian_mixture": ("seed", "n_train", "n_test", "dim", "classes", "separation"),
     "npz": ("path", "sha256"),
+    **{name: ("root", "seed", "n_train", "n_test", "preprocess", "n_components") for name in IMAGE_DATASETS},
     "bach_chorales": ("seed", "test_fraction", "n_train", "n_test", "chorales", "quantisation", "seq_len",
                       "transpositions", "strict", "encoding"),
 }
@@ -69,7 +74,8 @@ def build_dataset(spec: dict[str, Any]) -> Dataset:
     """Build the dataset described by ``spec`` (a :func:`dataset_spec` or a whole ``[data]`` section)."""
     spec = dataset_spec(spec)
     builder = {"digits": _digits, "pca_parity": _pca_parity, "teacher": _teacher,
-               "gaussian_mixture": _gaussian_mixture, "npz": _npz, "bach_chorales": _bach_chorales}[spec["name"]]
+               "gaussian_mixture": _gaussian_mixture, "npz": _npz, "bach_chorales": _bach_chorales,
+               **dict.fromkeys(IMAGE_DATASETS, build_image_dataset)}[spec["name"]]
     ds = builder(spec)
     ds.spec = {**spec, **ds.spec}  # a builder may add what it derived from the data (checked on rebuild)
     return ds

@@ -4,7 +4,10 @@ Replica r of a run with seed s uses seed ``s + r``. Its initial parameters come 
 ``derive_seed(seed, "init")``, the minibatch order of epoch e from ``derive_seed(seed, "batches", e)``
 (a permutation of the P training samples, cut into consecutive batches of B; the last batch of an
 epoch is smaller when B does not divide P) and the Langevin noise of step t from
-``derive_seed(seed, "noise", t)``. So a replica draws the same numbers whether it is trained alone or
+``derive_seed(seed, "noise", t)``; the k-th minibatch of the gradient statistics at snapshot step t is the
+first b entries of a permutation of the P samples drawn from ``derive_seed(seed, "gradient_stats", t, k)``
+(:func:`gradient_sample_indices`: samples without replacement within a minibatch, independent across
+minibatches). So a replica draws the same numbers whether it is trained alone or
 in a batch of replicas, and a run resumed at step t continues exactly where it stopped.
 """
 
@@ -64,19 +67,21 @@ class MinibatchStream:
 
 
 class NoiseStream:
-    """Standard normal ξ for each replica at a step: ``draw(step)`` → float32 ``[R, N]`` on ``device``.
+    """Standard normal ξ for each replica at a step: ``draw(step)`` → ``[R, N]`` on ``device`` (float32, or
+    ``dtype``: float64 runs draw float64 normals).
 
     Row r is ``randn(N)`` from a generator seeded with ``derive_seed(seeds[r], "noise", step)`` — on the
     CPU, bit for bit the same whatever the other replicas; a CUDA generator gives other (equally valid)
     numbers.
     """
 
-    def __init__(self, seeds: Sequence[int], n_params: int, device: torch.device | str = "cpu"):
+    def __init__(self, seeds: Sequence[int], n_params: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
         self.seeds = list(seeds)
         self.n_params = int(n_params)
         self.device = torch.device(device)
         self._gen = torch.Generator(device=self.device)
-        self._out = torch.empty(len(self.seeds), self.n_params, device=self.device)
+        self._out = torch.empty(len(self.seeds), self.n_params, device=self.device, dtype=dtype)
 
     def draw(self, step: int) -> torch.Tensor:
         for i, s in enumerate(self.seeds):
@@ -87,3 +92,15 @@ class NoiseStream:
     def keep(self, rows: Sequence[int]) -> None:
         self.seeds = [self.seeds[i] for i in rows]
         self._out = self._out[list(rows)].contiguous()
+
+
+def gradient_sample_indices(seed: int, step: int, n_train: int, n_batches: int, batch_size: int) -> torch.Tensor:
+    """The minibatches of the gradient statistics of replica seed ``seed`` at snapshot ``step``: int64
+    ``[K, b]`` (row k: the first b entries of ``randperm(P)`` seeded with ``derive_seed(seed, "gradient_stats",
+    step, k)``)."""
+    gen = torch.Generator()
+    rows = []
+    for k in range(n_batches):
+        gen.manual_seed(derive_seed(seed, "gradient_stats", int(step), k))
+        rows.append(torch.randperm(n_train, generator=gen)[:batch_size])
+    return torch.stack(rows)

@@ -8,7 +8,8 @@ parameters is the gradient of replica r's own loss. :class:`SequentialReplicas` 
 and loops over them — the reference path (``run.vectorize = false``) that the batched one must match to
 floating-point tolerance.
 
-Both take the initial parameters as a flat float32 ``[R, N]`` tensor in layout order and expose the same
+Both take the initial parameters as a flat ``[R, N]`` tensor in layout order (float32, or float64 for
+``run.dtype = "float64"``: the parameters, data and arithmetic then stay in that dtype) and expose the same
 methods: ``train_step``, ``evaluate``, ``flat`` and ``keep``.
 """
 
@@ -89,6 +90,13 @@ class BatchedReplicas:
         dynamics.update(self.params, grads, self.buffers, nviews)
         return value
 
+    def gradients(self, loss: str, x: Tensor, target: Tensor) -> Tensor:
+        """Each replica's gradient of its mean loss on its own minibatch ``x`` ``[R, b, D]``: ``[R, N]`` in
+        layout order (the parameters are not changed)."""
+        _, grads = self._loss_grad(loss, x, target)
+        R = self.n_replicas
+        return torch.cat([g.reshape(R, -1) for g in grads], dim=1)
+
     @torch.no_grad()
     def evaluate(self, loss: str, x: Tensor, target: Tensor, classes: Tensor | None,
                  params: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
@@ -98,8 +106,8 @@ class BatchedReplicas:
         named = dict(zip(self.names, params, strict=True))
         R = int(params[0].shape[0])
         n = x.shape[0]
-        tot = torch.zeros(R, device=x.device)
-        acc = torch.zeros(R, device=x.device) if classes is not None else None
+        tot = torch.zeros(R, device=x.device, dtype=x.dtype)
+        acc = torch.zeros(R, device=x.device, dtype=x.dtype) if classes is not None else None
         for lo in range(0, n, EVAL_CHUNK):
             out = self._forward(named, x[lo:lo + EVAL_CHUNK])
             tot += losses.per_sample(loss, out, target[lo:lo + EVAL_CHUNK]).sum(dim=-1)
@@ -111,8 +119,9 @@ class BatchedReplicas:
     def evaluates_off_thread(self) -> bool:
         """Whether :meth:`evaluate` with ``params`` may run on another thread while this one trains: a
         built-in ``batched_forward`` on the CPU (pure functions of ``params``; the ``vmap`` fallback swaps
-        the module's parameters and is not thread-safe)."""
-        return hasattr(self.model, "batched_forward") and self.params[0].device.type == "cpu"
+        the module's parameters and is not thread-safe), in float32 (the slot copies it evaluates are)."""
+        p = self.params[0]
+        return hasattr(self.model, "batched_forward") and p.device.type == "cpu" and p.dtype == torch.float32
 
     def params_from_flat(self, flat: Tensor) -> list[Tensor]:
         """Stacked parameter tensors ``[R, *shape]`` (contiguous copies, laid out as the engine's own, so an
@@ -120,10 +129,10 @@ class BatchedReplicas:
         return [v.contiguous() for v in _views(flat, self.layout, (int(flat.shape[0]),))]
 
     @torch.no_grad()
-    def flat(self) -> Tensor:
-        """Current parameters as a float32 CPU tensor ``[R, N]`` in layout order."""
+    def flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Current parameters as a CPU tensor ``[R, N]`` (float32 unless ``dtype``) in layout order."""
         R = self.n_replicas
-        return torch.cat([p.detach().reshape(R, -1) for p in self.params], dim=1).to("cpu", torch.float32)
+        return torch.cat([p.detach().reshape(R, -1) for p in self.params], dim=1).to("cpu", dtype)
 
     def keep(self, rows: Sequence[int]) -> None:
         """Keep only the replicas at ``rows`` (e.g. drop diverged ones)."""
@@ -141,7 +150,7 @@ class SequentialReplicas:
         self.models: list[nn.Module] = []
         for r in range(init.shape[0]):
             with torch.random.fork_rng(devices=[]):  # the default init is overwritten: keep the caller's RNG
-                m = build_model(model_spec)
+                m = build_model(model_spec).to(init.dtype)
             with torch.no_grad():
                 for p, v in zip(m.parameters(), _views(init[r], layout, ()), strict=True):
                     p.copy_(v)
@@ -173,12 +182,21 @@ class SequentialReplicas:
             values.append(total)
         return torch.stack(values)
 
+    def gradients(self, loss: str, x: Tensor, target: Tensor) -> Tensor:
+        """As :meth:`BatchedReplicas.gradients`: ``[R, N]`` for minibatches ``x`` ``[R, b, D]``."""
+        rows = []
+        for r, m in enumerate(self.models):
+            params = list(m.parameters())
+            value = losses.per_sample(loss, m(x[r]), target[r]).mean()
+            rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params)]))
+        return torch.stack(rows)
+
     @torch.no_grad()
     def evaluate(self, loss: str, x: Tensor, target: Tensor, classes: Tensor | None) -> tuple[Tensor, Tensor | None]:
         n = x.shape[0]
         tots, accs = [], []
         for m in self.models:
-            tot, acc = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+            tot, acc = torch.zeros((), device=x.device, dtype=x.dtype), torch.zeros((), device=x.device, dtype=x.dtype)
             for lo in range(0, n, EVAL_CHUNK):
                 out = m(x[lo:lo + EVAL_CHUNK])
                 tot += losses.per_sample(loss, out, target[lo:lo + EVAL_CHUNK]).sum()
@@ -189,9 +207,9 @@ class SequentialReplicas:
         return torch.stack(tots), (torch.stack(accs) if classes is not None else None)
 
     @torch.no_grad()
-    def flat(self) -> Tensor:
+    def flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.stack([torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in self.models]
-                           ).to("cpu", torch.float32)
+                           ).to("cpu", dtype)
 
     def keep(self, rows: Sequence[int]) -> None:
         self.models = [self.models[i] for i in rows]

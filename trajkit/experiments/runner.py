@@ -1,4 +1,4 @@
-"""``run_experiment``: plan a config's sweep, check everything, then train and record every run.
+"""``run_ensemble``: plan a config's sweep, check everything, then train and record every run.
 
 Planning (no file is touched) resolves the config, expands the sweep, builds each point's dataset and
 model spec, checks ``init_from`` archives and the device, and estimates disk use; any problem is a
@@ -6,15 +6,16 @@ one-line :class:`~trajkit.errors.TrajkitError` before training starts. Execution
 each sweep point together (:mod:`trajkit.experiments.replicas`), writes one archive per replica and keeps
 ``ensemble.json`` current, so an interrupted sweep resumes where it stopped.
 
->>> summary = run_experiment("examples/demo.toml", "demo-out", quiet=True)   # doctest: +SKIP
+>>> summary = run_ensemble("examples/demo.toml", "demo-out", quiet=True)     # doctest: +SKIP
 >>> [r["status"] for r in summary["runs"]][:2]                               # doctest: +SKIP
 ['done', 'done']
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,25 @@ from trajkit.experiments.config import (
 from trajkit.experiments.datasets import Dataset, build_dataset, dataset_spec
 from trajkit.experiments.dynamics import Dynamics
 from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names, save_ensemble
+from trajkit.experiments.float64_params import ARRAY as FLOAT64_ARRAY
+from trajkit.experiments.float64_params import Float64Params, read_float64_params
 from trajkit.experiments.models import build_model, model_class_name, model_spec
 from trajkit.experiments.randomness import derive_seed
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
-from trajkit.experiments.training import TrainData, snapshot_metrics, snapshot_outcomes, train
+from trajkit.experiments.training import (
+    TrainData,
+    gradient_statistics,
+    snapshot_metrics,
+    snapshot_outcomes,
+    train,
+    train_energy,
+)
 from trajkit.record.batch import BatchRecorder, RunEnd
+from trajkit.record.gradient_stats import GRADIENT_METRICS
 from trajkit.scheduler import connect
 
 METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -68,6 +80,8 @@ class PointPlan:
     snapshot_steps: np.ndarray
     names: list[str]
     init_from: list[dict[str, Any] | None] = field(default_factory=list)
+    #: ``{"name", "index", "parent"}`` per replica when the point belongs to a multi-stage protocol
+    stage: list[dict[str, Any]] | None = None
 
     @property
     def steps(self) -> int:
@@ -80,10 +94,12 @@ class PointPlan:
     def estimated_bytes(self) -> int:
         """Disk use of one run's archive: :func:`trajkit.estimate_size` (params rows in the run's storage
         dtype, 1-D arrays in whole chunks) plus the metadata overhead it leaves out (an upper bound)."""
-        metrics = METRIC_NAMES if self.dataset.n_classes is not None else METRIC_NAMES[:2]
+        metrics = (*(METRIC_NAMES if self.dataset.n_classes is not None else METRIC_NAMES[:2]),
+                   "train_energy", *(GRADIENT_METRICS if self.config["metrics"]["gradient_stats"] else ()))
         est = estimate_size(self.layout, schedules.explicit(self.snapshot_steps.tolist()), self.steps,
-                            dtype=self.config["run"].get("dtype", "float32"), metrics=metrics, trace=("loss", "lr"))
-        return est.total + METADATA_BYTES[0] + METADATA_BYTES[1] * len(self.layout)
+                            dtype="float32", metrics=metrics, trace=("loss", "lr"))
+        exact = int(self.snapshot_steps.size) * self.n_params * 8 if self.config["run"]["dtype"] == "float64" else 0
+        return est.total + exact + METADATA_BYTES[0] + METADATA_BYTES[1] * len(self.layout)
 
 
 @dataclass
@@ -164,7 +180,8 @@ def load_init_from(text: str, spec: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"run.init_from = {text!r}: step {step_text} is not a snapshot of that archive "
                               f"(snapshots {int(arch.steps[0])}..{int(arch.steps[-1])}); pick a recorded step "
                               "or @last") from None
-    flat = np.asarray(arch.params[row, :], dtype=np.float32)
+    exact = read_float64_params(path, int(arch.steps[row]))
+    flat = exact if exact is not None else np.asarray(arch.params[row, :], dtype=np.float32)
     if not np.isfinite(flat).all():
         raise ConfigError(f"run.init_from = {text!r}: that snapshot holds NaN/inf parameters")
     return {"path": str(Path(path).resolve()), "step": int(arch.steps[row]), "run_id": arch.run_id,
@@ -172,17 +189,21 @@ def load_init_from(text: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
-                    device: str | None = None) -> Plan:
-    """Resolve and check everything a run needs; writes nothing."""
+                    device: str | None = None, datasets: dict[str, Dataset] | None = None) -> Plan:
+    """Resolve and check everything a run needs; writes nothing. ``datasets`` caches the built datasets
+    across calls (keyed by their spec), e.g. over the stages of a protocol."""
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
     cfg = load_config(config, overrides)
+    if cfg.get("stages"):
+        raise ConfigError("this config has [[stages]]: plan and run it with trajkit.experiments.run_experiment "
+                          "(one ensemble per stage)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the ensemble")
     coords_list = sweep_points(cfg)
     keys = list(cfg["sweep"])
     names = run_names(coords_list, keys, 1)
-    datasets: dict[str, Dataset] = {}
+    datasets = {} if datasets is None else datasets
     points = []
     dev = None
     for i, coords in enumerate(coords_list):
@@ -229,29 +250,46 @@ class EnsembleSink:
     whose parameters or train loss are not finite ends its run as diverged and is not written.
     """
 
-    def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData):
+    def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData, weight_decay: float = 0.0,
+                 gradient_stats: Callable[[int, list[int]], dict[str, np.ndarray]] | None = None,
+                 exact: list[Float64Params] | None = None):
         self.recorder = recorder
         self.off_thread = bool(getattr(engine, "evaluates_off_thread", False))
         self.n_params = recorder.archives[0].n_params
         self.data = data
+        self.weight_decay = weight_decay
+        self.gradient_stats = gradient_stats
+        self.exact = exact     # float64 runs: each run's params_float64 (the engine is then on this thread)
         self._stopped: dict[int, int] = {}
+
+    def _metrics(self, evaluate: Callable[..., Any], flat: np.ndarray, extra: dict[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+        metrics = snapshot_metrics(evaluate, self.data)
+        metrics["train_energy"] = train_energy(metrics["train_loss"], flat, self.weight_decay)
+        return {**metrics, **extra}
 
     def trace(self, run: int, steps: np.ndarray, loss: np.ndarray, lr: float) -> None:
         self.recorder.trace(run, steps, {"loss": loss, "lr": np.full(steps.size, lr)})
 
     def snapshot(self, step: int, runs: list[int], engine: Any, data: TrainData, epoch: float) -> None:
         params = _param_tensors(engine)
+        extra = self.gradient_stats(step, runs) if self.gradient_stats is not None else {}
         if self.off_thread:
             def finish(rows: np.ndarray) -> list[dict[str, float] | RunEnd]:   # on the writer thread
                 flat = torch.from_numpy(rows[:, :self.n_params])
                 at = engine.params_from_flat(flat)
-                metrics = snapshot_metrics(lambda *a: engine.evaluate(*a, params=at), data)
+                metrics = self._metrics(lambda *a: engine.evaluate(*a, params=at), rows[:, :self.n_params], extra)
                 return _ends(step, snapshot_outcomes(step, np.isfinite(rows[:, :self.n_params]).all(axis=1),
                                                      metrics))
             self.recorder.snapshot(step, runs, params, epoch=epoch, finish=finish)
             return
-        metrics = snapshot_metrics(engine.evaluate, data)
-        finite_rows = torch.isfinite(engine.flat()).all(dim=1).numpy()
+        flat = engine.flat(data.X_train.dtype)
+        metrics = self._metrics(engine.evaluate, flat.numpy(), extra)
+        finite_rows = torch.isfinite(flat).all(dim=1).numpy()
+        if self.exact is not None:
+            for i, run in enumerate(runs):
+                if finite_rows[i]:
+                    self.exact[run].write(step, flat[i].numpy())
         results = _ends(step, snapshot_outcomes(step, finite_rows, metrics))
         for run, res in zip(runs, results, strict=True):
             if isinstance(res, RunEnd):
@@ -291,6 +329,7 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
         "optimizer": dyn.optimizer_metadata(),
         "ensemble": {"id": ensemble_id, "replica": replica, "coords": plan.coords},
         "config": rcfg,
+        "dtype": plan.config["run"]["dtype"],
         "schedule": plan.schedule.spec,
         "status": "running",
         "status_reason": None,
@@ -298,6 +337,10 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
     init = plan.init_from[replica]
     if init is not None:
         meta["init_from"] = {k: init[k] for k in ("path", "step", "run_id")}
+    if plan.stage is not None:
+        meta["stage"] = plan.stage[replica]
+    if meta["dtype"] == "float64":
+        meta["params_float64"] = FLOAT64_ARRAY
     return meta
 
 
@@ -306,14 +349,17 @@ def build_model_meta(spec: dict[str, Any]) -> torch.nn.Module:
         return build_model(spec)
 
 
-def _train_data(ds: Dataset, loss: str, device: str) -> TrainData:
+def _train_data(ds: Dataset, loss: str, device: str, dtype: torch.dtype = torch.float32) -> TrainData:
     def t(a):
         return torch.as_tensor(a).to(device)
 
+    def f(a):   # inputs and real-valued targets in the run's dtype
+        return a.to(dtype) if a.is_floating_point() else a
+
     ytr, yte = t(ds.y_train), t(ds.y_test)
     classes = ds.n_classes is not None
-    return TrainData(loss, t(ds.X_train), losses.targets(loss, ytr, ds.n_classes), ytr if classes else None,
-                     t(ds.X_test), losses.targets(loss, yte, ds.n_classes), yte if classes else None)
+    return TrainData(loss, f(t(ds.X_train)), f(losses.targets(loss, ytr, ds.n_classes)), ytr if classes else None,
+                     f(t(ds.X_test)), f(losses.targets(loss, yte, ds.n_classes)), yte if classes else None)
 
 
 def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dict[int, Any]]:
@@ -340,7 +386,9 @@ def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dic
     if start > 0:
         for r in todo:
             arch = open_archive(out / plan.names[r])
-            params[r] = torch.from_numpy(np.asarray(arch.params[arch.row(start), :], dtype=np.float32))
+            exact = read_float64_params(out / plan.names[r], start)
+            row = exact if exact is not None else np.asarray(arch.params[arch.row(start), :], dtype=np.float32)
+            params[r] = torch.from_numpy(row)
     return start, params
 
 
@@ -359,7 +407,8 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             inits.append(torch.from_numpy(plan.init_from[r]["params"]))
         else:
             inits.append(initial_params(plan.spec, seed))
-    init = torch.stack(inits)
+    dtype = DTYPES[cfg["run"]["dtype"]]
+    init = torch.stack([v.to(dtype) for v in inits])
     entries = {r: doc["runs"][plan.index * plan.replicas + r] for r in todo}
     writers: list[ArchiveWriter] = []
     recorder: BatchRecorder | None = None
@@ -381,10 +430,13 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             engine: Any = BatchedReplicas(module, plan.layout, init, device)
         else:
             engine = SequentialReplicas(plan.spec, plan.layout, init, device)
-        data = _train_data(plan.dataset, cfg["loss"]["name"], device)
+        data = _train_data(plan.dataset, cfg["loss"]["name"], device, dtype)
         recorder = BatchRecorder(writers, _param_tensors(engine))
-        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, EnsembleSink(recorder, engine, data),
-              start_step=start, progress=progress)
+        exact = ([Float64Params(out / plan.names[r], plan.n_params, plan.steps) for r in todo]
+                 if dtype == torch.float64 else None)
+        sink = EnsembleSink(recorder, engine, data, dyn.weight_decay, _gradient_stats(cfg, engine, data, seeds, dyn),
+                            exact)
+        train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sink, start_step=start, progress=progress)
         for i in range(len(todo)):
             recorder.end(i, "done")
         recorder.close()
@@ -411,6 +463,17 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
             w.close()
         for r in todo:
             entries[r].update(status="failed", reason=reason)
+
+
+def _gradient_stats(cfg: Config, engine: Any, data: TrainData, seeds: list[int], dyn: Dynamics
+                    ) -> Callable[[int, list[int]], dict[str, np.ndarray]] | None:
+    """``[metrics] gradient_stats``: the statistics of the engine's rows (``runs`` index ``seeds``) at a step."""
+    m = cfg["metrics"]
+    if not m["gradient_stats"]:
+        return None
+    return lambda step, runs: gradient_statistics(engine, data, [seeds[r] for r in runs], step,
+                                                  m["gradient_batches"], m["gradient_batch_size"], dyn.lr,
+                                                  dyn.effective_batch_size)
 
 
 def _prepare_out(plan: Plan) -> dict[str, Any]:
@@ -441,6 +504,9 @@ def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str,
                                    "steps": p.steps, "snapshots": int(p.snapshot_steps.size),
                                    "n_params": p.n_params, "estimated_bytes": p.estimated_bytes(),
                                    "status": "planned" if dry_run else None, "reason": None}
+            if p.config["model"]["n_params"] is not None:   # the width chosen for model.n_params
+                row["width"] = p.spec["hidden"][0] if p.spec["kind"] == "mlp" else p.spec["width"]
+                row["n_params_target"] = p.config["model"]["n_params"]
             if doc is not None:
                 entry = doc["runs"][p.index * p.replicas + r]
                 row["status"], row["reason"], row["run_id"] = entry["status"], entry["reason"], entry["run_id"]
@@ -464,10 +530,11 @@ def _summary(plan: Plan, doc: dict[str, Any] | None, dry_run: bool) -> dict[str,
             "config": plan.config}
 
 
-def run_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
-                   quiet: bool = False, dry_run: bool = False, device: str | None = None,
-                   threads: int | None = None, scheduler: Any = None) -> dict[str, Any]:
-    """Record every run of an experiment config into the ensemble directory ``out``.
+def run_ensemble(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
+                 quiet: bool = False, dry_run: bool = False, device: str | None = None,
+                 threads: int | None = None, scheduler: Any = None) -> dict[str, Any]:
+    """Record every run of a one-stage experiment config into the ensemble directory ``out``
+    (:func:`trajkit.experiments.run_experiment` runs ``[[stages]]`` protocols too).
 
     ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
     ``KEY=VALUE`` strings as for ``--set``; ``device`` overrides ``run.device``; ``threads`` sets torch's
@@ -485,21 +552,46 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
         if plan.out.is_dir():
             _prepare_out(plan)  # report a mismatching existing ensemble in the dry run too
         return _summary(plan, None, dry_run=True)
-    doc = _prepare_out(plan)
     with connect(scheduler) as cluster:
-        plan.out.mkdir(parents=True, exist_ok=True)
-        save_ensemble(plan.out, doc)
-        if cluster is not None:
-            execute_on_cluster(plan, doc, quiet, cluster, train_point, threads)
-            return _summary(plan, doc, dry_run=False)
-        old_threads = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            _execute(plan, doc, quiet)
-        finally:
-            torch.set_num_threads(old_threads)
+        doc = execute(plan, quiet, cluster=cluster, threads=threads)
     return _summary(plan, doc, dry_run=False)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` (None: unchanged) for the duration of the block."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def execute(plan: Plan, quiet: bool, skip: Callable[[PointPlan, int], str | None] | None = None,
+            cluster: Any = None, threads: int | None = None) -> dict[str, Any]:
+    """Create or check ``plan.out`` and train every run of ``plan`` not yet finished; returns ensemble.json.
+
+    ``skip(point, replica)`` may give a reason to mark a pending run ``diverged`` without training it (a
+    stage whose parent run diverged). With a ``cluster`` (:func:`trajkit.scheduler.connect`) each sweep
+    point runs as one task on a worker (``threads`` there); otherwise here, with torch on ``threads``."""
+    doc = _prepare_out(plan)
+    if skip is not None:
+        for p in plan.points:
+            for r in range(p.replicas):
+                entry = doc["runs"][p.index * p.replicas + r]
+                reason = skip(p, r) if entry["status"] in ("pending", "failed") else None
+                if reason is not None:
+                    entry.update(status="diverged", reason=reason)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    save_ensemble(plan.out, doc)
+    if cluster is not None:
+        execute_on_cluster(plan, doc, quiet, cluster, train_point, threads)
+        return doc
+    with torch_threads(threads):
+        _execute(plan, doc, quiet)
+    return doc
 
 
 def _execute(plan: Plan, doc: dict[str, Any], quiet: bool) -> None:

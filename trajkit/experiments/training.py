@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from trajkit.experiments.dynamics import Dynamics
-from trajkit.experiments.randomness import MinibatchStream, NoiseStream
+from trajkit.experiments.randomness import MinibatchStream, NoiseStream, gradient_sample_indices
+from trajkit.record.gradient_stats import GradientMoments, noise_strength
 
 TRACE_BLOCK = 256
 
@@ -78,6 +79,28 @@ def snapshot_metrics(evaluate: Callable[..., tuple[Tensor, Tensor | None]], data
     te_loss, te_acc = evaluate(data.loss, data.X_test, data.T_test, data.C_test)
     cols = {"train_loss": tr_loss, "test_loss": te_loss, "train_acc": tr_acc, "test_acc": te_acc}
     return {k: v.to("cpu", torch.float64).numpy() for k, v in cols.items() if v is not None}
+
+
+def train_energy(train_loss: np.ndarray, flat: np.ndarray, weight_decay: float) -> np.ndarray:
+    """``train_energy = L + λ/2 |w|²`` per row: ``train_loss`` ``[R']``, parameters ``flat`` ``[R', N]``."""
+    w = np.asarray(flat, dtype=np.float64)
+    return np.asarray(train_loss, dtype=np.float64) + 0.5 * weight_decay * np.einsum("rn,rn->r", w, w)
+
+
+def gradient_statistics(engine: Any, data: TrainData, seeds: Sequence[int], step: int, n_batches: int,
+                        batch_size: int, lr: float, train_batch: int) -> dict[str, np.ndarray]:
+    """``{grad_mean_norm2, grad_var, noise_D}``, each float64 ``[R']``, of the engine's rows (row i has replica
+    seed ``seeds[i]``) over K = ``n_batches`` minibatches of b = ``batch_size`` training samples
+    (:func:`~trajkit.experiments.randomness.gradient_sample_indices`; :mod:`trajkit.record.gradient_stats`
+    for the definitions; B = ``train_batch`` in noise_D)."""
+    b = min(batch_size, data.n_train)
+    idx = torch.stack([gradient_sample_indices(s, step, data.n_train, n_batches, b) for s in seeds])  # [R', K, b]
+    moments = GradientMoments()
+    for k in range(n_batches):
+        i = idx[:, k].to(data.X_train.device)
+        moments.add(engine.gradients(data.loss, data.X_train[i], data.T_train[i]))
+    mean_norm2, var = (t.cpu().numpy() for t in moments.result())
+    return {"grad_mean_norm2": mean_norm2, "grad_var": var, "noise_D": noise_strength(lr, var, train_batch)}
 
 
 def snapshot_outcomes(step: int, finite_rows: np.ndarray, metrics: dict[str, np.ndarray]
@@ -156,10 +179,11 @@ def train(engine, dynamics: Dynamics, data: TrainData, seeds: Sequence[int], sna
     snaps = {int(s) for s in snapshot_steps if start_step <= s <= steps}
     n_params = int(engine.flat().shape[1]) if dynamics.noisy else 0
     batches = None if dynamics.full_batch else MinibatchStream(seeds, data.n_train, dynamics.batch_size)
-    noise = NoiseStream(seeds, n_params, device) if dynamics.noisy else None
+    dtype = data.X_train.dtype
+    noise = NoiseStream(seeds, n_params, device, dtype) if dynamics.noisy else None
     active = list(range(n_runs))  # engine row -> run
     outcome: list[int | None] = [None] * n_runs
-    loss_buf = torch.empty(len(active), TRACE_BLOCK, device=device)
+    loss_buf = torch.empty(len(active), TRACE_BLOCK, device=device, dtype=dtype)
     state = {"k": 0, "start": start_step, "reported": start_step}
 
     def epoch(t: int) -> float:

@@ -71,6 +71,8 @@ class Recorder:
         are compressed (the compression then runs beside training); inline otherwise, for small buffered
         rows — what measured cheaper on a 2-core CPU (benchmarks/recorder_overhead.py).
     buffers : number of snapshot buffers for the writer thread (queue depth).
+    gradient_stats : optional :class:`~trajkit.record.gradient_stats.GradientStats` (a loss closure and a
+        data loader) measured at each snapshot: ``snapshots/metrics/{grad_mean_norm2, grad_var, noise_D}``.
     compressor, fsync : passed to :func:`trajkit.archive.create`.
     direct : write params chunks with ``O_DIRECT`` — None (default): when rows are ≥ 1 MiB, uncompressed and
         the file system accepts it (never with ``writer="inline"``); False: always through the page cache
@@ -102,7 +104,8 @@ class Recorder:
                  resume: str = "never", evaluate: Callable[..., dict[str, float]] | None = None,
                  writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
                  direct: bool | None = None, dtype: str = "float32", select: str | None = None,
-                 online: Any = None, optimizer: Any = None, process_group: Any = None):
+                 online: Any = None, optimizer: Any = None, process_group: Any = None,
+                 gradient_stats: Callable[[torch.nn.Module], dict[str, float]] | None = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         if not (direct is None or isinstance(direct, bool)):
@@ -119,6 +122,7 @@ class Recorder:
         self.schedule = schedule if schedule is not None else _schedules.log(1, 10**6, 200)
         self._scheduled = self.schedule.membership()
         self.evaluate = evaluate
+        self.gradient_stats = gradient_stats
         self._evaluate_takes_model = evaluate is not None and _takes_argument(evaluate)
         device = named[0][1].device
         dtype = check_dtype(dtype, "Recorder")
@@ -325,6 +329,9 @@ class Recorder:
             extra = self.evaluate(self.model) if self._evaluate_takes_model else self.evaluate()
             for k, v in (extra or {}).items():
                 merged.setdefault(k, _to_float(v))
+        if self.gradient_stats is not None:
+            for k, v in self.gradient_stats(self.model).items():
+                merged.setdefault(k, v)
         trace = self._trace.drain()
         if self._dist is not None and not self._dist.writes_whole_rows:
             try:
