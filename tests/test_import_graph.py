@@ -39,6 +39,11 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     *[(a, "trajkit.report", "the report sits on top of the analysis core; only the CLI calls it")
       for a in ("trajkit.archive", "trajkit.record", "trajkit.models", "trajkit.analysis", "trajkit.experiments",
                 "trajkit.landscape", "PLUGINS")],
+    *[("trajkit.integrations", b, "the Lightning / Hugging Face callbacks only drive the Recorder")
+      for b in ("trajkit.analysis", "trajkit.experiments", "trajkit.landscape", "trajkit.cli", "trajkit.report")],
+    *[(a, "trajkit.integrations", "nothing in trajkit depends on a training framework's callbacks")
+      for a in ("trajkit.archive", "trajkit.record", "trajkit.models", "trajkit.analysis", "trajkit.experiments",
+                "trajkit.landscape", "PLUGINS")],
 ]
 
 #: What a plugin may import from trajkit: these packages' public (non-underscore) modules and names.
