@@ -60,12 +60,13 @@ def _replay(path: Path, ref: dict, schedule, model_dtype=torch.float32, resume: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["online_a", "online_b"])
+@pytest.mark.parametrize("name", ["online_a", "online_b", "online_mixed"])
 def test_sharded_online_sums_equal_a_single_process_and_the_dense_kernels(storage_run, tmp_path, name):
     out, results = storage_run
-    spec = {"online_a": dist_ranks.ONLINE_A, "online_b": dist_ranks.ONLINE_B}[name]
+    spec = {"online_a": dist_ranks.ONLINE_A, "online_b": dist_ranks.ONLINE_B, "online_mixed": dist_ranks.ONLINE_A}[name]
+    run = results[0]["mixed" if name == "online_mixed" else "float32"]
     single = tmp_path / "single.trajkit"
-    _replay(single, results[0]["float32"], trajkit.schedules.explicit([0, 10]), online=TwoTime(**spec))
+    _replay(single, run, trajkit.schedules.explicit([0, 10]), online=TwoTime(**spec))
     got, want = online_rows(trajkit.open_archive(out / f"{name}.trajkit")), online_rows(trajkit.open_archive(single))
     assert got.spec == want.spec
     assert got.tw_step.tolist() == want.tw_step.tolist() and got.step.tolist() == want.step.tolist()
@@ -80,6 +81,13 @@ def test_sharded_online_sums_equal_a_single_process_and_the_dense_kernels(storag
             np.testing.assert_allclose(got.per_layer[s], want.per_layer[s], rtol=1e-12, atol=1e-300)
     assert got.sums["theta"].tolist() == want.sums["theta"].tolist()     # counts: exact
     print(f"{name}: largest relative difference ranks vs single process: {worst:.2e}")
+    if name == "online_mixed":   # plain tensors beside DTensors: counted once (on rank 0), ε over both
+        assert results[0]["mixed_kinds"] == ["DTensor", "DTensor", "Parameter", "Parameter"]
+        for tw, eps in zip(got.tw_step, got.epsilon, strict=True):
+            w = run["params"][run["steps"].index(int(tw))].to(torch.float64).numpy()
+            assert eps == pytest.approx(np.std(w) / 10.0, rel=1e-12)
+        assert np.array_equal(trajkit.open_archive(out / f"{name}.trajkit").params[1, :], run["params"][10].numpy())
+        return
 
     dense = trajkit.open_archive(out / "dense.trajkit")
     pairs = np.stack([np.searchsorted(dense.steps, got.tw_step), np.searchsorted(dense.steps, got.step)], axis=1)
@@ -124,3 +132,13 @@ def test_sharded_snapshots_in_each_storage_dtype_equal_a_single_process(storage_
     want = ref["params"][2].to(getattr(torch, dtype)).to(torch.float64 if dtype == "float64" else torch.float32)
     assert np.array_equal(row, want.numpy())
     assert trajkit.archive.validate(out / f"{name}.trajkit") == []
+
+
+@pytest.mark.slow
+def test_ranks_disagreeing_on_the_online_spec_fail_together(storage_run):
+    out, results = storage_run
+    for res in results:
+        kind, msg = res["bad_online"]
+        assert kind == "DistributedError" and "\n" not in msg
+        assert "ranks disagree on the online (rank 1 differs from rank 0)" in msg
+    assert not (out / "bad_online.trajkit").exists()

@@ -56,8 +56,10 @@ def gathered(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().reshape(-1) for t in parts]).clone()
 
 
-def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | None = None) -> dict:
-    """SGD steps ``start..stop-1`` (recording w(start) .. w(stop-1)); returns rank 0's reference record."""
+def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | None = None, sync=()) -> dict:
+    """SGD steps ``start..stop-1`` (recording w(start) .. w(stop-1)); returns rank 0's reference record.
+
+    ``sync``: plain (replicated) parameters whose gradients are averaged over the ranks, as DDP would."""
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
     ref = {"steps": [], "params": [], "loss": []}
     loss = torch.tensor(float("nan"))
@@ -74,6 +76,9 @@ def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | Non
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
+        for p in sync:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
         opt.step()
     return ref
 
@@ -205,6 +210,22 @@ def scenario_storage_online(rank: int, world: int, out: Path) -> dict:
     result["owned"] = {str(r.path.name): r._dist.owned for r in recs}
     for r in recs:
         r.close()
+    # online ranks that disagree fail together before anything is written
+    try:
+        trajkit.Recorder(out / "bad_online.trajkit", shard(build_model()), schedule=sparse,
+                         online=TwoTime(**{**ONLINE_A, "lags": [1, 2 + rank]}))
+    except trajkit.TrajkitError as e:
+        result["bad_online"] = (type(e).__name__, str(e))
+    # FSDP2 leaving the second Linear's tensors plain (replicated on both ranks, gradients averaged)
+    model = build_model()
+    from torch.distributed.fsdp import fully_shard
+
+    plain = list(model[2].parameters())
+    fully_shard(model[0])
+    fully_shard(model, ignored_params=set(plain))
+    with trajkit.Recorder(out / "online_mixed.trajkit", model, schedule=sparse, online=TwoTime(**ONLINE_A)) as rec:
+        result["mixed"] = train(model, [rec], rank, 0, 11, sync=plain)
+        result["mixed_kinds"] = [type(p).__name__ for p in model.parameters()]
     model = shard(build_model().to(torch.float64))
     with trajkit.Recorder(out / "f64_small.trajkit", model, schedule=sched, dtype="float64", resume="allow") as rec:
         result["float64"] = train(model, [rec], rank, 0, 11)
