@@ -28,9 +28,11 @@ choice is recorded in the metadata ``/online/reference``.
 Cost: one host synchronisation per measured step (the sums are copied to the host to be written) and one
 at each waiting time when ε is ``std(w(tw))/F``; none on other steps.
 
-Distributed training: ``reduce`` is applied once per measured step to the device tensor of partial sums
-``[m, 6, L]`` before it is copied to the host (identity by default; an all-reduce over the ranks'
-shards plugs in there).
+Distributed training: with replicated parameters (DDP) rank 0 measures alone. With sharded parameters
+(FSDP2 / DTensor) every rank sums over its own shards and the partial sums ``[m, 6, L]`` are all-reduced
+across the ranks once per measured step (plus one all-reduce of three moments at each waiting time whose
+ε is ``std(w(tw))/F``); rank 0 writes ``online/``. ``reduce`` is then applied to the reduced device
+tensor before it is copied to the host (identity by default).
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class TwoTime:
     epsilon_factor : F of that rule (default 10).
     per_layer : also keep every sum per layer (``online/<sum>_per_layer``).
     reference : ``"auto"``, ``"device"`` or ``"host"``: where the t_w vectors are kept.
-    reduce : called once per measured step on the float64 device tensor of sums ``[m, 6, L]``; returns the
-        reduced tensor (identity by default; for distributed runs: the all-reduce over ranks).
+    reduce : called once per measured step on the float64 device tensor of sums ``[m, 6, L]`` (already
+        summed over the ranks of a sharded run); returns the tensor to write (identity by default).
     """
 
     waiting_times: Sequence[int]

@@ -36,12 +36,13 @@ def n_params() -> int:
     return sum(p.numel() for p in build_model().parameters())
 
 
-def precreate_small_chunks(path: Path) -> None:
-    """An empty archive whose params rows are split into 16-column chunks (resumed by the Recorder)."""
+def precreate_small_chunks(path: Path, dtype: str = "float32") -> None:
+    """An empty archive whose params rows are split into 64-byte chunks (16 float32 columns; resumed by the
+    Recorder)."""
     from trajkit.archive.layout import layout_from_named_parameters
 
     layout = layout_from_named_parameters(list(build_model().named_parameters()))
-    trajkit.archive.create(path, n_params(), layout=layout, chunk_bytes=SMALL_CHUNK_BYTES).close()
+    trajkit.archive.create(path, n_params(), layout=layout, chunk_bytes=SMALL_CHUNK_BYTES, dtype=dtype).close()
 
 
 def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +56,10 @@ def gathered(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().reshape(-1) for t in parts]).clone()
 
 
-def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | None = None) -> dict:
-    """SGD steps ``start..stop-1`` (recording w(start) .. w(stop-1)); returns rank 0's reference record."""
+def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | None = None, sync=()) -> dict:
+    """SGD steps ``start..stop-1`` (recording w(start) .. w(stop-1)); returns rank 0's reference record.
+
+    ``sync``: plain (replicated) parameters whose gradients are averaged over the ranks, as DDP would."""
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
     ref = {"steps": [], "params": [], "loss": []}
     loss = torch.tensor(float("nan"))
@@ -69,10 +72,13 @@ def train(model, recorders, rank: int, start: int, stop: int, kill_at: int | Non
         ref["steps"].append(k)
         ref["params"].append(vec)
         ref["loss"].append(float(loss.detach()))
-        x, y = batch(k, rank)
+        x, y = (t.to(vec.dtype) for t in batch(k, rank))
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
+        for p in sync:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
         opt.step()
     return ref
 
@@ -171,7 +177,64 @@ def scenario_kill(rank: int, world: int, out: Path) -> dict:
     return {"error": None}
 
 
-SCENARIOS = {"record": scenario_record, "resume": scenario_resume, "kill": scenario_kill}
+#: online specs of scenario_storage_online: the std(w)/F cutoff with per-layer sums; a fixed ε on a subset
+ONLINE_A = dict(waiting_times=[0, 2, 5], lags=[1, 2, 3, 5], per_layer=True)
+ONLINE_B = dict(waiting_times=[1, 4], lags=[1, 3, 6], select="2.*", epsilon=0.02)
+STORAGE_SCHED = [0, 1, 2, 4, 7, 10]
+#: (archive name, storage dtype, model dtype, 64-byte chunks) of scenario_storage_online
+STORAGE_RUNS = (("bf16_small", "bfloat16", torch.float32, True), ("f16_small", "float16", torch.float32, True),
+                ("bf16", "bfloat16", torch.float32, False), ("f64_small", "float64", torch.float64, True))
+
+
+def scenario_storage_online(rank: int, world: int, out: Path) -> dict:
+    """FSDP2 runs recording online sums (sparse snapshots, beside a dense float32 archive of the same run) and
+    snapshots in the storage dtypes (64-byte chunks split between the ranks, and the default one chunk)."""
+    from trajkit.online import TwoTime
+
+    result: dict = {}
+    sparse = trajkit.schedules.explicit([0, 10])
+    sched = trajkit.schedules.explicit(STORAGE_SCHED)
+    if rank == 0:
+        for name, dtype, _, small in STORAGE_RUNS:
+            if small:
+                precreate_small_chunks(out / f"{name}.trajkit", dtype)
+    model = shard(build_model())
+    recs = [trajkit.Recorder(out / "online_a.trajkit", model, schedule=sparse, online=TwoTime(**ONLINE_A)),
+            trajkit.Recorder(out / "online_b.trajkit", model, schedule=sparse, online=TwoTime(**ONLINE_B)),
+            trajkit.Recorder(out / "dense.trajkit", model, schedule=trajkit.schedules.linear(every=1))]
+    for name, dtype, mdtype, small in STORAGE_RUNS:
+        if mdtype == torch.float32:
+            recs.append(trajkit.Recorder(out / f"{name}.trajkit", model, schedule=sched, dtype=dtype,
+                                         resume="allow" if small else "never"))
+    result["float32"] = train(model, recs, rank, 0, 11)
+    result["owned"] = {str(r.path.name): r._dist.owned for r in recs}
+    for r in recs:
+        r.close()
+    # online ranks that disagree fail together before anything is written
+    try:
+        trajkit.Recorder(out / "bad_online.trajkit", shard(build_model()), schedule=sparse,
+                         online=TwoTime(**{**ONLINE_A, "lags": [1, 2 + rank]}))
+    except trajkit.TrajkitError as e:
+        result["bad_online"] = (type(e).__name__, str(e))
+    # FSDP2 leaving the second Linear's tensors plain (replicated on both ranks, gradients averaged)
+    model = build_model()
+    from torch.distributed.fsdp import fully_shard
+
+    plain = list(model[2].parameters())
+    fully_shard(model[0])
+    fully_shard(model, ignored_params=set(plain))
+    with trajkit.Recorder(out / "online_mixed.trajkit", model, schedule=sparse, online=TwoTime(**ONLINE_A)) as rec:
+        result["mixed"] = train(model, [rec], rank, 0, 11, sync=plain)
+        result["mixed_kinds"] = [type(p).__name__ for p in model.parameters()]
+    model = shard(build_model().to(torch.float64))
+    with trajkit.Recorder(out / "f64_small.trajkit", model, schedule=sched, dtype="float64", resume="allow") as rec:
+        result["float64"] = train(model, [rec], rank, 0, 11)
+        result["owned"]["f64_small.trajkit"] = rec._dist.owned
+    return result
+
+
+SCENARIOS = {"record": scenario_record, "resume": scenario_resume, "kill": scenario_kill,
+             "storage_online": scenario_storage_online}
 
 
 def _rank_main(rank: int, world: int, port: int, scenario: str, out: str) -> None:

@@ -10,7 +10,9 @@ unwrapped model, so an archive written by 4 ranks reads exactly like one written
   part in no collective after the Recorder's construction.
 - **Sharded parameters** (DTensor parameters, e.g. FSDP2 ``fully_shard``): the columns of each params
   chunk are written by one rank, its *owner* (the rank holding most of the chunk). At a snapshot every
-  rank sends the columns it holds of chunks owned by others in one ``all_to_all_single``, writes the
+  rank sends the columns it holds of chunks owned by others in one ``all_to_all_single`` (in the
+  parameters' own dtype, float32 at least), casts them into its row buffer of the archive's storage dtype
+  (as a single process's copy does), writes the
   chunks it owns directly into the archive's ``snapshots/params``, and joins one ``all_reduce`` (the
   snapshot barrier, with a timeout, which also carries the rows' NaN/inf and write-failure flags); rank
   0 then commits the snapshot with the single-process commit protocol. No chunk is written by two ranks,
@@ -21,7 +23,10 @@ Process-group operations, in order: at construction two gathers of small pickled
 configuration — layout, schedule, path, options — and the chunks it holds, compared so that ranks that
 disagree fail together with a one-line error before anything is written; then rank 0's archive geometry,
 or the error that stopped it from opening the archive); at each snapshot, sharded runs only, one
-``all_to_all_single`` and one ``all_reduce``; nothing on other steps and nothing in ``close``. Every wait
+``all_to_all_single`` and one ``all_reduce``; online two-time observables of sharded runs
+(:mod:`trajkit.record.online`): one ``all_reduce`` of the partial sums per measured step, and one of three
+moments at each waiting time whose cutoff is ``std(w(tw))/F``; nothing on other steps and nothing in
+``close``. Every wait
 is bounded by :func:`timeout_seconds` (``TRAJKIT_DIST_TIMEOUT``, default 300 s). Collectives run on the
 training thread in program order, so a sharded run writes inline.
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import functools
 import itertools
 import os
 import pickle
@@ -45,10 +51,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from trajkit.archive import directio
+from trajkit.archive import dtypes
 from trajkit.archive import format as fmt
 from trajkit.archive.writer import ArchiveWriter, write_params_chunks
 from trajkit.errors import TrajkitError
+from trajkit.record.copier import host_array, host_buffer
 
 #: environment variable: seconds a rank waits for the others at a collective before it fails
 TIMEOUT_ENV = "TRAJKIT_DIST_TIMEOUT"
@@ -106,9 +113,14 @@ def class_name(model: torch.nn.Module) -> str:
 
 def all_reduce_sums(tensor: torch.Tensor, group: Any) -> torch.Tensor:
     """Sum ``tensor`` (per-rank partial sums, any shape) over the ranks of ``group`` in place and return it;
-    a no-op for ``group=None`` (one process). Bounded by :func:`timeout_seconds`."""
+    a no-op for ``group=None`` (one process). A tensor on another device than the backend's (a CUDA tensor
+    with gloo) is reduced through a copy. Bounded by :func:`timeout_seconds`."""
     if group is not None:
-        _wait(dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group, async_op=True), "all_reduce_sums")
+        device = _comm_device(group)
+        work = tensor if tensor.device == device else tensor.to(device)
+        _wait(dist.all_reduce(work, op=dist.ReduceOp.SUM, group=group, async_op=True), "all_reduce_sums")
+        if work is not tensor:
+            tensor.copy_(work)
     return tensor
 
 
@@ -186,6 +198,19 @@ def local_flat(p: torch.Tensor) -> torch.Tensor:
     return local.detach().reshape(-1)
 
 
+def counts_here(p: torch.Tensor, rank: int) -> bool:
+    """Whether this rank (``rank`` in the recording group) adds ``p``'s local elements to sums over the whole
+    vector, so that every element is counted by exactly one rank: a plain (replicated) tensor on rank 0
+    only; a DTensor on the ranks at coordinate 0 of every mesh dimension it is replicated over (its shards
+    are disjoint)."""
+    if not _is_dtensor(p):
+        return rank == 0
+    coord = p.device_mesh.get_coordinate()
+    if coord is None:   # this rank is not in the tensor's mesh
+        return False
+    return all(c == 0 for c, pl in zip(coord, p.placements, strict=True) if pl.is_replicate())
+
+
 @dataclass(frozen=True)
 class Segment:
     """Columns ``[start, stop)`` of the flat vector: ``provider`` sends them to ``owner``, who writes them."""
@@ -259,12 +284,13 @@ class Geometry:
     steps: list[int]
     layout: list[dict[str, Any]]
     time: float
+    dtype: str
 
 
 def geometry_of(writer: ArchiveWriter) -> Geometry:
     return Geometry(str(writer.path), writer.chunk_cols, writer.key_separator, writer.compressor, writer.fsync,
                     writer.direct, writer.committed, writer.trace_committed, writer.steps,
-                    writer.layout, writer.elapsed())
+                    writer.layout, writer.elapsed(), writer.dtype)
 
 
 class RankArchive:
@@ -380,16 +406,21 @@ class DistributedRecording:
                 return None  # rank 0 re-raises its own error
             raise DistributedError(f"rank 0 could not open the archive: {head[1]}")
         if self.sharded:
-            self._build_plan(head.chunk_cols)
+            self._build_plan(head.chunk_cols, head.dtype)
         return None if self.rank == 0 else RankArchive(head, self.n_params)
 
-    def _build_plan(self, chunk_cols: int) -> None:
+    def _build_plan(self, chunk_cols: int, dtype: str) -> None:
         owners, segments = plan_segments(self._holdings, self.n_params, chunk_cols)
         me = self.rank
         self.owned = [j for j, o in enumerate(owners) if o == me]
         slot = {j: i for i, j in enumerate(self.owned)}
-        self._row = directio.aligned_empty(max(1, len(self.owned)) * chunk_cols)
-        self._row_t = torch.from_numpy(self._row)
+        #: the owned chunks back to back, in the storage dtype (NaN padding past N, as in a single process)
+        self._dtype = dtype
+        self._row_t = host_buffer(max(1, len(self.owned)) * chunk_cols, dtype=dtype)
+        self._row = host_array(self._row_t)
+        #: columns travel in the parameters' dtype (float32 at least), so the one cast into the storage dtype
+        #: rounds each value exactly as a single process's copy does
+        self._wire = functools.reduce(torch.promote_types, [p.dtype for p in self.params], torch.float32)
         valid = []
         for i, j in enumerate(self.owned):
             valid.append((i * chunk_cols, min(chunk_cols, self.n_params - j * chunk_cols)))
@@ -429,9 +460,9 @@ class DistributedRecording:
         if not self._exchange:
             return
         device = _comm_device(self.group)
-        parts = [flats[i][lo:hi].to(device, torch.float32) for dest in self._send for i, lo, hi in dest]
-        send = torch.cat(parts) if parts else torch.zeros(0, device=device)
-        recv = torch.empty(sum(self._recv_sizes), dtype=torch.float32, device=device)
+        parts = [flats[i][lo:hi].to(device, self._wire) for dest in self._send for i, lo, hi in dest]
+        send = torch.cat(parts) if parts else torch.zeros(0, dtype=self._wire, device=device)
+        recv = torch.empty(sum(self._recv_sizes), dtype=self._wire, device=device)
         _wait(dist.all_to_all_single(recv, send, self._recv_sizes, self._send_sizes, group=self.group,
                                      async_op=True), "exchanging the snapshot's shards")
         recv = recv.cpu()
@@ -453,7 +484,7 @@ class DistributedRecording:
             archive.write_chunks(self._row, self.owned)
         except Exception as e:  # reported to every rank through the barrier, then raised
             error = e
-        finite = all(bool(np.isfinite(self._row[a:a + n]).all()) for a, n in self._valid)
+        finite = all(dtypes.all_finite(self._row[a:a + n], self._dtype) for a, n in self._valid)
         flags = torch.tensor([0.0 if finite else 1.0, 0.0 if error is None else 1.0], device=_comm_device(self.group))
         _wait(dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group, async_op=True),
               f"{archive.path}: snapshot barrier at step {step}")

@@ -6,6 +6,17 @@ bad input writes nothing), then :meth:`OnlineTracker.open` attaches an
 training thread at the steps of :meth:`TwoTime.steps` only: it keeps the flat selected parameters at a
 waiting time, and at ``tw + t`` computes, per layer, the six float64 sums of every waiting time measured
 then, reduces them once (``TwoTime.reduce``), copies them to the host and commits them as rows.
+
+Sharded parameters (``group`` given: DTensor / FSDP2 runs, a tracker on every rank): each rank keeps only
+its local part of w(tw) and sums over the elements it counts (:func:`~trajkit.record.distributed.counts_here`:
+every element by exactly one rank); the ``[m, 6, L]`` partial sums are summed over the ranks by **one**
+:func:`~trajkit.record.distributed.all_reduce_sums` per measured step, before ``TwoTime.reduce`` and the
+host copy, and only the tracker given a writer by :meth:`~OnlineTracker.open` (rank 0's) writes them. The cutoff
+``ε = std(w(tw))/F`` needs the global moments: a second, separate all-reduce of ``[n, Σw, Σw²]`` (three
+float64) at each such waiting time — separate because the Θ sums measured at that same step need ε
+first; ``std = sqrt(Σw²/n − (Σw/n)²)`` (one pass; the single-process path's two-pass std agrees to rounding
+for weights whose mean is not far larger than their spread). The reduced count must equal the selection's
+size, which checks that the ranks' shards cover it exactly once.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import torch
 from trajkit.archive.layout import Layout, select_columns
 from trajkit.archive.online import SUMS, OnlineWriter
 from trajkit.errors import TrajkitError
+from trajkit.record import distributed
 
 #: elements per chunk of the sums (bounds the float64 temporaries: 5 × 8 B × 2²² ≈ 168 MB)
 CHUNK = 1 << 22
@@ -44,7 +56,7 @@ class OnlineTracker:
     """Keeps the waiting-time vectors of ``spec`` for ``model`` (trainable tensors in ``layout`` order) and
     measures the sums; ``metadata`` is the archive's ``/online``."""
 
-    def __init__(self, spec: Any, model: torch.nn.Module, layout: Layout, schedule: Any):
+    def __init__(self, spec: Any, model: torch.nn.Module, layout: Layout, schedule: Any, group: Any = None):
         from trajkit.online import TwoTime
 
         if not isinstance(spec, TwoTime):
@@ -62,7 +74,10 @@ class OnlineTracker:
         self.spec = spec
         self.steps = spec.steps()
         self.device = params[0].device
-        self._tensors = [(p, pos[e["layer"]]) for p, e in chosen]
+        self.group = group
+        rank = 0 if group is None else torch.distributed.get_rank(group)
+        self._tensors = [(p, pos[e["layer"]]) for p, e in chosen if group is None or distributed.counts_here(p, rank)]
+        self._n_local = int(sum(distributed.local_flat(p).numel() for p, _ in self._tensors))
         self.n_cols = int(sum(e["size"] for _, e in chosen))
         per_layer_cols = [0] * len(layers)
         for _, e in chosen:
@@ -86,7 +101,7 @@ class OnlineTracker:
         if self.device.type != "cuda":
             return "device"
         alive = _max_alive(self.spec.waiting_times, max(self.spec.lags))
-        need = alive * self.n_cols * torch.empty((), dtype=self._dtype).element_size()
+        need = alive * self._n_local * torch.empty((), dtype=self._dtype).element_size()
         free, _ = torch.cuda.mem_get_info(self.device)
         return "device" if need <= free // 2 else "host"
 
@@ -104,11 +119,12 @@ class OnlineTracker:
         tws = self.spec.waiting_times
         due = [j for j in sorted(self._refs) if step - tws[j] in self._lags]
         if due:
-            sums = self._reduce(torch.stack([self._sums(*self._refs[j]) for j in due]))
+            sums = torch.stack([self._sums(*self._refs[j]) for j in due])
+            sums = self._reduce(distributed.all_reduce_sums(sums, self.group))
             host = sums.cpu().numpy()
-            assert self._writer is not None
-            self._writer.append(np.asarray([tws[j] for j in due]), step,
-                                np.asarray([self._refs[j][1] for j in due]), host)
+            if self._writer is not None:   # rank 0's tracker (the only one opened) writes
+                self._writer.append(np.asarray([tws[j] for j in due]), step,
+                                    np.asarray([self._refs[j][1] for j in due]), host)
         for j in [j for j in self._refs if step >= tws[j] + self._max_lag]:
             del self._refs[j]
 
@@ -117,25 +133,41 @@ class OnlineTracker:
             self._writer.close()
 
     def _keep(self) -> tuple[torch.Tensor, float]:
-        flat = torch.cat([p.detach().reshape(-1) for p, _ in self._tensors])
+        parts = [distributed.local_flat(p) for p, _ in self._tensors]
+        flat = torch.cat(parts) if parts else torch.zeros(0, dtype=self._dtype, device=self.device)
         if self.spec.epsilon is not None:
             eps = float(self.spec.epsilon)
-        else:
+        elif self.group is None:
             x = flat.to(torch.float64)
             eps = float(torch.sqrt(((x - x.mean()) ** 2).mean())) / float(self.spec.epsilon_factor)
             del x
+        else:
+            eps = self._global_std(flat) / float(self.spec.epsilon_factor)
         if self.reference == "host" and self.device.type != "cpu":
             host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
             host.copy_(flat)
             flat = host
         return flat, eps
 
+    def _global_std(self, flat: torch.Tensor) -> float:
+        """std of the selected elements over every rank's part (one all-reduce of ``[n, Σw, Σw²]``)."""
+        x = flat.to(torch.float64)
+        moments = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device), x.sum(),
+                               (x * x).sum()])
+        n, s1, s2 = distributed.all_reduce_sums(moments, self.group).tolist()
+        if int(n) != self.n_cols:
+            raise TrajkitError(f"Recorder online: the ranks' parts of the selected parameters hold {int(n)} "
+                               f"elements, the selection has {self.n_cols}; shard the parameters without "
+                               "replicating a block on several ranks of one mesh dimension")
+        mean = s1 / n
+        return float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
+
     def _sums(self, ref: torch.Tensor, eps: float) -> torch.Tensor:
         """float64 ``[6, L]``: :data:`~trajkit.archive.online.SUMS` per layer between ``ref`` and now."""
         acc = torch.zeros(len(SUMS), len(self.metadata["layers"]), dtype=torch.float64, device=self.device)
         off = 0
         for p, layer in self._tensors:
-            flat = p.detach().reshape(-1)
+            flat = distributed.local_flat(p)
             n = flat.numel()
             for c0 in range(0, n, CHUNK):
                 c1 = min(n, c0 + CHUNK)

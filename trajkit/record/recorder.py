@@ -88,7 +88,8 @@ class Recorder:
     process_group : the ``torch.distributed`` group training the model (default: the default group when
         ``torch.distributed`` is initialised); create the Recorder on every rank of it. Replicated
         parameters (DDP): rank 0 writes. Sharded parameters (DTensor, FSDP2 ``fully_shard``): every rank
-        writes the params chunks it owns, inline (see :mod:`trajkit.record.distributed`).
+        writes the params chunks it owns, inline, in any storage ``dtype`` (see
+        :mod:`trajkit.record.distributed`).
     dtype : storage dtype of the snapshots: ``"float32"`` (default), ``"float16"``, ``"bfloat16"`` or
         ``"float64"`` (a float64 model recorded losslessly); see :mod:`trajkit.archive.dtypes`.
     select : record only a parameter subset: tensor-name globs and roles as for ``Archive.select``
@@ -96,7 +97,8 @@ class Recorder:
         ids as in the whole model); metadata ``/storage`` has the spec and the model's full count.
     online : a :class:`trajkit.online.TwoTime`: two-time sums measured during training into ``online/``
         (see :mod:`trajkit.online`). With a process group: measured on rank 0 for replicated parameters;
-        not available for sharded parameters yet.
+        for sharded parameters every rank measures its shards' part and the sums are all-reduced once per
+        measured step (rank 0 writes ``online/``; :mod:`trajkit.record.online`).
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
@@ -146,20 +148,19 @@ class Recorder:
             self._dist.agree(str(path), {"path": os.path.abspath(path), "layout": layout,
                                          "schedule": self.schedule.spec, "resume": resume, "compressor": compressor,
                                          "fsync": fsync, "dtype": dtype, "select": select,
-                                         "online": online is not None,
+                                         "online": None if online is None else [getattr(online, f, None) for f in (
+                                             "waiting_times", "lags", "select", "epsilon", "epsilon_factor",
+                                             "per_layer")],
                                          "parameters": self._dist.metadata["parameters"]})
-            if self._dist.sharded and dtype != "float32":
-                raise TrajkitError(f"Recorder: dtype={dtype!r} with sharded parameters: sharded snapshots are "
-                                   "written as float32 only; use dtype='float32'")
-            if self._dist.sharded and online is not None:
-                raise TrajkitError("Recorder: online= with sharded parameters is not available; record online "
-                                   "observables from replicated (DDP) or single-process training")
-        measures_online = online is not None and (self._dist is None or self._dist.rank == 0)
-        self._online = (OnlineTracker(online, model, full_layout, self.schedule) if measures_online else None)
+        sharded = self._dist is not None and self._dist.sharded
+        lead = self._dist is None or self._dist.rank == 0
+        # sharded: every rank measures its shards' part, all-reduced per measured step; replicated: rank 0 alone
+        self._online = (OnlineTracker(online, model, full_layout, self.schedule, group if sharded else None)
+                        if online is not None and (lead or sharded) else None)
         if self._online is not None:
             auto_meta["online"] = self._online.metadata
         meta = deep_merge(auto_meta, metadata or {})
-        if self._online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
+        if online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
             raise TrajkitError(f"{path}: online observables cannot continue an existing archive (the waiting-time "
                                "vectors of the earlier run are gone); record to a new path")
         if direct is None and writer == "inline":
@@ -168,7 +169,7 @@ class Recorder:
             ArchiveWriter, path, n_params, meta, layout, resume=resume, compressor=compressor, fsync=fsync,
             direct=direct, dtype=dtype))
         self.path = self._archive.path
-        if self._online is not None:
+        if self._online is not None and lead:
             self._online.open(self.path, fsync)
         self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
         if writer == "auto":  # the thread pays off when the host idles (CUDA), the write costs no CPU (direct)
