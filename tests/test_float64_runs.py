@@ -30,9 +30,9 @@ def _via_float32(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32).astype(np.float64)
 
 
-def _reference_rows(arch: trajkit.archive.reader.Archive) -> dict[int, tuple[np.ndarray, float]]:
+def _reference_rows(arch: trajkit.archive.reader.Archive) -> tuple[dict[int, tuple[np.ndarray, float]], np.ndarray]:
     """Full-batch GD of the archive's model in float64 with ``torch.nn`` and autograd, from its step-0 row:
-    ``{step: (params, train loss)}`` at every snapshot step."""
+    ``{step: (params, train loss)}`` at every snapshot step, and the loss of each step 0..29 (the trace)."""
     meta = arch.metadata
     ds = build_dataset(meta["dataset"]["spec"])
     X = torch.as_tensor(ds.X_train, dtype=torch.float64)
@@ -42,15 +42,16 @@ def _reference_rows(arch: trajkit.archive.reader.Archive) -> dict[int, tuple[np.
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(torch.from_numpy(np.asarray(arch.params[0, :])), params)
     dyn = Dynamics.from_config(meta["config"]["dynamics"], ds.n_train)
-    out = {}
+    out, trace = {}, []
     for t in range(31):
         if t % 10 == 0:
             with torch.no_grad():
                 loss = (model(X) - T).square().mean().item()
             out[t] = (torch.nn.utils.parameters_to_vector(params).detach().numpy().copy(), loss)
         value = (model(X) - T).square().mean()
+        trace.append(value.item())
         dyn.update(params, list(torch.autograd.grad(value, params)), None, None)
-    return out
+    return out, np.asarray(trace[:30])
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
@@ -67,7 +68,9 @@ def test_float64_run_stores_float64_params_that_follow_a_float64_reference_loop(
         # The engines compute the same arithmetic as the torch.nn loop but with other kernels (batched
         # matmuls / per-replica models, another summation order): equal to float64 rounding, far below
         # float32's 6e-8 relative resolution.
-        for t, (ref, loss) in _reference_rows(arch).items():
+        snaps, trace = _reference_rows(arch)
+        np.testing.assert_allclose(arch.trace["loss"], trace, rtol=1e-12)
+        for t, (ref, loss) in snaps.items():
             row = arch.row(t)
             np.testing.assert_allclose(rows[row], ref, rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(arch.metrics["train_loss"][row], loss, rtol=1e-12)
