@@ -222,7 +222,7 @@ def test_validate_reports_a_params_dtype_that_disagrees_with_the_metadata(tmp_pa
 
 
 def test_record_dry_run_estimate_is_estimate_size(tmp_path):
-    from trajkit.experiments.runner import run_experiment
+    from trajkit.experiments import run_experiment
 
     tiny = ['data.name="teacher"', "data.n_train=48", "data.n_test=16", "data.dim=4", "model.hidden=[5]",
             'loss.name="quadratic_hinge"', "run.steps=30", 'snapshots.schedule="linear"', "snapshots.every=5",

@@ -151,7 +151,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "init_from": Key("str?", None, "start from a recorded snapshot: 'path/run.trajkit@STEP' (or @last); "
                                        "'{replica}' in the path is replaced by the replica index"),
         "dtype": Key("str", "float32", "floating-point type of the parameters, data and training arithmetic; "
-                                       "float64 also keeps each snapshot's exact parameters (params_float64)",
+                                       "float64 also stores snapshots/params in float64 (losslessly)",
                      ("float32", "float64")),
         "vectorize": Key("bool", True, "train the replicas as one batched computation (false: one replica "
                                        "at a time, the reference path)"),

@@ -119,9 +119,9 @@ class BatchedReplicas:
     def evaluates_off_thread(self) -> bool:
         """Whether :meth:`evaluate` with ``params`` may run on another thread while this one trains: a
         built-in ``batched_forward`` on the CPU (pure functions of ``params``; the ``vmap`` fallback swaps
-        the module's parameters and is not thread-safe), in float32 (the slot copies it evaluates are)."""
-        p = self.params[0]
-        return hasattr(self.model, "batched_forward") and p.device.type == "cpu" and p.dtype == torch.float32
+        the module's parameters and is not thread-safe). The copies it then evaluates must hold the engine's
+        dtype (a recorder whose archives store it: float64 archives for a float64 run)."""
+        return hasattr(self.model, "batched_forward") and self.params[0].device.type == "cpu"
 
     def params_from_flat(self, flat: Tensor) -> list[Tensor]:
         """Stacked parameter tensors ``[R, *shape]`` (contiguous copies, laid out as the engine's own, so an

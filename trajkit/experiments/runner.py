@@ -44,8 +44,6 @@ from trajkit.experiments.config import (
 from trajkit.experiments.datasets import Dataset, build_dataset, dataset_spec
 from trajkit.experiments.dynamics import Dynamics
 from trajkit.experiments.ensemble import load_ensemble, new_ensemble, run_names, save_ensemble
-from trajkit.experiments.float64_params import ARRAY as FLOAT64_ARRAY
-from trajkit.experiments.float64_params import Float64Params, read_float64_params
 from trajkit.experiments.models import build_model, model_class_name, model_spec
 from trajkit.experiments.randomness import derive_seed
 from trajkit.experiments.replicas import BatchedReplicas, SequentialReplicas
@@ -97,9 +95,8 @@ class PointPlan:
         metrics = (*(METRIC_NAMES if self.dataset.n_classes is not None else METRIC_NAMES[:2]),
                    "train_energy", *(GRADIENT_METRICS if self.config["metrics"]["gradient_stats"] else ()))
         est = estimate_size(self.layout, schedules.explicit(self.snapshot_steps.tolist()), self.steps,
-                            dtype="float32", metrics=metrics, trace=("loss", "lr"))
-        exact = int(self.snapshot_steps.size) * self.n_params * 8 if self.config["run"]["dtype"] == "float64" else 0
-        return est.total + exact + METADATA_BYTES[0] + METADATA_BYTES[1] * len(self.layout)
+                            dtype=self.config["run"]["dtype"], metrics=metrics, trace=("loss", "lr"))
+        return est.total + METADATA_BYTES[0] + METADATA_BYTES[1] * len(self.layout)
 
 
 @dataclass
@@ -180,8 +177,7 @@ def load_init_from(text: str, spec: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"run.init_from = {text!r}: step {step_text} is not a snapshot of that archive "
                               f"(snapshots {int(arch.steps[0])}..{int(arch.steps[-1])}); pick a recorded step "
                               "or @last") from None
-    exact = read_float64_params(path, int(arch.steps[row]))
-    flat = exact if exact is not None else np.asarray(arch.params[row, :], dtype=np.float32)
+    flat = np.asarray(arch.params[row, :])     # float64 rows from a float64 archive, float32 otherwise
     if not np.isfinite(flat).all():
         raise ConfigError(f"run.init_from = {text!r}: that snapshot holds NaN/inf parameters")
     return {"path": str(Path(path).resolve()), "step": int(arch.steps[row]), "run_id": arch.run_id,
@@ -251,15 +247,15 @@ class EnsembleSink:
     """
 
     def __init__(self, recorder: BatchRecorder, engine: Any, data: TrainData, weight_decay: float = 0.0,
-                 gradient_stats: Callable[[int, list[int]], dict[str, np.ndarray]] | None = None,
-                 exact: list[Float64Params] | None = None):
+                 gradient_stats: Callable[[int, list[int]], dict[str, np.ndarray]] | None = None):
         self.recorder = recorder
-        self.off_thread = bool(getattr(engine, "evaluates_off_thread", False))
+        # off the training thread only from slot copies in the engine's own dtype (archives of the run's dtype)
+        self.off_thread = (bool(getattr(engine, "evaluates_off_thread", False))
+                           and recorder.archives[0].dtype == str(data.X_train.dtype).removeprefix("torch."))
         self.n_params = recorder.archives[0].n_params
         self.data = data
         self.weight_decay = weight_decay
         self.gradient_stats = gradient_stats
-        self.exact = exact     # float64 runs: each run's params_float64 (the engine is then on this thread)
         self._stopped: dict[int, int] = {}
 
     def _metrics(self, evaluate: Callable[..., Any], flat: np.ndarray, extra: dict[str, np.ndarray]
@@ -272,7 +268,7 @@ class EnsembleSink:
         self.recorder.trace(run, steps, {"loss": loss, "lr": np.full(steps.size, lr)})
 
     def snapshot(self, step: int, runs: list[int], engine: Any, data: TrainData, epoch: float) -> None:
-        params = _param_tensors(engine)
+        params = _param_tensors(engine, data.X_train.dtype)
         extra = self.gradient_stats(step, runs) if self.gradient_stats is not None else {}
         if self.off_thread:
             def finish(rows: np.ndarray) -> list[dict[str, float] | RunEnd]:   # on the writer thread
@@ -286,10 +282,6 @@ class EnsembleSink:
         flat = engine.flat(data.X_train.dtype)
         metrics = self._metrics(engine.evaluate, flat.numpy(), extra)
         finite_rows = torch.isfinite(flat).all(dim=1).numpy()
-        if self.exact is not None:
-            for i, run in enumerate(runs):
-                if finite_rows[i]:
-                    self.exact[run].write(step, flat[i].numpy())
         results = _ends(step, snapshot_outcomes(step, finite_rows, metrics))
         for run, res in zip(runs, results, strict=True):
             if isinstance(res, RunEnd):
@@ -309,9 +301,10 @@ def _ends(step: int, outcomes: list[dict[str, float] | str]) -> list[dict[str, f
     return [RunEnd("diverged", f"diverged: {o}", step) if isinstance(o, str) else o for o in outcomes]
 
 
-def _param_tensors(engine: Any) -> list[torch.Tensor]:
-    """The engine's parameters as stacked tensors ``[R', ...]`` for the slot copies (layout order)."""
-    return list(engine.params) if isinstance(engine, BatchedReplicas) else [engine.flat()]
+def _param_tensors(engine: Any, dtype: torch.dtype) -> list[torch.Tensor]:
+    """The engine's parameters as stacked tensors ``[R', ...]`` for the slot copies (layout order; the
+    sequential engine's flattened in the run's ``dtype``, so a float64 run's rows reach the archive exactly)."""
+    return list(engine.params) if isinstance(engine, BatchedReplicas) else [engine.flat(dtype)]
 
 
 def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, dyn: Dynamics) -> dict[str, Any]:
@@ -339,8 +332,6 @@ def run_metadata(plan: PointPlan, replica: int, ensemble_id: str, device: str, d
         meta["init_from"] = {k: init[k] for k in ("path", "step", "run_id")}
     if plan.stage is not None:
         meta["stage"] = plan.stage[replica]
-    if meta["dtype"] == "float64":
-        meta["params_float64"] = FLOAT64_ARRAY
     return meta
 
 
@@ -386,9 +377,7 @@ def _resume_point(plan: PointPlan, out: Path, todo: list[int]) -> tuple[int, dic
     if start > 0:
         for r in todo:
             arch = open_archive(out / plan.names[r])
-            exact = read_float64_params(out / plan.names[r], start)
-            row = exact if exact is not None else np.asarray(arch.params[arch.row(start), :], dtype=np.float32)
-            params[r] = torch.from_numpy(row)
+            params[r] = torch.from_numpy(np.asarray(arch.params[arch.row(start), :]))   # in the archive's dtype
     return start, params
 
 
@@ -416,12 +405,14 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
         for r in todo:
             path = out / plan.names[r]
             if path.exists():
-                w = create(path, plan.n_params, layout=plan.layout, resume="allow", direct=None)
+                w = create(path, plan.n_params, layout=plan.layout, resume="allow", direct=None,
+                           dtype=cfg["run"]["dtype"])
                 w.truncate(start)
                 w.update_metadata({"status": "running", "status_reason": None})
             else:
                 meta = run_metadata(plan, r, doc["id"], device, dyn)
-                w = create(path, plan.n_params, metadata=meta, layout=plan.layout, direct=None)
+                w = create(path, plan.n_params, metadata=meta, layout=plan.layout, direct=None,
+                           dtype=cfg["run"]["dtype"])
             entries[r]["run_id"] = w.metadata["run_id"]
             writers.append(w)
         if cfg["run"]["vectorize"]:
@@ -431,11 +422,8 @@ def train_point(plan: PointPlan, out: Path, todo: list[int], doc: dict[str, Any]
         else:
             engine = SequentialReplicas(plan.spec, plan.layout, init, device)
         data = _train_data(plan.dataset, cfg["loss"]["name"], device, dtype)
-        recorder = BatchRecorder(writers, _param_tensors(engine))
-        exact = ([Float64Params(out / plan.names[r], plan.n_params, plan.steps) for r in todo]
-                 if dtype == torch.float64 else None)
-        sink = EnsembleSink(recorder, engine, data, dyn.weight_decay, _gradient_stats(cfg, engine, data, seeds, dyn),
-                            exact)
+        recorder = BatchRecorder(writers, _param_tensors(engine, dtype))
+        sink = EnsembleSink(recorder, engine, data, dyn.weight_decay, _gradient_stats(cfg, engine, data, seeds, dyn))
         train(engine, dyn, data, seeds, plan.snapshot_steps, plan.steps, sink, start_step=start, progress=progress)
         for i in range(len(todo)):
             recorder.end(i, "done")

@@ -211,7 +211,9 @@ def train(engine, dynamics: Dynamics, data: TrainData, seeds: Sequence[int], sna
     def flush(t: int) -> None:
         k = state["k"]
         if k:
-            values = loss_buf[:, :k].to("cpu", torch.float64).numpy()
+            # a copy: the traces keep these rows until the writer drains them, and loss_buf is reused (a float64
+            # CPU buffer would otherwise be handed over as a view)
+            values = loss_buf[:, :k].to("cpu", torch.float64, copy=True).numpy()
             step_ids = np.arange(state["start"], state["start"] + k, dtype=np.int64)
             bad_rows = []
             for i, run in enumerate(active):

@@ -10,8 +10,9 @@ I/O. One hand-over carries a whole snapshot of the batch — one slot, one :clas
 archives share one writer thread and their writes stay in order.
 
 A snapshot may leave work to the writer thread: ``finish(rows)`` gets the slot's rows ``[R', padded]``
-(float32, the parameters at that step) and returns, per run, its metrics or a :class:`RunEnd`. The runner
-evaluates its full-dataset metrics there, beside training, instead of on the training thread. A run ended
+(in the archives' storage dtype, the parameters at that step) and returns, per run, its metrics or a
+:class:`RunEnd`. The runner evaluates its full-dataset metrics there, beside training, instead of on the
+training thread. A run ended
 by ``finish`` (its snapshot was not finite) has its archive closed at once; later hand-overs skip it, and
 :meth:`BatchRecorder.ended` tells the training thread to stop training it.
 
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajkit.archive import dtypes
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
 from trajkit.record.background import Handover, WriteItem, make_sink, write_item
@@ -83,7 +85,7 @@ class BatchRecorder:
             raise TrajkitError(f"BatchRecorder: every parameter tensor needs a leading replica axis of {R}")
         self.writer_mode = "thread" if writer == "auto" else writer
         if buffers is None:
-            slot_bytes = R * self.archives[0].padded_size * 4
+            slot_bytes = R * self.archives[0].padded_size * dtypes.itemsize(self.archives[0].dtype)
             buffers = max(3, min(MAX_SLOTS, SLOT_BUDGET_BYTES // slot_bytes))
         n_slots = max(1, buffers) if self.writer_mode == "thread" else 1
         # the host buffers hold the archives' storage dtype (float32 unless they were created with another)
