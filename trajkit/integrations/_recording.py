@@ -26,7 +26,7 @@ from trajkit.record.recorder import Recorder
 from trajkit.validation import did_you_mean
 
 #: Recorder arguments a callback sets itself
-OWN_ARGUMENTS = ("model", "resume", "optimizer")
+OWN_ARGUMENTS = ("model", "resume", "optimizer", "process_group")
 
 
 def require(module: str, extra: str, what: str) -> ModuleType:
@@ -68,7 +68,7 @@ class Recording:
         allowed = [n for n in inspect.signature(Recorder).parameters if n not in ("path", "schedule", "metadata")]
         for name in recorder_kwargs:
             if name in OWN_ARGUMENTS:
-                raise TrajkitError(f"{owner}: {name}= is set by the callback (the trainer's model, optimiser and "
+                raise TrajkitError(f"{owner}: {name}= is set by the callback (the trainer's model, optimiser, process group and "
                                    f"checkpoint resume); leave it out")
             if name not in allowed:
                 raise TrajkitError(f"{owner}: unknown argument {name!r}{did_you_mean(name, allowed)}")
@@ -92,6 +92,7 @@ class Recording:
                                f"another path or delete it (a run resumed from the trainer's checkpoint continues it)")
         self.recorder = Recorder(self.path, model, schedule=self.schedule, metadata=self.metadata,
                                  resume="allow" if step > 0 else "never", optimizer=optimizers or None,
+                                 process_group=False,   # DDP: global rank 0 alone records (replicated params)
                                  **self.recorder_kwargs)
         self.last_step = step
         if step == 0:

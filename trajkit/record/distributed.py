@@ -82,7 +82,10 @@ def timeout_seconds() -> float:
 
 def resolve_group(process_group: Any) -> Any:
     """The process group to record from: ``process_group``, or the default group when ``torch.distributed``
-    is initialised; None for a single process (a group of one rank included)."""
+    is initialised; None for a single process (a group of one rank included, and ``process_group=False``:
+    this process records alone, e.g. rank 0 of a replicated run whose other ranks create no Recorder)."""
+    if process_group is False:
+        return None
     initialised = dist.is_available() and dist.is_initialized()
     if process_group is None:
         if not initialised:

@@ -89,7 +89,8 @@ class Recorder:
         ``torch.distributed`` is initialised); create the Recorder on every rank of it. Replicated
         parameters (DDP): rank 0 writes. Sharded parameters (DTensor, FSDP2 ``fully_shard``): every rank
         writes the params chunks it owns, inline, in any storage ``dtype`` (see
-        :mod:`trajkit.record.distributed`).
+        :mod:`trajkit.record.distributed`). ``False``: record this process alone, with no collective (e.g.
+        replicated parameters recorded from rank 0 only, the other ranks creating no Recorder).
     dtype : storage dtype of the snapshots: ``"float32"`` (default), ``"float16"``, ``"bfloat16"`` or
         ``"float64"`` (a float64 model recorded losslessly); see :mod:`trajkit.archive.dtypes`.
     select : record only a parameter subset: tensor-name globs and roles as for ``Archive.select``
