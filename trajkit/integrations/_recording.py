@@ -68,8 +68,8 @@ class Recording:
         allowed = [n for n in inspect.signature(Recorder).parameters if n not in ("path", "schedule", "metadata")]
         for name in recorder_kwargs:
             if name in OWN_ARGUMENTS:
-                raise TrajkitError(f"{owner}: {name}= is set by the callback (the trainer's model, optimiser, process group and "
-                                   f"checkpoint resume); leave it out")
+                raise TrajkitError(f"{owner}: {name}= is set by the callback (the trainer's model, optimiser, "
+                                   f"process group and checkpoint resume); leave it out")
             if name not in allowed:
                 raise TrajkitError(f"{owner}: unknown argument {name!r}{did_you_mean(name, allowed)}")
         self.owner = owner
