@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trajkit.archive.storage import is_url
 from trajkit.experiments.ensemble import save_ensemble
 from trajkit.scheduler import Cluster
 
@@ -26,8 +27,14 @@ from trajkit.scheduler import Cluster
 def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int], doc: dict[str, Any],
                device: str, threads: int | None) -> list[dict[str, Any]]:
     """On a worker: ``train(point, out, todo, doc, device)`` with ``threads`` torch threads; returns the
-    ensemble.json entries of the runs ``todo`` (updated by ``train``)."""
+    ensemble.json entries of the runs ``todo`` (updated by ``train``). ``out`` a URL: trained in a local
+    temporary directory and pushed there (:func:`trajkit.experiments.url_out.publish_point`)."""
     import torch
+
+    if is_url(out):
+        from trajkit.experiments.url_out import publish_point
+
+        return publish_point(train, point, out, todo, doc, device, threads)
 
     old = torch.get_num_threads()
     if threads:
@@ -40,12 +47,15 @@ def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int]
 
 
 def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Cluster,
-                       train: Callable[..., None], threads: int | None) -> None:
-    """Run every sweep point of ``plan`` with runs still to do as one :func:`point_task` on ``cluster``."""
+                       train: Callable[..., None], threads: int | None, out: str | None = None,
+                       after: Callable[[], None] | None = None) -> None:
+    """Run every sweep point of ``plan`` with runs still to do as one :func:`point_task` on ``cluster``,
+    writing under ``out`` (default ``plan.out``; a URL: see :mod:`trajkit.experiments.url_out`) and calling
+    ``after()`` when a point's entries are saved."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    out = str(plan.out.resolve())
+    out = out or str(plan.out.resolve())
     futures = {}
     for p in plan.points:
         entries = doc["runs"][p.index * p.replicas:(p.index + 1) * p.replicas]
@@ -61,6 +71,8 @@ def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Clu
                 for r, entry in zip(todo, fut.result(), strict=True):
                     doc["runs"][p.index * p.replicas + r] = entry
                 save_ensemble(plan.out, doc)
+                if after is not None:
+                    after()
                 bar.update(1)
         except BaseException:
             cluster.client.cancel(list(futures))

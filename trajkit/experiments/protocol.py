@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trajkit.archive.storage import is_url
 from trajkit.errors import ConfigError
 from trajkit.experiments.config import Config, fill_replica, load_config, stage_config
 from trajkit.experiments.runner import (
@@ -56,6 +57,9 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
     cfg = load_config(config, overrides)
     if not cfg.get("stages"):
         return run_ensemble(cfg, out, quiet=quiet, dry_run=dry_run, threads=threads, scheduler=scheduler)
+    if is_url(str(out)):
+        raise ConfigError(f"--out {out}: a [[stages]] protocol records to a local directory only; record it there "
+                          "and `trajkit push` it to the URL")
     plans = plan_stages(cfg, out)
     if dry_run:
         for plan in plans:
