@@ -15,6 +15,7 @@ threads (``--threads``; a Dask worker process otherwise starts with the thread c
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,18 @@ from trajkit.archive.storage import is_url
 from trajkit.experiments.ensemble import save_ensemble
 from trajkit.scheduler import Cluster
 
+#: run statuses whose archives are published by ``--out URL`` (FORMAT.md §11)
+FINISHED = ("done", "diverged")
+
 
 def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int], doc: dict[str, Any],
                device: str, threads: int | None) -> list[dict[str, Any]]:
     """On a worker: ``train(point, out, todo, doc, device)`` with ``threads`` torch threads; returns the
     ensemble.json entries of the runs ``todo`` (updated by ``train``). ``out`` a URL: trained in a local
-    temporary directory and pushed there (:func:`trajkit.experiments.url_out.publish_point`)."""
-    import torch
-
+    temporary directory and pushed there (:func:`publish_point`)."""
     if is_url(out):
-        from trajkit.experiments.url_out import publish_point
-
         return publish_point(train, point, out, todo, doc, device, threads)
+    import torch
 
     old = torch.get_num_threads()
     if threads:
@@ -44,6 +45,21 @@ def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int]
     finally:
         torch.set_num_threads(old)
     return [doc["runs"][point.index * point.replicas + r] for r in todo]
+
+
+def publish_point(train: Any, point: Any, url: str, todo: list[int], doc: dict[str, Any], device: str,
+                  threads: int | None) -> list[dict[str, Any]]:
+    """Train the runs ``todo`` of ``point`` into a local temporary directory and push the finished ones to
+    ``url/<name>``; returns their ensemble.json entries (as :func:`point_task`)."""
+    from trajkit.archive.push import push
+
+    with tempfile.TemporaryDirectory(prefix="trajkit-point-") as tmp:
+        entries = point_task(train, point, tmp, todo, doc, device, threads)
+        for r, entry in zip(todo, entries, strict=True):
+            local = Path(tmp) / point.names[r]
+            if entry["status"] in FINISHED and local.is_dir():
+                push(local, f"{url}/{point.names[r]}")
+    return entries
 
 
 def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Cluster,

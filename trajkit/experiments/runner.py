@@ -542,17 +542,16 @@ def run_ensemble(config: str | Path | Config | None, out: str | Path, overrides:
     CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written.
     ``scheduler`` (:mod:`trajkit.scheduler`: ``tcp://host:port``, ``local:N``, a Client, ``in-process``, or
     None for the active Dask client if any) runs each sweep point as one task on a worker
-    (:mod:`trajkit.experiments.cluster_sweep`); ``out`` must then be reachable from every worker, or a URL
-    (``s3://bucket/prefix/``: each point recorded locally and pushed, :mod:`trajkit.experiments.url_out`).
+    (:mod:`trajkit.experiments.cluster_sweep`); ``out`` must then be reachable from every worker (a URL
+    ``out``: :func:`~trajkit.experiments.run_experiment`, :mod:`trajkit.experiments.url_out`).
 
     Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords", "status", "reason",
     "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss", "train_acc", "test_acc",
     "bytes"}], "n_runs", "n_failed", "n_diverged", "estimated_bytes", ...}``.
     """
     if is_url(str(out)):
-        from trajkit.experiments.url_out import record_to_url
-
-        return record_to_url(config, str(out), overrides, quiet, dry_run, device, threads, scheduler)
+        raise ConfigError(f"--out {out}: record to a URL with trajkit.experiments.run_experiment (or `trajkit "
+                          "record`), which records each point locally and pushes it")
     plan = plan_experiment(config, out, overrides, device)
     if dry_run:
         if plan.out.is_dir():

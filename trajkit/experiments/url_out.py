@@ -3,7 +3,8 @@
 The commit protocol stays on local disk (FORMAT.md §5–6): each sweep point is trained into a local
 temporary directory — on the worker that runs it under ``--scheduler``, here without one — and its
 finished runs (``done`` or ``diverged``) are then published with :func:`trajkit.archive.push.push` (checksums,
-root ``zarr.json`` last) to ``URL/<name>.trajkit``; the temporary directory is deleted. After each point
+root ``zarr.json`` last) to ``URL/<name>.trajkit``
+(:func:`~trajkit.experiments.cluster_sweep.publish_point`); the temporary directory is deleted. After each point
 the client uploads ``ensemble.json`` to ``URL/ensemble.json``, so an entry says ``done`` only once its
 archive is complete at the URL, and the file goes last.
 
@@ -23,34 +24,15 @@ from trajkit.archive import open_archive
 from trajkit.archive.ensemble_file import ENSEMBLE_FILE, read_ensemble_file, write_ensemble_file
 from trajkit.archive.storage import filesystem, missing_bucket, storage_error
 from trajkit.errors import ConfigError, TrajkitError
-
-FINISHED = ("done", "diverged")
-
-
-def publish_point(train: Any, point: Any, url: str, todo: list[int], doc: dict[str, Any], device: str,
-                  threads: int | None) -> list[dict[str, Any]]:
-    """Train the runs ``todo`` of ``point`` into a local temporary directory and push the finished ones to
-    ``url/<name>``; returns their ensemble.json entries (as :func:`~trajkit.experiments.cluster_sweep.point_task`)."""
-    from trajkit.archive.push import push
-    from trajkit.experiments.cluster_sweep import point_task
-
-    with tempfile.TemporaryDirectory(prefix="trajkit-point-") as tmp:
-        entries = point_task(train, point, tmp, todo, doc, device, threads)
-        for r, entry in zip(todo, entries, strict=True):
-            local = Path(tmp) / point.names[r]
-            if entry["status"] in FINISHED and local.is_dir():
-                push(local, f"{url}/{point.names[r]}")
-    return entries
+from trajkit.experiments.cluster_sweep import FINISHED, execute_on_cluster, publish_point
+from trajkit.experiments.runner import _prepare_out, _summary, plan_experiment, train_point
+from trajkit.scheduler import connect
 
 
 def record_to_url(config: Any, url: str, overrides: Any, quiet: bool, dry_run: bool, device: str | None,
                   threads: int | None, scheduler: Any) -> dict[str, Any]:
     """:func:`~trajkit.experiments.runner.run_ensemble` with ``out`` a URL (module doc); the summary's ``out``
     and run paths are URLs."""
-    from trajkit.experiments.cluster_sweep import execute_on_cluster
-    from trajkit.experiments.runner import _prepare_out, _summary, plan_experiment, train_point
-    from trajkit.scheduler import connect
-
     url = url.rstrip("/")
     fs, path = filesystem(url, None)
     bucket = missing_bucket(fs, path, url)
