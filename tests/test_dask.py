@@ -198,7 +198,7 @@ LANDSCAPE = {
     "minima": {"shuffles": 5},
     "minima-pairwise": {"shuffles": 5, "align": "pairwise", "select": "weights"},
     "interpolation": {"points": 5, "pairs": "0:1,1:2"},
-    "rugosity": {"directions": 2, "points": 5, "deltas": [0.01], "walks": 1, "walk_steps": 40, "n_boot": 20},
+    "rugosity": {"directions": 2, "points": 5, "deltas": [0.01, 0.02], "walks": 1, "walk_steps": 12, "n_boot": 20},
 }
 
 

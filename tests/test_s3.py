@@ -431,3 +431,12 @@ def test_record_to_a_missing_bucket_is_one_line(bucket, tmp_path):
                                    f"s3://{bucket}-missing/ens/", "-q", *[a for s in TINY for a in ("--set", s)]])
     assert res.exit_code != 0
     assert f"bucket '{bucket}-missing' does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_run_ensemble_refuses_a_url_in_one_line():
+    from trajkit.errors import ConfigError
+    from trajkit.experiments.runner import run_ensemble
+
+    with pytest.raises(ConfigError, match=r"^--out s3://b/ens/: record to a URL with .*run_experiment"):
+        run_ensemble(None, "s3://b/ens/", TINY, quiet=True)
+    assert not os.path.exists("s3:")                              # no local directory named after the URL
