@@ -194,6 +194,42 @@ def test_no_parameter_data_goes_through_the_client(sweep, local_cluster):
     assert info["bytes_from_workers"] < one_replica / 2           # float64 sums and [T, R, R] partials only
 
 
+LANDSCAPE = {
+    "minima": {"shuffles": 5},
+    "minima-pairwise": {"shuffles": 5, "align": "pairwise", "select": "weights"},
+    "interpolation": {"points": 5, "pairs": "0:1,1:2"},
+    "rugosity": {"directions": 2, "points": 5, "deltas": [0.01, 0.02], "walks": 1, "walk_steps": 12, "n_boot": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def landscape_ensemble(tmp_path_factory):
+    """3 SGD replicas of an MLP (N = 4810 parameters) on digits: the landscape analyses' input."""
+    out = tmp_path_factory.mktemp("landscape") / "ens"
+    run_experiment({"model": {"kind": "mlp", "hidden": [64]}, "data": {"name": "digits"},
+                    "dynamics": {"kind": "sgd", "lr": 0.1, "batch_size": 32},
+                    "run": {"steps": 20, "replicas": 3, "seed": 0}, "snapshots": {"schedule": "log", "n": 3}},
+                   out, quiet=True, threads=1)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(LANDSCAPE))
+def test_every_landscape_analysis_on_a_local_cluster_equals_in_process(landscape_ensemble, local_cluster, case):
+    from trajkit_landscape import common
+
+    name, kw = case.split("-")[0], LANDSCAPE[case]
+    ref = trajkit.analyze(name, [landscape_ensemble], **kw)
+    common._REBUILT.clear()
+    got = trajkit.analyze(name, [landscape_ensemble], scheduler=local_cluster, **kw)
+    assert_same_result(ref, got)                                  # exact: the same tasks, the same arithmetic
+    info = got.provenance["scheduler"]
+    assert info["tasks"] >= 2
+    one_run = trajkit.open_archive(sorted(landscape_ensemble.glob("*.trajkit"))[0]).n_params * 4
+    assert info["bytes_from_workers"] < one_run                   # no parameter vector came back
+    assert info["bytes_to_workers"] < 3 * one_run
+    assert not common._REBUILT                                    # the model was rebuilt on the workers only
+
+
 def test_a_third_party_analysis_gets_per_block_tasks_for_free(wide, local_cluster, blocksums):
     ref = trajkit.analyze("blocksums", wide)
     got = trajkit.analyze("blocksums", wide, scheduler=local_cluster)

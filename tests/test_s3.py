@@ -365,3 +365,78 @@ def test_any_fsspec_url_works_and_remote_damage_is_reported(tmp_path):
     with pytest.raises(ArchiveError, match=r"row 1 chunk c.1.0 is truncated; run `trajkit validate` on the local"):
         open_archive(url).params[:, :]
     fsspec.filesystem("memory").rm(prefix.removeprefix("memory://"), recursive=True)
+
+
+# -- `trajkit record --out s3://...`: each point recorded locally, pushed, ensemble.json last ------------------
+
+TINY = ['data.name="teacher"', "data.n_train=48", "data.n_test=16", "data.dim=4", "model.hidden=[5]",
+        'loss.name="quadratic_hinge"', "run.steps=30", 'snapshots.schedule="linear"', "snapshots.every=5",
+        'dynamics.kind="langevin"', "dynamics.lr=0.1", "dynamics.temperature=0.01", "run.replicas=2",
+        "sweep.dynamics.temperature=[0.001, 0.01]"]
+
+
+def _same_runs_at(ref: dict, url: str) -> None:
+    from trajkit.archive.ensemble_file import read_ensemble_file
+
+    doc = read_ensemble_file(url)
+    assert [r["status"] for r in doc["runs"]] == ["done"] * len(ref["runs"])
+    for a, b in zip(ref["runs"], doc["runs"], strict=True):
+        x, y = open_archive(a["path"]), open_archive(f"{url}/{b['path']}")
+        np.testing.assert_array_equal(x.steps, y.steps)
+        np.testing.assert_array_equal(x.params[:, :], y.params[:, :])
+        assert y.params.dtype == x.params.dtype
+        for k in x.trace:
+            np.testing.assert_array_equal(x.trace[k], y.trace[k])
+        for k in x.metrics:
+            np.testing.assert_array_equal(x.metrics[k], y.metrics[k])
+
+
+@pytest.mark.slow
+def test_record_to_a_url_on_a_local_cluster_equals_a_local_sweep_and_resumes(bucket, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="the cluster sweep needs trajkit[dask]")
+    from trajkit.experiments import run_experiment
+
+    ref = run_experiment(None, tmp_path / "ref", TINY, quiet=True, threads=1)
+    url = f"s3://{bucket}/ens"
+    # workers started now inherit the AWS environment that points at the loopback server
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  host="127.0.0.1", silence_logs=50) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        summary = run_experiment(None, url + "/", TINY, quiet=True, threads=1, scheduler=client)
+    assert summary["out"] == url and summary["runs"][0]["path"] == f"{url}/{summary['runs'][0]['name']}"
+    _same_runs_at(ref, url)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    doc = json.loads(fs.cat_file(f"{bucket}/ens/ensemble.json"))
+    names = [r["path"] for r in doc["runs"]]
+    # a client that died after run 1 was pushed but before ensemble.json said so, and a point (runs 2, 3)
+    # whose pushes were cut off before their roots went up
+    doc["runs"][1].update(status="pending", run_id=None)
+    for r in doc["runs"][2:]:
+        r.update(status="pending", run_id=None)
+        fs.rm_file(f"{bucket}/ens/{r['path']}/zarr.json")
+    fs.pipe_file(f"{bucket}/ens/ensemble.json", json.dumps(doc).encode())
+    kept = {k: v["ETag"] for k, v in fs.find(f"{bucket}/ens/{names[0]}", detail=True).items()}
+    kept.update({k: v["ETag"] for k, v in fs.find(f"{bucket}/ens/{names[1]}", detail=True).items()})
+    run_experiment(None, url, TINY, quiet=True, threads=1)        # resumed in-process: same protocol
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    after = {k: v["ETag"] for n in names[:2] for k, v in fs.find(f"{bucket}/ens/{n}", detail=True).items()}
+    assert after == kept                                          # finished runs skipped, untouched
+    _same_runs_at(ref, url)                                       # the restarted point equals the local one
+
+
+def test_record_to_a_missing_bucket_is_one_line(bucket, tmp_path):
+    (tmp_path / "exp.toml").write_text("")
+    res = CliRunner().invoke(cli, ["record", "--config", str(tmp_path / "exp.toml"), "--out",
+                                   f"s3://{bucket}-missing/ens/", "-q", *[a for s in TINY for a in ("--set", s)]])
+    assert res.exit_code != 0
+    assert f"bucket '{bucket}-missing' does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_run_ensemble_refuses_a_url_in_one_line():
+    from trajkit.errors import ConfigError
+    from trajkit.experiments.runner import run_ensemble
+
+    with pytest.raises(ConfigError, match=r"^--out s3://b/ens/: record to a URL with .*run_experiment"):
+        run_ensemble(None, "s3://b/ens/", TINY, quiet=True)
+    assert not os.path.exists("s3:")                              # no local directory named after the URL

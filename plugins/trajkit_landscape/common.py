@@ -1,5 +1,11 @@
 """What the three landscape analyses share: the runs' parameters at one snapshot, consistency checks,
-the rebuilt loss evaluator, per-run seeds and the probe cache."""
+the rebuilt loss evaluator, per-run seeds and the probe cache.
+
+The analyses' heavy work (alignment, distances, loss evaluations, probes) runs per run or per pair
+through ``ctx.map``: in-process a loop, under ``--scheduler`` one Dask task each, which reads its runs'
+parameters (:func:`run_params`) and rebuilds the model (:func:`rebuilt`) on the worker, so no parameter
+array reaches the client.
+"""
 
 from __future__ import annotations
 
@@ -54,14 +60,13 @@ def _common_hint(ens: Any) -> str:
         "no step is a snapshot of every run"
 
 
-def final_params(ens: Any, rows: np.ndarray) -> np.ndarray:
-    """float32 ``[R, N]``: run r's parameters at ``rows[r]``; NaN/inf (a diverged run) is an error naming it."""
-    w = np.empty((len(ens.archives), ens.n_params), dtype=np.float32)
-    for r, (a, row) in enumerate(zip(ens.archives, rows, strict=True)):
-        w[r] = np.asarray(a.params[int(row):int(row) + 1, :], dtype=np.float32)[0]
-        if not np.all(np.isfinite(w[r])):
-            raise AnalysisError(f"{a.path}: parameters at step {int(a.steps[row])} hold NaN/inf (a diverged "
-                                "run); leave it out of the ensemble")
+def run_params(arch: Any, row: int) -> np.ndarray:
+    """float32 ``[N]``: one run's parameters at ``row`` (read where the task runs: on a worker under Dask);
+    NaN/inf (a diverged run) is an error naming it."""
+    w = np.asarray(arch.params[int(row):int(row) + 1, :], dtype=np.float32)[0]
+    if not np.all(np.isfinite(w)):
+        raise AnalysisError(f"{arch.path}: parameters at step {int(arch.steps[row])} hold NaN/inf (a diverged "
+                            "run); leave it out of the ensemble")
     return w
 
 
@@ -95,20 +100,26 @@ def permutation_spec(ens: Any) -> Any:
     return permutation_spec_for(ens.archives[0])
 
 
-def evaluator(ens: Any, rows: np.ndarray, device: str) -> Any:
-    """The rebuilt run 0 (:class:`~trajkit.experiments.rebuild.Rebuilt`), whose ``loss(W, split)`` every run shares.
+_REBUILT: dict[tuple[Any, ...], Any] = {}
 
-    All runs must share model, dataset and loss (checked), so one evaluator serves them all.
-    """
+
+def rebuilt(arch: Any, row: int, device: str) -> Any:
+    """The rebuilt run ``arch`` at ``row`` (:class:`~trajkit.experiments.rebuild.Rebuilt`), whose
+    ``loss(W, split)`` every run shares; built where the task runs (a Dask worker or the client) and kept
+    for the next task of the same run, step and device (one entry)."""
     from trajkit.experiments import rebuild  # torch, only when a loss is evaluated
 
-    check_same_model(ens, ("model", "dataset", "loss"))
-    rb = rebuild(ens.archives[0], int(ens.archives[0].steps[rows[0]]), device=device)
-    if rb.data is None:
-        raise AnalysisError(f"{ens.archives[0].path}: metadata has no dataset.spec, so the loss cannot be "
-                            "evaluated; record it with `trajkit record` or rebuild it with "
-                            "trajkit.experiments.rebuild(..., data=...)")
-    return rb
+    step = int(arch.steps[int(row)])
+    key = (str(arch.path), str(arch.metadata.get("run_id")), step, device)
+    if key not in _REBUILT:
+        rb = rebuild(arch, step, device=device)
+        if rb.data is None:
+            raise AnalysisError(f"{arch.path}: metadata has no dataset.spec, so the loss cannot be "
+                                "evaluated; record it with `trajkit record` or rebuild it with "
+                                "trajkit.experiments.rebuild(..., data=...)")
+        _REBUILT.clear()
+        _REBUILT[key] = rb
+    return _REBUILT[key]
 
 
 def run_seed(seed: int, run: int) -> np.random.Generator:

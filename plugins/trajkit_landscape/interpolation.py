@@ -25,7 +25,15 @@ from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.errors import AnalysisError
 from trajkit.landscape.interpolation import alpha_grid, barrier, interpolation_path
 from trajkit.landscape.weight_matching import align_vectors
-from trajkit_landscape.common import STEP, evaluator, final_params, parse_pairs, permutation_spec, snapshot_rows
+from trajkit_landscape.common import (
+    STEP,
+    check_same_model,
+    parse_pairs,
+    permutation_spec,
+    rebuilt,
+    run_params,
+    snapshot_rows,
+)
 
 
 class Interpolation(Analysis):
@@ -49,19 +57,16 @@ class Interpolation(Analysis):
         if pairs.shape[0] == 0:
             raise AnalysisError(f"interpolation needs at least one pair of runs; the ensemble has {r} run(s)")
         rows, step = snapshot_rows(ens, params["step"])
-        w = final_params(ens, rows)
-        rb = evaluator(ens, rows, ctx.device)
+        check_same_model(ens, ("model", "dataset", "loss"))
         spec = permutation_spec(ens) if params["align"] else None
         alphas = alpha_grid(params["points"])
         kinds = ["raw", "aligned"] if params["align"] else ["raw"]
-        paths = {(k, s): np.full((pairs.shape[0], alphas.size), np.nan) for k in kinds for s in ("train", "test")}
-        for i, (a, b) in enumerate(ctx.progress(pairs.tolist(), total=pairs.shape[0], desc="interpolation")):
-            ends = {"raw": w[b]}
-            if spec is not None:
-                ends["aligned"], _, _ = align_vectors(w[a], w[b], ens.layout, spec, seed=params["seed"])
-            for k, wb in ends.items():
-                for s in ("train", "test"):
-                    paths[k, s][i] = interpolation_path(rb.loss_fn(s), w[a], wb, alphas, batch=params["batch"])
+        arch = ens.archives
+        done = ctx.map(pair_paths, [arch[a] for a in pairs[:, 0]], [arch[b] for b in pairs[:, 1]],
+                       rows[pairs[:, 0]].tolist(), rows[pairs[:, 1]].tolist(), desc="interpolation",
+                       ref=arch[0], ref_row=int(rows[0]), spec=spec, alphas=alphas, batch=params["batch"],
+                       seed=params["seed"], device=ctx.device)
+        paths = {(k, s): np.stack([d[k, s] for d in done]) for k in kinds for s in ("train", "test")}
         arrays: dict[str, Any] = {"pairs": (pairs, ("pair", "end"))}
         scalars: dict[str, Any] = {"step": step, "n_pairs": int(pairs.shape[0])}
         for (k, s), p in paths.items():
@@ -107,3 +112,16 @@ class Interpolation(Analysis):
             f"{sc.get('n_pairs')} pairs ({p.get('pairs')})", f"{p.get('points')} values of α",
             "π: weight-matching permutation of b onto a" if p.get("align", True) else "no alignment"]))
         return fig
+
+
+def pair_paths(arch_a: Any, arch_b: Any, row_a: int, row_b: int, *, ref: Any, ref_row: int, spec: Any,
+               alphas: np.ndarray, batch: int, seed: int, device: str) -> dict[tuple[str, str], np.ndarray]:
+    """One pair's task: ``{(kind, split): loss along the path [A]}``, kind ``raw`` (and ``aligned`` with a
+    ``spec``); reads both runs and rebuilds ``ref`` (run 0) where it runs."""
+    wa, wb = run_params(arch_a, row_a), run_params(arch_b, row_b)
+    rb = rebuilt(ref, ref_row, device)
+    ends = {"raw": wb}
+    if spec is not None:
+        ends["aligned"], _, _ = align_vectors(wa, wb, arch_a.layout, spec, seed=seed)
+    return {(k, s): interpolation_path(rb.loss_fn(s), wa, end, alphas, batch=batch)
+            for k, end in ends.items() for s in ("train", "test")}

@@ -37,8 +37,9 @@ import numpy as np
 from trajkit.analysis import Analysis, Param, Result, plotting
 from trajkit.errors import AnalysisError
 from trajkit.landscape import clustering, ultrametric
+from trajkit.landscape.permutations import apply_permutations
 from trajkit.landscape.weight_matching import align_vectors
-from trajkit_landscape.common import STEP, check_same_model, final_params, permutation_spec, snapshot_rows
+from trajkit_landscape.common import STEP, check_same_model, permutation_spec, run_params, snapshot_rows
 
 
 def _density(values: np.ndarray, bins: int, edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -46,20 +47,25 @@ def _density(values: np.ndarray, bins: int, edges: np.ndarray | None = None) -> 
     v = np.asarray(values, dtype=float).ravel()
     v = v[np.isfinite(v)]
     if edges is None:
-        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
-        if hi <= lo:
-            lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
-        edges = np.linspace(lo, hi, bins + 1)
+        edges = _edges(float(v.min()), float(v.max()), bins) if v.size else _edges(0.0, 1.0, bins)
     hist, edges = np.histogram(v, bins=edges, density=v.size > 0)
     return hist.astype(float), edges
 
 
-def _histograms(ens: Any, rows: np.ndarray, weights: np.ndarray, d_raw: np.ndarray, d_al: np.ndarray,
-                params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """The histogram arrays of the module docstring and the metric of the final losses (None without one)."""
+def _edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """``bins + 1`` equal bins over ``[lo, hi]`` (a degenerate range widened)."""
+    if hi <= lo:
+        lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
+    return np.linspace(lo, hi, bins + 1)
+
+
+def _histograms(ens: Any, rows: np.ndarray, weights: tuple[np.ndarray, np.ndarray], d_raw: np.ndarray,
+                d_al: np.ndarray, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The histogram arrays of the module docstring and the metric of the final losses (None without one);
+    ``weights`` is the pooled parameter histogram ``(density, edges)``."""
     bins = params["hist_bins"]
     d_edges = _density(np.concatenate([d_raw, d_al]), bins)[1]
-    w_hist, w_edges = _density(weights, bins)
+    w_hist, w_edges = weights
     out: dict[str, Any] = {"distance_hist": (_density(d_raw, bins, d_edges)[0], ("distance_bin",)),
                            "distance_aligned_hist": (_density(d_al, bins, d_edges)[0], ("distance_bin",)),
                            "distance_edges": (d_edges, ("distance_edge",)),
@@ -110,27 +116,26 @@ class Minima(Analysis):
         check_same_model(ens)
         rows, step = snapshot_rows(ens, params["step"])
         cols = ens.select(params["select"])
-        w = final_params(ens, rows)
         spec = permutation_spec(ens) if params["align"] != "none" else None
-        d_raw = clustering.distance_matrix(w[:, cols])
-        q_raw = clustering.overlap_matrix(w[:, cols])
-        if params["align"] == "none":
-            d_al, q_al = d_raw, q_raw
-        elif params["align"] == "reference":
-            aligned = np.empty_like(w)
-            aligned[0] = w[0]
-            for b in ctx.progress(range(1, r), total=r - 1, desc="minima: aligning"):
-                aligned[b], _, _ = align_vectors(w[0], w[b], ens.layout, spec, seed=params["seed"])
-            d_al = clustering.distance_matrix(aligned[:, cols])
-            q_al = clustering.overlap_matrix(aligned[:, cols])
-        else:
-            d_al, q_al = np.zeros((r, r)), np.eye(r)
-            pairs = [(a, b) for a in range(r) for b in range(a + 1, r)]
-            for a, b in ctx.progress(pairs, total=len(pairs), desc="minima: aligning pairs"):
-                wb, _, _ = align_vectors(w[a], w[b], ens.layout, spec, seed=params["seed"])
-                two = np.stack([w[a][cols], wb[cols]])
-                d_al[a, b] = d_al[b, a] = clustering.distance_matrix(two)[0, 1]
-                q_al[a, b] = q_al[b, a] = clustering.overlap_matrix(two)[0, 1]
+        arch, rows_ = ens.archives, rows.tolist()
+        perms: list[Any] = [None] * r
+        if params["align"] == "reference":
+            perms[1:] = ctx.map(reference_permutation, arch[1:], rows_[1:], desc="minima: aligning",
+                                ref=arch[0], ref_row=rows_[0], spec=spec, seed=params["seed"])
+        pairs = [(a, b) for a in range(r) for b in range(a + 1, r)]
+        done = ctx.map(pair_entries, [arch[a] for a, _ in pairs], [arch[b] for _, b in pairs],
+                       [rows_[a] for a, _ in pairs], [rows_[b] for _, b in pairs], [perms[a] for a, _ in pairs],
+                       [perms[b] for _, b in pairs], desc="minima: pairs", cols=cols, align=params["align"],
+                       spec=spec, seed=params["seed"])
+        d_raw, q_raw, d_al, q_al = (np.zeros((r, r)), np.eye(r), np.zeros((r, r)), np.eye(r))
+        for (a, b), entries in zip(pairs, done, strict=True):
+            for m, v in zip((d_raw, q_raw, d_al, q_al), entries, strict=True):
+                m[a, b] = m[b, a] = v
+        ranges = ctx.map(weight_range, arch, rows_, desc="minima: weight range", cols=cols)
+        w_edges = _edges(min(lo for lo, _ in ranges), max(hi for _, hi in ranges), params["hist_bins"])
+        counts = np.sum(ctx.map(weight_counts, arch, rows_, desc="minima: weight histogram", cols=cols,
+                                edges=w_edges), axis=0)
+        weights = (counts / np.diff(w_edges) / counts.sum(), w_edges)
         target = d_al if params["distance"] == "euclidean" else 1.0 - q_al
         np.fill_diagonal(target, 0.0)
         z = clustering.linkage(target, params["method"])
@@ -140,7 +145,7 @@ class Minima(Analysis):
         centres, pq = clustering.overlap_distribution(q_al, bins=params["bins"])
         iu = np.triu_indices(r, k=1)
         runs = np.arange(r)
-        hists, metric = _histograms(ens, rows, w[:, cols], d_raw[iu], d_al[iu], params)
+        hists, metric = _histograms(ens, rows, weights, d_raw[iu], d_al[iu], params)
         return Result(
             arrays={**hists, "distance": (d_raw, ("run_a", "run_b")), "distance_aligned": (d_al, ("run_a", "run_b")),
                     "q": (q_raw, ("run_a", "run_b")), "q_aligned": (q_al, ("run_a", "run_b")),
@@ -198,6 +203,42 @@ class Minima(Analysis):
             f"alignment {p.get('align')} (weight matching)", f"clustered on {sc.get('clustered')}",
             f"{p.get('shuffles')} shuffled controls"]))
         return fig
+
+
+def reference_permutation(arch: Any, row: int, *, ref: Any, ref_row: int, spec: Any, seed: int) -> Any:
+    """Run ``arch``'s task (``align=reference``): the weight-matching permutations aligning it to ``ref``
+    (run 0) — index arrays, not parameters."""
+    _, perms, _ = align_vectors(run_params(ref, ref_row), run_params(arch, row), arch.layout, spec, seed=seed)
+    return perms
+
+
+def pair_entries(arch_a: Any, arch_b: Any, row_a: int, row_b: int, perm_a: Any, perm_b: Any, *, cols: Any,
+                 align: str, spec: Any, seed: int) -> tuple[float, float, float, float]:
+    """Pair (a, b)'s task: ``(d_ab, q_ab, d_ab aligned, q_ab aligned)`` over the ``cols`` selection. Aligned:
+    ``reference`` applies each run's permutation onto run 0 (run 0's is None), ``pairwise`` aligns b to a."""
+    wa, wb = run_params(arch_a, row_a), run_params(arch_b, row_b)
+    two = np.stack([wa[cols], wb[cols]])
+    d, q = clustering.distance_matrix(two)[0, 1], clustering.overlap_matrix(two)[0, 1]
+    if align == "none":
+        return d, q, d, q
+    if align == "pairwise":
+        wb, _, _ = align_vectors(wa, wb, arch_a.layout, spec, seed=seed)
+    else:
+        wa, wb = (w if p is None else apply_permutations(w, arch_a.layout, spec, p)
+                  for w, p in ((wa, perm_a), (wb, perm_b)))
+    two = np.stack([wa[cols], wb[cols]])
+    return d, q, clustering.distance_matrix(two)[0, 1], clustering.overlap_matrix(two)[0, 1]
+
+
+def weight_range(arch: Any, row: int, *, cols: Any) -> tuple[float, float]:
+    """Run ``arch``'s task: ``(min, max)`` of its selected parameters (the edges of the pooled histogram)."""
+    v = np.asarray(run_params(arch, row)[cols], dtype=float)
+    return float(v.min()), float(v.max())
+
+
+def weight_counts(arch: Any, row: int, *, cols: Any, edges: np.ndarray) -> np.ndarray:
+    """Run ``arch``'s task: the counts of its selected parameters on ``edges``; the client adds them."""
+    return np.histogram(np.asarray(run_params(arch, row)[cols], dtype=float), bins=edges)[0]
 
 
 def _plot_histograms(result: Result, axes: list[Any]) -> None:

@@ -32,6 +32,7 @@ an input archive is refused (archives are never written).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,9 @@ from trajkit_landscape.common import (
     STEP,
     cache_key,
     check_cache_dir,
-    evaluator,
-    final_params,
+    check_same_model,
+    rebuilt,
+    run_params,
     run_seed,
     snapshot_rows,
 )
@@ -86,33 +88,15 @@ class Rugosity(Analysis):
         rows, step = snapshot_rows(ens, params["step"])
         cache = check_cache_dir(params["cache"], ens)
         deltas = np.atleast_1d(np.asarray(params["deltas"], dtype=np.float64))
-        w = final_params(ens, rows)
-        rb = evaluator(ens, rows, ctx.device)
+        check_same_model(ens, ("model", "dataset", "loss"))
         probe_params = {k: params[k] for k in PROBE_KEYS}
-        profiles = np.empty((r, params["directions"], params["points"]))
-        walks = np.empty((r, deltas.size, params["walks"], params["walk_steps"] + 1))
-        at_min = {k: np.empty(r) for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")}
-        for i in ctx.progress(range(r), total=r, desc="rugosity: probing"):
-            for s in ("train", "test"):
-                ev = rb.evaluate(w[i][None], s)
-                at_min[f"{s}_loss"][i], at_min[f"{s}_accuracy"][i] = ev["loss"][0], ev["accuracy"][0]
-            path = cache / cache_key(ens.run_ids[i], step, probe_params) if cache is not None else None
-            if path is not None and path.exists():
-                with np.load(path) as f:
-                    profiles[i], walks[i] = f["profiles"], f["walks"]
-                continue
-            rng = run_seed(params["seed"], i)
-            loss_fn = rb.loss_fn(params["split"])
-            dirs = probes.random_directions(w[i], ens.layout, params["directions"], params["normalization"], rng)
-            t, profiles[i] = probes.direction_profiles(loss_fn, w[i], dirs, params["radius"], params["points"],
-                                                       batch=params["batch"])
-            walks[i] = probes.random_walks(loss_fn, w[i], ens.layout, deltas, params["walks"],
-                                           params["walk_steps"], params["normalization"], rng, params["batch"])
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez(tmp, profiles=profiles[i], walks=walks[i])
-                tmp.replace(path)
+        paths = [cache / cache_key(ens.run_ids[i], step, probe_params) if cache is not None else None
+                 for i in range(r)]
+        done = ctx.map(run_probes, ens.archives, rows.tolist(), range(r), paths, desc="rugosity: probing",
+                       ref=ens.archives[0], ref_row=int(rows[0]), params=params, deltas=deltas, device=ctx.device)
+        at_min = {k: np.array([d[0][k] for d in done]) for k in done[0][0]}
+        profiles = np.stack([d[1] for d in done])
+        walks = np.stack([d[2] for d in done])
         t = probes.profile_offsets(params["radius"], params["points"])
         inc_var = np.stack([stats.increment_variance(walks[i]) for i in range(r)])
         ac_len = np.stack([stats.autocorrelation_length(deltas, walks[i]) for i in range(r)])
@@ -181,6 +165,35 @@ class Rugosity(Analysis):
             f"{p.get('walks')} walks × {p.get('walk_steps')} steps per δ, {p.get('split')} loss",
             f"intervals: {p.get('n_boot')} bootstrap resamples of the runs"]))
         return fig
+
+
+def run_probes(arch: Any, row: int, i: int, path: Path | None, *, ref: Any, ref_row: int, params: dict[str, Any],
+               deltas: np.ndarray, device: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Run ``i``'s task: ``(losses and accuracies at the minimum, profiles [D, P], walks [n_delta, W, S+1])``,
+    its parameters read and ``ref`` (run 0) rebuilt where it runs; the probes are read from / stored in the
+    cache file ``path`` when one is given."""
+    w = run_params(arch, row)
+    rb = rebuilt(ref, ref_row, device)
+    at_min = {}
+    for s in ("train", "test"):
+        ev = rb.evaluate(w[None], s)
+        at_min[f"{s}_loss"], at_min[f"{s}_accuracy"] = float(ev["loss"][0]), float(ev["accuracy"][0])
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            return at_min, np.asarray(f["profiles"], dtype=np.float64), np.asarray(f["walks"], dtype=np.float64)
+    rng = run_seed(params["seed"], i)
+    loss_fn = rb.loss_fn(params["split"])
+    dirs = probes.random_directions(w, arch.layout, params["directions"], params["normalization"], rng)
+    _, profiles = probes.direction_profiles(loss_fn, w, dirs, params["radius"], params["points"],
+                                            batch=params["batch"])
+    walks = probes.random_walks(loss_fn, w, arch.layout, deltas, params["walks"], params["walk_steps"],
+                                params["normalization"], rng, params["batch"])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, profiles=profiles, walks=walks)
+        tmp.replace(path)
+    return at_min, np.asarray(profiles, dtype=np.float64), np.asarray(walks, dtype=np.float64)
 
 
 #: x-axis labels of the per-run statistics (definitions in :mod:`trajkit.landscape.rugosity`).

@@ -60,7 +60,8 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 @click.option("--from-archive", "from_archive", default=None, metavar="RUN.trajkit",
               help="Re-run the config stored in an archive recorded by trajkit record (reproduces that run).")
 @click.option("--out", "out", required=True, metavar="DIR",
-              help="Ensemble directory (ensemble.json + one archive per run); rerun to resume.")
+              help="Ensemble directory (ensemble.json + one archive per run) or URL (s3://bucket/prefix/: each point "
+                   "recorded locally, then pushed); rerun to resume.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set dynamics.temperature=1e-4 (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the runs, steps, snapshots and disk estimate; train nothing.")
@@ -72,7 +73,7 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
                    "machine).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run each sweep point as one task on a Dask cluster: tcp://HOST:PORT or local:N (--out must be "
-                   "reachable from every worker; needs trajkit[dask]).")
+                   "reachable from every worker, or a URL; needs trajkit[dask]).")
 def record_command(config: str | None, from_archive: str | None, out: str, overrides: tuple[str, ...],
                    dry_run: bool, quiet: bool, device: str | None, threads: int | None,
                    scheduler: str | None) -> None:

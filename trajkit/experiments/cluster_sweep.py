@@ -15,18 +15,26 @@ threads (``--threads``; a Dask worker process otherwise starts with the thread c
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trajkit.archive.storage import is_url
 from trajkit.experiments.ensemble import save_ensemble
 from trajkit.scheduler import Cluster
+
+#: run statuses whose archives are published by ``--out URL`` (FORMAT.md §11)
+FINISHED = ("done", "diverged")
 
 
 def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int], doc: dict[str, Any],
                device: str, threads: int | None) -> list[dict[str, Any]]:
     """On a worker: ``train(point, out, todo, doc, device)`` with ``threads`` torch threads; returns the
-    ensemble.json entries of the runs ``todo`` (updated by ``train``)."""
+    ensemble.json entries of the runs ``todo`` (updated by ``train``). ``out`` a URL: trained in a local
+    temporary directory and pushed there (:func:`publish_point`)."""
+    if is_url(out):
+        return publish_point(train, point, out, todo, doc, device, threads)
     import torch
 
     old = torch.get_num_threads()
@@ -39,13 +47,31 @@ def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int]
     return [doc["runs"][point.index * point.replicas + r] for r in todo]
 
 
+def publish_point(train: Any, point: Any, url: str, todo: list[int], doc: dict[str, Any], device: str,
+                  threads: int | None) -> list[dict[str, Any]]:
+    """Train the runs ``todo`` of ``point`` into a local temporary directory and push the finished ones to
+    ``url/<name>``; returns their ensemble.json entries (as :func:`point_task`)."""
+    from trajkit.archive.push import push
+
+    with tempfile.TemporaryDirectory(prefix="trajkit-point-") as tmp:
+        entries = point_task(train, point, tmp, todo, doc, device, threads)
+        for r, entry in zip(todo, entries, strict=True):
+            local = Path(tmp) / point.names[r]
+            if entry["status"] in FINISHED and local.is_dir():
+                push(local, f"{url}/{point.names[r]}")
+    return entries
+
+
 def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Cluster,
-                       train: Callable[..., None], threads: int | None) -> None:
-    """Run every sweep point of ``plan`` with runs still to do as one :func:`point_task` on ``cluster``."""
+                       train: Callable[..., None], threads: int | None, out: str | None = None,
+                       after: Callable[[], None] | None = None) -> None:
+    """Run every sweep point of ``plan`` with runs still to do as one :func:`point_task` on ``cluster``,
+    writing under ``out`` (default ``plan.out``; a URL: see :mod:`trajkit.experiments.url_out`) and calling
+    ``after()`` when a point's entries are saved."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    out = str(plan.out.resolve())
+    out = out or str(plan.out.resolve())
     futures = {}
     for p in plan.points:
         entries = doc["runs"][p.index * p.replicas:(p.index + 1) * p.replicas]
@@ -61,6 +87,8 @@ def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Clu
                 for r, entry in zip(todo, fut.result(), strict=True):
                     doc["runs"][p.index * p.replicas + r] = entry
                 save_ensemble(plan.out, doc)
+                if after is not None:
+                    after()
                 bar.update(1)
         except BaseException:
             cluster.client.cancel(list(futures))

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trajkit.archive.storage import is_url
 from trajkit.errors import ConfigError
 from trajkit.experiments.config import Config, fill_replica, load_config, stage_config
 from trajkit.experiments.runner import (
@@ -32,6 +33,7 @@ from trajkit.experiments.runner import (
     plan_experiment,
     run_ensemble,
 )
+from trajkit.experiments.url_out import record_to_url
 from trajkit.scheduler import connect
 
 
@@ -45,7 +47,8 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
     CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written.
     ``scheduler`` (:mod:`trajkit.scheduler`: ``tcp://host:port``, ``local:N``, a Client, ``in-process``, or
     None for the active Dask client if any) runs each sweep point as one task on a worker, stage by stage;
-    ``out`` must then be reachable from every worker.
+    ``out`` must then be reachable from every worker. ``out`` may be a URL (``s3://bucket/prefix/``) for a
+    one-stage config: each point is recorded locally and pushed there (:mod:`trajkit.experiments.url_out`).
 
     Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords", "status", "reason",
     "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss", "train_acc", "test_acc",
@@ -54,8 +57,13 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
     """
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
     cfg = load_config(config, overrides)
+    if not cfg.get("stages") and is_url(str(out)):
+        return record_to_url(cfg, str(out), (), quiet, dry_run, None, threads, scheduler)
     if not cfg.get("stages"):
         return run_ensemble(cfg, out, quiet=quiet, dry_run=dry_run, threads=threads, scheduler=scheduler)
+    if is_url(str(out)):
+        raise ConfigError(f"--out {out}: a [[stages]] protocol records to a local directory only; record it there "
+                          "and `trajkit push` it to the URL")
     plans = plan_stages(cfg, out)
     if dry_run:
         for plan in plans:

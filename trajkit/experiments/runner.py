@@ -27,6 +27,7 @@ from trajkit import schedules
 from trajkit.archive import create, open_archive
 from trajkit.archive.estimate import METADATA_BYTES, estimate_size
 from trajkit.archive.layout import Layout, layout_from_named_parameters
+from trajkit.archive.storage import is_url
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.devices import resolve_device
 from trajkit.errors import ConfigError, TrajkitError
@@ -529,12 +530,16 @@ def run_ensemble(config: str | Path | Config | None, out: str | Path, overrides:
     CPU threads for the duration of the call. With ``dry_run`` nothing is trained or written.
     ``scheduler`` (:mod:`trajkit.scheduler`: ``tcp://host:port``, ``local:N``, a Client, ``in-process``, or
     None for the active Dask client if any) runs each sweep point as one task on a worker
-    (:mod:`trajkit.experiments.cluster_sweep`); ``out`` must then be reachable from every worker.
+    (:mod:`trajkit.experiments.cluster_sweep`); ``out`` must then be reachable from every worker (a URL
+    ``out``: :func:`~trajkit.experiments.run_experiment`, :mod:`trajkit.experiments.url_out`).
 
     Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords", "status", "reason",
     "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss", "train_acc", "test_acc",
     "bytes"}], "n_runs", "n_failed", "n_diverged", "estimated_bytes", ...}``.
     """
+    if is_url(str(out)):
+        raise ConfigError(f"--out {out}: record to a URL with trajkit.experiments.run_experiment (or `trajkit "
+                          "record`), which records each point locally and pushes it")
     plan = plan_experiment(config, out, overrides, device)
     if dry_run:
         if plan.out.is_dir():
