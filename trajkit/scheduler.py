@@ -23,13 +23,13 @@ analysis core and ``trajkit record`` share it.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from trajkit.errors import ClusterError
+from trajkit.validation import env_seconds
 
 __all__ = ["Cluster", "check_workers", "connect", "scheduler_timeout"]
 
@@ -44,16 +44,7 @@ _announced: set[str] = set()
 
 def scheduler_timeout() -> float:
     """Seconds to wait for a scheduler (and its first worker): ``$TRAJKIT_SCHEDULER_TIMEOUT`` or 10."""
-    text = os.environ.get(TIMEOUT_ENV)
-    if text is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ClusterError(f"${TIMEOUT_ENV}={text!r}: give a positive number of seconds")
-    return value
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT, ClusterError)
 
 
 class Cluster:

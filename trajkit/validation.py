@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,21 @@ def first_violation(schema: dict[str, Any], instance: Any) -> Violation | None:
     best = min(errors, key=lambda e: (len(e.absolute_path), _order(instance, tuple(e.absolute_path)),
                                       e.validator != "type"))
     return _violation(best)
+
+
+def env_seconds(name: str, default: float, error: type[Exception] = ValueError) -> float:
+    """A positive number of seconds from environment variable ``name`` (``default`` when unset); ``error``
+    with one line naming the variable when it is not one."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise error(f"{name}={raw!r} must be a positive number of seconds")
+    return value
 
 
 def closest(word: Any, options: Iterable[Any], cutoff: float = 0.6) -> str | None:

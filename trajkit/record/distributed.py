@@ -40,7 +40,6 @@ import bisect
 import datetime
 import functools
 import itertools
-import os
 import pickle
 import sys
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from trajkit.archive import format as fmt
 from trajkit.archive.writer import ArchiveWriter, write_params_chunks
 from trajkit.errors import TrajkitError
 from trajkit.record.copier import host_array, host_buffer
+from trajkit.validation import env_seconds
 
 #: environment variable: seconds a rank waits for the others at a collective before it fails
 TIMEOUT_ENV = "TRAJKIT_DIST_TIMEOUT"
@@ -68,16 +68,7 @@ class DistributedError(TrajkitError):
 
 def timeout_seconds() -> float:
     """Seconds to wait for the other ranks (``TRAJKIT_DIST_TIMEOUT``, default 300)."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw is None:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise TrajkitError(f"{TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
-    return value
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, TrajkitError)
 
 
 def resolve_group(process_group: Any) -> Any:
