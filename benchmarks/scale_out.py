@@ -88,7 +88,9 @@ def run_s3_half(args: argparse.Namespace) -> None:
     except ImportError as e:
         print(f"S3 vs disk: skipped (benchmarks/scale_out_s3.py not importable: {e})")
         return
-    scale_out_s3.main(args)
+    report = scale_out_s3.main(["--replicas", str(args.replicas), "--n", str(args.n_params),
+                                "--t", str(args.snapshots)])
+    print(f"S3 vs disk: {json.dumps(report)}")
 
 
 def main() -> None:
