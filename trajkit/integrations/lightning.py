@@ -31,7 +31,8 @@ class TrajkitCallback(pl.Callback):
 
     ``schedule`` (a :mod:`trajkit.schedules` schedule over ``trainer.global_step``), ``metadata`` and any other
     keyword (``evaluate``, ``writer``, ``buffers``, ``compressor``, ``fsync``, ``direct``) go to
-    :class:`trajkit.Recorder`; ``resume`` and ``optimizer`` are the trainer's.
+    :class:`trajkit.Recorder`; ``resume``, ``optimizer`` and ``process_group`` are the callback's (global rank 0
+    records alone).
     """
 
     def __init__(self, path: str | os.PathLike, schedule: Any = None, *, metadata: dict | None = None,
