@@ -5,11 +5,15 @@ with SGD on synthetic data for ``--steps`` steps, three times from the same seed
 
 - **baseline**: no recording;
 - **online**: ``trajkit.Recorder`` with two snapshots (first and last step) and
-  ``online=TwoTime(waiting_times, lags)`` — ``--waiting-times`` log-spaced t_w (default 20) and
-  ``--lags`` log-spaced lags (default 60), ε = std(w(t_w))/10;
+  ``online=TwoTime(waiting_times, lags)`` — ``--waiting-times`` distinct log-spaced t_w in
+  [steps/200, steps/10] (default 20) and ``--lags`` distinct log-spaced lags (default 60), ε = std(w(t_w))/10;
 - **offline**: ``trajkit.Recorder`` with a snapshot at every step the online grid measures (what the
   same curves need from full snapshots), then ``trajkit.analyze("overlaps", ...)`` over the same waiting
-  times.
+  times. Its archive holds a full row at every measured step (635 rows at the defaults: 25 GB for 10⁷
+  float32 parameters), so ``--offline auto`` (the default) trains it only when it writes at most 8 GiB and
+  otherwise reports the bytes ``trajkit.estimate_size`` says it would write (``--offline run`` forces it).
+  The wall time and the correctness check of the offline path are then measured at a size that fits, e.g.
+  ``--params 1000000``.
 
 Reported (JSON on stdout, and to ``--out``): bytes on disk of each archive, training wall time and the
 slowdown of each recorded run over the baseline, the analysis wall time of each, and the largest
@@ -18,6 +22,7 @@ The three runs are timed once each, one after the other: on a shared machine rep
 and read the spread.
 
     python benchmarks/online_observables.py                                  # 10⁷ parameters, 20 × 60
+    python benchmarks/online_observables.py --params 1000000                 # 10⁶: the offline twin runs too
     python benchmarks/online_observables.py --params 20000 --steps 200 --waiting-times 4 --lags 8   # tiny
     python benchmarks/online_observables.py --device cuda --threads 8
 """
@@ -96,14 +101,14 @@ def curves_difference(online: trajkit.analysis.Result, offline: trajkit.analysis
 def run(args: argparse.Namespace, work: Path) -> dict:
     h = hidden_width(args.params)
     n = sum(p.numel() for p in make_model(h, "cpu").parameters())
-    max_tw = max(1, args.steps // 10)
-    tws = np.unique(np.rint(np.geomspace(1, max_tw, args.waiting_times)).astype(int)).tolist()
-    lags = log_lags(args.steps - max_tw, args.lags)
+    tws, lags = grid_axes(args.steps, args.waiting_times, args.lags)
     spec = TwoTime(waiting_times=tws, lags=lags)
     grid = sorted(s for s in spec.steps() if s <= args.steps)
+    offline_bytes = trajkit.estimate_size(make_model(h, "cpu"), trajkit.schedules.explicit(grid), args.steps).total
+    offline = args.offline if args.offline != "auto" else ("run" if offline_bytes <= 8 << 30 else "estimate")
     out: dict = {"n_params": n, "hidden": h, "steps": args.steps, "waiting_times": len(tws), "lags": len(lags),
                  "measured_steps": len(grid), "device": args.device, "threads": torch.get_num_threads(),
-                 "repeats": []}
+                 "offline": offline, "offline_bytes_estimated": offline_bytes, "repeats": []}
     for _ in range(args.repeats):
         for name in ("online", "offline"):
             shutil.rmtree(work / f"{name}.trajkit", ignore_errors=True)
@@ -112,26 +117,46 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         rec = trajkit.Recorder(work / "online.trajkit", model, online=spec,
                                schedule=trajkit.schedules.explicit([0, args.steps]))
         t_online = train(model, args.steps, args.device, rec)
-        model = make_model(h, args.device)
-        rec = trajkit.Recorder(work / "offline.trajkit", model, schedule=trajkit.schedules.explicit(grid))
-        t_offline = train(model, args.steps, args.device, rec)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             t0 = time.perf_counter()
             res_on = trajkit.analyze("overlaps", work / "online.trajkit", waiting_times=tws)
             a_online = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            res_off = trajkit.analyze("overlaps", work / "offline.trajkit", waiting_times=tws)
-            a_offline = time.perf_counter() - t0
-        out["repeats"].append({
-            "baseline_train_s": base,
-            "online": {"bytes": disk_bytes(work / "online.trajkit"), "train_s": t_online,
-                       "slowdown": t_online / base - 1, "analysis_s": a_online},
-            "offline": {"bytes": disk_bytes(work / "offline.trajkit"), "train_s": t_offline,
-                        "slowdown": t_offline / base - 1, "analysis_s": a_offline},
-            "max_rel_difference": curves_difference(res_on, res_off),
-        })
+        rep = {"baseline_train_s": base,
+               "online": {"bytes": disk_bytes(work / "online.trajkit"), "train_s": t_online,
+                          "slowdown": t_online / base - 1, "analysis_s": a_online}}
+        if offline == "run":
+            model = make_model(h, args.device)
+            rec = trajkit.Recorder(work / "offline.trajkit", model, schedule=trajkit.schedules.explicit(grid))
+            t_offline = train(model, args.steps, args.device, rec)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                t0 = time.perf_counter()
+                res_off = trajkit.analyze("overlaps", work / "offline.trajkit", waiting_times=tws)
+                a_offline = time.perf_counter() - t0
+            rep["offline"] = {"bytes": disk_bytes(work / "offline.trajkit"), "train_s": t_offline,
+                              "slowdown": t_offline / base - 1, "analysis_s": a_offline}
+            rep["max_rel_difference"] = curves_difference(res_on, res_off)
+            shutil.rmtree(work / "offline.trajkit", ignore_errors=True)
+        out["repeats"].append(rep)
     return out
+
+
+def grid_axes(steps: int, n_tw: int, n_lags: int) -> tuple[list[int], list[int]]:
+    """``n_tw`` distinct log-spaced waiting times in [steps/200, steps/10] and ``n_lags`` distinct log-spaced
+    lags up to ``steps − max t_w`` (fewer only where the integers run out)."""
+    lo, hi = max(1, steps // 200), max(1, steps // 10)
+    tws = sorted({int(v) for v in np.rint(np.geomspace(lo, hi, n_tw))})
+    k = n_tw
+    while len(tws) < min(n_tw, hi - lo + 1):
+        k += 1
+        tws = sorted({int(v) for v in np.rint(np.geomspace(lo, hi, k))})
+    span, k = steps - max(tws), n_lags
+    lags = log_lags(span, k)
+    while len(lags) < min(n_lags, span) and k < 10 * n_lags:
+        k += 1
+        lags = log_lags(span, k)
+    return tws[: n_tw] if len(tws) <= n_tw else [tws[round(i)] for i in np.linspace(0, len(tws) - 1, n_tw)], lags
 
 
 def main() -> None:
@@ -141,6 +166,9 @@ def main() -> None:
     p.add_argument("--waiting-times", type=int, default=20, help="log-spaced waiting times (default 20)")
     p.add_argument("--lags", type=int, default=60, help="log-spaced lags per waiting time (default 60)")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--offline", choices=["auto", "run", "estimate"], default="auto",
+                   help="train and analyse the offline twin (run), or only count the bytes it would write "
+                        "(estimate, trajkit.estimate_size); auto: run it when it writes at most 8 GiB")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--dir", default=None, help="where the archives go (default: a temporary directory)")

@@ -280,3 +280,59 @@ def test_transformers_callback_attached_twice_is_a_one_line_error(tmp_path):
         trainer.train()
     assert "\n" not in str(e.value)
     assert not (tmp_path / "run.trajkit").exists()
+
+
+# -- Hugging Face under DDP: two gloo processes launched by torch.distributed.run ----------------------------------
+
+def _hf_ddp(out, *args):
+    """Run tests/helpers/hf_ddp.py on two gloo ranks (torchrun); one-line failure with the ranks' output."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    helper = Path(__file__).parent / "helpers" / "hf_ddp.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                        "127.0.0.1", "--master_port", str(port), str(helper), str(out), *args],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_transformers_ddp_records_once_and_resumes_from_the_trainers_checkpoint(tmp_path):
+    """``Trainer`` under DDP (torchrun, 2 gloo ranks, ``ddp_backend="gloo"``): rank 0 alone writes one archive
+    holding, bit for bit, the parameters every rank had at the scheduled steps (the ranks agree: DDP averaged
+    their gradients, though each saw other samples) and the loss the trainer logged (averaged over the ranks);
+    a run stopped at step 11 and resumed from the trainer's checkpoint at step 8 gives the same archive."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("hf_ddp", Path(__file__).parent / "helpers" / "hf_ddp.py")
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    SCHEDULE = helper.SCHEDULE  # noqa: N806
+
+    _hf_ddp(tmp_path / "a")
+    r0, r1 = np.load(tmp_path / "a" / "probe_rank0.npz"), np.load(tmp_path / "a" / "probe_rank1.npz")
+    assert int(r0["world"]) == 2
+    np.testing.assert_array_equal(r0["steps"], np.arange(17))
+    np.testing.assert_array_equal(r0["params"], r1["params"])   # replicated by DDP's gradient all-reduce
+    assert not np.array_equal(r0["params"][1], r0["params"][0])
+    arch = trajkit.open_archive(tmp_path / "a" / "run.trajkit")
+    np.testing.assert_array_equal(arch.steps, SCHEDULE.steps(16))
+    np.testing.assert_array_equal(arch.params[:, :], r0["params"][arch.steps])
+    np.testing.assert_array_equal(arch.trace["loss"][r0["loss_steps"]], r0["loss"])
+    np.testing.assert_allclose(arch.epochs, arch.steps / 8)   # 64 samples / (2 ranks × 4) per epoch
+    assert trajkit.archive.validate(tmp_path / "a" / "run.trajkit") == []
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["hf", "probe_rank0.npz", "probe_rank1.npz",
+                                                                   "run.trajkit"]
+    # interrupted: checkpoint at 8, recording on to 11; then the trainer's own resume from checkpoint-8
+    _hf_ddp(tmp_path / "b", "--stop-at", "11")
+    assert trajkit.open_archive(tmp_path / "b" / "run.trajkit").trace["step"][-1] == 11
+    _hf_ddp(tmp_path / "b", "--resume", str(tmp_path / "b" / "hf" / "checkpoint-8"))
+    _assert_same_trajectory(tmp_path / "b" / "run.trajkit", tmp_path / "a" / "run.trajkit")
