@@ -25,7 +25,11 @@ Configurations: (a) 200 log-spaced snapshots over the run, (b) a snapshot every 
 (on a shorter run: it writes ~2.6 MiB per step), each through ``trajkit.Recorder``; (d) the baseline users
 have today, ``torch.save(model.state_dict())`` to a folder at the same schedules; (a-zstd) schedule (a)
 with zstd compression, for the compression ratio; (a-buf, b-buf, c-buf) the same schedules with
-``Recorder(direct=False)``, params chunks written through the page cache instead of ``O_DIRECT``.
+``Recorder(direct=False)``, params chunks written through the page cache instead of ``O_DIRECT``;
+(a-raw, b-raw, c-raw), with ``--configs ...,raw``: the bare I/O twin of each schedule (``RawRows``: the
+parameter copy on the training thread into a page-aligned buffer and an ``O_DIRECT`` write of each row
+from a second thread, nothing else), so that what writing these bytes costs on this machine is told apart
+from what trajkit adds on top.
 
 Copy off the training thread. Configurations a, b, c (and their -buf twins) hand the Recorder the optimiser
 (``Recorder(..., optimizer=opt)``): the snapshot copy overlaps the next forward/backward pass and the next
@@ -41,6 +45,7 @@ written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdo
     python benchmarks/recorder_overhead.py --quick         # 600 steps, 1 repeat
     python benchmarks/recorder_overhead.py --configs a,b,buf --repeats 8 --threads 2
     python benchmarks/recorder_overhead.py --configs a,b,c,sync     # overlapped copy vs copy on the thread
+    python benchmarks/recorder_overhead.py --configs a,b,c,sync,raw --repeats 5   # + the bare I/O twins
 """
 
 from __future__ import annotations
@@ -90,6 +95,9 @@ class Trainer:
                                         direct=direct, optimizer=self.opt if overlap else None)
         elif sink == "torch.save":
             self.out.mkdir()
+        elif sink == "raw":
+            self.out.mkdir()
+            self.raw = RawRows(self.out, [p for p in self.model.parameters()])
         self.k = -1   # last step done (step 0 = the initialisation, recorded like the others)
         self.seconds = 0.0
         self.in_rec = [0.0, 0.0]   # seconds inside rec.step: plain steps, snapshot steps
@@ -113,6 +121,8 @@ class Trainer:
                 self.n_snap += snap
             elif self.sink == "torch.save" and k in self.schedule:
                 torch.save(model.state_dict(), self.out / f"step_{k:07d}.pt")
+            elif self.sink == "raw" and k in self.schedule:
+                self.raw.write(k)
         if self.device == "cuda":
             torch.cuda.synchronize()
         self.k = max(self.k, last)
@@ -127,6 +137,9 @@ class Trainer:
             mode = (self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
                     + (", copy overlapped" if self.rec.overlap else ", copy on thread"))
             self.rec.close()
+        elif self.sink == "raw":
+            mode = "bare copy + O_DIRECT thread"
+            self.raw.close()
         self.seconds += time.perf_counter() - t0
         out = self.out
         nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
@@ -142,6 +155,44 @@ class Trainer:
                 "ms_per_snapshot": 1e3 * self.in_rec[1] / max(self.n_snap, 1),
                 "us_per_plain_step": 1e6 * self.in_rec[0] / max(n_plain, 1),
                 "training_thread_fraction": sum(self.in_rec) / self.seconds}
+
+
+class RawRows:
+    """The I/O twin of a recorder: what any recorder of these bytes must do, and nothing else. At each snapshot
+    the parameters are copied on the training thread into one of two preallocated page-aligned buffers
+    (waiting if that buffer's previous write is still running), and one writer thread writes the row to its
+    own file with ``O_DIRECT`` — no archive metadata, no commit protocol, no trace, no Python writer logic."""
+
+    def __init__(self, out: Path, params: list[torch.Tensor]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from trajkit.archive import directio
+
+        self.out, self.params = out, params
+        n = sum(p.numel() for p in params)
+        padded = -(-n * 4 // directio.ALIGN) * directio.ALIGN // 4
+        self.bufs = [directio.aligned_empty(padded, 0.0) for _ in range(2)]
+        self.views = [torch.from_numpy(b) for b in self.bufs]
+        self.offs = np.cumsum([0, *[p.numel() for p in params]]).tolist()
+        self.pending: list = [None, None]
+        self.pool = ThreadPoolExecutor(1)
+        self.i = 0
+
+    @torch.no_grad()
+    def write(self, k: int) -> None:
+        from trajkit.archive import directio
+
+        j = self.i % 2
+        self.i += 1
+        if self.pending[j] is not None:
+            self.pending[j].result()
+        for p, a, b in zip(self.params, self.offs, self.offs[1:], strict=False):
+            self.views[j][a:b].copy_(p.reshape(-1))
+        self.pending[j] = self.pool.submit(directio.write_direct, self.out / f"row.{k}",
+                                           memoryview(self.bufs[j]).cast("B"))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
@@ -244,11 +295,14 @@ def main() -> None:
         "a-sync: 200 log, copy on thread": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
         "b-sync: every 10, copy on thread": (s, "trajkit", trajkit.schedules.linear(10), None, None),
         "c-sync: every step, copy on thread": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
+        "a-raw: 200 log, bare I/O twin": (s, "raw", trajkit.schedules.log(1, s, 200), None, None),
+        "b-raw: every 10, bare I/O twin": (s, "raw", trajkit.schedules.linear(10), None, None),
+        "c-raw: every step, bare I/O twin": (s1, "raw", trajkit.schedules.linear(1), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "raw"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync")
+        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, raw")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -258,6 +312,8 @@ def main() -> None:
             return "buf" in wanted and key[0] in wanted
         if key.endswith("-sync"):
             return "sync" in wanted and key[0] in wanted
+        if key.endswith("-raw"):
+            return "raw" in wanted and key[0] in wanted
         return (key == "a-zstd" and "zstd" in wanted) or key in wanted
 
     configs = {k: v for k, v in all_configs.items() if selected(k)}

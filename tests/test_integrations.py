@@ -315,7 +315,7 @@ def test_transformers_ddp_records_once_and_resumes_from_the_trainers_checkpoint(
     spec = importlib.util.spec_from_file_location("hf_ddp", Path(__file__).parent / "helpers" / "hf_ddp.py")
     helper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helper)
-    SCHEDULE = helper.SCHEDULE  # noqa: N806
+    schedule = helper.SCHEDULE
 
     _hf_ddp(tmp_path / "a")
     r0, r1 = np.load(tmp_path / "a" / "probe_rank0.npz"), np.load(tmp_path / "a" / "probe_rank1.npz")
@@ -324,7 +324,7 @@ def test_transformers_ddp_records_once_and_resumes_from_the_trainers_checkpoint(
     np.testing.assert_array_equal(r0["params"], r1["params"])   # replicated by DDP's gradient all-reduce
     assert not np.array_equal(r0["params"][1], r0["params"][0])
     arch = trajkit.open_archive(tmp_path / "a" / "run.trajkit")
-    np.testing.assert_array_equal(arch.steps, SCHEDULE.steps(16))
+    np.testing.assert_array_equal(arch.steps, schedule.steps(16))
     np.testing.assert_array_equal(arch.params[:, :], r0["params"][arch.steps])
     np.testing.assert_array_equal(arch.trace["loss"][r0["loss_steps"]], r0["loss"])
     np.testing.assert_allclose(arch.epochs, arch.steps / 8)   # 64 samples / (2 ranks × 4) per epoch
