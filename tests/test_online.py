@@ -223,3 +223,35 @@ def test_an_archive_with_no_snapshots_is_analysed_from_its_online_sums(tmp_path)
     text = CliRunner().invoke(cli, ["info", str(path)]).output
     assert "online          2 waiting times × 3 lags over select 'all': 8 measurements (t_w vectors kept on the " \
            "device)" in text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: online sums computed on the device")
+@pytest.mark.parametrize("reference", ["device", "host"])
+def test_online_sums_on_cuda_equal_the_pair_kernels_on_dense_snapshots(tmp_path, reference):
+    """The same seeded run on the GPU: the sums are reduced on the device (the t_w vectors kept there, or in
+    pinned host memory) and equal what the pair kernels compute from a dense archive of that CUDA run."""
+    spec = TwoTime(waiting_times=[0, 10, 20], lags=log_lags(100, 8), reference=reference)
+    model = _model().cuda()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g).cuda(), torch.randn(64, 2, generator=g).cuda()
+    dense_sched = trajkit.schedules.explicit(sorted(spec.steps() | {STEPS}))
+    recs = [trajkit.Recorder(tmp_path / "on.trajkit", model, schedule=trajkit.schedules.log(1, STEPS, 2), online=spec),
+            trajkit.Recorder(tmp_path / "dense.trajkit", model, schedule=dense_sched)]
+    for k in range(STEPS + 1):
+        if k:
+            model.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.05 * p.grad
+        for rec in recs:
+            rec.step(k)
+    for rec in recs:
+        rec.close()
+    on, dense = trajkit.open_archive(tmp_path / "on.trajkit"), trajkit.open_archive(tmp_path / "dense.trajkit")
+    assert on.metadata["online"]["reference"] == reference
+    rows = online_rows(on)
+    pairs = np.stack([np.searchsorted(dense.steps, rows.tw_step), np.searchsorted(dense.steps, rows.step)], axis=1)
+    ref = kernels.pair_sums(dense, pairs, epsilon=rows.epsilon)
+    for name in SUMS:
+        np.testing.assert_allclose(rows.sums[name], ref[name], rtol=1e-6, atol=0)
