@@ -1,12 +1,12 @@
 """Reproduction of arXiv:2407.20724 (Liao et al. 2024): random walks, permutation-interpolation, hierarchical
 clustering and ruggedness vs generalisation of SGD solutions, on digits (or MNIST).
 
-    python examples/repro_2407_20724.py                    # full size (48 runs), about 5-10 min on 2 cores
+    python examples/repro_2407_20724.py                    # full size (80 runs), about 5-10 min on 2 cores
     python examples/repro_2407_20724.py --quick            # smoke test (8 short runs), under a minute
     python examples/repro_2407_20724.py --mnist-root DIR   # MNIST IDX files in DIR (standardised pixels)
     python examples/repro_2407_20724.py --dry-run          # check the config only; nothing trained
 
-Protocol (examples/repro_2407_20724.toml): one-hidden-layer ReLU MLPs trained by plain SGD, 24 replicas at
+Protocol (examples/repro_2407_20724.toml): one-hidden-layer ReLU MLPs trained by plain SGD, 40 replicas at
 a small (16) and a large (512) mini-batch. On each run's last snapshot, per batch size:
 
 1. random walks from each solution (``rugosity``): filter-normalised random-walk steps of several sizes δ,
@@ -44,7 +44,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import trajkit
+from trajkit.errors import TrajkitError
 from trajkit.experiments import run_experiment
+from trajkit.landscape import clustering, ultrametric
 from trajkit.landscape.correlation import correlate
 
 HERE = Path(__file__).resolve().parent
@@ -133,10 +135,28 @@ def analyse_group(group: Any, out: Path, tag: str, params: dict[str, dict[str, A
     return nums, raw
 
 
-def _save(result: Any, out: Path, name: str) -> None:
-    fig = result.plot()
-    fig.savefig(out / f"{name}.png", dpi=DPI)
+def _savefig(fig: Any, path: Path, limit: int = 120_000) -> None:
+    """Save at ``DPI``, lowering it in steps of 10 while the PNG is over ``limit`` bytes (the gallery's cap)."""
+    for dpi in range(DPI, 40, -10):
+        fig.savefig(path, dpi=dpi)
+        if path.stat().st_size < limit:
+            break
     plt.close(fig)
+
+
+def structureless_reference(r: int, n: int, shuffles: int, seed: int = 0) -> dict[str, float]:
+    """The same clustering statistics for ``r`` i.i.d. standard Gaussian points in ``n`` dimensions (no
+    hierarchy by construction): the baseline of the ultrametricity index and its shuffled control at the
+    ensemble's size and dimension (:mod:`trajkit.landscape.ultrametric`)."""
+    d = clustering.distance_matrix(np.random.default_rng(seed).standard_normal((r, n)))
+    control, control_std = ultrametric.ultrametricity_control(d, shuffles, seed)
+    return {"ultrametricity": ultrametric.ultrametricity_index(d), "ultrametricity_control": control,
+            "ultrametricity_control_std": control_std,
+            "cophenetic": clustering.cophenetic_correlation(clustering.linkage(d, "average"), d)}
+
+
+def _save(result: Any, out: Path, name: str) -> None:
+    _savefig(result.plot(), out / f"{name}.png")
     result.save(out / name)
 
 
@@ -156,7 +176,7 @@ def pooled(raws: dict[str, dict], n_boot: int) -> dict[str, Any]:
 
 def overview(raws: dict[str, dict], nums: dict[str, dict], pool: dict[str, Any], path: Path) -> None:
     """One figure of the four protocols side by side."""
-    fig, ax = plt.subplots(2, 2, figsize=(10, 7.6))
+    fig, ax = plt.subplots(2, 2, figsize=(9.6, 7.4))
     colours = dict(zip(raws, ("tab:blue", "tab:orange", "tab:green"), strict=False))
     a = ax[0, 0]
     for tag, r in raws.items():
@@ -169,7 +189,9 @@ def overview(raws: dict[str, dict], nums: dict[str, dict], pool: dict[str, Any],
     d = np.asarray(next(iter(raws.values()))["deltas"], dtype=float)
     m0 = np.nanmean(next(iter(raws.values()))["increment_variance"], axis=0)
     for g, ls in ((2, ":"), (4, "--")):
-        a.loglog(d, m0[0] * (d / d[0]) ** g, ls, color="k", lw=0.8, label=f"∝ δ^{g}")
+        a.loglog(d, m0[0] * (d / d[0]) ** g, ls, color="k", lw=0.8, label=rf"$\propto\delta^{g}$ (guide)")
+    a.set_xticks(d, [f"{v:g}" for v in d])
+    a.minorticks_off()
     a.set_xlabel(r"random-walk step $\delta$ (filter-normalised)")
     a.set_ylabel(r"Var $\Delta L_{\rm train}$ per step")
     a.set_title("(1) random walks from the solutions", fontsize=9)
@@ -186,19 +208,21 @@ def overview(raws: dict[str, dict], nums: dict[str, dict], pool: dict[str, Any],
     a.set_title("(2) permutation-interpolation: raw vs weight-matched", fontsize=9)
     a.legend(fontsize=7)
     a = ax[1, 0]
-    tags = list(raws)
-    x = np.arange(len(tags))
-    um = [nums[t]["ultrametricity"] for t in tags]
-    ctl = [nums[t]["ultrametricity_control"] for t in tags]
-    sd = [nums[t]["ultrametricity_control_std"] for t in tags]
+    blocks = [(t, nums[t]) for t in raws] + [(f"Gaussian\n(R = {nums[t]['n_runs']})", nums[t]["gaussian"])
+                                              for t in list(raws)[:1]]
+    x = np.arange(len(blocks))
+    um = [b["ultrametricity"] for _, b in blocks]
+    ctl = [b["ultrametricity_control"] for _, b in blocks]
+    sd = [b["ultrametricity_control_std"] for _, b in blocks]
     a.bar(x - 0.18, um, 0.36, color="tab:purple", label="ultrametricity index K (aligned distances)")
     a.bar(x + 0.18, ctl, 0.36, yerr=sd, color="tab:gray", label="shuffled control (± sd)")
-    for k, t in enumerate(tags):
-        a.text(k, max(um[k], ctl[k]) * 1.04, f"cophenetic {nums[t]['cophenetic']:.2f}", ha="center", fontsize=7)
-    a.set_xticks(x, tags)
-    a.set_ylim(0, max(max(um), max(ctl)) * 1.25)
+    for k, (_, b) in enumerate(blocks):
+        a.text(k, max(um[k], ctl[k] + sd[k]) * 1.03, f"cophenetic {b['cophenetic']:.2f}", ha="center",
+               fontsize=7)
+    a.set_xticks(x, [name for name, _ in blocks])
+    a.set_ylim(0, max(max(um), max(c + e for c, e in zip(ctl, sd, strict=True))) * 1.3)
     a.set_ylabel("mean (d_max − d_mid)/d_min over triangles")
-    a.set_title("(3) hierarchy of the solutions: K below its control = ultrametric", fontsize=9)
+    a.set_title("(3) hierarchy: K well below its control = ultrametric", fontsize=9)
     a.legend(fontsize=7, loc="lower right")
     a = ax[1, 1]
     for tag, r in raws.items():
@@ -207,12 +231,11 @@ def overview(raws: dict[str, dict], nums: dict[str, dict], pool: dict[str, Any],
     ci = pool["spearman_sharpness_gap_ci"]
     a.set_xlabel(r"sharpness $\langle L(w \pm r\,d)\rangle_d - L(w)$, r = 0.5")
     a.set_ylabel(r"gap $L_{\rm test} - L_{\rm train}$")
-    a.set_title(f"(4) flatness vs generalisation: pooled Spearman ρ = {pool['spearman_sharpness_gap']:.2f} "
-                f"[{ci[0]:.2f}, {ci[1]:.2f}]\n(paper: flatter generalises better ⇔ ρ > 0)", fontsize=9)
+    a.set_title(f"(4) both batch sizes: Spearman ρ = {pool['spearman_sharpness_gap']:.2f} "
+                f"[{ci[0]:.2f}, {ci[1]:.2f}]\n(paper, flatter generalises better: ρ > 0)", fontsize=9)
     a.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _savefig(fig, path)
 
 
 def table(summary: dict[str, Any]) -> list[dict[str, str]]:
@@ -299,12 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"B{batch}"
         nums[tag], raws[tag] = analyse_group(group, out, tag, params)
     pool = pooled(raws, params["rugosity"]["n_boot"])
+    n_params = int(rec["runs"][0]["n_params"])
+    for tag in nums:
+        nums[tag]["gaussian"] = structureless_reference(nums[tag]["n_runs"], n_params, params["minima"]["shuffles"])
     overview(raws, nums, pool, out / "overview.png")
     wall = time.perf_counter() - t0
-    cfg = rec["runs"][0]
     summary: dict[str, Any] = {
         "study": "2407.20724", "quick": args.quick, "data": "mnist" if args.mnist_root else "digits",
-        "overrides": sets, "n_params": cfg.get("n_params"), "batch_sizes": list(nums),
+        "overrides": sets, "n_params": n_params, "batch_sizes": list(nums),
         "analysis_params": params, **nums, "pooled": pool,
         "sign_convention": "rho(sharpness or rugosity, gap = test - train loss) > 0 <=> flatter minima generalise "
                            "better (the paper's claim)",
@@ -334,4 +359,8 @@ def _json_default(o: Any) -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except TrajkitError as e:  # bad input: one line naming the key and the fix
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
