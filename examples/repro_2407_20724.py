@@ -14,8 +14,9 @@ a small (16) and a large (512) mini-batch. On each run's last snapshot, per batc
    length; plus the loss profiles along random directions → sharpness and rugosity (arc/chord);
 2. permutation-interpolation (``interpolation``): train/test loss on the straight line between consecutive
    solutions, raw and after aligning the second onto the first by weight matching; the barriers;
-3. hierarchical clustering (``minima``): aligned distances, average-linkage dendrogram, cophenetic
-   correlation, the ultrametricity index against its shuffled control;
+3. hierarchical clustering (``minima``): distances after aligning each pair by weight matching, average-
+   linkage dendrogram, cophenetic correlation, the ultrametricity index against its shuffled control and
+   against the same for i.i.d. Gaussian points of the ensemble's size and dimension (no hierarchy);
 4. ruggedness vs generalisation: Spearman's ρ of sharpness / rugosity with the gap ``test − train loss``
    across solutions, 95 % bootstrap intervals, within each batch size and pooled over both. The paper's
    "flatter minima generalise better" is the sign claim ρ > 0 (a sharper / more rugged minimum has a
@@ -100,8 +101,11 @@ def _r(x: Any, nd: int = 3) -> Any:
 
 def analyse_group(group: Any, out: Path, tag: str, params: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
     """The three analyses on one batch size's runs: ``(numbers, raw arrays for the overview figure)``."""
-    mn = trajkit.analyze("minima", group, **params["minima"])
+    mn = trajkit.analyze("minima", group, align="pairwise", **params["minima"])
     _save(mn, out, f"minima_{tag}")
+    # the same with every run aligned to run 0 only: pairs (0, b) get their own best match, the others not,
+    # which biases the triangles through run 0 (kept to show the effect on the ultrametricity index)
+    ref = trajkit.analyze("minima", group, align="reference", **params["minima"]).scalars
     it = trajkit.analyze("interpolation", group, **params["interpolation"])
     _save(it, out, f"interpolation_{tag}")
     rg = trajkit.analyze("rugosity", group, cache=str(out / f"probes_{tag}"), **params["rugosity"])
@@ -114,6 +118,8 @@ def analyse_group(group: Any, out: Path, tag: str, params: dict[str, dict[str, A
         "gap_std": float(a["gap"].std(ddof=1)),
         "mean_distance": s_m["mean_distance"], "mean_distance_aligned": s_m["mean_distance_aligned"],
         "mean_q_aligned": s_m["mean_q_aligned"],
+        "reference": {k: ref[k] for k in ("mean_distance_aligned", "cophenetic", "ultrametricity",
+                                          "ultrametricity_control", "ultrametricity_control_std")},
         "cophenetic": s_m["cophenetic"], "ultrametricity": s_m["ultrametricity"],
         "ultrametricity_control": s_m["ultrametricity_control"],
         "ultrametricity_control_std": s_m["ultrametricity_control_std"],
@@ -171,6 +177,15 @@ def pooled(raws: dict[str, dict], n_boot: int) -> dict[str, Any]:
             out[f"spearman_{s}_gap{suffix}"] = c["spearman"]
             out[f"spearman_{s}_gap{suffix}_ci"] = list(c["spearman_ci"])
     out["n_runs"] = int(sum(r["gap"].size for r in raws.values()))
+    if len(raws) == 2:  # small minus large batch: differences of the means, percentile bootstrap over runs
+        (ta, a), (tb, b) = raws.items()
+        rng = np.random.default_rng(0)
+        for k in ("sharpness", "rugosity", "gap", "gap_accuracy"):
+            x, y = np.asarray(a[k], dtype=float), np.asarray(b[k], dtype=float)
+            boot = [rng.choice(x, x.size).mean() - rng.choice(y, y.size).mean() for _ in range(n_boot)]
+            out[f"diff_{k}"] = float(x.mean() - y.mean())
+            out[f"diff_{k}_ci"] = [float(v) for v in np.percentile(boot, [2.5, 97.5])]
+        out["diff"] = f"{ta} - {tb}"
     return out
 
 
@@ -246,6 +261,12 @@ def table(summary: dict[str, Any]) -> list[dict[str, str]]:
     def ci(v: list[float]) -> str:
         return f"[{v[0]:.2f}, {v[1]:.2f}]"
 
+    def ci3(v: list[float]) -> str:
+        return f"[{v[0]:.3f}, {v[1]:.3f}]"
+
+    def ci4(v: list[float]) -> str:
+        return f"[{v[0]:.4f}, {v[1]:.4f}]"
+
     for t in tags:
         n = summary[t]
         rows += [
@@ -270,6 +291,13 @@ def table(summary: dict[str, Any]) -> list[dict[str, str]]:
             {"quantity": f"{t}: ultrametricity index (shuffled control ± sd)",
              "this run": f"{n['ultrametricity']:.4f} ({n['ultrametricity_control']:.4f} ± "
                          f"{n['ultrametricity_control_std']:.4f})", "paper": PAPER["hierarchy"]},
+            {"quantity": f"{t}: K / control, pairwise alignment; all aligned to run 0; i.i.d. Gaussian points",
+             "this run": f"{n['ultrametricity'] / n['ultrametricity_control']:.3f}; "
+                         f"{n['reference']['ultrametricity'] / n['reference']['ultrametricity_control']:.3f}; "
+                         f"{n['gaussian']['ultrametricity'] / n['gaussian']['ultrametricity_control']:.3f}",
+             "paper": PAPER["hierarchy"]},
+            {"quantity": f"{t}: cophenetic correlation of i.i.d. Gaussian points (same R, N)",
+             "this run": f"{n['gaussian']['cophenetic']:.2f}", "paper": "—"},
             {"quantity": f"{t}: mean sharpness / rugosity",
              "this run": f"{n['mean_sharpness']:.3f} / {n['mean_rugosity']:.4f}", "paper": "—"},
             {"quantity": f"{t}: Spearman ρ(sharpness, gap) [95 % bootstrap]",
@@ -287,6 +315,12 @@ def table(summary: dict[str, Any]) -> list[dict[str, str]]:
         {"quantity": "both batch sizes: Spearman ρ(rugosity, gap)",
          "this run": f"{p['spearman_rugosity_gap']:.2f} {ci(p['spearman_rugosity_gap_ci'])}",
          "paper": PAPER["flat"]},
+        {"quantity": "both batch sizes: small − large batch, mean sharpness [95 % bootstrap]",
+         "this run": f"{p['diff_sharpness']:.3f} {ci3(p['diff_sharpness_ci'])}",
+         "paper": "small mini-batch → flatter minima (qualitative)"},
+        {"quantity": "both batch sizes: small − large batch, mean gap",
+         "this run": f"{p['diff_gap']:.4f} {ci4(p['diff_gap_ci'])}",
+         "paper": "flatter minima generalise better: difference < 0"},
         {"quantity": "both batch sizes: Spearman ρ(sharpness, train − test accuracy)",
          "this run": f"{p['spearman_sharpness_gap_acc']:.2f} {ci(p['spearman_sharpness_gap_acc_ci'])}",
          "paper": PAPER["flat"]},
@@ -340,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.figures:
         dest = Path(args.figures)
         dest.mkdir(parents=True, exist_ok=True)
-        for png in ["overview"] + [f"{k}_{t}" for t in nums for k in ("minima", "interpolation", "rugosity")]:
+        first = next(iter(nums))  # the minima and interpolation figures look alike at both batch sizes
+        for png in ["overview", f"minima_{first}", f"interpolation_{first}"] + [f"rugosity_{t}" for t in nums]:
             shutil.copy(out / f"{png}.png", dest / f"{STEM}_{png}.png")
         shutil.copy(out / "summary.json", dest / f"{STEM}.json")
     print(f"\n{'quantity':<64} | {'this run':<30} | paper")

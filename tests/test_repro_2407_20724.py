@@ -50,6 +50,7 @@ def test_quick_run(tmp_path):
         assert n["ultrametricity_control"] > 0.0 and n["ultrametricity_control_std"] >= 0.0
         assert -1.0 <= n["cophenetic"] <= 1.0
         assert 0.0 <= g["ultrametricity"] <= 1.0 and g["ultrametricity_control"] > 0.0
+        assert 0.0 <= n["reference"]["ultrametricity"] <= 1.0
         # weight matching lowers the straight-line barriers and the distances (permutation symmetry)
         assert n["mean_barrier_train_aligned"] < n["mean_barrier_train"]
         assert n["mean_barrier_test_aligned"] < n["mean_barrier_test"]
@@ -67,34 +68,48 @@ def test_quick_run(tmp_path):
     for k in ("spearman_sharpness_gap", "spearman_rugosity_gap", "spearman_sharpness_gap_acc"):
         lo, hi = p[f"{k}_ci"]
         assert -1.0 <= p[k] <= 1.0 and -1.0 <= lo <= hi <= 1.0
+    for k in ("sharpness", "rugosity", "gap", "gap_accuracy"):
+        lo, hi = p[f"diff_{k}_ci"]
+        assert lo <= p[f"diff_{k}"] <= hi
     assert s["table"] and all(set(r) == {"quantity", "this run", "paper"} for r in s["table"])
     names = {f.name for f in figs.iterdir()}
     assert "repro_2407_20724.json" in names and "repro_2407_20724_overview.png" in names
-    for tag in s["batch_sizes"]:
-        for kind in ("minima", "interpolation", "rugosity"):
-            f = figs / f"repro_2407_20724_{kind}_{tag}.png"
-            assert f.stat().st_size < 120_000, f
+    expected = ["overview", "minima_B16", "interpolation_B16", "rugosity_B16", "rugosity_B512"]
+    for name in expected:
+        assert (figs / f"repro_2407_20724_{name}.png").stat().st_size < 120_000, name
+    assert len(names) == len(expected) + 1
 
 
-#: the summary keys behind each doc table row (quantity after "B16: " / "B512: " / "both batch sizes: ").
-ROW_KEYS = {
-    "final train loss / test accuracy": ["train_loss", "test_accuracy"],
-    "generalisation gap test − train loss (mean ± sd over runs)": ["gap", "gap_std"],
-    "random-walk increment exponent γ (Var ΔL ∝ δ^γ)": ["mean_increment_exponent"],
-    "random-walk correlation length (smallest δ)": ["mean_correlation_length"],
-    "train-loss barrier, raw → aligned": ["mean_barrier_train", "mean_barrier_train_aligned"],
-    "test-loss barrier, raw → aligned": ["mean_barrier_test", "mean_barrier_test_aligned"],
-    "mean distance raw → aligned": ["mean_distance", "mean_distance_aligned"],
-    "cophenetic correlation (average linkage)": ["cophenetic"],
-    "ultrametricity index (shuffled control ± sd)": ["ultrametricity", "ultrametricity_control",
-                                                     "ultrametricity_control_std"],
-    "same for i.i.d. Gaussian points (same R, N): cophenetic, index (control)": [
-        "gaussian.cophenetic", "gaussian.ultrametricity", "gaussian.ultrametricity_control"],
-    "mean sharpness / rugosity": ["mean_sharpness", "mean_rugosity"],
-    "Spearman ρ(sharpness, gap) [95 % bootstrap]": ["spearman_sharpness_gap", "spearman_sharpness_gap_ci"],
-    "Spearman ρ(rugosity, gap)": ["spearman_rugosity_gap", "spearman_rugosity_gap_ci"],
-    "Spearman ρ(sharpness, train − test accuracy)": ["spearman_sharpness_gap_acc",
-                                                     "spearman_sharpness_gap_acc_ci"],
+def _ratio(d: dict) -> float:
+    return d["ultrametricity"] / d["ultrametricity_control"]
+
+
+def _keys(*keys: str):
+    return lambda b: [v for k in keys for v in np.ravel(b[k])]
+
+
+#: the summary values behind each doc table row (quantity after "B16: " / "B512: " / "both batch sizes: ").
+ROW_VALUES = {
+    "final train loss / test accuracy": _keys("train_loss", "test_accuracy"),
+    "generalisation gap test − train loss (mean ± sd over runs)": _keys("gap", "gap_std"),
+    "random-walk increment exponent γ (Var ΔL ∝ δ^γ)": _keys("mean_increment_exponent"),
+    "random-walk correlation length (smallest δ)": _keys("mean_correlation_length"),
+    "train-loss barrier, raw → aligned": _keys("mean_barrier_train", "mean_barrier_train_aligned"),
+    "test-loss barrier, raw → aligned": _keys("mean_barrier_test", "mean_barrier_test_aligned"),
+    "mean distance raw → aligned": _keys("mean_distance", "mean_distance_aligned"),
+    "cophenetic correlation (average linkage)": _keys("cophenetic"),
+    "ultrametricity index (shuffled control ± sd)": _keys("ultrametricity", "ultrametricity_control",
+                                                          "ultrametricity_control_std"),
+    "K / control, pairwise alignment; all aligned to run 0; i.i.d. Gaussian points":
+        lambda b: [_ratio(b), _ratio(b["reference"]), _ratio(b["gaussian"])],
+    "cophenetic correlation of i.i.d. Gaussian points (same R, N)": lambda b: [b["gaussian"]["cophenetic"]],
+    "mean sharpness / rugosity": _keys("mean_sharpness", "mean_rugosity"),
+    "Spearman ρ(sharpness, gap) [95 % bootstrap]": _keys("spearman_sharpness_gap", "spearman_sharpness_gap_ci"),
+    "Spearman ρ(rugosity, gap)": _keys("spearman_rugosity_gap", "spearman_rugosity_gap_ci"),
+    "small − large batch, mean sharpness [95 % bootstrap]": _keys("diff_sharpness", "diff_sharpness_ci"),
+    "small − large batch, mean gap": _keys("diff_gap", "diff_gap_ci"),
+    "Spearman ρ(sharpness, train − test accuracy)": _keys("spearman_sharpness_gap_acc",
+                                                         "spearman_sharpness_gap_acc_ci"),
 }
 
 
@@ -115,12 +130,7 @@ def test_doc_table_matches_committed_numbers():
     for quantity, cell in rows:
         where, _, what = quantity.partition(": ")
         block = s["pooled"] if where == "both batch sizes" else s[where]
-        values: list[float] = []
-        for k in ROW_KEYS[what]:
-            v = block
-            for part in k.split("."):
-                v = v[part]
-            values += list(np.ravel(v))
+        values = ROW_VALUES[what](block)
         printed = re.findall(r"-?\d+\.\d+", cell)
         assert len(printed) == len(values), (quantity, cell, values)
         for text, v in zip(printed, values, strict=True):
