@@ -105,6 +105,7 @@ ROW_VALUES = {
     "cophenetic correlation of i.i.d. Gaussian points (same R, N)": lambda b: [b["gaussian"]["cophenetic"]],
     "mean sharpness / rugosity": _keys("mean_sharpness", "mean_rugosity"),
     "Spearman ρ(sharpness, gap) [95 % bootstrap]": _keys("spearman_sharpness_gap", "spearman_sharpness_gap_ci"),
+    "Spearman ρ(sharpness, gap)": _keys("spearman_sharpness_gap", "spearman_sharpness_gap_ci"),
     "Spearman ρ(rugosity, gap)": _keys("spearman_rugosity_gap", "spearman_rugosity_gap_ci"),
     "small − large batch, mean sharpness [95 % bootstrap]": _keys("diff_sharpness", "diff_sharpness_ci"),
     "small − large batch, mean gap": _keys("diff_gap", "diff_gap_ci"),
