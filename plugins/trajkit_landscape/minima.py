@@ -185,7 +185,7 @@ class Minima(Analysis):
         ax_h.set_xlabel("run $b$ (dendrogram order)")
         ax_h.set_ylabel("run $a$ (dendrogram order)")
         fig.colorbar(im, ax=ax_h, label=what)
-        ax_q = fig.add_subplot(gs[:, 1])
+        ax_q = fig.add_subplot(gs[:2, 1])  # row 2 holds the histograms
         centres = result.coords["q"]
         width = float(np.diff(centres).mean()) if centres.size > 1 else 0.01
         ax_q.bar(centres, result.arrays["pq"], width=width, color="tab:blue", alpha=0.8, label="aligned")
