@@ -152,11 +152,19 @@ def analyse_protocol(pro_dir: Path, out: Path, figs: list[Path], steps: int, n_b
     cold = groups[temps[0]]
     c4 = trajkit.analyze("chi4", cold, epsilon=eps, n_boot=max(n_boot, 2), **common)
     _save(c4, out, "chi4_coldest", figs)
-    s["chi4_coldest"] = {k: c4.scalars[k] for k in ("chi4_peak", "chi4_peak_sem", "tau4", "tau4_sem")}
+    # χ4 per waiting time (the plugin's scalars are those of the last one, whose peak may lie past the run)
+    s["chi4_coldest"] = {"tw_step": c4.coords["tw_step"], **{k: c4.arrays[k] for k in (
+        "chi4_peak", "chi4_peak_sem", "tau4", "tau4_sem", "tau4_resolved")}}
     ag = trajkit.analyze("aging", cold, observable="msd", n_boot=n_boot, **common)
     _save(ag, out, "aging_coldest", figs)
     s["aging_coldest"] = {k: ag.scalars[k] for k in ("regime", "mu_collapse", "mu_collapse_ci", "mu_h", "mu_h_ci",
                                                      "mu_tau", "mu_tau_ci")}
+    # how the MSD grows at the first waiting time: d ln MSD / d ln(t - tw) over 10 <= t - tw <= steps/5
+    # (1: diffusion, 2: ballistic drift)
+    lag = ag.coords["step"] - ag.coords["tw_step"][0]
+    msd = ag.arrays["msd"][0]
+    ok = (lag >= 10) & (lag <= steps / 5) & np.isfinite(msd) & (msd > 0)
+    s["aging_coldest"]["msd_exponent"] = float(np.polyfit(np.log(lag[ok]), np.log(msd[ok]), 1)[0])
     s["lowest_T"] = temps[0]
     figs.append(_tau_figure(s, out))
     figs.append(_protocol_figure(pro_dir, out))
@@ -221,13 +229,24 @@ def analyse_phase(phase_dir: Path, out: Path, figs: list[Path], n_boot: int) -> 
     pd = trajkit.analyze("phase_diagram", phase_dir, stage="polish_slow", x_key="model.n_params",
                          x_per_key="dataset.n_train", y_key="dynamics.weight_decay", n_boot=n_boot)
     fig = pd.plot()
-    fig.set_size_inches(13, 4.2)
-    fig.savefig(out / "phase_diagram.png", dpi=DPI)
+    fig.set_size_inches(12, 4)
+    fig.savefig(out / "phase_diagram.png", dpi=80)
     plt.close(fig)
     pd.save(out / "phase_diagram")
     figs.append(out / "phase_diagram.png")
     geo = pd.arrays["loss_geomean"]
     xs, ys = pd.coords["x"], pd.coords["y"]
+    # the trivial phase read off directly: per N/P, the smallest λ from which on every cell sits at the
+    # trivial minimum — loss 1/2 (within 5 %: the output bias, decayed too, keeps a trace of the labels'
+    # imbalance) with every replica at the same point (spread of log10 L below 1e-3) — bracketed by the λ
+    # below it (the grid's resolution); [largest λ, None] when no cell is trivial
+    trivial = (np.abs(geo - 0.5) < 0.025) & (pd.arrays["loss_log10_std"] < 1e-3)
+    bracket = []
+    for i in range(xs.size):
+        j = ys.size
+        while j > 0 and trivial[i, j - 1]:
+            j -= 1
+        bracket.append([float(ys[j - 1]) if j > 0 else None, float(ys[j]) if j < ys.size else None])
     return {"n_over_p": xs, "weight_decay": ys, "loss_geomean": geo, "loss_log10_std": pd.arrays["loss_log10_std"],
             "replicas": pd.arrays["replicas"],
             # jamming-like: along N/P at the smallest λ; trivialisation: along λ at the largest N/P
@@ -235,8 +254,8 @@ def analyse_phase(phase_dir: Path, out: Path, figs: list[Path], n_boot: int) -> 
             "lambda_transition": pd.arrays["y_transition"], "lambda_transition_ci": pd.arrays["y_transition_ci"],
             "jamming_np": pd.arrays["x_transition"][0], "jamming_np_ci": pd.arrays["x_transition_ci"][0],
             "jamming_contrast": pd.arrays["x_contrast"][0],
-            "trivialisation_lambda": pd.arrays["y_transition"][-1],
-            "trivialisation_lambda_ci": pd.arrays["y_transition_ci"][-1],
+            "lambda_midlevel": pd.arrays["y_transition"][-1], "lambda_midlevel_ci": pd.arrays["y_transition_ci"][-1],
+            "lambda_trivial_bracket": bracket, "trivial_bracket_largest_np": bracket[-1],
             "loss_underparam_small_lambda": geo[0, 0], "loss_overparam_small_lambda": geo[-1, 0],
             "loss_largest_lambda": {"min": float(np.nanmin(geo[:, -1])), "max": float(np.nanmax(geo[:, -1]))},
             "n_runs": pd.scalars["n_runs"], "n_cells": pd.scalars["n_cells"]}
@@ -256,18 +275,21 @@ TABLE = [
     ("slope of ln τe vs ln T — trajkit's τ defaults",
      "{relaxation_default.tau_T_slope:.2f} ({relaxation_default.tau_T_slope_ci.0:.2f} … "
      "{relaxation_default.tau_T_slope_ci.1:.2f})", "no diverging relaxation time at T > 0 (qualitative)"),
-    ("χ4 peak at the lowest T (last waiting time)",
-     "{chi4_coldest.chi4_peak:.3g} ± {chi4_coldest.chi4_peak_sem:.2g} at τ4 ≈ {chi4_coldest.tau4:.0f} steps",
-     "dynamic heterogeneity at low T (qualitative)"),
-    ("aging of the MSD at the lowest T: μ (collapse)",
-     "{aging_coldest.mu_collapse:.2f} ({aging_coldest.mu_collapse_ci.0:.2f} … {aging_coldest.mu_collapse_ci.1:.2f}), "
-     "regime {aging_coldest.regime}", "ageing at low T (qualitative)"),
+    ("χ4 peak at the lowest T (first waiting time)",
+     "{chi4_coldest.chi4_peak.0:.3g} ± {chi4_coldest.chi4_peak_sem.0:.2g} at τ4 ≈ {chi4_coldest.tau4.0:.0f} steps "
+     "(tw = {chi4_coldest.tw_step.0})", "dynamic heterogeneity at low T (qualitative)"),
+    ("aging of the MSD at the lowest T",
+     "regime {aging_coldest.regime}, μ (collapse) {aging_coldest.mu_collapse:.2f}; "
+     "MSD ∝ t^{aging_coldest.msd_exponent:.2f}", "ageing at low T (qualitative)"),
     ("jamming-like transition N/P at the smallest λ",
      "{phase.jamming_np:.2f} ({phase.jamming_np_ci.0:.2f} … {phase.jamming_np_ci.1:.2f}), "
      "contrast {phase.jamming_contrast:.1f} decades", "under-to-overparametrised transition (qualitative)"),
-    ("topology-trivialisation λ at the largest N/P",
-     "{phase.trivialisation_lambda:.3g} ({phase.trivialisation_lambda_ci.0:.3g} … "
-     "{phase.trivialisation_lambda_ci.1:.3g})", "topology trivialisation transition (qualitative)"),
+    ("topology trivialisation at the largest N/P: loss = 1/2 from λ",
+     "between {phase.trivial_bracket_largest_np.0:g} and {phase.trivial_bracket_largest_np.1:g}",
+     "topology trivialisation transition (qualitative)"),
+    ("mid-level of the loss along λ at the largest N/P (phase_diagram's estimator)",
+     "{phase.lambda_midlevel:.3g} ({phase.lambda_midlevel_ci.0:.3g} … {phase.lambda_midlevel_ci.1:.3g})",
+     "— (a crossover of the regularised fit, not the trivialisation)"),
     ("final polished loss at the largest λ (all N/P)",
      "{phase.loss_largest_lambda.min:.4f} … {phase.loss_largest_lambda.max:.4f}",
      "trivial minimum w = 0: loss exactly 0.5 (OBSERVABLES.md)"),
