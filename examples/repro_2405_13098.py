@@ -1,6 +1,6 @@
 """Reproduction of 2405.13098 (Kerr Winter & Janssen 2024): glassy dynamics of overdamped Langevin training.
 
-    .venv/bin/python examples/repro_2405_13098.py                 # full size (≈ 10 min on 2 cores)
+    .venv/bin/python examples/repro_2405_13098.py                 # full size (≈ 5 min on 2 cores)
     .venv/bin/python examples/repro_2405_13098.py --quick         # the smoke test (tiny, < 1 min)
     .venv/bin/python examples/repro_2405_13098.py --mnist-root DIR --dry-run     # MNIST configs, checked only
 
