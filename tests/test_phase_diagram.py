@@ -1,9 +1,11 @@
 """`phase_diagram`: a sweep in two keys whose final losses are known — the geometric mean per cell against a
 direct computation (zeros clipped at the floor), the arithmetic mean and spread, the [n_x, n_y] array and
 its coordinates, the cuts' transition points on losses with a known step, the bootstrap interval, the plot
-and the bad inputs (one swept key, too few replicas for the bootstrap)."""
+and the bad inputs (one swept key, too few replicas for the bootstrap); ``stage`` on a real staged run."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +180,103 @@ def test_x_per_key_gives_n_over_p(tmp_path):
     np.testing.assert_allclose(r.coords["x"], [0.5, 2.0])                      # N/P = 8/16, 8/4
     np.testing.assert_allclose(r["loss_geomean"], [[0.2, 0.4], [0.1, 0.3]], rtol=1e-9)
     assert r.scalars["x_key"] == "model.n_params/dataset.n_train"
+
+
+STAGED = """\
+[model]
+kind = "mlp"
+[data]
+name = "pca_parity"
+components = 4
+n_train = 40
+n_test = 20
+[loss]
+name = "quadratic_hinge"
+[dynamics]
+kind = "sgd"
+lr = 0.05
+batch_size = 20
+[run]
+steps = 20
+replicas = 2
+[snapshots]
+schedule = "log"
+n = 4
+[sweep]
+"model.hidden" = [[1], [8]]
+"dynamics.weight_decay" = [1e-3, 1.0]
+
+[[stages]]
+name = "sgd"
+
+[[stages]]
+name = "polish_slow"
+steps = 10
+[stages.dynamics]
+kind = "gd"
+lr = 0.005
+"""
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """A real (tiny) SGD → GD protocol swept in width × λ: OUT/sgd and OUT/polish_slow."""
+    from trajkit.experiments import run_experiment
+
+    root = tmp_path_factory.mktemp("staged")
+    (root / "protocol.toml").write_text(STAGED)
+    out = root / "out"
+    run_experiment(root / "protocol.toml", out, quiet=True)
+    return out
+
+
+def _final_losses(stage_dir):
+    """``{(n_params, λ): [final train_loss of each replica]}`` read straight from the stage's archives."""
+    cells = {}
+    for a in trajkit.open_ensemble([stage_dir], check=False).archives:
+        key = (float(a.metadata["model"]["n_params"]), float(a.metadata["dynamics"]["weight_decay"]))
+        cells.setdefault(key, []).append(float(a.metrics["train_loss"][-1]))
+    return cells
+
+
+def test_stage_selects_a_stage_of_a_protocol_output(staged):
+    for stage in ("polish_slow", "sgd"):
+        r = trajkit.analyze("phase_diagram", staged, stage=stage, x_key="model.n_params",
+                            y_key="dynamics.weight_decay", n_boot=0)
+        cells = _final_losses(staged / stage)
+        assert r.scalars["n_runs"] == 8 and r.scalars["n_cells"] == len(cells) == 4
+        assert all(Path(p).parent.name == stage for p in r.provenance["inputs"])
+        for (n, lam), v in cells.items():
+            i, j = list(r.coords["x"]).index(n), list(r.coords["y"]).index(lam)
+            assert r["loss_geomean"][i, j] == pytest.approx(geometric_mean(np.array(v), 1e-10), rel=1e-9)
+    # the stage's own directory gives the same diagram; so does a glob of every stage with stage= given
+    kw = {"x_key": "model.n_params", "y_key": "dynamics.weight_decay", "n_boot": 0}
+    whole = trajkit.analyze("phase_diagram", staged, stage="polish_slow", **kw)
+    direct = trajkit.analyze("phase_diagram", staged / "polish_slow", **kw)
+    glob = trajkit.analyze("phase_diagram", str(staged / "*"), stage="polish_slow", **kw)
+    np.testing.assert_array_equal(whole["loss_geomean"], direct["loss_geomean"])
+    np.testing.assert_array_equal(whole["loss_geomean"], glob["loss_geomean"])
+    assert glob.scalars["n_runs"] == 8
+    # polishing changed the losses: the two stages are different diagrams
+    sgd = trajkit.analyze("phase_diagram", staged, stage="sgd", **kw)
+    assert not np.allclose(sgd["loss_geomean"], whole["loss_geomean"])
+
+
+def test_stage_errors_name_the_stages(staged, tmp_path):
+    kw = {"x_key": "model.n_params", "y_key": "dynamics.weight_decay", "n_boot": 0}
+    with pytest.raises(AnalysisError, match=r"stage='polish'.*no such stage.*polish_slow, sgd"):
+        trajkit.analyze("phase_diagram", staged, stage="polish", **kw)
+    with pytest.raises(AnalysisError, match=r"\[\[stages\]\] protocol \(stages polish_slow, sgd\).*stage=NAME"):
+        trajkit.analyze("phase_diagram", staged, **kw)
+    with pytest.raises(AnalysisError, match=r"2 stages of a protocol \(polish_slow, sgd\); pass stage=NAME"):
+        trajkit.analyze("phase_diagram", str(staged / "*"), **kw)
+    with pytest.raises(AnalysisError, match=r"stage='sgd': none of the 8 runs.*the stages there are polish_slow"):
+        trajkit.analyze("phase_diagram", staged / "polish_slow", stage="sgd", **kw)
+    res = CliRunner().invoke(cli, ["analyze", "--plugin", "phase_diagram", str(staged), "-p", "stage=nope",
+                                   "-p", "n_boot=0", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "stages are polish_slow, sgd" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["analyze", "--plugin", "phase_diagram", str(staged), "-p", "stage=polish_slow",
+                                   "-p", "n_boot=0", "-p", "x_key=model.n_params", "-p",
+                                   "y_key=dynamics.weight_decay", "--out", str(tmp_path / "ok")])
+    assert res.exit_code == 0, res.output
+    assert load_result(tmp_path / "ok")["loss_geomean"].shape == (2, 2)

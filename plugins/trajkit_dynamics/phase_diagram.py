@@ -31,7 +31,12 @@ different architectures — a width sweep — are never checked against each oth
 ``trajkit import --set``; an ensemble swept in one key is refused), ``x_per_key`` (x divided by this key's
 value per run, e.g. ``x_key = model.n_params`` with ``x_per_key = dataset.n_train`` for N/P; the scalar
 ``x_key`` then reads ``model.n_params/dataset.n_train``), ``metric``, ``floor``,
-``min_contrast``, ``n_boot``, ``level``, ``seed``. The cells are the distinct ``(x, y)`` values.
+``min_contrast``, ``n_boot``, ``level``, ``seed``, ``stage`` (the runs of one stage of a ``[[stages]]``
+protocol, e.g. ``stage = "polish_slow"`` for the polished loss of an SGD → GD → GD-at-η/10 protocol: the
+protocol's output directory ``OUT`` stands for ``OUT/<stage>``, and runs of other stages among the inputs
+— ``OUT/*`` — are left out; a stage that is not there is refused in one line naming the stages there;
+without ``stage``, runs of several stages are refused rather than pooled). The cells are the distinct
+``(x, y)`` values.
 
 Result keys: the arrays above over ``(x, y)``; ``x_transition [n_y]``, ``x_contrast [n_y]`` over ``y`` and
 ``x_transition_ci [n_y, 2]`` over ``(y, bound)``; ``y_transition [n_x]``, ``y_contrast [n_x]`` over ``x``
@@ -107,6 +112,26 @@ def _value(arch: Any, key: str) -> Any:
     return float(v)
 
 
+def _stage_name(arch: Any) -> str | None:
+    stage = arch.metadata.get("stage")
+    return stage.get("name") if isinstance(stage, dict) else None
+
+
+def _of_stage(archives: list[Any], stage: str | None) -> list[Any]:
+    """The runs of ``stage`` (all runs when None, which must then come from one stage at most)."""
+    names = sorted({n for n in map(_stage_name, archives) if n is not None})
+    if stage is None:
+        if len(names) > 1:
+            raise AnalysisError(f"the runs come from {len(names)} stages of a protocol ({', '.join(names)}); pass "
+                                f"stage=NAME (e.g. stage={names[-1]!r}) rather than pooling them in one diagram")
+        return archives
+    kept = [a for a in archives if _stage_name(a) == stage]
+    if not kept:
+        there = f"the stages there are {', '.join(names)}" if names else "they are no stage of a [[stages]] protocol"
+        raise AnalysisError(f"stage={stage!r}: none of the {len(archives)} runs given is of that stage; {there}")
+    return kept
+
+
 def _axes(archives: list[Any], x_key: str | None, y_key: str | None) -> tuple[str, str]:
     if x_key is not None and y_key is not None:
         if x_key == y_key:
@@ -148,10 +173,13 @@ class PhaseDiagram(Analysis):
               Param("n_boot", "int", default=200, min=0, help="bootstrap resamples of the transition intervals"),
               Param("level", "float", default=0.95, help="confidence level", check=lambda v: 0 < v < 1,
                     valid="in (0, 1)"),
-              Param("seed", "int", default=0, help="seed of the bootstrap"))
+              Param("seed", "int", default=0, help="seed of the bootstrap"),
+              Param("stage", "str", default=None,
+                    help="use the runs of this stage of a [[stages]] protocol (e.g. polish_slow); its output "
+                         "directory may be given whole"))
 
     def compute(self, data: Any, params: dict[str, Any], ctx: Any) -> Result:
-        archives = [a for g in data.values() for a in g.archives]
+        archives = _of_stage([a for g in data.values() for a in g.archives], params["stage"])
         x_key, y_key = _axes(archives, params["x_key"], params["y_key"])
         floor = float(params["floor"])
         cells: dict[tuple[float, float], list[float]] = {}

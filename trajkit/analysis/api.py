@@ -61,7 +61,8 @@ def _open_data(info: AnalysisInfo, archives: Any, params: dict[str, Any],
                                     "pass one archive (or run it once per archive)")
             a = open_archive(found[0], storage_options=storage_options)
             return a, [a]
-        ens = open_ensemble(archives, check=False, storage_options=storage_options)
+        # an analysis with a ``stage`` parameter may be given a [[stages]] protocol's output directory
+        ens = open_ensemble(archives, check=False, storage_options=storage_options, stage=params.get("stage"))
     if needs == "archive":
         if len(ens) != 1:
             raise AnalysisError(f"analysis {info.name!r} takes exactly one archive, got {len(ens)}")

@@ -215,11 +215,20 @@ def _resolve_url(url: str, storage_options: dict[str, Any] | None
     return list(runs), []
 
 
+def protocol_stages(path: Path) -> list[str]:
+    """The stage names of a ``[[stages]]`` protocol's output directory (its subdirectories holding an
+    ``ensemble.json``), sorted; empty for any other directory."""
+    return sorted(q.name for q in path.iterdir() if q.is_dir() and (q / ENSEMBLE_FILE).is_file())
+
+
 def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike],
-                  storage_options: dict[str, Any] | None = None
+                  storage_options: dict[str, Any] | None = None, stage: str | None = None
                   ) -> tuple[list[Path | str], list[dict[str, Any]]]:
     """Archive paths behind files, ensemble directories, directories of archives and globs (deduplicated);
-    URLs (``s3://bucket/ens/``) the same way, listed through fsspec with ``storage_options``."""
+    URLs (``s3://bucket/ens/``) the same way, listed through fsspec with ``storage_options``.
+
+    A local ``[[stages]]`` protocol's output (``OUT/<stage>/ensemble.json`` for each stage) stands for the
+    runs of its stage ``stage``; without ``stage`` it is refused in one line naming its stages."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     found: list[Path | str] = []
@@ -246,6 +255,19 @@ def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike],
             infos.append(doc)
         elif path.is_dir() and not (path / "zarr.json").exists():
             runs = sorted(q for q in path.glob("*.trajkit") if q.is_dir() or q.is_file())
+            stages = [] if runs else protocol_stages(path)
+            if stages:
+                names = ", ".join(stages)
+                if stage is None:
+                    raise AnalysisError(f"{path} is the output of a [[stages]] protocol (stages {names}); pass "
+                                        f"one stage's directory ({path / stages[-1]}) or stage=NAME to an "
+                                        "analysis that takes it")
+                if stage not in stages:
+                    raise AnalysisError(f"stage={stage!r}: {path} has no such stage; its stages are {names}")
+                sub, inf = resolve_paths([path / stage], storage_options)
+                found += sub
+                infos += inf
+                continue
             if not runs:
                 raise AnalysisError(f"{path}: directory holds no archive (no zarr.json, ensemble.json or "
                                     "*.trajkit inside)")
@@ -262,19 +284,20 @@ def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike],
 
 
 def open_ensemble(paths: str | os.PathLike | Sequence[Any], check: bool = True,
-                  storage_options: dict[str, Any] | None = None) -> Ensemble:
+                  storage_options: dict[str, Any] | None = None, stage: str | None = None) -> Ensemble:
     """Open archives (files, ensemble directories, directories of archives, globs) as an :class:`Ensemble`.
 
     With ``check`` (default) the runs must share N, layout and steps; pass ``check=False`` to group a
     sweep first (``ens.groups(key)`` checks each group). URLs (``s3://bucket/ens/``) are listed and opened
-    through fsspec with ``storage_options`` (:func:`trajkit.open_archive`).
+    through fsspec with ``storage_options`` (:func:`trajkit.open_archive`). ``stage`` picks one stage of a
+    ``[[stages]]`` protocol's output directory (:func:`resolve_paths`).
     """
     if isinstance(paths, Archive):
         return Ensemble([paths], check=check)
     if isinstance(paths, Sequence) and not isinstance(paths, str) and paths and \
             all(isinstance(p, Archive) for p in paths):
         return Ensemble(list(paths), check=check)
-    found, infos = resolve_paths(paths, storage_options)
+    found, infos = resolve_paths(paths, storage_options, stage=stage)
     if not found:
         raise AnalysisError("no archives given")
     if len(found) > 1 and any(is_url(p) for p in found):      # each open is a few round trips: overlap them
