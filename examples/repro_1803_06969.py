@@ -145,10 +145,20 @@ def windows(steps: np.ndarray, tw: int) -> tuple[np.ndarray, np.ndarray]:
     return (lag >= 1) & (lag <= max(10.0, tw / 100)), (lag >= t_max / 10) & (lag > 0)
 
 
+def radial_share(tw_steps: np.ndarray, steps: np.ndarray, msd: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """``(|w(t_w+t)| − |w(t_w)|)² / (N Δ)`` at the last waiting time, ``[T]``: the part of the displacement that
+    is a change of the weight norm. From C(t_w, s) = w(t_w)·w(s)/N and Δ: C(s, s) = Δ + 2 C(t_w, s) − C(t_w, t_w)."""
+    row = int(np.flatnonzero(steps == tw_steps[-1])[0])
+    c_tw = overlap[-1, row]
+    c_ss = msd[-1] + 2 * overlap[-1] - c_tw
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.sqrt(c_ss) - np.sqrt(c_tw)) ** 2 / msd[-1]
+
+
 def measure(tw_steps: np.ndarray, steps: np.ndarray, msd: np.ndarray, d_tw: np.ndarray, d_traj: np.ndarray,
-            n_params: int) -> dict[str, float]:
+            n_params: int, overlap: np.ndarray | None = None) -> dict[str, float]:
     """The numbers of one (mean) set of curves: msd ``[K, T]``, d_tw ``[K]`` = D(t_w), d_traj ``[T]`` = D(s)
-    (both D_SGD, see :func:`sgd_noise_factor`)."""
+    (both D_SGD, see :func:`sgd_noise_factor`), overlap ``[K, T]`` = C(t_w, s) (for the radial share)."""
     scaled = msd / d_tw[:, None]
     grid, short = lag_grid(tw_steps, steps), lag_grid(tw_steps, steps, hi=float(tw_steps[0]))
     tw = int(tw_steps[-1])
@@ -156,7 +166,10 @@ def measure(tw_steps: np.ndarray, steps: np.ndarray, msd: np.ndarray, d_tw: np.n
     lag = (steps - tw).astype(float)
     integral = cumulative_noise(steps, d_traj)
     i_tw = integral - integral[int(np.flatnonzero(steps == tw)[0])]
+    radial = (float(np.mean(radial_share(tw_steps, steps, msd, overlap)[w_late])) if overlap is not None
+              else float("nan"))
     return {
+        "radial_late": radial,
         "spread_raw": mean_log_spread(tw_steps, steps, msd, grid),
         "spread_noise_D": mean_log_spread(tw_steps, steps, scaled, grid),
         "spread_short_raw": mean_log_spread(tw_steps, steps, msd, short),
@@ -175,7 +188,7 @@ def bootstrap(per_replica: dict[str, np.ndarray], tw_steps: np.ndarray, steps: n
     """:func:`measure` on the replica means, and percentile intervals over replicas resampled with replacement."""
     def on(idx: np.ndarray) -> dict[str, float]:
         return measure(tw_steps, steps, per_replica["msd"][idx].mean(0), per_replica["d_tw"][idx].mean(0),
-                       per_replica["d_traj"][idx].mean(0), n_params)
+                       per_replica["d_traj"][idx].mean(0), n_params, per_replica["overlap"][idx].mean(0))
 
     R = per_replica["msd"].shape[0]
     point = on(np.arange(R))
@@ -205,12 +218,13 @@ def analyse_group(group: Any, out: Path, label: str, n_boot: int) -> dict[str, A
     c = sgd_noise_factor(int(gcfg["gradient_batches"]), int(gcfg["gradient_batch_size"]), min(batch, p), p)
     common = {"waiting_times": tws, "snap": "nearest"}
     # one overlaps result per replica (for the bootstrap) and one over the ensemble (for the figures)
-    per: dict[str, Any] = {"msd": [], "d_tw": [], "d_traj": []}
+    per: dict[str, Any] = {"msd": [], "overlap": [], "d_tw": [], "d_traj": []}
     tw_steps = np.asarray(tws)
     for arch in group.archives:
         r = trajkit.analyze("overlaps", [arch.path], normalize="noise_D", **common)
         tw_steps = np.asarray(r.coords["tw_step"])
         per["msd"].append(np.asarray(r["msd"]))
+        per["overlap"].append(np.asarray(r["overlap"]))
         per["d_tw"].append(c * np.asarray(r["noise_D"])[0])
         per["d_traj"].append(c * np.asarray(arch.metrics["noise_D"], dtype=float))
     per = {k: np.stack(v) for k, v in per.items()}
@@ -325,6 +339,7 @@ ROWS = [
     ("α_D, Δ ∝ (∫D ds)^α_D, last decade", "alpha_noise_clock", "alpha_noise_clock_ci", "alpha"),
     ("N·Δ/(2 D(t_w) t), short lags (noise diffusion: 1)", "ratio_short", "ratio_short_ci", None),
     ("N·Δ/(2 ∫D ds), last decade (noise diffusion: 1)", "ratio_late", "ratio_late_ci", None),
+    ("radial share (|w(t_w+t)| − |w(t_w)|)²/(NΔ), last decade", "radial_late", "radial_late_ci", None),
     ("d ln D(t_w) / d ln t_w", "D_slope", "D_slope_ci", "D"),
     ("final training loss (mean of replicas)", "final_train_loss", None, "phases"),
 ]

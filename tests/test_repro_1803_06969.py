@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import trajkit
+from trajkit.analysis.result import load_result
 from trajkit.experiments import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,24 @@ def test_measurements_of_pure_noise_diffusion(ex):
         assert m[key] == pytest.approx(0.0, abs=1e-9), key
     for key in ("alpha_short", "alpha_late", "alpha_noise_clock", "ratio_short", "ratio_late"):
         assert m[key] == pytest.approx(1.0, rel=1e-9), key
+    assert math.isnan(m["radial_late"])                                  # no overlaps given
+
+
+def test_radial_share_of_a_pure_dilation(ex):
+    """w(s) = (1 + a s) w0: all the displacement is a change of norm (share 1); a rotation at fixed norm has 0."""
+    steps = np.asarray(ex.schedule_steps(2000, n_base=20, n_lags=6))
+    tws = np.asarray(ex.waiting_times(2000))
+    a, c0 = 1e-3, 0.7
+    grow = 1 + a * steps.astype(float)
+    overlap = np.stack([(1 + a * tw) * grow * c0 for tw in tws])
+    msd = np.stack([(a * (steps - tw)) ** 2 * c0 for tw in tws]).astype(float)
+    share = ex.radial_share(tws, steps, msd, overlap)
+    later = steps > tws[-1]
+    np.testing.assert_allclose(share[later], 1.0, rtol=1e-9)
+    theta = 1e-3 * (steps - tws[-1])                                     # rotation by θ at |w|²/N = c0
+    rot_overlap = np.tile(c0 * np.cos(theta), (tws.size, 1))
+    rot_msd = np.tile(2 * c0 * (1 - np.cos(theta)), (tws.size, 1))
+    np.testing.assert_allclose(ex.radial_share(tws, steps, rot_msd, rot_overlap)[later], 0.0, atol=1e-9)
 
 
 def test_measurements_of_decaying_noise(ex):
@@ -116,10 +135,16 @@ def test_quick_run_writes_every_quantity(quick, ex):
     for net in s["nets"]:
         for _, key, ci, _ in ex.ROWS:
             v = ex.lookup(net, key)
-            assert _finite(v), (net["label"], key, v)
+            # the `aging` analysis reports NaN for μ_τ when τ is unresolved and for intervals of a stationary
+            # regime (a 600-step run barely ages); every other number is a measurement that must be finite
+            aging = key.startswith("aging_") and key != "aging_raw.mu_collapse_raw"
+            assert _finite(v) or (aging and isinstance(v, float) and math.isnan(v)), (net["label"], key, v)
             if ci is not None:
                 lo, hi = ex.lookup(net, ci)
-                assert _finite(lo) and _finite(hi) and lo <= hi, (net["label"], ci)
+                if ci.startswith("aging_") and not (_finite(lo) and _finite(hi)):
+                    assert math.isnan(lo) and math.isnan(hi), (net["label"], ci)
+                else:
+                    assert _finite(lo) and _finite(hi) and lo <= hi, (net["label"], ci)
         for k in ("spread_raw", "spread_noise_D", "spread_short_raw", "spread_short_noise_D"):
             assert net[k] >= 0
         assert all(d > 0 for d in net["D_tw"])                          # the noise strength is a variance
@@ -143,7 +168,7 @@ def test_quick_run_curves_equal_a_recomputation_from_the_archives(quick, ex):
             msd.append(np.stack([np.mean((w - w[r]) ** 2, axis=1) for r in rows]))
             assert arch.n_params == net["n_params"]
         msd = np.mean(msd, axis=0)
-        saved = trajkit.analysis.Result.load(out / "run" / f"overlaps_{net['label']}")
+        saved = load_result(out / "run" / f"overlaps_{net['label']}")
         later = steps[None, :] > np.asarray(net["tw_steps"])[:, None]
         np.testing.assert_allclose(np.asarray(saved["msd"])[later], msd[later], rtol=1e-5)
         d = np.mean([np.asarray(a.metrics["noise_D"])[rows] for a in group.archives], axis=0)
