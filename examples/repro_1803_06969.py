@@ -1,6 +1,6 @@
 """Reproduction of 1803.06969 (Baity-Jesi et al., ICML 2018): aging of the MSD under SGD and its Δ/D(t_w) collapse.
 
-    .venv/bin/python examples/repro_1803_06969.py                       # full size (≈ 5-10 min on 2 cores)
+    .venv/bin/python examples/repro_1803_06969.py                       # full size (≈ 3-7 min on 2 cores)
     .venv/bin/python examples/repro_1803_06969.py --quick --out /tmp/q  # smoke test (≤ 60 s)
     .venv/bin/python examples/repro_1803_06969.py --mnist-root ~/data   # MNIST instead of the digits
     .venv/bin/python examples/repro_1803_06969.py --dry-run             # validate and list the runs only
@@ -10,15 +10,20 @@ digits, 4 replicas, gradient-noise statistics at every snapshot) and measures, f
 
 - **aging of Δ**: the `aging` analysis on Δ(t_w, t_w + t) (μ from the collapse in t/t_w^μ, the h-form and
   τ(t_w) ∝ t_w^μ, bootstrap intervals over replicas), and the same on Δ/D(t_w) (``normalize = "noise_D"``);
-- **collapse quality** with a measure of our own, the *mean log-spread*: on a common log-spaced grid of lags t
-  (the lags every waiting time covers; curves interpolated linearly in ln t), σ(t) = the standard deviation
-  over waiting times of ln y(t_w, t_w + t), averaged over the grid: σ_raw for y = Δ, σ_D for y = Δ/D(t_w). A
-  perfect collapse has σ = 0; a spread by a factor f between the curves gives σ of order ln f / 2;
-- **late-time exponent**: α, the least-squares slope of ln Δ vs ln t at the last waiting time over the last
-  decade of lags it has (diffusion: α = 1), and α_D, the slope of ln Δ vs ln ∫_{t_w}^{t_w+t} D(s) ds there
-  (diffusion in the clock set by the gradient noise: α_D = 1), with the ratio N·Δ/(2∫D) (pure minibatch-noise
-  diffusion: 1);
-- **D(t_w) vs t_w**: the recorded noise_D at each waiting time and the slope of ln D vs ln t_w.
+- **collapse quality** with a measure of our own, the *mean log-spread*: on a common log-spaced grid of 40 lags
+  t (inside the lag range every waiting time covers; curves interpolated linearly in ln t), σ(t) = the standard
+  deviation over waiting times of ln y(t_w, t_w + t), averaged over the grid: σ_raw for y = Δ, σ_D for
+  y = Δ/D(t_w). A perfect collapse has σ = 0; curves differing by constant factors a_k have σ = std(ln a_k).
+  Reported over all common lags and over the short lags t ≤ min t_w;
+- **exponents at the last waiting time**: α, the least-squares slope of ln Δ vs ln t over the short lags
+  1 ≤ t ≤ max(10, t_w/100) and over the last decade of lags (diffusion: α = 1); α_D, the slope of ln Δ vs
+  ln ∫_{t_w}^{t_w+t} D(s) ds over the last decade (diffusion in the clock of the gradient noise: α_D = 1);
+  the ratios N·Δ/(2 D(t_w) t) (short lags) and N·Δ/(2∫D ds) (last decade), both 1 for displacements made of
+  the minibatch noise alone; and the radial share (‖w(t_w+t)‖ − ‖w(t_w)‖)²/(NΔ) over the last decade (the part
+  of the displacement that is a change of the weight norm);
+- **D(t_w) vs t_w**: D = η² Var(g_B)/2, the diffusion coefficient (summed over parameters) of one SGD step's
+  noise, from the recorded noise_D times the constant of :func:`sgd_noise_factor`, at each waiting time, and
+  the slope of ln D vs ln t_w.
 
 Intervals are 95 % percentile bootstraps over replicas (the replicas' curves resampled, the mean curve
 refitted). Figures, saved results and ``summary.json`` go to ``--out``; ``--figures DIR`` copies the figures
@@ -146,7 +151,7 @@ def windows(steps: np.ndarray, tw: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def radial_share(tw_steps: np.ndarray, steps: np.ndarray, msd: np.ndarray, overlap: np.ndarray) -> np.ndarray:
-    """``(|w(t_w+t)| − |w(t_w)|)² / (N Δ)`` at the last waiting time, ``[T]``: the part of the displacement that
+    """``(‖w(t_w+t)‖ − ‖w(t_w)‖)² / (N Δ)`` at the last waiting time, ``[T]``: the part of the displacement that
     is a change of the weight norm. From C(t_w, s) = w(t_w)·w(s)/N and Δ: C(s, s) = Δ + 2 C(t_w, s) − C(t_w, t_w)."""
     row = int(np.flatnonzero(steps == tw_steps[-1])[0])
     c_tw = overlap[-1, row]
@@ -232,10 +237,10 @@ def analyse_group(group: Any, out: Path, label: str, n_boot: int) -> dict[str, A
     ov.save(out / f"overlaps_{label}")
     ag_raw = trajkit.analyze("aging", group, observable="msd", n_boot=n_boot, **common)
     ag_raw.save(out / f"aging_{label}")
-    ag_raw.plot().savefig(out / f"aging_{label}.png", dpi=90)
+    save_png(ag_raw.plot(), out / f"aging_{label}.png")
     ag_d = trajkit.analyze("aging", group, observable="msd", normalize="noise_D", n_boot=n_boot, **common)
     ag_d.save(out / f"aging_noise_D_{label}")
-    ag_d.plot().savefig(out / f"aging_noise_D_{label}.png", dpi=90)
+    save_png(ag_d.plot(), out / f"aging_noise_D_{label}.png")
     nums = bootstrap(per, tw_steps, steps, n_params, n_boot)
 
     def aging_numbers(ag: Any) -> dict[str, Any]:
@@ -263,6 +268,17 @@ def analyse_group(group: Any, out: Path, label: str, n_boot: int) -> dict[str, A
 # -- figures --------------------------------------------------------------------------------------------------
 
 
+def save_png(fig: Any, path: Path, dpi: int = 90) -> None:
+    """Save ``fig`` as a PNG with an adaptive 256-colour palette (the gallery keeps each figure < 120 KB)."""
+    from PIL import Image
+
+    fig.savefig(path, dpi=dpi)
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
+    plt.close(fig)
+
+
 def figure_msd(nets: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(len(nets), 2, figsize=(9, 3.3 * len(nets)), squeeze=False)
     for row, net in zip(axes, nets, strict=True):
@@ -287,7 +303,7 @@ def figure_msd(nets: list[dict[str, Any]], path: Path) -> None:
         row[0].legend(fontsize=7)
         row[1].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -309,7 +325,7 @@ def figure_noise(nets: list[dict[str, Any]], path: Path) -> None:
     a.legend(fontsize=7)
     b.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -339,7 +355,7 @@ ROWS = [
     ("α_D, Δ ∝ (∫D ds)^α_D, last decade", "alpha_noise_clock", "alpha_noise_clock_ci", "alpha"),
     ("N·Δ/(2 D(t_w) t), short lags (noise diffusion: 1)", "ratio_short", "ratio_short_ci", None),
     ("N·Δ/(2 ∫D ds), last decade (noise diffusion: 1)", "ratio_late", "ratio_late_ci", None),
-    ("radial share (|w(t_w+t)| − |w(t_w)|)²/(NΔ), last decade", "radial_late", "radial_late_ci", None),
+    ("radial share (‖w(t_w+t)‖ − ‖w(t_w)‖)²/(NΔ), last decade", "radial_late", "radial_late_ci", None),
     ("d ln D(t_w) / d ln t_w", "D_slope", "D_slope_ci", "D"),
     ("final training loss (mean of replicas)", "final_train_loss", None, "phases"),
 ]
@@ -359,7 +375,7 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     head = ["quantity", *[f"width {n['hidden'][0]} (N/P = {n['n_over_p']:.2g})" for n in nets], "paper"]
     rows = [head]
     for label, key, ci, paper in ROWS:
-        d = 3 if key == "final_train_loss" else 2
+        d = 5 if key == "final_train_loss" else 2
         rows.append([label, *[fmt(lookup(n, key), lookup(n, ci), d) for n in nets],
                      PAPER[paper] if paper else "(trajkit's reference)"])
     rows.append(["regime of Δ (`aging`)", *[n["aging_raw"]["regime"] for n in nets], PAPER["phases"]])
