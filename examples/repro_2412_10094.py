@@ -61,6 +61,12 @@ def _ci(c):
     return [_f(c[0]), _f(c[1])]
 
 
+def first_losses(out: Path) -> dict[tuple[int, int], float]:
+    """Replica-mean training NLL at the first recorded step (initialisation) per (depth, width)."""
+    return {key: float(np.mean([np.asarray(a.metrics["train_loss"])[0] for a in group.archives]))
+            for key, group in chorales.by_configuration(out).items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=HERE / "out" / STEM)
@@ -100,8 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     depth = int(res.coords["depth"][0])
     widths = [int(w) for w in res.coords["width"]]
     grid_losses = chorales.final_losses(grid_dir)
+    first = first_losses(grid_dir)
     per_width = [{"width": w, "beta": _f(res["beta"][0][i]), "beta_ci": _ci(res["beta_ci"][0][i]),
                   "loss_inf": _f(res["loss_inf"][0][i]), "final_loss": _f(grid_losses[(depth, w)]),
+                  "first_loss": _f(first[(depth, w)]),
                   "t_learn": [_f(t) for t in res["t_learn"][0][i]]}
                  for i, w in enumerate(widths)]
     aging_widths = sorted(w for _, w in losses)
