@@ -392,7 +392,7 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The table of docs/reproductions/_1803_06969.md (``--markdown`` prints it)."""
+    """The table of docs/reproductions.md (``--markdown`` prints it)."""
     rows = table_rows(summary)
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]

@@ -1,6 +1,6 @@
 """Reproduction gallery: 2209.02517 (Herrera Segura, Tapias, Montoya 2022) — subaging in underparametrised nets.
 
-    python examples/repro_2209_02517.py                     # full size (docs/reproductions/_2209_02517.md)
+    python examples/repro_2209_02517.py                     # full size (docs/reproductions.md)
     python examples/repro_2209_02517.py --quick             # a tiny size, for the smoke test
     python examples/repro_2209_02517.py --mnist-root DIR    # MNIST instead of the teacher data (IDX files)
     python examples/repro_2209_02517.py --dry-run           # print the resolved config, train nothing

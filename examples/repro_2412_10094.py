@@ -1,6 +1,6 @@
 """Reproduction gallery: 2412.10094 (Hertz & Tyrcha 2024) — glassy dynamics of deep tanh RNNs on Bach chorales.
 
-    python examples/repro_2412_10094.py                     # full size (docs/reproductions/_2412_10094.md)
+    python examples/repro_2412_10094.py                     # full size (docs/reproductions.md)
     python examples/repro_2412_10094.py --quick             # a tiny size, for the smoke test
     python examples/repro_2412_10094.py --dry-run           # print the resolved configs, train nothing
     python examples/repro_2412_10094.py --figures docs/figures

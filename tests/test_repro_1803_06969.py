@@ -22,9 +22,12 @@ import trajkit
 from trajkit.analysis.result import load_result
 from trajkit.experiments import load_config
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repro_doc import Section
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "repro_1803_06969.py"
-DOC = ROOT / "docs" / "reproductions" / "_1803_06969.md"
+DOC = Section("1803.06969")   # its section of docs/reproductions.md
 NUMBERS = ROOT / "docs" / "figures" / "repro_1803_06969.json"
 
 

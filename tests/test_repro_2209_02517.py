@@ -15,9 +15,12 @@ import numpy as np
 
 from trajkit.experiments import load_config
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repro_doc import Section
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "repro_2209_02517.py"
-DOC = ROOT / "docs" / "reproductions" / "_2209_02517.md"
+DOC = Section("2209.02517")   # its section of docs/reproductions.md
 NUMBERS = ROOT / "docs" / "figures" / "repro_2209_02517.json"
 REGIMES = {"sub", "simple", "super", "stationary", "unresolved (poor collapse)"}
 

@@ -22,9 +22,12 @@ from trajkit_dynamics.aging import POOR_COLLAPSE
 
 from trajkit.experiments import load_config
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repro_doc import Section
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "repro_2405_13098.py"
-DOC = ROOT / "docs" / "reproductions" / "_2405_13098.md"
+DOC = Section("2405.13098")   # its section of docs/reproductions.md
 NUMBERS = ROOT / "docs" / "figures" / "repro_2405_13098.json"
 REGIMES = ("stationary", "simple", "sub", "super", "undetermined", POOR_COLLAPSE)
 

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repro_doc import Section
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "repro_2407_20724.py"
-DOC = ROOT / "docs" / "reproductions" / "_2407_20724.md"
+DOC = Section("2407.20724")   # its section of docs/reproductions.md
 NUMBERS = ROOT / "docs" / "figures" / "repro_2407_20724.json"
 
 

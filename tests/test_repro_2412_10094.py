@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from repro_doc import Section
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "repro_2412_10094.py"
-DOC = ROOT / "docs" / "reproductions" / "_2412_10094.md"
+DOC = Section("2412.10094")   # its section of docs/reproductions.md
 NUMBERS = ROOT / "docs" / "figures" / "repro_2412_10094.json"
 REGIMES = {"sub", "simple", "super", "stationary", "unresolved (poor collapse)"}
 needs_music21 = pytest.mark.skipif(importlib.util.find_spec("music21") is None,
