@@ -255,3 +255,70 @@ def test_online_sums_on_cuda_equal_the_pair_kernels_on_dense_snapshots(tmp_path,
     ref = kernels.pair_sums(dense, pairs, epsilon=rows.epsilon)
     for name in SUMS:
         np.testing.assert_allclose(rows.sums[name], ref[name], rtol=1e-6, atol=0)
+
+
+def _numpy_sums(dense, tw_step, step, eps, cols=None):
+    """The six sums between two dense rows, straight from their definitions in numpy float64."""
+    a = dense.params[int(np.searchsorted(dense.steps, tw_step)), :].astype(np.float64)
+    b = dense.params[int(np.searchsorted(dense.steps, step)), :].astype(np.float64)
+    if cols is not None:
+        a, b = a[cols], b[cols]
+    d = b - a
+    return {"dot": np.sum(a * b), "sq": np.sum(d * d), "quart": np.sum(d ** 4),
+            "theta": float(np.count_nonzero(np.abs(d) < eps)), "norm_a": np.sum(a * a), "norm_b": np.sum(b * b)}
+
+
+def test_online_sums_equal_their_definitions_in_numpy(runs):
+    """Independent of the compiled loop the recorder shares with the analysis kernels: every online row,
+    total and per layer, against the sums computed from their definitions on the dense twin's rows."""
+    on, dense = trajkit.open_archive(runs["online"][0]), trajkit.open_archive(runs["dense"][0])
+    rows = online_rows(on)
+    layers = on.metadata["online"]["layers"]
+    cols = {layer: np.concatenate([np.arange(e["offset"], e["offset"] + e["size"]) for e in on.layout
+                                   if e["layer"] == layer]) for layer in layers}
+    for r in range(len(rows.step)):
+        ref = _numpy_sums(dense, rows.tw_step[r], rows.step[r], rows.epsilon[r])
+        for name in SUMS:
+            assert rows.sums[name][r] == pytest.approx(ref[name], rel=1e-9, abs=1e-12), (name, r)
+        for i, layer in enumerate(layers):
+            ref_l = _numpy_sums(dense, rows.tw_step[r], rows.step[r], rows.epsilon[r], cols[layer])
+            for name in SUMS:
+                assert rows.per_layer[name][r, i] == pytest.approx(ref_l[name], rel=1e-9, abs=1e-12), (name, r, i)
+
+
+def test_online_sums_split_over_threads_equal_their_definitions(tmp_path):
+    """A layer large enough for the CPU loop to split its columns over two threads (160 k parameters),
+    waiting times whose vectors are dropped out of order (the bank compacts its rows): every row against
+    numpy."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(400, 400), torch.nn.Tanh(), torch.nn.Linear(400, 1))
+    spec = TwoTime(waiting_times=[0, 3, 6], lags=[1, 2, 4, 9, 20])
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 400, generator=g), torch.randn(32, 1, generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        recs = [trajkit.Recorder(tmp_path / "on.trajkit", model, schedule=trajkit.schedules.explicit([0, 30]),
+                                 online=spec),
+                trajkit.Recorder(tmp_path / "dense.trajkit", model,
+                                 schedule=trajkit.schedules.explicit(sorted(spec.steps() | {30})))]
+        for k in range(31):
+            if k:
+                model.zero_grad()
+                ((model(x) - y) ** 2).mean().backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= 0.1 * p.grad
+            for rec in recs:
+                rec.step(k)
+        for rec in recs:
+            rec.close()
+    finally:
+        torch.set_num_threads(threads)
+    on, dense = trajkit.open_archive(tmp_path / "on.trajkit"), trajkit.open_archive(tmp_path / "dense.trajkit")
+    rows = online_rows(on)
+    assert len(rows.step) == 3 * 6
+    for r in range(len(rows.step)):
+        ref = _numpy_sums(dense, rows.tw_step[r], rows.step[r], rows.epsilon[r])
+        for name in SUMS:
+            assert rows.sums[name][r] == pytest.approx(ref[name], rel=1e-9, abs=1e-12), (name, r)

@@ -32,8 +32,9 @@ on its row mean first, so the distances it derives from the Gram matrix, ``|a'|�
 to ≤ 1e-6 relative for displacements 1e-4 of the weights).
 
 Speed. The pass is bound by one elementwise sweep over ``P · n`` values (``P`` pairs, ``n`` columns).
-On the CPU the ``numpy`` backend runs one fused loop compiled by numba (:func:`_pair_tiles`; no C compiler
-is needed on the user's machine): each column tile of the block (≈ 2 MiB) is promoted to float64 once,
+On the CPU the ``numpy`` backend runs one fused loop compiled by numba
+(:func:`trajkit.pairloop.pair_tiles`, shared with the recorder's online sums; no C compiler is needed on the
+user's machine): each column tile of the block (≈ 2 MiB) is promoted to float64 once,
 then one SIMD pass per pair computes all four sums in registers, two pairs that share ``b`` at a time.
 numba compiles it on first use (≈ 1–2 s) into its on-disk cache under :func:`cache_dir` ``/numba``
 (``$TRAJKIT_CACHE_DIR``, default ``~/.cache/trajkit``), which later processes load in milliseconds. Two
@@ -59,7 +60,6 @@ torch on CUDA and numpy otherwise. Both give the same answers (to float64 roundi
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,10 +73,10 @@ from trajkit.archive.layout import Selection
 from trajkit.cachedir import cache_dir as trajkit_cache_dir
 from trajkit.devices import resolve_device
 from trajkit.errors import AnalysisError
+from trajkit.pairloop import aligned_work, compiled, tile_cols
 
 SUMS = ("dot", "sq", "quart", "theta")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
-_TILE_BYTES = 1 << 21          # compiled loop: bytes of one float64 column tile over all rows (fits L2)
 _GATHER_PARTS = 16             # a block of more selected ranges than this is gathered by one index array
 
 
@@ -87,116 +87,10 @@ def cache_dir() -> Path:
     return trajkit_cache_dir()
 
 
-def _pair_tiles(X, la, lb, eps, c0, c1, tile, work, acc, nrm):
-    """Columns ``[c0, c1)`` of the float32 block ``X [R, n]`` into ``acc [P, 4]`` (Σa·b, Σd², Σd⁴,
-    #{|d| < ε}) and ``nrm [R]`` (Σx²), for pairs ``(la[p], lb[p])`` sorted by ``lb`` with cutoffs ``eps``.
-
-    Each tile of ``tile`` columns is promoted to float64 once into ``work [R, tile]``; two consecutive
-    pairs sharing ``b`` run in one pass (``b`` loaded once for both anchors), a remaining one alone. Two,
-    not four as the C loop did: the 8 accumulators stay in the 16 AVX2 registers (with four, LLVM spilled
-    and shuffled them; measured 1.1–1.2× faster than the C loop, 0.85× with four).
-    """
-    R = X.shape[0]
-    P = la.shape[0]
-    for t0 in range(c0, c1, tile):
-        w = min(t0 + tile, c1) - t0
-        for r in range(R):
-            x = X[r, t0:t0 + w]
-            y = work[r]
-            s = 0.0
-            for i in range(w):
-                v = np.float64(x[i])
-                y[i] = v
-                s += v * v
-            nrm[r] += s
-        p = 0
-        while p < P:
-            b = work[lb[p]]
-            if p + 2 <= P and lb[p + 1] == lb[p]:
-                a0, a1 = work[la[p]], work[la[p + 1]]
-                e0, e1 = eps[p], eps[p + 1]
-                dt0 = s0 = q0 = k0 = dt1 = s1 = q1 = k1 = 0.0
-                for i in range(w):
-                    yb = b[i]
-                    x0, x1 = a0[i], a1[i]
-                    d0, d1 = yb - x0, yb - x1
-                    f0, f1 = d0 * d0, d1 * d1
-                    dt0 += x0 * yb
-                    dt1 += x1 * yb
-                    s0 += f0
-                    s1 += f1
-                    q0 += f0 * f0
-                    q1 += f1 * f1
-                    k0 += 1.0 if abs(d0) < e0 else 0.0
-                    k1 += 1.0 if abs(d1) < e1 else 0.0
-                acc[p, 0] += dt0
-                acc[p, 1] += s0
-                acc[p, 2] += q0
-                acc[p, 3] += k0
-                acc[p + 1, 0] += dt1
-                acc[p + 1, 1] += s1
-                acc[p + 1, 2] += q1
-                acc[p + 1, 3] += k1
-                p += 2
-            else:
-                a0 = work[la[p]]
-                e0 = eps[p]
-                dt0 = s0 = q0 = k0 = 0.0
-                for i in range(w):
-                    yb = b[i]
-                    x0 = a0[i]
-                    d0 = yb - x0
-                    f0 = d0 * d0
-                    dt0 += x0 * yb
-                    s0 += f0
-                    q0 += f0 * f0
-                    k0 += 1.0 if abs(d0) < e0 else 0.0
-                acc[p, 0] += dt0
-                acc[p, 1] += s0
-                acc[p, 2] += q0
-                acc[p, 3] += k0
-                p += 1
-
-
-#: LLVM may reorder the float64 sums (SIMD lanes) and fuse ``d·d + s`` into one FMA; no ``nnan``/``ninf``,
-#: so NaN and inf propagate to the sums exactly as in numpy (the analyses detect diverged runs by them).
-_FASTMATH = frozenset({"reassoc", "contract"})
-#: One eager signature (C-contiguous arrays) per read dtype of the archives — float32, and float64 for float64
-#: archives (:mod:`trajkit.archive.dtypes`), compiled only when such an archive is read — so a process compiles
-#: or loads exactly the specialisations it uses.
-_SIGNATURES = {x: f"void({x}[:, ::1], int64[::1], int64[::1], float64[::1], int64, int64, int64, "
-                  "float64[:, ::1], float64[:, ::1], float64[::1])" for x in ("float32", "float64")}
-
-
 def _compiled(dtype: str = "float32") -> Any:
-    """The numba-compiled :func:`_pair_tiles` for blocks of ``dtype`` (``float32`` or ``float64``); one
-    dispatcher per dtype and process (:func:`_compile`)."""
-    return _compile(dtype)
-
-
-@functools.cache
-def _compile(dtype: str) -> Any:
-    """The numba-compiled :func:`_pair_tiles` (``nogil``: the column threads run in parallel).
-
-    Compiled on first use (≈ 1–2 s) and cached under :func:`cache_dir` ``/numba`` (numba's on-disk cache,
-    keyed by source and CPU), so later processes load it in milliseconds; nothing is written elsewhere
-    (when that directory is not writable, the loop is compiled in memory each process instead).
-    """
-    import numba
-
-    target = cache_dir() / "numba"
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        writable = os.access(target, os.W_OK)
-    except OSError:
-        writable = False
-    previous = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = str(target) if writable else ""
-    try:
-        return numba.njit(_SIGNATURES[dtype], nogil=True, cache=writable, fastmath=set(_FASTMATH),
-                          boundscheck=False)(_pair_tiles)
-    finally:
-        numba.config.CACHE_DIR = previous
+    """The numba-compiled :func:`trajkit.pairloop.pair_tiles` for blocks of ``dtype`` (``float32`` or
+    ``float64``); one dispatcher per dtype and process (:func:`trajkit.pairloop.compiled`)."""
+    return compiled(dtype)
 
 
 def compiled_loop() -> str:
@@ -370,20 +264,8 @@ def _zero_acc(want: set[str], P: int) -> dict[str, np.ndarray]:
     return {k: np.zeros(P) for k in (*SUMS, "norm_a", "norm_b") if k in want}
 
 
-def _tile_cols(n_rows: int, block_bytes: int | None = None, threads: int = 1) -> int:
-    """Columns per tile of the compiled loop: the float64 tile of all rows ≈ :data:`_TILE_BYTES` (cache),
-    and the tiles of all threads at most a quarter of ``block_bytes``."""
-    t = min(4096, max(256, _TILE_BYTES // (8 * max(n_rows, 1))))
-    if block_bytes is not None:
-        t = min(t, block_bytes // (32 * threads * max(n_rows, 1)))
-    return max(8, t // 8 * 8)
-
-
-def _aligned_work(rows: int, cols: int) -> np.ndarray:
-    """float64 workspace ``[rows, cols]`` starting on a 64-byte boundary (whole cache lines per SIMD load)."""
-    raw = np.empty(rows * cols + 8)
-    off = (-raw.ctypes.data % 64) // 8
-    return raw[off:off + rows * cols].reshape(rows, cols)
+_tile_cols = tile_cols
+_aligned_work = aligned_work
 
 
 def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],

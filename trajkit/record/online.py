@@ -88,6 +88,9 @@ class OnlineTracker:
         self._lags = frozenset((0, *spec.lags))
         self._max_lag = max(spec.lags)
         self._refs: dict[int, tuple[torch.Tensor, float]] = {}
+        # CPU float32/float64: the compiled pair loop over a bank of rows (see _CpuBank)
+        self._bank = (_CpuBank(self._tensors, _max_alive(spec.waiting_times, self._max_lag), self._dtype)
+                      if self.device.type == "cpu" and self._dtype in (torch.float32, torch.float64) else None)
         self._reduce = spec.reduce if spec.reduce is not None else _identity
         self._writer: OnlineWriter | None = None
         self.metadata = {"waiting_times": list(spec.waiting_times), "lags": list(spec.lags), "select": spec.select,
@@ -116,10 +119,16 @@ class OnlineTracker:
         k = self._tw_index.get(step)
         if k is not None:
             self._refs[k] = self._keep()
+            if self._bank is not None:
+                self._bank.keep(k, self._refs[k][0])
+                self._refs[k] = (self._refs[k][0][:0], self._refs[k][1])   # the bank holds the vector
         tws = self.spec.waiting_times
         due = [j for j in sorted(self._refs) if step - tws[j] in self._lags]
         if due:
-            sums = torch.stack([self._sums(*self._refs[j]) for j in due])
+            if self._bank is not None:
+                sums = self._bank.sums(due, [self._refs[j][1] for j in due], len(self.metadata["layers"]))
+            else:
+                sums = torch.stack([self._sums(*self._refs[j]) for j in due])
             sums = self._reduce(distributed.all_reduce_sums(sums, self.group))
             host = sums.cpu().numpy()
             if self._writer is not None:   # rank 0's tracker (the only one opened) writes
@@ -127,8 +136,12 @@ class OnlineTracker:
                                     np.asarray([self._refs[j][1] for j in due]), host)
         for j in [j for j in self._refs if step >= tws[j] + self._max_lag]:
             del self._refs[j]
+            if self._bank is not None:
+                self._bank.drop(j)
 
     def close(self) -> None:
+        if self._bank is not None:
+            self._bank.close()
         if self._writer is not None:
             self._writer.close()
 
@@ -180,6 +193,102 @@ class OnlineTracker:
                                               (b * b).sum()])
             off += n
         return acc
+
+
+class _CpuBank:
+    """The waiting-time vectors of a CPU run as rows of one array, measured by the compiled pair loop.
+
+    Row 0 takes the current parameters at each measured step (one copy); rows ``1..m`` hold the ``m``
+    vectors kept now, compacted (a dropped row is replaced by the last one). :meth:`sums` runs
+    :func:`trajkit.pairloop.pair_tiles` — the loop the analysis kernels run on archives — on rows ``0..m``
+    once per layer's column range: one pass reads each kept vector once, promotes to float64 in cache-sized
+    tiles and gives Σa·b, Σd², Σd⁴, #{|d| < ε} per due pair and Σx² per row, with no temporaries the size of
+    the model (the torch path makes several per waiting time). The columns are split over torch's CPU
+    threads (the loop releases the GIL)."""
+
+    def __init__(self, tensors: list[tuple[torch.Tensor, int]], max_alive: int, dtype: torch.dtype):
+        self._tensors = tensors
+        self._dtype = "float64" if dtype == torch.float64 else "float32"
+        self._cap = max_alive + 2   # row 0, the kept vectors, and one due to go at the step a new one comes
+        self._n = int(sum(distributed.local_flat(p).numel() for p, _ in tensors))
+        ranges: list[list[int]] = []   # [c0, c1, layer] of consecutive tensors of one layer
+        off = 0
+        for p, layer in tensors:
+            n = distributed.local_flat(p).numel()
+            if ranges and ranges[-1][2] == layer and ranges[-1][1] == off:
+                ranges[-1][1] = off + n
+            else:
+                ranges.append([off, off + n, layer])
+            off += n
+        self._ranges = [tuple(r) for r in ranges if r[1] > r[0]]
+        self._rows: dict[int, int] = {}        # waiting-time index -> bank row
+        self._X: np.ndarray | None = None      # [cap, n], allocated at the first kept vector
+        self._pool = None
+
+    def keep(self, k: int, flat: torch.Tensor) -> None:
+        if self._X is None:
+            self._X = np.empty((self._cap, max(self._n, 1)), dtype=self._dtype)
+        row = len(self._rows) + 1
+        if row >= self._X.shape[0]:   # more alive than planned: grow (never expected; kept for safety)
+            self._X = np.concatenate([self._X, np.empty_like(self._X[:1])])
+        torch.from_numpy(self._X[row, : self._n]).copy_(flat)
+        self._rows[k] = row
+
+    def drop(self, k: int) -> None:
+        row = self._rows.pop(k)
+        last = len(self._rows) + 1
+        if row != last:
+            j = next(j for j, r in self._rows.items() if r == last)
+            self._X[row] = self._X[last]
+            self._rows[j] = row
+
+    def sums(self, due: list[int], eps: list[float], n_layers: int) -> torch.Tensor:
+        """float64 ``[len(due), 6, L]``: :data:`~trajkit.archive.online.SUMS` per layer, now against each due
+        kept vector."""
+        from trajkit.pairloop import aligned_work, compiled, tile_cols
+
+        X = self._X
+        R = len(self._rows) + 1
+        off = 0
+        for p, _ in self._tensors:
+            part = distributed.local_flat(p)
+            torch.from_numpy(X[0, off:off + part.numel()]).copy_(part)
+            off += part.numel()
+        Xr = X[:R]
+        la = np.array([self._rows[j] for j in due], dtype=np.int64)
+        lb = np.zeros(len(due), dtype=np.int64)
+        e = np.asarray(eps, dtype=np.float64)
+        loop, tile = compiled(self._dtype), tile_cols(R)
+        threads = max(1, min(torch.get_num_threads(), 8))
+        out = np.zeros((len(due), len(SUMS), n_layers))
+        for c0, c1, layer in self._ranges:
+            parts = max(1, min(threads, (c1 - c0) // 65536))
+            edges = np.linspace(c0, c1, parts + 1).astype(np.int64)
+            accs = [np.zeros((len(due), 4)) for _ in range(parts)]
+            nrms = [np.zeros(R) for _ in range(parts)]
+
+            def run(i: int, edges=edges, accs=accs, nrms=nrms) -> None:
+                loop(Xr, la, lb, e, int(edges[i]), int(edges[i + 1]), tile, aligned_work(R, tile), accs[i], nrms[i])
+
+            if parts == 1:
+                run(0)
+            else:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(threads, thread_name_prefix="trajkit-online")
+                list(self._pool.map(run, range(parts)))
+            acc, nrm = sum(accs[1:], accs[0]), sum(nrms[1:], nrms[0])
+            out[:, :4, layer] += acc
+            out[:, 4, layer] += nrm[la]
+            out[:, 5, layer] += nrm[0]
+        return torch.from_numpy(out)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._X = None
 
 
 def _identity(x: Any) -> Any:
