@@ -4,6 +4,9 @@ and attaching a callback twice is a one-line error."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,9 +20,9 @@ transformers = pytest.importorskip("transformers", reason="the transformers extr
 from trajkit.integrations.lightning import TrajkitCallback as LightningCallback  # noqa: E402
 from trajkit.integrations.transformers import TrajkitCallback as HFCallback  # noqa: E402
 
-
-def _flat(model: torch.nn.Module) -> np.ndarray:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).numpy().copy()
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from hf_ddp import SCHEDULE as HF_DDP_SCHEDULE  # noqa: E402  (the torchrun rank program of the DDP test)
+from hf_ddp import HFProbe, TokenData, bert, flat  # noqa: E402
 
 
 def _assert_same_trajectory(a, b):
@@ -64,13 +67,13 @@ class ParamsProbe(pl.Callback):
         self.lr: dict[int, float] = {}
 
     def on_train_start(self, trainer, pl_module):
-        self.params[trainer.global_step] = _flat(pl_module)
+        self.params[trainer.global_step] = flat(pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.lr[trainer.global_step + 1] = trainer.optimizers[0].param_groups[0]["lr"]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.params[trainer.global_step] = _flat(pl_module)
+        self.params[trainer.global_step] = flat(pl_module)
 
 
 def _loader(n=48, batch=4):
@@ -174,50 +177,11 @@ def test_lightning_ddp_records_once_what_one_process_would(tmp_path):
     np.testing.assert_array_equal(arch.steps, SCHEDULE.steps(12))
     for r, s in enumerate(arch.steps):
         np.testing.assert_allclose(arch.params[r, :], probe.params[int(s)], rtol=1e-5, atol=1e-6, err_msg=f"step {s}")
-    np.testing.assert_array_equal(arch.params[-1, :], _flat(module))   # the weights ddp_spawn brings back
+    np.testing.assert_array_equal(arch.params[-1, :], flat(module))   # the weights ddp_spawn brings back
     assert trajkit.archive.validate(tmp_path / "ddp.trajkit") == []
 
 
 # -- Hugging Face transformers -----------------------------------------------------------------------------------
-
-def _bert():
-    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=16, num_labels=3,
-                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(cfg)
-
-
-class TokenData(torch.utils.data.Dataset):
-    """32 random 8-token sequences with random labels."""
-
-    def __init__(self):
-        g = torch.Generator().manual_seed(5)
-        self.ids = torch.randint(0, 40, (32, 8), generator=g)
-        self.labels = torch.randint(0, 3, (32,), generator=g)
-
-    def __len__(self):
-        return 32
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "labels": self.labels[i]}
-
-
-class HFProbe(transformers.TrainerCallback):
-    """An independent record of the parameters at every optimiser step; stops training at ``stop_at``."""
-
-    def __init__(self, stop_at=None):
-        self.params: dict[int, np.ndarray] = {}
-        self.stop_at = stop_at
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        self.params[state.global_step] = _flat(model)
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        self.params[state.global_step] = _flat(model)
-        if state.global_step == self.stop_at:
-            control.should_training_stop = True
-
 
 def _hf_trainer(out, callbacks, **kw):
     kw = {"logging_steps": 1, "save_strategy": "no", **kw}
@@ -225,7 +189,7 @@ def _hf_trainer(out, callbacks, **kw):
         output_dir=str(out), max_steps=20, per_device_train_batch_size=4, learning_rate=5e-3,
         lr_scheduler_type="linear", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
         dataloader_num_workers=0, **kw)
-    return transformers.Trainer(model=_bert(), args=args, train_dataset=TokenData(), callbacks=callbacks)
+    return transformers.Trainer(model=bert(), args=args, train_dataset=TokenData(32), callbacks=callbacks)
 
 
 HF_SCHEDULE = trajkit.schedules.log(1, 20, 6) | trajkit.schedules.linear(4)
@@ -289,8 +253,6 @@ def _hf_ddp(out, *args):
     import os
     import socket
     import subprocess
-    import sys
-    from pathlib import Path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -309,14 +271,6 @@ def test_transformers_ddp_records_once_and_resumes_from_the_trainers_checkpoint(
     holding, bit for bit, the parameters every rank had at the scheduled steps (the ranks agree: DDP averaged
     their gradients, though each saw other samples) and the loss the trainer logged (averaged over the ranks);
     a run stopped at step 11 and resumed from the trainer's checkpoint at step 8 gives the same archive."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("hf_ddp", Path(__file__).parent / "helpers" / "hf_ddp.py")
-    helper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helper)
-    schedule = helper.SCHEDULE
-
     _hf_ddp(tmp_path / "a")
     r0, r1 = np.load(tmp_path / "a" / "probe_rank0.npz"), np.load(tmp_path / "a" / "probe_rank1.npz")
     assert int(r0["world"]) == 2
@@ -324,7 +278,7 @@ def test_transformers_ddp_records_once_and_resumes_from_the_trainers_checkpoint(
     np.testing.assert_array_equal(r0["params"], r1["params"])   # replicated by DDP's gradient all-reduce
     assert not np.array_equal(r0["params"][1], r0["params"][0])
     arch = trajkit.open_archive(tmp_path / "a" / "run.trajkit")
-    np.testing.assert_array_equal(arch.steps, schedule.steps(16))
+    np.testing.assert_array_equal(arch.steps, HF_DDP_SCHEDULE.steps(16))
     np.testing.assert_array_equal(arch.params[:, :], r0["params"][arch.steps])
     np.testing.assert_array_equal(arch.trace["loss"][r0["loss_steps"]], r0["loss"])
     np.testing.assert_allclose(arch.epochs, arch.steps / 8)   # 64 samples / (2 ranks × 4) per epoch

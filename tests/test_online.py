@@ -4,6 +4,7 @@ pair kernels and the ``overlaps`` analysis compute from a dense archive of the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 
@@ -34,15 +35,24 @@ def _train(path, schedule, online=None, seed=0, **kw) -> None:
     model = _model()
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(64, 8, generator=g), torch.randn(64, 2, generator=g)
-    with trajkit.Recorder(path, model, schedule=schedule, online=online, **kw) as rec:
-        for k in range(STEPS + 1):
+    _descend(model, x, y, [trajkit.Recorder(path, model, schedule=schedule, online=online, **kw)], STEPS, 0.05)
+
+
+def _descend(model, x, y, recs, steps, lr) -> None:
+    """Full-batch gradient descent on the squared error for ``steps`` steps, every recorder in ``recs``
+    stepped at each (step 0: the initialisation) and used as a context manager (closed at the end)."""
+    with contextlib.ExitStack() as stack:
+        for rec in recs:
+            stack.enter_context(rec)
+        for k in range(steps + 1):
             if k:
                 model.zero_grad()
                 ((model(x) - y) ** 2).mean().backward()
                 with torch.no_grad():
                     for p in model.parameters():
-                        p -= 0.05 * p.grad
-            rec.step(k)
+                        p -= lr * p.grad
+            for rec in recs:
+                rec.step(k)
 
 
 @pytest.fixture(scope="module")
@@ -237,17 +247,7 @@ def test_online_sums_on_cuda_equal_the_pair_kernels_on_dense_snapshots(tmp_path,
     dense_sched = trajkit.schedules.explicit(sorted(spec.steps() | {STEPS}))
     recs = [trajkit.Recorder(tmp_path / "on.trajkit", model, schedule=trajkit.schedules.log(1, STEPS, 2), online=spec),
             trajkit.Recorder(tmp_path / "dense.trajkit", model, schedule=dense_sched)]
-    for k in range(STEPS + 1):
-        if k:
-            model.zero_grad()
-            ((model(x) - y) ** 2).mean().backward()
-            with torch.no_grad():
-                for p in model.parameters():
-                    p -= 0.05 * p.grad
-        for rec in recs:
-            rec.step(k)
-    for rec in recs:
-        rec.close()
+    _descend(model, x, y, recs, STEPS, 0.05)
     on, dense = trajkit.open_archive(tmp_path / "on.trajkit"), trajkit.open_archive(tmp_path / "dense.trajkit")
     assert on.metadata["online"]["reference"] == reference
     rows = online_rows(on)
@@ -302,17 +302,7 @@ def test_online_sums_split_over_threads_equal_their_definitions(tmp_path):
                                  online=spec),
                 trajkit.Recorder(tmp_path / "dense.trajkit", model,
                                  schedule=trajkit.schedules.explicit(sorted(spec.steps() | {30})))]
-        for k in range(31):
-            if k:
-                model.zero_grad()
-                ((model(x) - y) ** 2).mean().backward()
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p -= 0.1 * p.grad
-            for rec in recs:
-                rec.step(k)
-        for rec in recs:
-            rec.close()
+        _descend(model, x, y, recs, 30, 0.1)
     finally:
         torch.set_num_threads(threads)
     on, dense = trajkit.open_archive(tmp_path / "on.trajkit"), trajkit.open_archive(tmp_path / "dense.trajkit")

@@ -1,5 +1,6 @@
 """One rank of a Hugging Face ``Trainer`` DDP run on CPU (gloo), launched by ``torch.distributed.run``
-(tests/test_integrations.py). Every rank records its own parameters at every optimiser step and the losses the
+(tests/test_integrations.py, which also takes the tiny BERT, the token data and the parameter probe from here).
+Every rank records its own parameters at every optimiser step and the losses the
 trainer logs into ``OUT/probe_rank<R>.npz``: the independent record the archive is checked against. Only the
 callback on rank 0 may write ``OUT/run.trajkit``.
 
@@ -22,35 +23,47 @@ from trajkit.integrations.transformers import TrajkitCallback
 SCHEDULE = trajkit.schedules.log(1, 16, 5) | trajkit.schedules.linear(4)
 
 
-def _flat(model: torch.nn.Module) -> np.ndarray:
+def flat(model: torch.nn.Module) -> np.ndarray:
+    """The trainable parameters of ``model``, flattened in order, as a numpy copy."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).numpy().copy()
 
 
-class TokenData(torch.utils.data.Dataset):
-    """64 random 8-token sequences with random labels (the same on every rank)."""
+def bert() -> transformers.BertForSequenceClassification:
+    """A one-layer BERT classifier built from a config (nothing downloaded), seeded."""
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=16, num_labels=3,
+                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg)
 
-    def __init__(self):
+
+class TokenData(torch.utils.data.Dataset):
+    """``n`` random 8-token sequences with random labels (the same on every rank)."""
+
+    def __init__(self, n: int):
         g = torch.Generator().manual_seed(5)
-        self.ids = torch.randint(0, 40, (64, 8), generator=g)
-        self.labels = torch.randint(0, 3, (64,), generator=g)
+        self.ids = torch.randint(0, 40, (n, 8), generator=g)
+        self.labels = torch.randint(0, 3, (n,), generator=g)
 
     def __len__(self):
-        return 64
+        return len(self.labels)
 
     def __getitem__(self, i):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-class Probe(transformers.TrainerCallback):
+class HFProbe(transformers.TrainerCallback):
+    """An independent record of the parameters at every optimiser step; stops training at ``stop_at``."""
+
     def __init__(self, stop_at=None):
         self.params: dict[int, np.ndarray] = {}
         self.stop_at = stop_at
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        self.params[state.global_step] = _flat(model)
+        self.params[state.global_step] = flat(model)
 
     def on_step_end(self, args, state, control, model=None, **kw):
-        self.params[state.global_step] = _flat(model)
+        self.params[state.global_step] = flat(model)
         if state.global_step == self.stop_at:
             control.should_training_stop = True
 
@@ -63,18 +76,14 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     rank = int(os.environ["RANK"])
-    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=16, num_labels=3,
-                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(cfg)
+    model = bert()
     args = transformers.TrainingArguments(
         output_dir=str(out / "hf"), max_steps=16, per_device_train_batch_size=4, learning_rate=5e-3,
         lr_scheduler_type="linear", report_to=[], use_cpu=True, disable_tqdm=True, seed=0, logging_steps=1,
         dataloader_num_workers=0, ddp_backend="gloo",
         save_strategy="steps" if a.stop_at else "no", save_steps=8)
-    probe = Probe(stop_at=a.stop_at)
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=TokenData(),
+    probe = HFProbe(stop_at=a.stop_at)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=TokenData(64),
                                    callbacks=[TrajkitCallback(out / "run.trajkit", schedule=SCHEDULE), probe])
     trainer.train(resume_from_checkpoint=a.resume)
     steps = sorted(probe.params)
