@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 from trajkit.experiments import load_config
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from repro_doc import Section
+from repro_doc import Section, decimals, rounded, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "repro_2209_02517.py"
@@ -70,44 +69,23 @@ def test_quick_run_writes_every_quantity(tmp_path):
     assert tws == sorted(tws) and len(tws) == 5 and tws[-1] < s["steps"] / 2   # ≈ steps/5, snapped
 
 
-def _table_rows(text: str) -> list[list[str]]:
-    head = text.index("| quantity | this run")
-    rows = []
-    for line in text[head:].splitlines()[2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
-
-
-def _nums(cell: str) -> list[float]:
-    return [float(x) for x in re.findall(r"-?\d+\.\d+", cell.replace("−", "-"))]
-
-
-def _fmt(v, c, d=2):
-    out = [round(v, d)]
-    if c and c[0] is not None:
-        out += [round(c[0], d), round(c[1], d)]
-    return out
-
-
 def test_doc_table_matches_the_committed_numbers():
     s = json.loads(NUMBERS.read_text())
     expected = {}
     for r in s["points"]:
         mu = r["mu_collapse"] if r["mu_collapse"] is not None else r["mu_collapse_raw"]
-        expected[f"μ_collapse, N = {r['n_params']}, depth {r['depth']}"] = _fmt(mu, r["mu_collapse_ci"])
-        expected[f"μ_τ, N = {r['n_params']}, depth {r['depth']}"] = _fmt(r["mu_tau"], r["mu_tau_ci"]) \
+        expected[f"μ_collapse, N = {r['n_params']}, depth {r['depth']}"] = rounded(mu, r["mu_collapse_ci"])
+        expected[f"μ_τ, N = {r['n_params']}, depth {r['depth']}"] = rounded(r["mu_tau"], r["mu_tau_ci"]) \
             if r["mu_tau"] is not None else []
     for c, sp in s["depth_spread"].items():
         for est, name in (("mu_collapse", "μ_collapse"), ("mu_tau", "μ_τ")):
             if sp[est] is not None:
                 expected[f"spread of {name} over depth, {c}"] = [round(sp[est], 2)]
     seen = set()
-    for quantity, this_run, _paper in _table_rows(DOC.read_text()):
+    for quantity, this_run, _paper in table_rows(DOC.read_text()):
         key = quantity.replace("`", "")
         assert key in expected, f"doc row {quantity!r} names no quantity of the numbers file"
-        assert _nums(this_run) == expected[key], (quantity, this_run, expected[key])
+        assert decimals(this_run) == expected[key], (quantity, this_run, expected[key])
         seen.add(key)
     assert seen == set(expected), set(expected) - seen
 

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from repro_doc import Section
+from repro_doc import Section, decimals, rounded, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "repro_2412_10094.py"
@@ -64,47 +63,25 @@ def test_quick_run_writes_every_quantity(tmp_path):
                 assert lo <= hi
 
 
-def _table_rows(text: str) -> list[list[str]]:
-    """The rows of the doc section's "quantity | this run | paper" table, split into cells."""
-    head = text.index("| quantity | this run")
-    rows = []
-    for line in text[head:].splitlines()[2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
-
-
-def _nums(cell: str) -> list[float]:
-    return [float(x) for x in re.findall(r"-?\d+\.\d+", cell.replace("−", "-"))]
-
-
-def _fmt(v, c, d):
-    out = [round(v, d)]
-    if c and c[0] is not None:
-        out += [round(c[0], d), round(c[1], d)]
-    return out
-
-
 def test_doc_table_matches_the_committed_numbers():
     s = json.loads(NUMBERS.read_text())
-    rows = _table_rows(DOC.read_text())
+    rows = table_rows(DOC.read_text())
     assert rows
     expected = {}
     for r in s["per_width"]:
-        expected[f"β, w = {r['width']}"] = _fmt(r["beta"], r["beta_ci"], 2)
+        expected[f"β, w = {r['width']}"] = rounded(r["beta"], r["beta_ci"], 2)
     for t, v, c in zip(s["thresholds"], s["w_c"], s["w_c_ci"], strict=True):
         if v is not None:
-            expected[f"w_c(ℓ = {t})"] = _fmt(v, c, 1)
-    expected["w_c(ℓ → 0)"] = _fmt(s["w_c0"], s["w_c0_ci"], 1)
+            expected[f"w_c(ℓ = {t})"] = rounded(v, c, 1)
+    expected["w_c(ℓ → 0)"] = rounded(s["w_c0"], s["w_c0_ci"], 1)
     for obs, by_w in s["aging"]["mu"].items():
         for w, m in by_w.items():
-            expected[f"μ ({obs}), w = {w}"] = _fmt(m["mu"], m["mu_ci"], 2)
+            expected[f"μ ({obs}), w = {w}"] = rounded(m["mu"], m["mu_ci"], 2)
     seen = set()
     for quantity, this_run, _paper in rows:
         key = quantity.replace("`", "")
         assert key in expected, f"doc row {quantity!r} names no quantity of the numbers file"
-        assert _nums(this_run) == expected[key], (quantity, this_run, expected[key])
+        assert decimals(this_run) == expected[key], (quantity, this_run, expected[key])
         seen.add(key)
     assert seen == set(expected), set(expected) - seen
 
