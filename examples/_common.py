@@ -1,7 +1,10 @@
-"""Shared helpers of the worked examples: record an ensemble once, save a result with its figure."""
+"""Shared helpers of the worked examples: record an ensemble once, save a result with its figure, publish
+the numbers and figures of a gallery run."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import trajkit
@@ -22,3 +25,14 @@ def save(result: trajkit.analysis.Result, out: Path, name: str) -> None:
     """Write ``out/name.png`` and the saved result directory ``out/name``."""
     result.plot().savefig(out / f"{name}.png", dpi=110)
     result.save(out / name)
+
+
+def publish(out: Path, summary: dict, files: list[Path], figures: Path | None, stem: str) -> None:
+    """Write ``out/summary.json``; with ``figures``, also copy ``files`` there and the summary as
+    ``figures/<stem>.json`` (the committed numbers of a gallery run, docs/reproductions.md)."""
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if figures:
+        figures.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(f, figures / f.name)
+        shutil.copy(out / "summary.json", figures / f"{stem}.json")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
+import _common  # examples/_common.py (the script's folder is on sys.path)
 import matplotlib.pyplot as plt
 
 import trajkit
@@ -236,12 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
                "replicas": int(cfg["run"]["replicas"]), "waiting_times": [int(t) for t in ag.coords["tw_step"]],
                "overrides": overrides, "points": rows, "depth_spread": spread, "paper": PAPER}
     files = figures(ag, rows, args.out)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    if args.figures:
-        args.figures.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy(f, args.figures / f.name)
-        shutil.copy(args.out / "summary.json", args.figures / f"{STEM}.json")
+    _common.publish(args.out, summary, files, args.figures, STEM)
     print(table(summary))
     return summary
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _common  # noqa: E402
 import chorales_critical_width as chorales  # noqa: E402  (examples/ is not a package)
 
 from trajkit.experiments import load_config, run_experiment  # noqa: E402
@@ -130,12 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "final_loss": {str(w): v for (_, w), v in sorted(losses.items())}, "mu": mu},
         "paper": PAPER,
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    if args.figures:
-        args.figures.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy(f, args.figures / f.name)
-        shutil.copy(args.out / "summary.json", args.figures / f"{STEM}.json")
+    _common.publish(args.out, summary, files, args.figures, STEM)
     print(table(summary))
     return summary
 
