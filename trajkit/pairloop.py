@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -141,3 +142,27 @@ def aligned_work(rows: int, cols: int) -> np.ndarray:
     raw = np.empty(rows * cols + 8)
     off = (-raw.ctypes.data % 64) // 8
     return raw[off:off + rows * cols].reshape(rows, cols)
+
+
+def run_split(loop: Any, X: np.ndarray, la: np.ndarray, lb: np.ndarray, eps: np.ndarray, c0: int, c1: int,
+              threads: int, tile: int, min_cols: int, pool: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``loop`` (a :func:`compiled` pair loop) over columns ``[c0, c1)`` of ``X [R, n]``, the columns split
+    into at most ``threads`` parts of at least ``min_cols`` each, run in parallel (the loop releases the GIL)
+    on ``pool`` or a pool of their own; returns the summed ``acc [P, 4]`` and ``nrm [R]``."""
+    R, P = X.shape[0], la.shape[0]
+    parts = max(1, min(threads, (c1 - c0) // min_cols))
+    edges = np.linspace(c0, c1, parts + 1).astype(np.int64)
+    accs = [np.zeros((P, 4)) for _ in range(parts)]
+    nrms = [np.zeros(R) for _ in range(parts)]
+
+    def run(k: int) -> None:
+        loop(X, la, lb, eps, int(edges[k]), int(edges[k + 1]), tile, aligned_work(R, tile), accs[k], nrms[k])
+
+    if parts == 1:
+        run(0)
+    elif pool is not None:
+        list(pool.map(run, range(parts)))
+    else:
+        with ThreadPoolExecutor(parts, thread_name_prefix="trajkit-pairs") as ex:
+            list(ex.map(run, range(parts)))
+    return sum(accs[1:], accs[0]), sum(nrms[1:], nrms[0])

@@ -73,7 +73,7 @@ from trajkit.archive.layout import Selection
 from trajkit.cachedir import cache_dir as trajkit_cache_dir
 from trajkit.devices import resolve_device
 from trajkit.errors import AnalysisError
-from trajkit.pairloop import aligned_work, compiled, tile_cols
+from trajkit.pairloop import compiled, run_split, tile_cols
 
 SUMS = ("dot", "sq", "quart", "theta")
 DEFAULT_BLOCK_BYTES = 256 * 2**20
@@ -264,10 +264,6 @@ def _zero_acc(want: set[str], P: int) -> dict[str, np.ndarray]:
     return {k: np.zeros(P) for k in (*SUMS, "norm_a", "norm_b") if k in want}
 
 
-_tile_cols = tile_cols
-_aligned_work = aligned_work
-
-
 def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want: set[str],
                  threads: int, tile: int | None = None) -> dict[str, np.ndarray]:
     """CPU partial sums of the float32 block ``X32 [R, n]`` by the compiled loop; ``threads`` threads split
@@ -280,21 +276,7 @@ def _block_numpy(X32: np.ndarray, plan: _PairPlan, eps: np.ndarray | None, want:
     o = plan.order_b
     oa, ob = np.ascontiguousarray(plan.la[o]), np.ascontiguousarray(plan.lb[o])
     oe = np.zeros(P) if eps is None else np.ascontiguousarray(np.asarray(eps, np.float64)[o])
-    parts = max(1, min(threads, n // 2048))
-    edges = np.linspace(0, n, parts + 1).astype(np.int64)
-    tile = tile or _tile_cols(R)
-    accs = [np.zeros((P, 4)) for _ in range(parts)]
-    nrms = [np.zeros(R) for _ in range(parts)]
-
-    def run(k: int) -> None:
-        loop(X32, oa, ob, oe, int(edges[k]), int(edges[k + 1]), tile, _aligned_work(R, tile), accs[k], nrms[k])
-
-    if parts == 1:
-        run(0)
-    else:
-        with ThreadPoolExecutor(parts, thread_name_prefix="trajkit-pairs") as ex:
-            list(ex.map(run, range(parts)))
-    acc, nrm = sum(accs[1:], accs[0]), sum(nrms[1:], nrms[0])
+    acc, nrm = run_split(loop, X32, oa, ob, oe, 0, n, threads, tile or tile_cols(R), min_cols=2048)
     out = {}
     for j, k in enumerate(SUMS):
         if k in want:
@@ -420,7 +402,7 @@ def pair_sums(archive: Any, pairs: Any, cols: Any = None, epsilon: Any = None,
     R = plan.rows.size if plan else 0
     threads = threads or min(2, os.cpu_count() or 1)
     block_cols = _block_cols(block_bytes, R, threads, P, selection=c is not None, float64_copy=be == "torch")
-    tile = _tile_cols(R, block_bytes, threads) if be == "numpy" else None
+    tile = tile_cols(R, block_bytes, threads) if be == "numpy" else None
     blocks = plan_blocks(archive.n_params, block_cols, c, ranges)
     L = len(layer_ids)
     want = set(sums) | {"norm_a", "norm_b"}
@@ -462,7 +444,7 @@ def _block_cols(block_bytes: int, n_rows: int, threads: int, n_pairs: int = 0, s
     after a fixed part: 1 MiB, and per thread the pair accumulators and the compiled loop's float64 tile
     of all rows."""
     per_col = n_rows * (8 + (4 if selection else 0) + (8 if float64_copy else 0))
-    work = 8 * n_rows * _tile_cols(n_rows, block_bytes, threads)
+    work = 8 * n_rows * tile_cols(n_rows, block_bytes, threads)
     fixed = 2**20 + threads * (48 * n_pairs + 8 * n_rows + work)
     return max(256, (block_bytes - fixed) // max(1, per_col))
 

@@ -32,6 +32,8 @@ from trajkit.archive.online import SUMS, OnlineWriter
 from trajkit.errors import TrajkitError
 from trajkit.record import distributed
 
+#: fewest columns per thread of the CPU loop (splitting less is not worth a thread hand-off)
+MIN_SPLIT_COLS = 65536
 #: elements per chunk of the sums (bounds the float64 temporaries: 5 × 8 B × 2²² ≈ 168 MB)
 CHUNK = 1 << 22
 
@@ -118,10 +120,11 @@ class OnlineTracker:
         whose grid has ``step``, and commit the rows."""
         k = self._tw_index.get(step)
         if k is not None:
-            self._refs[k] = self._keep()
+            flat, eps = self._keep()
             if self._bank is not None:
-                self._bank.keep(k, self._refs[k][0])
-                self._refs[k] = (self._refs[k][0][:0], self._refs[k][1])   # the bank holds the vector
+                self._bank.keep(k, flat)
+                flat = flat[:0]   # the bank holds the vector
+            self._refs[k] = (flat, eps)
         tws = self.spec.waiting_times
         due = [j for j in sorted(self._refs) if step - tws[j] in self._lags]
         if due:
@@ -245,7 +248,7 @@ class _CpuBank:
     def sums(self, due: list[int], eps: list[float], n_layers: int) -> torch.Tensor:
         """float64 ``[len(due), 6, L]``: :data:`~trajkit.archive.online.SUMS` per layer, now against each due
         kept vector."""
-        from trajkit.pairloop import aligned_work, compiled, tile_cols
+        from trajkit.pairloop import compiled, run_split, tile_cols
 
         X = self._X
         R = len(self._rows) + 1
@@ -262,23 +265,11 @@ class _CpuBank:
         threads = max(1, min(torch.get_num_threads(), 8))
         out = np.zeros((len(due), len(SUMS), n_layers))
         for c0, c1, layer in self._ranges:
-            parts = max(1, min(threads, (c1 - c0) // 65536))
-            edges = np.linspace(c0, c1, parts + 1).astype(np.int64)
-            accs = [np.zeros((len(due), 4)) for _ in range(parts)]
-            nrms = [np.zeros(R) for _ in range(parts)]
+            if self._pool is None and threads > 1 and c1 - c0 >= 2 * MIN_SPLIT_COLS:
+                from concurrent.futures import ThreadPoolExecutor
 
-            def run(i: int, edges=edges, accs=accs, nrms=nrms) -> None:
-                loop(Xr, la, lb, e, int(edges[i]), int(edges[i + 1]), tile, aligned_work(R, tile), accs[i], nrms[i])
-
-            if parts == 1:
-                run(0)
-            else:
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    self._pool = ThreadPoolExecutor(threads, thread_name_prefix="trajkit-online")
-                list(self._pool.map(run, range(parts)))
-            acc, nrm = sum(accs[1:], accs[0]), sum(nrms[1:], nrms[0])
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="trajkit-online")
+            acc, nrm = run_split(loop, Xr, la, lb, e, c0, c1, threads, tile, MIN_SPLIT_COLS, self._pool)
             out[:, :4, layer] += acc
             out[:, 4, layer] += nrm[la]
             out[:, 5, layer] += nrm[0]
