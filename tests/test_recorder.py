@@ -210,6 +210,30 @@ def test_nonfinite_params_are_flagged_at_record_time(tmp_path):
     assert meta["nonfinite"]["first_step"] == 1 and meta["nonfinite"]["steps"] == [1, 2]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nonfinite_rows_are_flagged_when_the_copy_thread_checks_them(tmp_path, dtype):
+    """With ``optimizer=`` the copy thread checks each row's finiteness while copying it (the writer then
+    does not read the row back); an inf reached through a real optimiser step is flagged at that step and
+    the rows before it are not."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    with pytest.warns(RuntimeWarning, match="NaN or inf"), \
+            trajkit.Recorder(tmp_path / "inf.trajkit", model, schedule=trajkit.schedules.linear(1), optimizer=opt,
+                             writer="thread", dtype=dtype) as rec:
+        for k in range(5):
+            if k:
+                opt.zero_grad()
+                for p in model.parameters():
+                    p.grad = torch.zeros_like(p)
+                if k == 3:
+                    model[0].weight.grad[1, 2] = -float("inf")
+                opt.step()
+            rec.step(k)
+    arch = trajkit.open_archive(tmp_path / "inf.trajkit")
+    assert arch.metadata["nonfinite"]["steps"] == [3, 4]
+    assert np.isfinite(arch.params[:3]).all() and np.isinf(arch.params[3]).any()
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     model = _mlp()
     with pytest.raises(TrajkitError, match="writer="):

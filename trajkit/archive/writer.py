@@ -314,16 +314,19 @@ class ArchiveWriter:
         return self.write_row(step, self._staging, time=time, epoch=epoch, metrics=metrics)
 
     def write_row(self, step: int, row: np.ndarray, time: float | None = None, epoch: float | None = None,
-                  metrics: dict[str, float] | None = None) -> int:
+                  metrics: dict[str, float] | None = None, finite: bool | None = None) -> int:
         """Write a snapshot from ``row``, a C-contiguous array of length :attr:`padded_size` in the storage
         dtype (:func:`trajkit.archive.dtypes.storage_numpy` of :attr:`dtype`; float32 by default).
 
         The zero-copy path used by the Recorder: the entries past N are chunk padding and must be NaN.
+        ``finite``: whether the N values are all finite, when the caller already knows (None: checked here).
         """
         self._check_open()
         step = self._check_step(step)
         self.write_chunks(row, range(self.padded_size // self.chunk_cols))
-        return self.commit_row(step, time, epoch, metrics, finite=dtypes.all_finite(row[: self.n_params], self.dtype))
+        if finite is None:
+            finite = dtypes.all_finite(row[: self.n_params], self.dtype)
+        return self.commit_row(step, time, epoch, metrics, finite=finite)
 
     def write_chunks(self, row: np.ndarray, chunks: Sequence[int]) -> None:
         """Write params chunks ``chunks`` (indices ``j``) of the next snapshot row, uncommitted; ``row`` holds

@@ -54,7 +54,7 @@ def write_item(writer: ArchiveWriter, item: WriteItem, row: Any = None) -> None:
         if item.slot.event is not None:
             item.slot.event.synchronize()
         writer.write_row(item.step, item.slot.host if row is None else row, time=item.time, epoch=item.epoch,
-                         metrics=item.metrics)
+                         metrics=item.metrics, finite=item.slot.finite if row is None else None)
     elif item.trace is not None:
         writer.flush()
 
