@@ -9,15 +9,16 @@ dtype and the cast happens in the copy into them (``Tensor.copy_``: round to nea
 training) and a slot is ``R`` such rows, ``host[r]`` page-aligned, replica r's row — the batched path of
 ``trajkit record`` (:class:`~trajkit.record.batch.BatchRecorder`).
 
-- CPU: one ``copy_`` per tensor straight into the numpy-backed buffer, on the training thread.
+- CPU: one ``torch._foreach_copy_`` of all tensors straight into views of the numpy-backed buffer, on the
+  training thread (a ``copy_`` per tensor for the batched path).
 - CUDA: a device-to-device flatten on the current stream (microseconds, so the next optimiser step can
   overwrite the parameters), then a non-blocking device-to-host copy into *pinned* memory on a side
   stream, and a CUDA event the writer thread waits on. The training thread never synchronises the host.
 
 ``copy_into(k, overlap=True)`` (the Recorder with ``optimizer=``, :mod:`trajkit.record.overlap`) returns
-before the parameters are read: on CPU the ``copy_`` loop runs on one copy thread (``copy_`` releases the
-GIL), on CUDA the flatten too goes to the side stream. ``slot.params_read`` is then what must complete
-before the parameters change — a :class:`CopyJob` (CPU) or a CUDA event (the flatten) — and
+before the parameters are read: on CPU the copy runs on one copy thread (one call that releases the GIL),
+on CUDA the flatten too goes to the side stream. ``slot.params_read`` is then what must complete before the
+parameters change — a :class:`CopyJob` (CPU) or a CUDA event (the flatten) — and
 ``slot.event`` what the writer waits on before it reads ``host``.
 """
 
@@ -115,6 +116,7 @@ class ParamCopier:
             self.slots.append(slot)
         self._stream = torch.cuda.Stream(device=self.device) if self.cuda else None
         self._copy_thread: ThreadPoolExecutor | None = None
+        self._view_cache: dict[int, tuple[tuple, list[torch.Tensor]]] = {}
 
     @torch.no_grad()
     def copy_into(self, k: int, params: list[torch.Tensor] | None = None, overlap: bool = False) -> Slot:
@@ -136,13 +138,17 @@ class ParamCopier:
             flat = slot.device_flat[:r] if slot.device_flat is not None else None
             shape = (r, -1)
         if not self.cuda:
+            views = self._views(k, params) if self.replicas is None else None
             if not overlap:
-                _copy_all(params, host, offs, shape)
+                if views is not None:
+                    torch._foreach_copy_(views, params)
+                else:
+                    _copy_all(params, host, offs, shape)
                 return slot
             if self._copy_thread is None:
                 self._copy_thread = ThreadPoolExecutor(1, thread_name_prefix="trajkit-copy")
-            if self.replicas is None:   # check the row while it is hot in the copy thread's cache
-                job = self._copy_thread.submit(_copy_checked, params, host, offs, slot, self.n, self.dtype)
+            if views is not None:   # check the row while it is hot in the copy thread's cache
+                job = self._copy_thread.submit(_copy_checked, params, views, slot, self.n, self.dtype)
             else:
                 job = self._copy_thread.submit(_copy_all, params, host, offs, shape)
             slot.event = slot.params_read = CopyJob(job)
@@ -167,6 +173,19 @@ class ParamCopier:
         main.wait_event(slot.event)
         return slot
 
+    def _views(self, k: int, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Slot ``k``'s host row as one view per tensor, shaped like ``params`` (kept while the shapes stay):
+        the CPU copy is then one ``torch._foreach_copy_`` — one dispatch and one release of the GIL for the
+        whole row, where a loop of ``copy_`` calls hands the GIL back and forth with the training thread
+        once per tensor."""
+        shapes = tuple(tuple(p.shape) for p in params)
+        cached = self._view_cache.get(k)
+        if cached is None or cached[0] != shapes:
+            host, offs = self.slots[k].host_tensor, self._offsets
+            cached = self._view_cache[k] = (shapes, [host[offs[i]:offs[i + 1]].view(shapes[i])
+                                                     for i in range(len(params))])
+        return cached[1]
+
     def close(self) -> None:
         """Wait for copies still running on the copy thread and stop it."""
         if self._copy_thread is not None:
@@ -175,12 +194,11 @@ class ParamCopier:
 
 
 @torch.no_grad()
-def _copy_checked(params: list[torch.Tensor], dest: torch.Tensor, offs: list[int], slot: Slot, n: int,
-                  dtype: str) -> None:
-    """:func:`_copy_all` of one row, then ``slot.finite``: the finiteness check the writer would otherwise
-    make by reading the row back from memory (0.4 ms of the other core per 2.6 MiB row, cache-cold; a
-    fraction of that here, where the row was just written)."""
-    _copy_all(params, dest, offs, (-1,))
+def _copy_checked(params: list[torch.Tensor], views: list[torch.Tensor], slot: Slot, n: int, dtype: str) -> None:
+    """One row's copy into ``views`` (:meth:`ParamCopier._views`), then ``slot.finite``: the finiteness
+    check the writer would otherwise make by reading the row back from memory (0.4 ms of the other core
+    per 2.6 MiB row, cache-cold; a fraction of that here, where the row was just written)."""
+    torch._foreach_copy_(views, params)
     slot.finite = dtypes.all_finite(slot.host[:n], dtype)
 
 
