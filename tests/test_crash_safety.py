@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import trajkit
+from trajkit.record.background import GROUP
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from crash_child import BUFFERS, expected_loss, expected_params
@@ -54,8 +55,9 @@ def _check_archive(path: Path) -> int:
 @pytest.mark.parametrize("writer", ["inline", "thread"])
 def test_sigkill_at_random_moments_never_loses_committed_rows(tmp_path, writer):
     """Inline: every step ``rec.step`` returned from is committed. Writer thread (direct writes for these
-    1.1 MiB rows where the file system allows): all but the last ``BUFFERS`` reported steps are."""
-    lag = 0 if writer == "inline" else BUFFERS
+    1.1 MiB rows where the file system allows): all but the last ``BUFFERS`` reported steps and the rows of
+    one group commit (at most ``GROUP``, written but not yet published) are."""
+    lag = 0 if writer == "inline" else BUFFERS + GROUP
     rng = random.Random(1234)
     path = tmp_path / "crash.trajkit"
     committed = 0

@@ -197,6 +197,69 @@ def test_back_pressure_never_drops_snapshots(tmp_path, monkeypatch):
         assert np.all(arch.params[r, :35] == float(r))
 
 
+def test_the_writer_thread_commits_queued_rows_in_groups():
+    """Hand-overs that queue up behind the writer are settled (made visible) together: when the queue
+    empties or after GROUP rows, whichever comes first; a lone hand-over is settled at once."""
+    import threading
+
+    from trajkit.record.background import GROUP, BackgroundSink, Handover
+
+    runs, settled_after = [], []
+    gate = threading.Event()
+
+    class Archive:   # what the Recorder hands over: rows written by run(), made visible by publish()
+        def publish(self):
+            settled_after.append(len(runs))
+
+    arch = Archive()
+
+    def work(i):
+        def run():
+            if i == 0:
+                gate.wait(10)
+            runs.append(i)
+        return run
+
+    n = 2 * GROUP + 8
+    sink = BackgroundSink(n)
+    for i in range(n):
+        sink.submit(Handover(None, work(i), "archive", i, arch.publish))
+    gate.set()
+    sink.close()
+    assert runs == list(range(n))
+    assert settled_after == [GROUP, 2 * GROUP, n]
+    lone = BackgroundSink(2)
+    lone.submit(Handover(None, lambda: runs.append("x"), "archive", 0, arch.publish))
+    lone.close()
+    assert settled_after[-1] == n + 1
+
+
+def test_deferred_commits_are_invisible_until_published_and_lost_only_to_a_crash(tmp_path):
+    """ArchiveWriter(defer_commit): rows committed in memory are not on disk's marker until publish();
+    a crash (abort) keeps exactly the published rows, intact and valid; close() publishes the rest."""
+    from trajkit.archive.writer import create
+
+    path = tmp_path / "g.trajkit"
+    w = create(path, 1000)
+    w.defer_commit = True
+    for k in range(3):
+        w.append(k, np.full(1000, float(k), np.float32))
+    assert trajkit.open_archive(path).n_snapshots == 0
+    w.publish()
+    assert trajkit.open_archive(path).n_snapshots == 3
+    w.append(3, np.full(1000, 3.0, np.float32))
+    w.abort()   # what SIGKILL leaves
+    arch = trajkit.open_archive(path)
+    assert arch.steps.tolist() == [0, 1, 2] and np.all(arch.params[2] == 2.0)
+    assert not trajkit.archive.validate(path)
+    w = create(path, 1000, resume="allow")
+    w.defer_commit = True
+    w.append(3, np.full(1000, 3.0, np.float32))
+    w.close()
+    arch = trajkit.open_archive(path)
+    assert arch.steps.tolist() == [0, 1, 2, 3] and np.all(arch.params[3] == 3.0)
+
+
 def test_nonfinite_params_are_flagged_at_record_time(tmp_path):
     model = _mlp()
     with pytest.warns(RuntimeWarning, match="NaN or inf"), \

@@ -5,7 +5,8 @@ Usage: python crash_child.py ARCHIVE N START STOP WRITER [resume]
 At step k the model's flat parameter vector is exactly ``expected_params(k, N)`` and the trace loss is
 ``expected_loss(k)``, so the parent can check every committed row bit for bit. After each ``rec.step``
 returns, the child prints the step (the parent uses it as a lower bound on what must be committed: that
-step itself with the inline writer, the step ``buffers`` before it with the writer thread).
+step itself with the inline writer; with the writer thread, the step ``buffers`` plus one group commit
+(``trajkit.record.background.GROUP`` rows) before it).
 """
 
 import sys

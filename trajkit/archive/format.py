@@ -55,11 +55,17 @@ PARAMS_CHUNK_BYTES = 8 * 2**20
 def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = False) -> None:
     """Write ``data`` to ``path`` so that a reader (or a crash) sees the old or the new file, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
+    # os-level calls, not open(): a writer thread then releases the GIL 4 times per marker, not 7 (open()
+    # adds an fstat, an isatty ioctl and an lseek), each release a hand-over with the training thread
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        mv = memoryview(data).cast("B")
+        while mv:
+            mv = mv[os.write(fd, mv):]
         if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
     if fsync:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)

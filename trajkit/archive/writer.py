@@ -129,7 +129,17 @@ class ArchiveWriter:
     ``committed`` (rows readers trust),
     ``last_step`` (step of the last committed row, or None), ``padded_size`` (length of a row buffer
     accepted by :meth:`write_row`: N rounded up to whole chunks).
+
+    ``defer_commit`` (default False): :meth:`commit_row` then leaves the on-disk commit marker where it is
+    and :meth:`publish` moves it over every row committed since, in one rename — a group commit, which the
+    Recorder's writer thread makes when snapshots queue up behind it (:mod:`trajkit.record.background`).
+    Until then those rows are written but not yet visible: a crash loses them, never more, and every other
+    method that writes a marker or the metadata publishes first.
     """
+
+    #: commit rows in groups (see the class docstring)
+    defer_commit = False
+    _unpublished = False
 
     def __init__(self, path: str | os.PathLike, n_params: int, metadata: dict[str, Any] | None = None,
                  layout: Layout | None = None, *, resume: str = "never", capacity: int = 256,
@@ -357,7 +367,10 @@ class ArchiveWriter:
                 col.write(k, [np.nan])
         self._flush_trace(commit=False)
         self.committed = k + 1
-        self._write_commit()
+        if self.defer_commit:   # a writer thread with a backlog: the marker moves at publish()
+            self._unpublished = True
+        else:
+            self._write_commit()
         self.last_step = step
         self._steps.append(step)
         if not finite:
@@ -378,9 +391,16 @@ class ArchiveWriter:
             vals = columns.get(name)
             pending.append(np.full(steps.size, np.nan) if vals is None else np.asarray(vals, np.float64).ravel())
 
+    def publish(self) -> None:
+        """Write the commit marker over the rows :meth:`commit_row` committed with ``defer_commit`` set."""
+        if self._unpublished:
+            self._unpublished = False
+            self._write_commit()
+
     def flush(self) -> None:
         """Write buffered trace rows and advance the trace commit marker."""
         self._check_open()
+        self.publish()
         self._flush_trace()
 
     def truncate(self, step: int) -> int:
@@ -397,6 +417,7 @@ class ArchiveWriter:
         damaged chunk cannot be trusted to hold increasing steps.
         """
         self._check_open()
+        self.publish()
         steps = self._committed_steps()
         keep = max(0, min(int(keep), self.committed))
         tkeep = self.trace_committed if trace_keep is None else max(0, min(int(trace_keep), self.trace_committed))
@@ -420,6 +441,7 @@ class ArchiveWriter:
     def update_metadata(self, extra: dict[str, Any]) -> None:
         """Merge ``extra`` into the root metadata (validated; written atomically)."""
         self._check_open()
+        self.publish()
         meta = deep_merge(self.metadata, fmt.to_jsonable(extra))
         validate_metadata(meta, str(self.path))
         self.metadata = meta
@@ -430,6 +452,7 @@ class ArchiveWriter:
         if self._closed:
             return
         try:
+            self.publish()
             self._flush_trace(commit=False)
             self._write_trace_commit()   # trace/zarr.json catches up with the last snapshot commit
             self.finalize()

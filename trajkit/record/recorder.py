@@ -184,6 +184,13 @@ class Recorder:
                         if self._dist is None or self._dist.writes_whole_rows else None)
         self._named = named
         self._sink = make_sink(writer, n_slots)
+        # the writer thread commits the rows that queue up behind it in groups (background.py); sharded
+        # rows are committed by the distributed barrier instead, inline
+        self._settle = None
+        if (writer == "thread" and isinstance(self._archive, ArchiveWriter)
+                and (self._dist is None or self._dist.writes_whole_rows)):
+            self._archive.defer_commit = True
+            self._settle = self._archive.publish
         #: whether snapshot copies overlap training (an optimizer was given and writes go to the thread)
         self.overlap = bool(optimizers) and writer == "thread"
         self._gate = StepGate(optimizers, device) if self.overlap else None
@@ -352,7 +359,8 @@ class Recorder:
         item = WriteItem(k, slot, step, self._archive.elapsed() if slot is not None else None,
                          self._epoch if slot is not None else None, metrics, trace)
         try:
-            self._sink.submit(Handover(k, functools.partial(write_item, self._archive, item), str(self.path), step))
+            self._sink.submit(Handover(k, functools.partial(write_item, self._archive, item), str(self.path), step,
+                                       self._settle))
         except BaseException as e:
             self._broken = e
             raise
