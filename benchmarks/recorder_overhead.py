@@ -29,7 +29,10 @@ with zstd compression, for the compression ratio; (a-buf, b-buf, c-buf) the same
 (a-raw, b-raw, c-raw), with ``--configs ...,raw``: the bare I/O twin of each schedule (``RawRows``: the
 parameter copy on the training thread into a page-aligned buffer and an ``O_DIRECT`` write of each row
 from a second thread, nothing else), so that what writing these bytes costs on this machine is told apart
-from what trajkit adds on top.
+from what trajkit adds on top; (a-io, b-io, c-io), with ``--configs ...,io``: the bytes alone (``IoOnly``:
+at each snapshot the training thread writes one byte to a pipe, and a separate process writes a static
+row-sized page-aligned buffer to a new file with ``O_DIRECT`` — no copy, no thread, no GIL of ours), what
+merely sending these bytes to this machine's disk costs training.
 
 Copy off the training thread. Configurations a, b, c (and their -buf twins) hand the Recorder the optimiser
 (``Recorder(..., optimizer=opt)``): the snapshot copy overlaps the next forward/backward pass and the next
@@ -46,6 +49,7 @@ written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdo
     python benchmarks/recorder_overhead.py --configs a,b,buf --repeats 8 --threads 2
     python benchmarks/recorder_overhead.py --configs a,b,c,sync     # overlapped copy vs copy on the thread
     python benchmarks/recorder_overhead.py --configs a,b,c,sync,raw --repeats 5   # + the bare I/O twins
+    python benchmarks/recorder_overhead.py --configs a,c,raw,io --repeats 3       # + the bytes alone
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ class Trainer:
         elif sink == "raw":
             self.out.mkdir()
             self.raw = RawRows(self.out, [p for p in self.model.parameters()])
+        elif sink == "io":
+            self.out.mkdir()
+            self.raw = IoOnly(self.out, sum(p.numel() for p in self.model.parameters()))
         self.k = -1   # last step done (step 0 = the initialisation, recorded like the others)
         self.seconds = 0.0
         self.in_rec = [0.0, 0.0]   # seconds inside rec.step: plain steps, snapshot steps
@@ -121,7 +128,7 @@ class Trainer:
                 self.n_snap += snap
             elif self.sink == "torch.save" and k in self.schedule:
                 torch.save(model.state_dict(), self.out / f"step_{k:07d}.pt")
-            elif self.sink == "raw" and k in self.schedule:
+            elif self.sink in ("raw", "io") and k in self.schedule:
                 self.raw.write(k)
         if self.device == "cuda":
             torch.cuda.synchronize()
@@ -137,8 +144,8 @@ class Trainer:
             mode = (self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
                     + (", copy overlapped" if self.rec.overlap else ", copy on thread"))
             self.rec.close()
-        elif self.sink == "raw":
-            mode = "bare copy + O_DIRECT thread"
+        elif self.sink in ("raw", "io"):
+            mode = "bare copy + O_DIRECT thread" if self.sink == "raw" else "O_DIRECT from another process"
             self.raw.close()
         self.seconds += time.perf_counter() - t0
         out = self.out
@@ -193,6 +200,40 @@ class RawRows:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+class IoOnly:
+    """The bytes alone: a separate process writes a static row-sized page-aligned buffer to a new file with
+    ``O_DIRECT`` whenever the training thread writes one byte to its pipe (no copy, no thread in this
+    process). Its slowdown is what sending these bytes to the disk costs training on this machine."""
+
+    CHILD = (
+        "import os, sys\n"
+        "from trajkit.archive import directio\n"
+        "out, n = sys.argv[1], int(sys.argv[2])\n"
+        "buf = memoryview(directio.aligned_empty(n, 0.0)).cast('B')\n"
+        "i = 0\n"
+        "while (b := os.read(0, 1)) and b != b'q':\n"
+        "    directio.write_direct(f'{out}/row.{i}', buf); i += 1\n"
+    )
+
+    def __init__(self, out: Path, n: int):
+        import subprocess
+        import sys
+
+        from trajkit.archive import directio
+
+        padded = -(-n * 4 // directio.ALIGN) * directio.ALIGN // 4
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CHILD, str(out), str(padded)],
+                                     stdin=subprocess.PIPE, bufsize=0)
+
+    def write(self, k: int) -> None:
+        self.proc.stdin.write(b"w")
+
+    def close(self) -> None:
+        self.proc.stdin.write(b"q")
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
@@ -261,7 +302,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads (default 1: ≈ 3.7 ms/step, the targets' regime; 2 = both cores)")
     ap.add_argument("--configs", default="a,b,c,d,zstd",
-                    help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd, "
+                    help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd, raw (bare I/O "
+                         "twins), io (the bytes alone, from another process), "
                          "buf (each of a, b, c also with direct=False: writes through the page cache), "
                          "sync (each of a, b, c also without optimizer=: the copy on the training thread)")
     ap.add_argument("--disk-mib", type=int, default=256, help="MiB written to measure the disk's direct-write rate")
@@ -298,11 +340,14 @@ def main() -> None:
         "a-raw: 200 log, bare I/O twin": (s, "raw", trajkit.schedules.log(1, s, 200), None, None),
         "b-raw: every 10, bare I/O twin": (s, "raw", trajkit.schedules.linear(10), None, None),
         "c-raw: every step, bare I/O twin": (s1, "raw", trajkit.schedules.linear(1), None, None),
+        "a-io: 200 log, bytes alone": (s, "io", trajkit.schedules.log(1, s, 200), None, None),
+        "b-io: every 10, bytes alone": (s, "io", trajkit.schedules.linear(10), None, None),
+        "c-io: every step, bytes alone": (s1, "io", trajkit.schedules.linear(1), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "raw"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "raw", "io"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, raw")
+        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, raw, io")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -314,6 +359,8 @@ def main() -> None:
             return "sync" in wanted and key[0] in wanted
         if key.endswith("-raw"):
             return "raw" in wanted and key[0] in wanted
+        if key.endswith("-io"):
+            return "io" in wanted and key[0] in wanted
         return (key == "a-zstd" and "zstd" in wanted) or key in wanted
 
     configs = {k: v for k, v in all_configs.items() if selected(k)}
