@@ -50,10 +50,11 @@ def aligned_empty(n: int, fill: float = float("nan"), dtype: Any = np.float32) -
     :data:`ALIGN` boundary.
 
     Over-allocates by one page and returns the aligned view (the view keeps the allocation alive). Buffers
-    of :data:`HUGE_PAGE` bytes or more (a snapshot row) are an anonymous mapping advised onto transparent
-    huge pages (``MADV_HUGEPAGE``; a no-op where the kernel's THP mode is ``never``): a 2.6 MiB row is then
-    2 page-table entries instead of 660, so an ``O_DIRECT`` write pins its pages in half the CPU time
-    (0.07 vs 0.15 ms, measured on the 2-core VM) and the copy into it evicts fewer TLB entries of training.
+    of :data:`HUGE_PAGE` bytes or more (a snapshot row) are instead an anonymous mapping, rounded up to
+    whole huge pages and advised onto transparent huge pages (``MADV_HUGEPAGE``; a no-op where the
+    kernel's THP mode is ``never``): a 2.6 MiB row is then 2 page-table entries instead of 660, so an
+    ``O_DIRECT`` write pins its pages in half the CPU time (0.07 vs 0.15 ms, measured on the 2-core VM)
+    and the copy into it evicts fewer TLB entries of training.
     """
     dtype = np.dtype(dtype)
     nbytes = n * dtype.itemsize

@@ -134,7 +134,7 @@ class ArchiveWriter:
     and :meth:`publish` moves it over every row committed since, in one rename — a group commit, which the
     Recorder's writer thread makes when snapshots queue up behind it (:mod:`trajkit.record.background`).
     Until then those rows are written but not yet visible: a crash loses them, never more, and every other
-    method that writes a marker or the metadata publishes first.
+    public method that writes a marker or the metadata (flush, truncate, update_metadata, close) publishes first.
     """
 
     #: commit rows in groups (see the class docstring)

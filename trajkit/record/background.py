@@ -120,43 +120,46 @@ class BackgroundSink:
         self.error: BaseException | None = None  # re-raised by check()
         self._error_at: Handover | None = None
         self._failed = False
-        self._grouped = 0   # rows run since the last settle
         self._thread = threading.Thread(target=self._run, name="trajkit-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         unsettled: dict[Callable[[], None], Handover] = {}   # commits not yet visible, by their settle
+        grouped = 0   # rows run since the last settle
         while True:
             item = self._todo.get()
             if item is None:
                 self._settle(unsettled)
                 return
             try:
-                if not self._failed:
-                    item.run()
-                    if item.settle is not None:
-                        unsettled.setdefault(item.settle, item)
-                        self._grouped += 1
-            except BaseException as e:  # kept and re-raised on the training thread
-                self._failed = True
-                self.error, self._error_at = e, item
+                if self._attempt(item, item.run) and item.settle is not None:
+                    unsettled.setdefault(item.settle, item)
+                    grouped += 1
             finally:
                 if item.slot_index is not None:
                     self._free.put(item.slot_index)
             # group commit: while more hand-overs wait, their rows join this one's commit (at most GROUP)
-            if unsettled and (self._todo.empty() or self._grouped >= GROUP):
+            if unsettled and (self._todo.empty() or grouped >= GROUP):
                 self._settle(unsettled)
+                grouped = 0
+
+    def _attempt(self, item: Handover, work: Callable[[], None]) -> bool:
+        """Run ``work`` of ``item`` unless an earlier hand-over failed; an exception is kept (re-raised on the
+        training thread) and skips all later work. True when ``work`` ran and returned."""
+        if self._failed:
+            return False
+        try:
+            work()
+            return True
+        except BaseException as e:
+            self._failed = True
+            self.error, self._error_at = e, item
+            return False
 
     def _settle(self, unsettled: dict[Callable[[], None], Handover]) -> None:
         for item in unsettled.values():
-            try:
-                if not self._failed:
-                    item.settle()
-            except BaseException as e:
-                self._failed = True
-                self.error, self._error_at = e, item
+            self._attempt(item, item.settle)
         unsettled.clear()
-        self._grouped = 0
 
     def acquire(self) -> int:
         """A free slot index; blocks while every slot is queued or being written (back-pressure)."""
