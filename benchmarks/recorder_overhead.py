@@ -83,7 +83,8 @@ class Trainer:
     """
 
     def __init__(self, sink: str, schedule, workdir: Path, name: str, writer: str = "auto", compressor=None,
-                 device: str = "cpu", direct: bool | None = None, overlap: bool = True):
+                 device: str = "cpu", direct: bool | None = None, overlap: bool = True,
+                 zero_copy: bool | None = None):
         self.model = make_model().to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
         g = torch.Generator().manual_seed(0)
@@ -96,7 +97,8 @@ class Trainer:
         self.rec = None
         if sink == "trajkit":
             self.rec = trajkit.Recorder(self.out, self.model, schedule=schedule, writer=writer, compressor=compressor,
-                                        direct=direct, optimizer=self.opt if overlap else None)
+                                        direct=direct, optimizer=self.opt if overlap else None,
+                                        zero_copy=zero_copy)
         elif sink == "torch.save":
             self.out.mkdir()
         elif sink == "raw":
@@ -142,7 +144,8 @@ class Trainer:
         t0 = time.perf_counter()
         if self.rec is not None:
             mode = (self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
-                    + (", copy overlapped" if self.rec.overlap else ", copy on thread"))
+                    + (", zero copy" if self.rec.zero_copy else ", copy overlapped" if self.rec.overlap
+                       else ", copy on thread"))
             self.rec.close()
         elif self.sink in ("raw", "io"):
             mode = "bare copy + O_DIRECT thread" if self.sink == "raw" else "O_DIRECT from another process"
@@ -237,9 +240,10 @@ class IoOnly:
 
 
 def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
-          device: str = "cpu", direct: bool | None = None, overlap: bool = True) -> dict:
+          device: str = "cpu", direct: bool | None = None, overlap: bool = True,
+          zero_copy: bool | None = None) -> dict:
     """Train ``steps`` SGD steps in one go. Returns time, bytes and the recorder's own figures."""
-    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct, overlap)
+    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct, overlap, zero_copy)
     t.run_to(steps)
     return t.finish()
 
@@ -259,11 +263,11 @@ def block_ends(steps: int, block: int, schedule) -> list[int]:
 
 
 def interleaved(steps: int, block: int, sink: str, schedule, workdir: Path, writer: str, compressor, device: str,
-                direct: bool | None, overlap: bool = True) -> tuple[dict, float]:
+                direct: bool | None, overlap: bool = True, zero_copy: bool | None = None) -> tuple[dict, float]:
     """Train the recorded run and a plain baseline side by side, alternating blocks of ~``block`` steps
     (ABBA order), so that both see the same machine; returns the recorded run's figures and the baseline's
     seconds."""
-    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct, overlap)
+    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct, overlap, zero_copy)
     base = Trainer("none", trajkit.schedules.explicit([]), workdir, "base", device=device)
     for i, end in enumerate(block_ends(steps, block, schedule)):
         first, second = (rec, base) if i % 2 == 0 else (base, rec)
@@ -337,6 +341,9 @@ def main() -> None:
         "a-sync: 200 log, copy on thread": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
         "b-sync: every 10, copy on thread": (s, "trajkit", trajkit.schedules.linear(10), None, None),
         "c-sync: every step, copy on thread": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
+        "a-copy: 200 log, copy overlapped": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
+        "b-copy: every 10, copy overlapped": (s, "trajkit", trajkit.schedules.linear(10), None, None),
+        "c-copy: every step, copy overlapped": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
         "a-raw: 200 log, bare I/O twin": (s, "raw", trajkit.schedules.log(1, s, 200), None, None),
         "b-raw: every 10, bare I/O twin": (s, "raw", trajkit.schedules.linear(10), None, None),
         "c-raw: every step, bare I/O twin": (s1, "raw", trajkit.schedules.linear(1), None, None),
@@ -345,9 +352,9 @@ def main() -> None:
         "c-io: every step, bytes alone": (s1, "io", trajkit.schedules.linear(1), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "raw", "io"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "copy", "raw", "io"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, raw, io")
+        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, copy, raw, io")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -357,6 +364,8 @@ def main() -> None:
             return "buf" in wanted and key[0] in wanted
         if key.endswith("-sync"):
             return "sync" in wanted and key[0] in wanted
+        if key.endswith("-copy"):
+            return "copy" in wanted and key[0] in wanted
         if key.endswith("-raw"):
             return "raw" in wanted and key[0] in wanted
         if key.endswith("-io"):
@@ -375,11 +384,14 @@ def main() -> None:
     names = list(configs)
 
     def run_args(name: str) -> tuple:
-        """(steps, sink, schedule, writer, compressor, direct, overlap) of a configuration; buf ones use the
-        thread; sync ones copy on the training thread (no optimizer= for the Recorder)."""
+        """(steps, sink, schedule, writer, compressor, direct, overlap, zero_copy) of a configuration; buf ones
+        use the thread; sync ones copy on the training thread (no optimizer= for the Recorder); copy ones copy
+        on the copy thread (zero_copy=False)."""
         steps, sink, sched, comp, direct = configs[name]
-        overlap = not name.split(":")[0].endswith("-sync")
-        return steps, sink, sched, "thread" if direct is False else args.writer, comp, direct, overlap
+        key = name.split(":")[0]
+        overlap = not key.endswith("-sync")
+        zero_copy = False if key.endswith("-copy") else None
+        return steps, sink, sched, "thread" if direct is False else args.writer, comp, direct, overlap, zero_copy
 
     base_seconds: dict[str, list[float]] = {k: [] for k in configs}
 
@@ -387,8 +399,8 @@ def main() -> None:
         order = names[rep % len(names):] + names[:rep % len(names)]
         if args.block:   # each configuration against its own baseline, interleaved in blocks
             for name in order:
-                steps, sink, sched, writer, comp, direct, overlap = run_args(name)
-                r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct, overlap)
+                steps, sink, sched, writer, comp, direct, overlap, zc = run_args(name)
+                r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct, overlap, zc)
                 info.setdefault(name, []).append(r)
                 ratios[name].append(r["seconds"] / base)
                 base_seconds[name].append(base)
@@ -399,8 +411,9 @@ def main() -> None:
         base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         runs = {}
         for name in order:
-            steps, sink, sched, writer, comp, direct, overlap = run_args(name)
-            runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct, overlap=overlap)
+            steps, sink, sched, writer, comp, direct, overlap, zc = run_args(name)
+            runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct, overlap=overlap,
+                               zero_copy=zc)
             info.setdefault(name, []).append(runs[name])
         base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
         for name, r in runs.items():

@@ -1,6 +1,7 @@
 """Snapshot copies that overlap training (``Recorder(..., optimizer=opt)``): same bytes as the copy on the
 training thread, finished before the optimiser changes the parameters, and the old path without an
-optimiser."""
+optimiser. On CPU the default is zero copy (the parameters moved into the archive row, written straight from
+their memory); ``zero_copy=False`` keeps the copy on the copy thread: both are tested."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 import trajkit
 from trajkit.errors import TrajkitError
+from trajkit.record import RecordError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
 
@@ -26,8 +28,10 @@ def _assert_same_archive(a, b):
     return a.n_snapshots
 
 
-def _train(path, device="cpu", optimizer=True, writer="thread", steps=40):
-    """A real loop (Adam, minibatches, a scheduled learning rate) recorded with or without ``optimizer=``."""
+def _train(path, device="cpu", optimizer=True, writer="thread", steps=40, zero_copy=None, rebind_at=None):
+    """A real loop (Adam, minibatches, a scheduled learning rate) recorded with or without ``optimizer=``;
+    ``rebind_at``: at that step the loop gives the first weight new memory (``p.data = p.data.clone()``).
+    Returns ``rec.overlap`` and whether it wrote without copying at first (``rec.zero_copy``)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -35,10 +39,13 @@ def _train(path, device="cpu", optimizer=True, writer="thread", steps=40):
     X, y = torch.randn(256, 20, generator=g).to(device), torch.randint(0, 4, (256,), generator=g).to(device)
     sched = trajkit.schedules.linear(1, stop=10) | trajkit.schedules.log(1, steps, 12)
     with trajkit.Recorder(path, model, schedule=sched, writer=writer, optimizer=opt if optimizer else None,
-                          evaluate=lambda m: {"full_loss": torch.nn.functional.cross_entropy(m(X), y)}) as rec:
-        overlap = rec.overlap
+                          evaluate=lambda m: {"full_loss": torch.nn.functional.cross_entropy(m(X), y)},
+                          zero_copy=zero_copy) as rec:
+        overlap, zero = rec.overlap, rec.zero_copy
         for k in range(steps + 1):
             loss = None
+            if k == rebind_at:
+                model[0].weight.data = model[0].weight.data.clone()
             if k:
                 i = (k * 32) % 256
                 opt.zero_grad()
@@ -46,23 +53,107 @@ def _train(path, device="cpu", optimizer=True, writer="thread", steps=40):
                 loss.backward()
                 opt.step()
             rec.step(k, loss=loss, lr=opt.param_groups[0]["lr"], epoch=k / 8)
-    return overlap
+        if rebind_at is not None:
+            assert not rec.zero_copy, "the rebound parameter was not noticed"
+    return overlap, zero
 
 
 def test_overlapped_copy_writes_the_same_bytes_as_the_copy_on_the_training_thread(tmp_path):
-    assert _train(tmp_path / "overlap.trajkit") is True
-    assert _train(tmp_path / "sync.trajkit", optimizer=False) is False
+    assert _train(tmp_path / "overlap.trajkit", zero_copy=False) == (True, False)
+    assert _train(tmp_path / "sync.trajkit", optimizer=False) == (False, False)
     assert _assert_same_archive(tmp_path / "overlap.trajkit", tmp_path / "sync.trajkit") == 15
+
+
+def test_zero_copy_writes_the_same_bytes_and_trains_the_same_model(tmp_path):
+    """Parameters moved into the archive row: the archive is bit for bit the copying one's, and the training
+    itself is unchanged (the same run without a Recorder ends at the same bits)."""
+    assert _train(tmp_path / "zero.trajkit") == (True, True)
+    assert _train(tmp_path / "sync.trajkit", optimizer=False) == (False, False)
+    assert _assert_same_archive(tmp_path / "zero.trajkit", tmp_path / "sync.trajkit") == 15
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(256, 20, generator=g), torch.randint(0, 4, (256,), generator=g)
+    for k in range(1, 41):
+        i = (k * 32) % 256
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(X[i:i + 32]), y[i:i + 32]).backward()
+        opt.step()
+    last = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    arch = trajkit.open_archive(tmp_path / "zero.trajkit")
+    np.testing.assert_array_equal(arch.params[arch.n_snapshots - 1, :].view(np.uint32), last.view(np.uint32))
+
+
+def test_zero_copy_places_the_parameters_in_one_aligned_row_in_layout_order(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(), torch.nn.Linear(200, 7))
+    before = [p.detach().clone() for p in model.parameters()]
+    ids = [id(p) for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trajkit.Recorder(tmp_path / "r.trajkit", model, optimizer=opt, writer="thread") as rec:
+        assert rec.zero_copy
+        ptrs = [p.data_ptr() for p in model.parameters()]
+        assert ptrs[0] % 4096 == 0
+        sizes = [p.numel() * 4 for p in model.parameters()]
+        assert all(ptrs[i + 1] - ptrs[i] == sizes[i] for i in range(len(ptrs) - 1))
+        assert [id(p) for p in model.parameters()] == ids   # the optimiser's Parameter objects stay
+        for a, b in zip(before, model.parameters(), strict=True):
+            assert torch.equal(a, b)
+        rec.step(0)
+    assert trajkit.open_archive(tmp_path / "r.trajkit").n_snapshots == 1
+
+
+def test_a_rebound_parameter_is_noticed_and_copied_from_then_on(tmp_path):
+    """``p.data = ...`` mid-run moves one weight out of the row: the next snapshot copies, the bytes stay right."""
+    assert _train(tmp_path / "zero.trajkit", rebind_at=20) == (True, True)
+    _train(tmp_path / "sync.trajkit", optimizer=False)
+    assert _assert_same_archive(tmp_path / "zero.trajkit", tmp_path / "sync.trajkit") == 15
+
+
+@pytest.mark.parametrize("case", ["no optimizer", "inline", "dtype", "tied"])
+def test_zero_copy_true_where_impossible_is_a_one_line_error_and_nothing_is_written(tmp_path, case):
+    model = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    kw = {"optimizer": opt, "zero_copy": True}
+    if case == "no optimizer":
+        kw.pop("optimizer")
+    elif case == "inline":
+        kw["writer"] = "inline"
+    elif case == "dtype":
+        kw["dtype"] = "float16"
+    else:   # two parameters that are views of one storage
+        base = torch.zeros(16)
+        model = torch.nn.Module()
+        model.a, model.b = torch.nn.Parameter(base[:8]), torch.nn.Parameter(base[8:])
+        kw["optimizer"] = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrajkitError, match=r"zero_copy=True is not possible here: .*; use zero_copy=None") as e:
+        trajkit.Recorder(tmp_path / "r.trajkit", model, **kw)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "r.trajkit").exists()
+
+
+def test_zero_copy_by_default_only_where_it_is_safe(tmp_path):
+    """float16 storage of a float32 model needs a cast, i.e. a copy: zero_copy=None then copies, silently."""
+    model = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trajkit.Recorder(tmp_path / "a.trajkit", model, optimizer=opt, writer="thread", dtype="float16") as rec:
+        assert rec.overlap and not rec.zero_copy
+    with trajkit.Recorder(tmp_path / "b.trajkit", model, optimizer=opt, writer="thread") as rec:
+        assert rec.zero_copy
+    with trajkit.Recorder(tmp_path / "c.trajkit", model, writer="thread") as rec:
+        assert not rec.zero_copy
+    with pytest.raises(TrajkitError, match=r"zero_copy='yes' must be None \(auto\), True or False"):
+        trajkit.Recorder(tmp_path / "d.trajkit", model, optimizer=opt, zero_copy="yes")
 
 
 def test_inline_writer_keeps_the_copy_on_the_training_thread(tmp_path):
     """The inline writer needs the row at once, so ``optimizer=`` changes nothing there (``overlap`` False)."""
-    assert _train(tmp_path / "inline.trajkit", writer="inline") is False
-    assert _train(tmp_path / "sync.trajkit", writer="inline", optimizer=False) is False
+    assert _train(tmp_path / "inline.trajkit", writer="inline") == (False, False)
+    assert _train(tmp_path / "sync.trajkit", writer="inline", optimizer=False) == (False, False)
     _assert_same_archive(tmp_path / "inline.trajkit", tmp_path / "sync.trajkit")
 
 
-def _race(path, optimizer: bool):
+def _race(path, optimizer: bool, zero_copy=None):
     """A 4 Mi-parameter tensor snapshotted at every step, the next update (SGD, lr 1, gradient 1: every entry
     drops by exactly 1) issued the moment ``rec.step`` returns. A copy still reading when the update runs
     would mix w(k) and w(k+1): without the pre-hook's wait this fails on every run (checked)."""
@@ -71,7 +162,8 @@ def _race(path, optimizer: bool):
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     model.w.grad = torch.ones_like(model.w)
     with trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), writer="thread",
-                          optimizer=opt if optimizer else None) as rec:
+                          optimizer=opt if optimizer else None, zero_copy=zero_copy) as rec:
+        assert rec.zero_copy == (optimizer and zero_copy is not False)
         for k in range(6):
             if k:
                 if optimizer:
@@ -85,8 +177,10 @@ def _race(path, optimizer: bool):
     return overlap, params
 
 
-def test_the_optimiser_step_waits_for_the_copy_in_flight(tmp_path):
-    overlap, params = _race(tmp_path / "r.trajkit", optimizer=True)
+@pytest.mark.parametrize("zero_copy", [None, False])
+def test_the_optimiser_step_waits_for_the_copy_in_flight(tmp_path, zero_copy):
+    """Zero copy: the update waits until the writer has written the row from the parameters' memory."""
+    overlap, params = _race(tmp_path / "r.trajkit", optimizer=True, zero_copy=zero_copy)
     assert overlap
     for k in range(6):
         assert np.count_nonzero(params[k] != -k) == 0, f"snapshot {k} holds parameters of another step"
@@ -123,14 +217,14 @@ def test_a_bad_optimizer_is_a_one_line_error_and_nothing_is_written(tmp_path, ba
 
 def test_cpu_recording_with_an_optimizer_never_touches_cuda(tmp_path):
     """The overlapped copy of a CPU model runs on the copy thread: no CUDA stream, event or context."""
-    assert _train(tmp_path / "r.trajkit") is True
+    assert _train(tmp_path / "r.trajkit") == (True, True)
     assert not torch.cuda.is_initialized()
 
 
 @CUDA
 def test_cuda_side_stream_copy_writes_the_same_bytes(tmp_path):
-    assert _train(tmp_path / "overlap.trajkit", device="cuda") is True
-    assert _train(tmp_path / "sync.trajkit", device="cuda", optimizer=False) is False
+    assert _train(tmp_path / "overlap.trajkit", device="cuda") == (True, False)
+    assert _train(tmp_path / "sync.trajkit", device="cuda", optimizer=False) == (False, False)
     assert _assert_same_archive(tmp_path / "overlap.trajkit", tmp_path / "sync.trajkit") == 15
 
 
@@ -174,3 +268,35 @@ def test_a_closure_step_waits_before_the_update(tmp_path, as_keyword):
     assert len(calls) == 5
     for k in range(6):
         assert np.count_nonzero(params[k] != -k) == 0, f"snapshot {k} holds parameters of another step"
+
+
+def test_a_failed_zero_copy_write_releases_the_optimiser_and_surfaces(tmp_path):
+    """The row the writer was to read from the parameters fails to write: the next optimiser step is not kept
+    waiting, the error reaches the training loop, and the rows before it stay committed."""
+    import threading
+
+    from trajkit.testing import params_chunk
+
+    path = tmp_path / "r.trajkit"
+    model = torch.nn.Sequential(torch.nn.Linear(600, 600))   # 1.4 MiB rows: direct writes
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), optimizer=opt)
+    assert rec.zero_copy
+    rec.step(0)
+    rec.flush()
+    chunk = params_chunk(path, 1, 0)
+    chunk.mkdir()   # a directory where the chunk file goes: the write fails
+    model(torch.ones(1, 600)).sum().backward()
+    rec.step(1)
+    stepper = threading.Thread(target=opt.step, daemon=True)
+    stepper.start()
+    stepper.join(timeout=30)
+    assert not stepper.is_alive(), "the optimiser step waits for a row that will never be read"
+    with pytest.raises(RecordError, match="step 1"):
+        rec.step(2)
+        rec.flush()
+    with pytest.raises(RecordError, match="earlier write error"):
+        rec.step(3)
+    chunk.rmdir()
+    rec.close()
+    assert trajkit.open_archive(path).n_snapshots == 1

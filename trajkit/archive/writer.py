@@ -18,7 +18,7 @@ import os
 import shutil
 import time as _time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,8 @@ class ArchiveWriter:
         self.n_params = int(n_params)
         self.fsync = fsync
         self._closed = False
+        #: (step, time, epoch, metrics) of committed rows whose 1-D values are not written yet (``defer_commit``)
+        self._rows_pending: list[tuple[int, float, float, dict[str, float]]] = []
         self._t0 = _time.perf_counter()
         self._time_offset = 0.0
         exists = self.path.exists()
@@ -280,6 +282,7 @@ class ArchiveWriter:
 
     def _write_commit(self) -> None:
         """Advance the snapshot commit marker; it carries the trace marker too (one rename per snapshot)."""
+        self._write_rows()   # never a marker over rows whose scalars are not on disk
         attrs = {"committed": self.committed, fmt.TRACE_COMMITTED_ATTR: self.trace_committed}
         fmt.write_json(self.path / fmt.SNAPSHOTS / "zarr.json", fmt.group_json(attrs), self.fsync)
 
@@ -324,18 +327,25 @@ class ArchiveWriter:
         return self.write_row(step, self._staging, time=time, epoch=epoch, metrics=metrics)
 
     def write_row(self, step: int, row: np.ndarray, time: float | None = None, epoch: float | None = None,
-                  metrics: dict[str, float] | None = None, finite: bool | None = None) -> int:
+                  metrics: dict[str, float] | None = None, finite: bool | None = None,
+                  after_read: Callable[[], None] | None = None) -> int:
         """Write a snapshot from ``row``, a C-contiguous array of length :attr:`padded_size` in the storage
         dtype (:func:`trajkit.archive.dtypes.storage_numpy` of :attr:`dtype`; float32 by default).
 
         The zero-copy path used by the Recorder: the entries past N are chunk padding and must be NaN.
         ``finite``: whether the N values are all finite, when the caller already knows (None: checked here).
+        ``after_read``: called once ``row`` is no longer read (its chunks written, its finiteness checked),
+        before the commit — the Recorder lets the parameters change from then on.
         """
         self._check_open()
         step = self._check_step(step)
-        self.write_chunks(row, range(self.padded_size // self.chunk_cols))
-        if finite is None:
-            finite = dtypes.all_finite(row[: self.n_params], self.dtype)
+        try:
+            self.write_chunks(row, range(self.padded_size // self.chunk_cols))
+            if finite is None:
+                finite = dtypes.all_finite(row[: self.n_params], self.dtype)
+        finally:
+            if after_read is not None:
+                after_read()
         return self.commit_row(step, time, epoch, metrics, finite=finite)
 
     def write_chunks(self, row: np.ndarray, chunks: Sequence[int]) -> None:
@@ -357,19 +367,15 @@ class ArchiveWriter:
         self._check_open()
         step = self._check_step(step)
         k = self.committed
-        self._cols[fmt.STEP].write(k, [step])
-        self._cols[fmt.TIME].write(k, [self.elapsed() if time is None else float(time)])
-        self._cols[fmt.EPOCH].write(k, [np.nan if epoch is None else float(epoch)])
-        for name, value in (metrics or {}).items():
-            self._metric_column(name).write(k, [float(value)])
-        for name, col in self._metric_cols.items():
-            if name not in (metrics or {}):
-                col.write(k, [np.nan])
-        self._flush_trace(commit=False)
+        self._rows_pending.append((step, self.elapsed() if time is None else float(time),
+                                   np.nan if epoch is None else float(epoch),
+                                   {name: float(value) for name, value in (metrics or {}).items()}))
         self.committed = k + 1
-        if self.defer_commit:   # a writer thread with a backlog: the marker moves at publish()
+        if self.defer_commit:   # a writer thread with a backlog: the rows' scalars and marker go at publish()
             self._unpublished = True
         else:
+            self._write_rows()
+            self._flush_trace(commit=False)
             self._write_commit()
         self.last_step = step
         self._steps.append(step)
@@ -392,10 +398,29 @@ class ArchiveWriter:
             pending.append(np.full(steps.size, np.nan) if vals is None else np.asarray(vals, np.float64).ravel())
 
     def publish(self) -> None:
-        """Write the commit marker over the rows :meth:`commit_row` committed with ``defer_commit`` set."""
+        """Write the step, time, epoch and metric values and the trace rows of the rows :meth:`commit_row`
+        committed with ``defer_commit`` set — one write per array for the group — then the commit marker over
+        them."""
         if self._unpublished:
             self._unpublished = False
+            self._write_rows()
+            self._flush_trace(commit=False)
             self._write_commit()
+
+    def _write_rows(self) -> None:
+        """Write the 1-D values of the committed rows not yet on disk (the last ``len(_rows_pending)`` rows):
+        one write per column for all of them."""
+        rows, self._rows_pending = self._rows_pending, []
+        if not rows:
+            return
+        k0 = self.committed - len(rows)
+        for col, j in ((fmt.STEP, 0), (fmt.TIME, 1), (fmt.EPOCH, 2)):
+            self._cols[col].write(k0, [r[j] for r in rows])
+        names = {name for r in rows for name in r[3]}
+        for name in names:
+            self._metric_column(name)
+        for name, col in self._metric_cols.items():
+            col.write(k0, [r[3].get(name, np.nan) for r in rows])
 
     def flush(self) -> None:
         """Write buffered trace rows and advance the trace commit marker."""

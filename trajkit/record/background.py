@@ -33,7 +33,7 @@ from typing import Any
 
 from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
-from trajkit.record.copier import Slot
+from trajkit.record.copier import RowRead, Slot
 from trajkit.record.traces import TraceBatch
 
 
@@ -50,6 +50,8 @@ class WriteItem:
     epoch: float | None
     metrics: dict[str, float] | None
     trace: TraceBatch | None
+    #: set once the writer no longer reads the row (:class:`~trajkit.record.copier.RowRead`)
+    read: RowRead | None = None
 
 
 def write_item(writer: ArchiveWriter, item: WriteItem, row: Any = None) -> None:
@@ -61,7 +63,8 @@ def write_item(writer: ArchiveWriter, item: WriteItem, row: Any = None) -> None:
         if item.slot.event is not None:
             item.slot.event.synchronize()
         writer.write_row(item.step, item.slot.host if row is None else row, time=item.time, epoch=item.epoch,
-                         metrics=item.metrics, finite=item.slot.finite if row is None else None)
+                         metrics=item.metrics, finite=item.slot.finite if row is None else None,
+                         after_read=item.read.set if item.read is not None else None)
     elif item.trace is not None:
         writer.flush()
 
@@ -78,6 +81,8 @@ class Handover:
     step: int | None
     #: makes what ``run`` committed visible (:meth:`ArchiveWriter.publish`), when ``run`` defers it
     settle: Callable[[], None] | None = None
+    #: called after ``run`` whatever happened (also when it is skipped after an earlier error)
+    release: Callable[[], None] | None = None
 
 
 class InlineSink:
@@ -96,6 +101,9 @@ class InlineSink:
         except Exception as e:
             raise RecordError(f"{item.where}: writing step {item.step} failed: {type(e).__name__}: {e}; "
                               f"rows before it are intact") from e
+        finally:
+            if item.release is not None:
+                item.release()
 
     def check(self) -> None:
         pass
@@ -138,6 +146,8 @@ class BackgroundSink:
             finally:
                 if item.slot_index is not None:
                     self._free.put(item.slot_index)
+                if item.release is not None:
+                    item.release()
             # group commit: while more hand-overs wait, their rows join this one's commit (at most GROUP)
             if unsettled and (self._todo.empty() or grouped >= GROUP):
                 self._settle(unsettled)

@@ -20,10 +20,17 @@ before the parameters are read: on CPU the copy runs on one copy thread (one cal
 on CUDA the flatten too goes to the side stream. ``slot.params_read`` is then what must complete before the
 parameters change — a :class:`CopyJob` (CPU) or a CUDA event (the flatten) — and
 ``slot.event`` what the writer waits on before it reads ``host``.
+
+Zero copy (:class:`FlatParams`, CPU, the Recorder with ``optimizer=``): the parameters themselves are moved
+into one page-aligned row in the archive's layout (``p.data`` becomes a view of it), so a snapshot needs no
+copy at all: the writer thread writes the chunk files straight from the parameters' memory (``O_DIRECT``:
+the device reads them by DMA) and checks their finiteness, and the next optimiser step waits on the row's
+:class:`RowRead` until it has.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +87,66 @@ class CopyJob:
 
     def synchronize(self) -> None:
         self._future.result()
+
+
+class RowRead:
+    """Set once the writer has read a snapshot row (its chunk files written, its finiteness checked); the
+    next optimiser step waits on it (:meth:`synchronize`, the method name of :class:`CopyJob`). Also set when
+    the writer skips the row after an earlier error, so nothing waits forever."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def synchronize(self) -> None:
+        self._event.wait()
+
+
+class FlatParams:
+    """The parameters ``params`` moved into one page-aligned host row of ``padded_size`` entries (storage
+    dtype ``dtype``), in layout order: each ``p.data`` becomes a view of ``slot.host_tensor``, whose entries
+    past N stay NaN (the chunk padding). The row then *is* the snapshot: :attr:`slot` goes to the writer
+    without a copy.
+
+    Only for plain CPU tensors already of the storage dtype, no two sharing memory
+    (:meth:`eligible`). :meth:`intact` tells whether the parameters still live there: a loop that rebinds
+    ``p.data`` (``model.to``, ``model.half()``) or swaps a parameter out makes it False, and the Recorder goes
+    back to copying.
+    """
+
+    def __init__(self, params: list[torch.Tensor], padded_size: int, dtype: str = "float32"):
+        host_t = host_buffer(padded_size, dtype=dtype)
+        self.params = params
+        self.slot = Slot(host=host_array(host_t), host_tensor=host_t)
+        off = 0
+        with torch.no_grad():
+            for p in params:
+                view = host_t[off:off + p.numel()].view(p.shape)
+                view.copy_(p)
+                p.data = view
+                off += p.numel()
+        self._where = [(p.data_ptr(), p.stride()) for p in params]
+
+    @staticmethod
+    def eligible(params: list[torch.Tensor], dtype: str) -> bool:
+        """Whether ``params`` can be moved into one row of storage dtype ``dtype``."""
+        want = dtypes.torch_dtype(dtype)
+        storages = set()
+        for p in params:
+            if (p.device.type != "cpu" or p.dtype != want or p.layout != torch.strided
+                    or type(p.data) is not torch.Tensor):
+                return False
+            storages.add(p.untyped_storage().data_ptr())
+        return len(storages) == len(params)   # tied views of one storage keep their own memory
+
+    def intact(self) -> bool:
+        """Whether every parameter still lives in the row, as placed."""
+        return all((p.data_ptr(), p.stride()) == w for p, w in zip(self.params, self._where, strict=True))
 
 
 class ParamCopier:

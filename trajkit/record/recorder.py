@@ -41,7 +41,7 @@ from trajkit.archive.writer import ArchiveWriter
 from trajkit.errors import TrajkitError
 from trajkit.record import distributed
 from trajkit.record.background import Handover, RecordError, WriteItem, make_sink, write_item
-from trajkit.record.copier import ParamCopier
+from trajkit.record.copier import FlatParams, ParamCopier, RowRead
 from trajkit.record.online import OnlineTracker
 from trajkit.record.overlap import StepGate, as_optimizers
 from trajkit.record.subset import subset_layout
@@ -84,6 +84,15 @@ class Recorder:
         waits for it (``register_step_pre_hook``; on CUDA a stream wait, never a host sync). Only with the
         writer thread (``self.overlap``). Do not pass it if the loop changes parameters outside the
         optimiser's ``step`` between ``rec.step`` and the next optimiser step.
+    zero_copy : with ``optimizer=`` on CPU, move the parameters into one page-aligned row in the archive's
+        layout (each ``p.data`` becomes a view of it; values, shapes and the ``Parameter`` objects the
+        optimiser holds are unchanged), so a snapshot is written straight from the parameters' memory with
+        no copy: the next optimiser step waits until the writer has read them. None (default): whenever
+        possible — CPU tensors already of the storage ``dtype``, none sharing memory with another, no
+        process group — and only while the writer has no earlier row still to read (otherwise that snapshot
+        is copied into a buffer, as without it). True: required (an error where impossible); False: never.
+        A loop that later rebinds ``p.data`` (``model.to(...)``, ``model.half()``) is noticed at the next
+        snapshot, which then copies again.
 
     process_group : the ``torch.distributed`` group training the model (default: the default group when
         ``torch.distributed`` is initialised); create the Recorder on every rank of it. Replicated
@@ -108,11 +117,13 @@ class Recorder:
                  writer: str = "auto", buffers: int = 3, compressor: str | None = None, fsync: bool = False,
                  direct: bool | None = None, dtype: str = "float32", select: str | None = None,
                  online: Any = None, optimizer: Any = None, process_group: Any = None,
-                 gradient_stats: Callable[[torch.nn.Module], dict[str, float]] | None = None):
+                 gradient_stats: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+                 zero_copy: bool | None = None):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
-        if not (direct is None or isinstance(direct, bool)):
-            raise TrajkitError(f"Recorder: direct={direct!r} must be None (auto), True or False")
+        for name, value in (("direct", direct), ("zero_copy", zero_copy)):
+            if not (value is None or isinstance(value, bool)):
+                raise TrajkitError(f"Recorder: {name}={value!r} must be None (auto), True or False")
         if not isinstance(model, torch.nn.Module):
             raise TrajkitError(f"Recorder: model must be a torch.nn.Module, got {type(model).__name__}")
         optimizers = as_optimizers(optimizer)
@@ -164,6 +175,15 @@ class Recorder:
         if online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
             raise TrajkitError(f"{path}: online observables cannot continue an existing archive (the waiting-time "
                                "vectors of the earlier run are gone); record to a new path")
+        if zero_copy:   # required: say why not before anything is written
+            why = ("it needs optimizer= (the next optimiser step waits for the writer)" if not optimizers else
+                   "it needs the writer thread, not writer='inline'" if writer == "inline" else
+                   "it does not work with a process group" if self._dist is not None else
+                   None if FlatParams.eligible([p for _, p in named], dtype) else
+                   f"the parameters must be CPU tensors of the storage dtype {dtype}, none sharing memory")
+            if why is not None:
+                raise TrajkitError(f"Recorder: zero_copy=True is not possible here: {why}; use zero_copy=None")
+            writer = "thread"
         if direct is None and writer == "inline":
             direct = False  # a direct write blocks its thread for the device's whole write: not the training one
         self._archive = distributed.open_archive(self._dist, functools.partial(
@@ -194,6 +214,8 @@ class Recorder:
         #: whether snapshot copies overlap training (an optimizer was given and writes go to the thread)
         self.overlap = bool(optimizers) and writer == "thread"
         self._gate = StepGate(optimizers, device) if self.overlap else None
+        self._flat = self._adopt_params(zero_copy, dtype)
+        self._last_read: RowRead | None = None   # of the last row handed to the writer
         self._trace = TraceBuffer()
         self._epoch: float | None = None
         self._closed = False
@@ -249,6 +271,11 @@ class Recorder:
     def last_step(self) -> int | None:
         """Step of the last committed snapshot (for the inline writer; may lag with the writer thread)."""
         return self._archive.last_step
+
+    @property
+    def zero_copy(self) -> bool:
+        """Whether snapshots are written straight from the parameters' memory (see ``zero_copy``)."""
+        return self._flat is not None
 
     @property
     def direct(self) -> bool:
@@ -349,21 +376,40 @@ class Recorder:
                 self._broken = e
                 raise
             return
-        k = self._sink.acquire()
-        slot = self._copier.copy_into(k, overlap=self.overlap)
+        read = RowRead()
+        flat = self._flat
+        if flat is not None and (self._last_read is None or self._last_read.done()) and flat.intact():
+            k, slot = None, flat.slot   # zero copy: the writer reads the parameters themselves
+            slot.params_read = read
+        else:
+            if flat is not None and not flat.intact():
+                self._flat = None   # the loop moved the parameters: copy from now on
+            k = self._sink.acquire()
+            slot = self._copier.copy_into(k, overlap=self.overlap)
         if self._gate is not None:
             self._gate.hold(slot.params_read)
-        self._submit(k, slot, step, merged, trace)
+        self._last_read = read
+        self._submit(k, slot, step, merged, trace, read)
 
-    def _submit(self, k, slot, step, metrics, trace) -> None:
+    def _submit(self, k, slot, step, metrics, trace, read: RowRead | None = None) -> None:
         item = WriteItem(k, slot, step, self._archive.elapsed() if slot is not None else None,
-                         self._epoch if slot is not None else None, metrics, trace)
+                         self._epoch if slot is not None else None, metrics, trace, read)
         try:
             self._sink.submit(Handover(k, functools.partial(write_item, self._archive, item), str(self.path), step,
-                                       self._settle))
+                                       self._settle, None if read is None else read.set))
         except BaseException as e:
             self._broken = e
             raise
+
+    def _adopt_params(self, zero_copy: bool | None, dtype: str) -> FlatParams | None:
+        """The parameters moved into one archive row (``zero_copy``), or None."""
+        if zero_copy is False:
+            return None
+        params = [p for _, p in self._named]
+        possible = self.overlap and self._dist is None and self._copier is not None and not self._copier.cuda
+        if possible and FlatParams.eligible(params, dtype):
+            return FlatParams(params, self._archive.padded_size, dtype)
+        return None
 
     def _drain_sink(self) -> None:
         if self.writer_mode == "thread":
