@@ -198,8 +198,9 @@ def test_back_pressure_never_drops_snapshots(tmp_path, monkeypatch):
 
 
 def test_the_writer_thread_commits_queued_rows_in_groups():
-    """Hand-overs that queue up behind the writer are settled (made visible) together: when the queue
-    empties or after GROUP rows, whichever comes first; a lone hand-over is settled at once."""
+    """Hand-overs that queue up behind the writer are settled (made visible) together: after GROUP rows, or
+    when the queue has emptied (here at most SETTLE_S after the last settle); a lone hand-over is settled
+    at once."""
     import threading
 
     from trajkit.record.background import GROUP, BackgroundSink, Handover
@@ -232,6 +233,41 @@ def test_the_writer_thread_commits_queued_rows_in_groups():
     lone.submit(Handover(None, lambda: runs.append("x"), "archive", 0, arch.publish))
     lone.close()
     assert settled_after[-1] == n + 1
+
+
+def test_rows_faster_than_the_settle_interval_share_commits_and_none_waits_long():
+    """Rows handed over every few milliseconds are published together (fewer settles than rows, none more
+    than GROUP rows after its row), the first row after a quiet spell at once, and the last row without any
+    further hand-over or close (SETTLE_S after it)."""
+    import threading
+    import time
+
+    from trajkit.record.background import GROUP, SETTLE_S, BackgroundSink, Handover
+
+    runs, settled_after = [], []
+    settled = threading.Event()
+
+    def publish():
+        settled_after.append(len(runs))
+        settled.set()
+
+    sink = BackgroundSink(4)
+    n = 40
+    for i in range(n):
+        sink.submit(Handover(None, lambda i=i: runs.append(i), "archive", i, publish))
+        time.sleep(SETTLE_S / 10)
+    deadline = time.monotonic() + 30
+    while (not settled_after or settled_after[-1] < n) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert settled_after and settled_after[-1] == n, "the last rows were never published without a close"
+    assert settled_after[0] == 1, "the first row after a quiet spell waited for others"
+    assert len(settled_after) < n, "rows a few milliseconds apart were committed one by one"
+    assert all(b - a <= GROUP for a, b in zip([0, *settled_after], settled_after, strict=False))
+    time.sleep(2 * SETTLE_S)   # a quiet spell: the next row is published on its own
+    settled.clear()
+    sink.submit(Handover(None, lambda: runs.append("late"), "archive", n, publish))
+    assert settled.wait(30) and settled_after[-1] == n + 1
+    sink.close()
 
 
 def test_deferred_commits_are_invisible_until_published_and_lost_only_to_a_crash(tmp_path):

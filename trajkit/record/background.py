@@ -12,10 +12,13 @@ thread by the next :meth:`check` (called from ``Recorder.step``) or by :meth:`cl
 
 Group commits. A hand-over may carry ``settle``, the step that makes its commit visible (the Recorder's
 archive commits with ``defer_commit`` and settles with :meth:`ArchiveWriter.publish`). The writer thread
-settles when its queue is empty — so with sparse snapshots every row is published at once, as before —
-and otherwise after at most :data:`GROUP` rows: when snapshots queue up (every step, the dense start of a
-log schedule) one rename commits the group, and the thread spends less time holding the GIL the training
-thread wants. A crash then loses at most the rows of the group in flight; what was published stays.
+settles at most every :data:`SETTLE_S` seconds: a row that comes after a quiet spell (sparse snapshots) is
+published at once, as before; rows that follow one another faster (every step, the dense start of a log
+schedule) join one commit, published when :data:`GROUP` rows are unsettled, when ``SETTLE_S`` has passed
+since the last settle and the queue is empty, or ``SETTLE_S`` after the last row if no other comes. One
+rename then commits the group, and the thread's marker writes stop delaying the next row (with zero copy
+the next optimiser step waits for that row). A crash loses at most the rows of the group in flight — at
+most ``GROUP`` rows, or ``SETTLE_S`` seconds of them —; what was published stays.
 
 ``writer="auto"`` picks the thread on CUDA (the host idles during kernels), on CPU whenever params chunks
 go out with ``O_DIRECT`` (the write then costs the cores almost nothing) and when they are compressed (the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +118,8 @@ class InlineSink:
 
 #: most rows one group commit of the writer thread covers (what a crash may lose beyond the last commit)
 GROUP = 16
+#: seconds between the writer thread's group commits while rows keep coming (see the module docstring)
+SETTLE_S = 0.05
 
 
 class BackgroundSink:
@@ -134,8 +140,15 @@ class BackgroundSink:
     def _run(self) -> None:
         unsettled: dict[Callable[[], None], Handover] = {}   # commits not yet visible, by their settle
         grouped = 0   # rows run since the last settle
+        settled_at = -SETTLE_S   # monotonic time of the last settle
         while True:
-            item = self._todo.get()
+            try:   # with rows unsettled, wait for the next hand-over only until they are due
+                item = self._todo.get(timeout=max(0.0, settled_at + SETTLE_S - time.monotonic())
+                                      if unsettled else None)
+            except queue.Empty:
+                self._settle(unsettled)
+                grouped, settled_at = 0, time.monotonic()
+                continue
             if item is None:
                 self._settle(unsettled)
                 return
@@ -148,10 +161,11 @@ class BackgroundSink:
                     self._free.put(item.slot_index)
                 if item.release is not None:
                     item.release()
-            # group commit: while more hand-overs wait, their rows join this one's commit (at most GROUP)
-            if unsettled and (self._todo.empty() or grouped >= GROUP):
+            # group commit: rows coming faster than SETTLE_S, or queued behind this one, join one commit
+            if unsettled and (grouped >= GROUP or (self._todo.empty()
+                                                   and time.monotonic() - settled_at >= SETTLE_S)):
                 self._settle(unsettled)
-                grouped = 0
+                grouped, settled_at = 0, time.monotonic()
 
     def _attempt(self, item: Handover, work: Callable[[], None]) -> bool:
         """Run ``work`` of ``item`` unless an earlier hand-over failed; an exception is kept (re-raised on the
