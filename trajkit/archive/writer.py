@@ -371,7 +371,7 @@ class ArchiveWriter:
                                    np.nan if epoch is None else float(epoch),
                                    {name: float(value) for name, value in (metrics or {}).items()}))
         self.committed = k + 1
-        if self.defer_commit:   # a writer thread with a backlog: the rows' scalars and marker go at publish()
+        if self.defer_commit:   # a group commit: the rows' scalars and the marker go out at publish()
             self._unpublished = True
         else:
             self._write_rows()
