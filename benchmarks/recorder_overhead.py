@@ -38,6 +38,8 @@ Copy off the training thread. Configurations a, b, c (and their -buf twins) hand
 (``Recorder(..., optimizer=opt)``): the snapshot copy overlaps the next forward/backward pass and the next
 ``opt.step()`` waits for it. ``--configs ...,sync`` adds (a-sync, b-sync, c-sync): the same schedules
 without ``optimizer=``, the copy on the training thread inside ``rec.step`` as before — the A/B in one run.
+``--configs ...,zero`` adds (a-zero, b-zero, c-zero): the same schedules with ``zero_copy=None``, each
+snapshot written straight from the parameters' memory (moved into one archive row) with no copy at all.
 
 Physical floor of (c). Every step writes a whole row (2.7 MB per ~3.5 ms step, ≈ 0.8 GB/s), at the disk's
 limit. The run measures the disk's direct-write rate in the scratch directory (``O_DIRECT`` writes of
@@ -84,7 +86,7 @@ class Trainer:
 
     def __init__(self, sink: str, schedule, workdir: Path, name: str, writer: str = "auto", compressor=None,
                  device: str = "cpu", direct: bool | None = None, overlap: bool = True,
-                 zero_copy: bool | None = None):
+                 zero_copy: bool | None = False):
         self.model = make_model().to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
         g = torch.Generator().manual_seed(0)
@@ -241,7 +243,7 @@ class IoOnly:
 
 def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
           device: str = "cpu", direct: bool | None = None, overlap: bool = True,
-          zero_copy: bool | None = None) -> dict:
+          zero_copy: bool | None = False) -> dict:
     """Train ``steps`` SGD steps in one go. Returns time, bytes and the recorder's own figures."""
     t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct, overlap, zero_copy)
     t.run_to(steps)
@@ -263,7 +265,7 @@ def block_ends(steps: int, block: int, schedule) -> list[int]:
 
 
 def interleaved(steps: int, block: int, sink: str, schedule, workdir: Path, writer: str, compressor, device: str,
-                direct: bool | None, overlap: bool = True, zero_copy: bool | None = None) -> tuple[dict, float]:
+                direct: bool | None, overlap: bool = True, zero_copy: bool | None = False) -> tuple[dict, float]:
     """Train the recorded run and a plain baseline side by side, alternating blocks of ~``block`` steps
     (ABBA order), so that both see the same machine; returns the recorded run's figures and the baseline's
     seconds."""
@@ -309,7 +311,8 @@ def main() -> None:
                     help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd, raw (bare I/O "
                          "twins), io (the bytes alone, from another process), "
                          "buf (each of a, b, c also with direct=False: writes through the page cache), "
-                         "sync (each of a, b, c also without optimizer=: the copy on the training thread)")
+                         "sync (each of a, b, c also without optimizer=: the copy on the training thread), "
+                         "zero (each of a, b, c also with zero_copy=None: no copy)")
     ap.add_argument("--disk-mib", type=int, default=256, help="MiB written to measure the disk's direct-write rate")
     ap.add_argument("--block", type=int, default=250,
                     help="train each recorded run and its own baseline side by side, alternating blocks of about "
@@ -341,9 +344,9 @@ def main() -> None:
         "a-sync: 200 log, copy on thread": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
         "b-sync: every 10, copy on thread": (s, "trajkit", trajkit.schedules.linear(10), None, None),
         "c-sync: every step, copy on thread": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
-        "a-copy: 200 log, copy overlapped": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
-        "b-copy: every 10, copy overlapped": (s, "trajkit", trajkit.schedules.linear(10), None, None),
-        "c-copy: every step, copy overlapped": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
+        "a-zero: 200 log, zero copy": (s, "trajkit", trajkit.schedules.log(1, s, 200), None, None),
+        "b-zero: every 10, zero copy": (s, "trajkit", trajkit.schedules.linear(10), None, None),
+        "c-zero: every step, zero copy": (s1, "trajkit", trajkit.schedules.linear(1), None, None),
         "a-raw: 200 log, bare I/O twin": (s, "raw", trajkit.schedules.log(1, s, 200), None, None),
         "b-raw: every 10, bare I/O twin": (s, "raw", trajkit.schedules.linear(10), None, None),
         "c-raw: every step, bare I/O twin": (s1, "raw", trajkit.schedules.linear(1), None, None),
@@ -352,9 +355,9 @@ def main() -> None:
         "c-io: every step, bytes alone": (s1, "io", trajkit.schedules.linear(1), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "copy", "raw", "io"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "zero", "raw", "io"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, copy, raw, io")
+        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, zero, raw, io")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -364,8 +367,8 @@ def main() -> None:
             return "buf" in wanted and key[0] in wanted
         if key.endswith("-sync"):
             return "sync" in wanted and key[0] in wanted
-        if key.endswith("-copy"):
-            return "copy" in wanted and key[0] in wanted
+        if key.endswith("-zero"):
+            return "zero" in wanted and key[0] in wanted
         if key.endswith("-raw"):
             return "raw" in wanted and key[0] in wanted
         if key.endswith("-io"):
@@ -385,12 +388,12 @@ def main() -> None:
 
     def run_args(name: str) -> tuple:
         """(steps, sink, schedule, writer, compressor, direct, overlap, zero_copy) of a configuration; buf ones
-        use the thread; sync ones copy on the training thread (no optimizer= for the Recorder); copy ones copy
-        on the copy thread (zero_copy=False)."""
+        use the thread; sync ones copy on the training thread (no optimizer= for the Recorder); zero ones write
+        from the parameters' memory (zero_copy=None)."""
         steps, sink, sched, comp, direct = configs[name]
         key = name.split(":")[0]
         overlap = not key.endswith("-sync")
-        zero_copy = False if key.endswith("-copy") else None
+        zero_copy = None if key.endswith("-zero") else False
         return steps, sink, sched, "thread" if direct is False else args.writer, comp, direct, overlap, zero_copy
 
     base_seconds: dict[str, list[float]] = {k: [] for k in configs}

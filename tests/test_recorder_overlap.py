@@ -1,7 +1,7 @@
 """Snapshot copies that overlap training (``Recorder(..., optimizer=opt)``): same bytes as the copy on the
 training thread, finished before the optimiser changes the parameters, and the old path without an
-optimiser. On CPU the default is zero copy (the parameters moved into the archive row, written straight from
-their memory); ``zero_copy=False`` keeps the copy on the copy thread: both are tested."""
+optimiser. On CPU ``zero_copy=None``/``True`` moves the parameters into the archive row and writes them
+straight from their memory; the default (``False``) keeps the copy on the copy thread: both are tested."""
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ def _assert_same_archive(a, b):
     return a.n_snapshots
 
 
-def _train(path, device="cpu", optimizer=True, writer="thread", steps=40, zero_copy=None, rebind_at=None):
+def _train(path, device="cpu", optimizer=True, writer="thread", steps=40, zero_copy=False, rebind_at=None):
     """A real loop (Adam, minibatches, a scheduled learning rate) recorded with or without ``optimizer=``;
     ``rebind_at``: at that step the loop gives the first weight new memory (``p.data = p.data.clone()``).
     Returns ``rec.overlap`` and whether it wrote without copying at first (``rec.zero_copy``)."""
@@ -67,7 +67,7 @@ def test_overlapped_copy_writes_the_same_bytes_as_the_copy_on_the_training_threa
 def test_zero_copy_writes_the_same_bytes_and_trains_the_same_model(tmp_path):
     """Parameters moved into the archive row: the archive is bit for bit the copying one's, and the training
     itself is unchanged (the same run without a Recorder ends at the same bits)."""
-    assert _train(tmp_path / "zero.trajkit") == (True, True)
+    assert _train(tmp_path / "zero.trajkit", zero_copy=None) == (True, True)
     assert _train(tmp_path / "sync.trajkit", optimizer=False) == (False, False)
     assert _assert_same_archive(tmp_path / "zero.trajkit", tmp_path / "sync.trajkit") == 15
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def test_zero_copy_places_the_parameters_in_one_aligned_row_in_layout_order(tmp_
     before = [p.detach().clone() for p in model.parameters()]
     ids = [id(p) for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with trajkit.Recorder(tmp_path / "r.trajkit", model, optimizer=opt, writer="thread") as rec:
+    with trajkit.Recorder(tmp_path / "r.trajkit", model, optimizer=opt, writer="thread", zero_copy=True) as rec:
         assert rec.zero_copy
         ptrs = [p.data_ptr() for p in model.parameters()]
         assert ptrs[0] % 4096 == 0
@@ -105,7 +105,7 @@ def test_zero_copy_places_the_parameters_in_one_aligned_row_in_layout_order(tmp_
 
 def test_a_rebound_parameter_is_noticed_and_copied_from_then_on(tmp_path):
     """``p.data = ...`` mid-run moves one weight out of the row: the next snapshot copies, the bytes stay right."""
-    assert _train(tmp_path / "zero.trajkit", rebind_at=20) == (True, True)
+    assert _train(tmp_path / "zero.trajkit", rebind_at=20, zero_copy=None) == (True, True)
     _train(tmp_path / "sync.trajkit", optimizer=False)
     assert _assert_same_archive(tmp_path / "zero.trajkit", tmp_path / "sync.trajkit") == 15
 
@@ -132,16 +132,20 @@ def test_zero_copy_true_where_impossible_is_a_one_line_error_and_nothing_is_writ
     assert not (tmp_path / "r.trajkit").exists()
 
 
-def test_zero_copy_by_default_only_where_it_is_safe(tmp_path):
-    """float16 storage of a float32 model needs a cast, i.e. a copy: zero_copy=None then copies, silently."""
+def test_zero_copy_is_opt_in_and_none_picks_it_only_where_it_is_safe(tmp_path):
+    """The default copies; float16 storage of a float32 model needs a cast, i.e. a copy: zero_copy=None then
+    copies, silently."""
     model = torch.nn.Linear(8, 8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with trajkit.Recorder(tmp_path / "a.trajkit", model, optimizer=opt, writer="thread", dtype="float16") as rec:
+    with trajkit.Recorder(tmp_path / "a.trajkit", model, optimizer=opt, writer="thread", dtype="float16",
+                          zero_copy=None) as rec:
         assert rec.overlap and not rec.zero_copy
-    with trajkit.Recorder(tmp_path / "b.trajkit", model, optimizer=opt, writer="thread") as rec:
+    with trajkit.Recorder(tmp_path / "b.trajkit", model, optimizer=opt, writer="thread", zero_copy=None) as rec:
         assert rec.zero_copy
-    with trajkit.Recorder(tmp_path / "c.trajkit", model, writer="thread") as rec:
+    with trajkit.Recorder(tmp_path / "c.trajkit", model, writer="thread", zero_copy=None) as rec:
         assert not rec.zero_copy
+    with trajkit.Recorder(tmp_path / "e.trajkit", torch.nn.Linear(8, 8), optimizer=opt, writer="thread") as rec:
+        assert rec.overlap and not rec.zero_copy
     with pytest.raises(TrajkitError, match=r"zero_copy='yes' must be None \(auto\), True or False"):
         trajkit.Recorder(tmp_path / "d.trajkit", model, optimizer=opt, zero_copy="yes")
 
@@ -153,7 +157,7 @@ def test_inline_writer_keeps_the_copy_on_the_training_thread(tmp_path):
     _assert_same_archive(tmp_path / "inline.trajkit", tmp_path / "sync.trajkit")
 
 
-def _race(path, optimizer: bool, zero_copy=None):
+def _race(path, optimizer: bool, zero_copy=False):
     """A 4 Mi-parameter tensor snapshotted at every step, the next update (SGD, lr 1, gradient 1: every entry
     drops by exactly 1) issued the moment ``rec.step`` returns. A copy still reading when the update runs
     would mix w(k) and w(k+1): without the pre-hook's wait this fails on every run (checked)."""
@@ -217,7 +221,8 @@ def test_a_bad_optimizer_is_a_one_line_error_and_nothing_is_written(tmp_path, ba
 
 def test_cpu_recording_with_an_optimizer_never_touches_cuda(tmp_path):
     """The overlapped copy of a CPU model runs on the copy thread: no CUDA stream, event or context."""
-    assert _train(tmp_path / "r.trajkit") == (True, True)
+    assert _train(tmp_path / "r.trajkit") == (True, False)
+    assert _train(tmp_path / "z.trajkit", zero_copy=True) == (True, True)
     assert not torch.cuda.is_initialized()
 
 
@@ -280,7 +285,7 @@ def test_a_failed_zero_copy_write_releases_the_optimiser_and_surfaces(tmp_path):
     path = tmp_path / "r.trajkit"
     model = torch.nn.Sequential(torch.nn.Linear(600, 600))   # 1.4 MiB rows: direct writes
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    rec = trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), optimizer=opt)
+    rec = trajkit.Recorder(path, model, schedule=trajkit.schedules.linear(1), optimizer=opt, zero_copy=True)
     assert rec.zero_copy
     rec.step(0)
     rec.flush()

@@ -87,12 +87,13 @@ class Recorder:
     zero_copy : with ``optimizer=`` on CPU, move the parameters into one page-aligned row in the archive's
         layout (each ``p.data`` becomes a view of it; values, shapes and the ``Parameter`` objects the
         optimiser holds are unchanged), so a snapshot is written straight from the parameters' memory with
-        no copy: the next optimiser step waits until the writer has read them. None (default): whenever
-        possible — CPU tensors already of the storage ``dtype``, none sharing memory with another, no
-        process group — and only while the writer has no earlier row still to read (otherwise that snapshot
-        is copied into a buffer, as without it). True: required (an error where impossible); False: never.
-        A loop that later rebinds ``p.data`` (``model.to(...)``, ``model.half()``) is noticed at the next
-        snapshot, which then copies again.
+        no copy: the next optimiser step waits until the writer has read them. False (default): copy, as
+        always. None: wherever possible — CPU tensors already of the storage ``dtype``, none sharing memory
+        with another, no process group, the writer thread — and only while the writer has no earlier row
+        still to read (otherwise that snapshot is copied into a buffer). True: required (an error where
+        impossible). A loop that later rebinds ``p.data`` (``model.to(...)``, ``model.half()``) is noticed
+        at the next snapshot, which then copies again. Opt-in because it re-homes the model's parameters
+        and, on the 2-core VM, its effect on the whole training time was not resolved (see the README).
 
     process_group : the ``torch.distributed`` group training the model (default: the default group when
         ``torch.distributed`` is initialised); create the Recorder on every rank of it. Replicated
@@ -118,7 +119,7 @@ class Recorder:
                  direct: bool | None = None, dtype: str = "float32", select: str | None = None,
                  online: Any = None, optimizer: Any = None, process_group: Any = None,
                  gradient_stats: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 zero_copy: bool | None = None):
+                 zero_copy: bool | None = False):
         if writer not in WRITER_MODES:
             raise TrajkitError(f"Recorder: writer={writer!r} is not one of {', '.join(WRITER_MODES)}")
         for name, value in (("direct", direct), ("zero_copy", zero_copy)):
