@@ -371,12 +371,9 @@ class ArchiveWriter:
                                    np.nan if epoch is None else float(epoch),
                                    {name: float(value) for name, value in (metrics or {}).items()}))
         self.committed = k + 1
-        if self.defer_commit:   # a group commit: the rows' scalars and the marker go out at publish()
-            self._unpublished = True
-        else:
-            self._write_rows()
-            self._flush_trace(commit=False)
-            self._write_commit()
+        self._unpublished = True
+        if not self.defer_commit:   # deferred (a group commit): the rows' scalars and the marker go at publish()
+            self.publish()
         self.last_step = step
         self._steps.append(step)
         if not finite:
@@ -403,9 +400,8 @@ class ArchiveWriter:
         them."""
         if self._unpublished:
             self._unpublished = False
-            self._write_rows()
             self._flush_trace(commit=False)
-            self._write_commit()
+            self._write_commit()   # writes the pending 1-D values first
 
     def _write_rows(self) -> None:
         """Write the 1-D values of the committed rows not yet on disk (the last ``len(_rows_pending)`` rows):

@@ -377,19 +377,21 @@ class Recorder:
                 self._broken = e
                 raise
             return
-        read = RowRead()
-        flat = self._flat
-        if flat is not None and (self._last_read is None or self._last_read.done()) and flat.intact():
-            k, slot = None, flat.slot   # zero copy: the writer reads the parameters themselves
+        if self._flat is not None and not self._flat.intact():
+            self._flat = None   # the loop moved the parameters: copy from now on
+        read = None
+        if self._flat is not None:   # zero copy: rows are marked read, so the next snapshot knows
+            read = RowRead()
+            idle = self._last_read is None or self._last_read.done()
+            self._last_read = read
+        if read is not None and idle:
+            k, slot = None, self._flat.slot   # the writer reads the parameters themselves
             slot.params_read = read
         else:
-            if flat is not None and not flat.intact():
-                self._flat = None   # the loop moved the parameters: copy from now on
             k = self._sink.acquire()
             slot = self._copier.copy_into(k, overlap=self.overlap)
         if self._gate is not None:
             self._gate.hold(slot.params_read)
-        self._last_read = read
         self._submit(k, slot, step, merged, trace, read)
 
     def _submit(self, k, slot, step, metrics, trace, read: RowRead | None = None) -> None:
@@ -407,8 +409,7 @@ class Recorder:
         if zero_copy is False:
             return None
         params = [p for _, p in self._named]
-        possible = self.overlap and self._dist is None and self._copier is not None and not self._copier.cuda
-        if possible and FlatParams.eligible(params, dtype):
+        if self.overlap and self._dist is None and FlatParams.eligible(params, dtype):   # eligible: CPU only
             return FlatParams(params, self._archive.padded_size, dtype)
         return None
 
