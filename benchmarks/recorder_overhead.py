@@ -41,6 +41,11 @@ without ``optimizer=``, the copy on the training thread inside ``rec.step`` as b
 ``--configs ...,zero`` adds (a-zero, b-zero, c-zero): the same schedules with ``zero_copy=None``, each
 snapshot written straight from the parameters' memory (moved into one archive row) with no copy at all.
 
+The method's resolution. ``--configs ...,null`` adds two runs that record nothing: (null) a plain twin
+against its baseline — an A/A test, whose spread is the smallest slowdown this machine can resolve today —
+and (home) a plain twin whose parameters were moved, as zero copy moves them, into one page-aligned row on
+transparent huge pages: whether that placement alone makes training faster or slower.
+
 Physical floor of (c). Every step writes a whole row (2.7 MB per ~3.5 ms step, ≈ 0.8 GB/s), at the disk's
 limit. The run measures the disk's direct-write rate in the scratch directory (``O_DIRECT`` writes of
 params-sized chunks, 256 MiB by default, ``--disk-mib``) and prints beside (c) its floor: max(0, bytes
@@ -52,6 +57,7 @@ written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdo
     python benchmarks/recorder_overhead.py --configs a,b,c,sync     # overlapped copy vs copy on the thread
     python benchmarks/recorder_overhead.py --configs a,b,c,sync,raw --repeats 5   # + the bare I/O twins
     python benchmarks/recorder_overhead.py --configs a,c,raw,io --repeats 3       # + the bytes alone
+    python benchmarks/recorder_overhead.py --configs a,b,zero,null --repeats 5    # zero copy, with A/A runs
 """
 
 from __future__ import annotations
@@ -109,6 +115,12 @@ class Trainer:
         elif sink == "io":
             self.out.mkdir()
             self.raw = IoOnly(self.out, sum(p.numel() for p in self.model.parameters()))
+        elif sink == "home":   # no recording: the parameters only moved where zero copy puts them
+            from trajkit.archive import directio
+            from trajkit.record.copier import FlatParams
+
+            n = sum(p.numel() for p in self.model.parameters())
+            self._home = FlatParams(list(self.model.parameters()), -(-n * 4 // directio.ALIGN) * directio.ALIGN // 4)
         self.k = -1   # last step done (step 0 = the initialisation, recorded like the others)
         self.seconds = 0.0
         self.in_rec = [0.0, 0.0]   # seconds inside rec.step: plain steps, snapshot steps
@@ -152,6 +164,8 @@ class Trainer:
         elif self.sink in ("raw", "io"):
             mode = "bare copy + O_DIRECT thread" if self.sink == "raw" else "O_DIRECT from another process"
             self.raw.close()
+        elif self.sink in ("none", "home"):
+            mode = "no recording" + (", parameters in one huge-page row" if self.sink == "home" else "")
         self.seconds += time.perf_counter() - t0
         out = self.out
         nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
@@ -312,7 +326,9 @@ def main() -> None:
                          "twins), io (the bytes alone, from another process), "
                          "buf (each of a, b, c also with direct=False: writes through the page cache), "
                          "sync (each of a, b, c also without optimizer=: the copy on the training thread), "
-                         "zero (each of a, b, c also with zero_copy=None: no copy)")
+                         "zero (each of a, b, c also with zero_copy=None: no copy), "
+                         "null (the method's own resolution: an A/A run of a plain twin against its baseline, and "
+                         "a plain twin whose parameters sit where zero copy puts them, nothing recorded)")
     ap.add_argument("--disk-mib", type=int, default=256, help="MiB written to measure the disk's direct-write rate")
     ap.add_argument("--block", type=int, default=250,
                     help="train each recorded run and its own baseline side by side, alternating blocks of about "
@@ -353,11 +369,14 @@ def main() -> None:
         "a-io: 200 log, bytes alone": (s, "io", trajkit.schedules.log(1, s, 200), None, None),
         "b-io: every 10, bytes alone": (s, "io", trajkit.schedules.linear(10), None, None),
         "c-io: every step, bytes alone": (s1, "io", trajkit.schedules.linear(1), None, None),
+        "null: A/A, plain twin": (s, "none", trajkit.schedules.explicit([]), None, None),
+        "home: plain, re-homed params": (s, "home", trajkit.schedules.explicit([]), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "zero", "raw", "io"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "zero", "raw", "io", "null"}
     if unknown:
-        ap.error(f"--configs: unknown {sorted(unknown)}; choose from a, b, c, d, zstd, buf, sync, zero, raw, io")
+        ap.error(f"--configs: unknown {sorted(unknown)}; "
+                 "choose from a, b, c, d, zstd, buf, sync, zero, raw, io, null")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -373,6 +392,8 @@ def main() -> None:
             return "raw" in wanted and key[0] in wanted
         if key.endswith("-io"):
             return "io" in wanted and key[0] in wanted
+        if key in ("null", "home"):
+            return "null" in wanted
         return (key == "a-zstd" and "zstd" in wanted) or key in wanted
 
     configs = {k: v for k, v in all_configs.items() if selected(k)}
