@@ -1,6 +1,6 @@
 """Recorder overhead: training steps/s with vs without recording, alternated in one run.
 
-MLP 784-512-512-10 (~670 k parameters), batch 128, SGD, CPU, synthetic data.
+MLP 784-512-512-10 (~670 k parameters), batch 128 (``--batch``), SGD, CPU, synthetic data.
 
 Alternation. By default (``--block 250``) each configuration trains side by side with its own plain
 baseline — two identical models in one process, alternating blocks of about 250 steps in ABBA order — so
@@ -32,14 +32,18 @@ from a second thread, nothing else), so that what writing these bytes costs on t
 from what trajkit adds on top; (a-io, b-io, c-io), with ``--configs ...,io``: the bytes alone (``IoOnly``:
 at each snapshot the training thread writes one byte to a pipe, and a separate process writes a static
 row-sized page-aligned buffer to a new file with ``O_DIRECT`` — no copy, no thread, no GIL of ours), what
-merely sending these bytes to this machine's disk costs training.
+merely sending these bytes to this machine's disk costs training; (a-copy, b-copy, c-copy), with
+``--configs ...,copy``: the twin's copy alone, into the same two buffers, nothing written — what moving the
+row through memory costs training (at every step on the 2-core VM most of the twin's cost).
 
 Copy off the training thread. Configurations a, b, c (and their -buf twins) hand the Recorder the optimiser
 (``Recorder(..., optimizer=opt)``): the snapshot copy overlaps the next forward/backward pass and the next
 ``opt.step()`` waits for it. ``--configs ...,sync`` adds (a-sync, b-sync, c-sync): the same schedules
 without ``optimizer=``, the copy on the training thread inside ``rec.step`` as before — the A/B in one run.
 ``--configs ...,zero`` adds (a-zero, b-zero, c-zero): the same schedules with ``zero_copy=None``, each
-snapshot written straight from the parameters' memory (moved into one archive row) with no copy at all.
+snapshot written straight from the parameters' memory (moved into one archive row) with no copy at all;
+the writer column says how many rows went out uncopied (a row whose write held up the next ``opt.step()``
+makes the next 16 snapshots copy).
 
 The method's resolution. ``--configs ...,null`` adds two runs that record nothing: (null) a plain twin
 against its baseline — an A/A test, whose spread is the smallest slowdown this machine can resolve today —
@@ -49,7 +53,11 @@ transparent huge pages: whether that placement alone makes training faster or sl
 Physical floor of (c). Every step writes a whole row (2.7 MB per ~3.5 ms step, ≈ 0.8 GB/s), at the disk's
 limit. The run measures the disk's direct-write rate in the scratch directory (``O_DIRECT`` writes of
 params-sized chunks, 256 MiB by default, ``--disk-mib``) and prints beside (c) its floor: max(0, bytes
-written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdown no recorder can beat.
+written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdown no recorder can beat,
+and the share of that rate that every step asks at the baseline's pace. The pace depends on the VM's speed
+on the day; ``--batch`` (default 128) shortens or lengthens the step without changing the row, so a slow
+VM can be put in the regime of a fast one (batch 32 trained at 3.3 ms/step on the VM that trained batch
+128 at 8 ms/step).
 
     python benchmarks/recorder_overhead.py                 # full: 5000 steps, 3 repeats
     python benchmarks/recorder_overhead.py --quick         # 600 steps, 1 repeat
@@ -58,6 +66,7 @@ written ÷ that rate − the baseline's time) ÷ the baseline's time, the slowdo
     python benchmarks/recorder_overhead.py --configs a,b,c,sync,raw --repeats 5   # + the bare I/O twins
     python benchmarks/recorder_overhead.py --configs a,c,raw,io --repeats 3       # + the bytes alone
     python benchmarks/recorder_overhead.py --configs a,b,zero,null --repeats 5    # zero copy, with A/A runs
+    python benchmarks/recorder_overhead.py --configs c,zero,raw,io,copy,null --batch 32   # (c) at ~0.8 GB/s
 """
 
 from __future__ import annotations
@@ -75,6 +84,9 @@ import numpy as np
 import torch
 
 import trajkit
+
+#: minibatch size (``--batch``)
+BATCH = 128
 
 
 def make_model() -> torch.nn.Module:
@@ -109,9 +121,9 @@ class Trainer:
                                         zero_copy=zero_copy)
         elif sink == "torch.save":
             self.out.mkdir()
-        elif sink == "raw":
+        elif sink in ("raw", "copy"):
             self.out.mkdir()
-            self.raw = RawRows(self.out, [p for p in self.model.parameters()])
+            self.raw = RawRows(self.out, [p for p in self.model.parameters()], write=sink == "raw")
         elif sink == "io":
             self.out.mkdir()
             self.raw = IoOnly(self.out, sum(p.numel() for p in self.model.parameters()))
@@ -132,9 +144,9 @@ class Trainer:
         for k in range(self.k + 1, last + 1):
             loss = None
             if k:
-                i = (k * 128) % 4096
+                i = (k * BATCH) % (4096 - 4096 % BATCH)
                 opt.zero_grad(set_to_none=True)
-                loss = self.loss_fn(model(X[i:i + 128]), y[i:i + 128])
+                loss = self.loss_fn(model(X[i:i + BATCH]), y[i:i + BATCH])
                 loss.backward()
                 opt.step()
             if rec is not None:
@@ -158,11 +170,12 @@ class Trainer:
         t0 = time.perf_counter()
         if self.rec is not None:
             mode = (self.rec.writer_mode + (" + O_DIRECT" if self.rec.direct else "")
-                    + (", zero copy" if self.rec.zero_copy else ", copy overlapped" if self.rec.overlap
-                       else ", copy on thread"))
+                    + (f", zero copy ({self.rec.zero_copy_rows} rows uncopied)" if self.rec.zero_copy
+                       else ", copy overlapped" if self.rec.overlap else ", copy on thread"))
             self.rec.close()
-        elif self.sink in ("raw", "io"):
-            mode = "bare copy + O_DIRECT thread" if self.sink == "raw" else "O_DIRECT from another process"
+        elif self.sink in ("raw", "io", "copy"):
+            mode = {"raw": "bare copy + O_DIRECT thread", "io": "O_DIRECT from another process",
+                    "copy": "bare copy on the training thread, nothing written"}[self.sink]
             self.raw.close()
         elif self.sink in ("none", "home"):
             mode = "no recording" + (", parameters in one huge-page row" if self.sink == "home" else "")
@@ -189,7 +202,7 @@ class RawRows:
     (waiting if that buffer's previous write is still running), and one writer thread writes the row to its
     own file with ``O_DIRECT`` — no archive metadata, no commit protocol, no trace, no Python writer logic."""
 
-    def __init__(self, out: Path, params: list[torch.Tensor]):
+    def __init__(self, out: Path, params: list[torch.Tensor], write: bool = True):
         from concurrent.futures import ThreadPoolExecutor
 
         from trajkit.archive import directio
@@ -202,6 +215,7 @@ class RawRows:
         self.offs = np.cumsum([0, *[p.numel() for p in params]]).tolist()
         self.pending: list = [None, None]
         self.pool = ThreadPoolExecutor(1)
+        self.writes = write   # False: the copy alone (``copy``), nothing written
         self.i = 0
 
     @torch.no_grad()
@@ -214,6 +228,8 @@ class RawRows:
             self.pending[j].result()
         for p, a, b in zip(self.params, self.offs, self.offs[1:], strict=False):
             self.views[j][a:b].copy_(p.reshape(-1))
+        if not self.writes:
+            return
         self.pending[j] = self.pool.submit(directio.write_direct, self.out / f"row.{k}",
                                            memoryview(self.bufs[j]).cast("B"))
 
@@ -314,6 +330,7 @@ def direct_write_rate(workdir: Path, mib: int, chunk_bytes: int) -> float:
 
 
 def main() -> None:
+    global BATCH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--every-step-steps", type=int, default=1000, help="run length for config (c)")
@@ -324,11 +341,16 @@ def main() -> None:
     ap.add_argument("--configs", default="a,b,c,d,zstd",
                     help="comma-separated subset of a, b, c (trajkit), d (torch.save at each), zstd, raw (bare I/O "
                          "twins), io (the bytes alone, from another process), "
+                         "copy (the twin's copy alone, nothing written), "
                          "buf (each of a, b, c also with direct=False: writes through the page cache), "
                          "sync (each of a, b, c also without optimizer=: the copy on the training thread), "
                          "zero (each of a, b, c also with zero_copy=None: no copy), "
                          "null (the method's own resolution: an A/A run of a plain twin against its baseline, and "
                          "a plain twin whose parameters sit where zero copy puts them, nothing recorded)")
+    ap.add_argument("--batch", type=int, default=BATCH,
+                    help="minibatch size (default 128). A smaller batch shortens the step but not the row, so "
+                         "on a slow VM it recreates the bytes-per-second of a faster one (32: ≈ 3.3 ms/step on the VM "
+                         "that trains batch 128 at 8 ms/step)")
     ap.add_argument("--disk-mib", type=int, default=256, help="MiB written to measure the disk's direct-write rate")
     ap.add_argument("--block", type=int, default=250,
                     help="train each recorded run and its own baseline side by side, alternating blocks of about "
@@ -341,6 +363,7 @@ def main() -> None:
     if args.quick:
         args.steps, args.every_step_steps, args.repeats, args.block = 600, 200, 1, min(args.block, 100)
     torch.set_num_threads(args.threads)
+    BATCH = args.batch
     from threadpoolctl import threadpool_info
 
     print("threadpools:", [(i["internal_api"], i["num_threads"], i.get("architecture")) for i in threadpool_info()])
@@ -369,14 +392,17 @@ def main() -> None:
         "a-io: 200 log, bytes alone": (s, "io", trajkit.schedules.log(1, s, 200), None, None),
         "b-io: every 10, bytes alone": (s, "io", trajkit.schedules.linear(10), None, None),
         "c-io: every step, bytes alone": (s1, "io", trajkit.schedules.linear(1), None, None),
+        "a-copy: 200 log, the copy alone": (s, "copy", trajkit.schedules.log(1, s, 200), None, None),
+        "b-copy: every 10, the copy alone": (s, "copy", trajkit.schedules.linear(10), None, None),
+        "c-copy: every step, the copy alone": (s1, "copy", trajkit.schedules.linear(1), None, None),
         "null: A/A, plain twin": (s, "none", trajkit.schedules.explicit([]), None, None),
         "home: plain, re-homed params": (s, "home", trajkit.schedules.explicit([]), None, None),
     }
     wanted = {c.strip() for c in args.configs.split(",") if c.strip()}
-    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "zero", "raw", "io", "null"}
+    unknown = wanted - {"a", "b", "c", "d", "zstd", "buf", "sync", "zero", "raw", "io", "copy", "null"}
     if unknown:
         ap.error(f"--configs: unknown {sorted(unknown)}; "
-                 "choose from a, b, c, d, zstd, buf, sync, zero, raw, io, null")
+                 "choose from a, b, c, d, zstd, buf, sync, zero, raw, io, copy, null")
 
     def selected(name: str) -> bool:
         key = name.split(":")[0]
@@ -390,6 +416,8 @@ def main() -> None:
             return "zero" in wanted and key[0] in wanted
         if key.endswith("-raw"):
             return "raw" in wanted and key[0] in wanted
+        if key.endswith("-copy"):
+            return "copy" in wanted and key[0] in wanted
         if key.endswith("-io"):
             return "io" in wanted and key[0] in wanted
         if key in ("null", "home"):
@@ -457,6 +485,11 @@ def main() -> None:
         for n in every_step:
             written = info[n][-1]["bytes"]
             floors[n] = float(np.median([max(0.0, written / rate - b) / b for b in base_seconds[n]]))
+        n = every_step[0]
+        steps, demand = configs[n][0], info[n][-1]["bytes"] / float(np.median(base_seconds[n]))
+        print(f"every step at the baseline's pace ({1e3 * float(np.median(base_seconds[n])) / steps:.2f} ms/step, "
+              f"batch {BATCH}) asks {demand / 1e9:.2f} GB/s of the disk: {100 * demand / rate:.0f} % of its "
+              "direct-write rate")
     print(f"\n{'configuration':32s} {'slowdown':>9s} {'(min..max)':>16s} {'bytes written':>14s} {'ratio':>6s} "
           f"{'on training thread':>30s}  writer")
     summary = {}

@@ -190,6 +190,51 @@ def test_the_optimiser_step_waits_for_the_copy_in_flight(tmp_path, zero_copy):
         assert np.count_nonzero(params[k] != -k) == 0, f"snapshot {k} holds parameters of another step"
 
 
+def test_a_zero_copy_row_that_holds_up_the_optimiser_makes_the_next_snapshots_copy(tmp_path):
+    """Snapshots at every step of a loop whose update follows at once: the first row's write (8 MiB) keeps
+    the next optimiser step waiting, so the next ZERO_COPY_BACKOFF snapshots copy; once the writer has caught
+    up, zero copy is tried again (and stalls again). The bytes stay right throughout."""
+    from trajkit.record.recorder import ZERO_COPY_BACKOFF
+
+    n = ZERO_COPY_BACKOFF + 3
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.zeros(2**21))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.w.grad = torch.ones_like(model.w)
+    with trajkit.Recorder(tmp_path / "r.trajkit", model, schedule=trajkit.schedules.linear(1), writer="thread",
+                          optimizer=opt, zero_copy=None) as rec:
+        for k in range(n):
+            if k:
+                opt.step()
+            if k == ZERO_COPY_BACKOFF + 1:
+                rec.flush()   # the writer catches up: idle again, and the back-off is over
+            rec.step(k)
+        assert rec.zero_copy   # the parameters stay in the row; only the snapshots were copied
+        assert rec.zero_copy_rows == 2, "rows 0 and ZERO_COPY_BACKOFF + 1 are the ones written without a copy"
+    params = trajkit.open_archive(tmp_path / "r.trajkit").params[:, :]
+    for k in range(n):
+        assert np.count_nonzero(params[k] != -k) == 0, f"snapshot {k} holds parameters of another step"
+
+
+def test_zero_copy_rows_that_never_hold_up_the_optimiser_are_never_copied(tmp_path):
+    """A loop whose forward and backward pass (here 20 ms) outlasts the write of a small row: every snapshot
+    is written straight from the parameters' memory."""
+    import time
+
+    model = torch.nn.Sequential(torch.nn.Linear(300, 200))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with trajkit.Recorder(tmp_path / "r.trajkit", model, schedule=trajkit.schedules.linear(1), writer="thread",
+                          optimizer=opt, zero_copy=None) as rec:
+        for k in range(6):
+            if k:
+                model(torch.ones(4, 300)).sum().backward()
+                time.sleep(0.02)
+                opt.step()
+            rec.step(k)
+        assert rec.zero_copy_rows == 6
+    assert trajkit.open_archive(tmp_path / "r.trajkit").n_snapshots == 6
+
+
 def test_without_an_optimizer_the_copy_is_done_before_step_returns(tmp_path):
     """Loops that change parameters themselves keep today's synchronous copy."""
     overlap, params = _race(tmp_path / "r.trajkit", optimizer=False)

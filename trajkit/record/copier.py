@@ -31,6 +31,7 @@ the device reads them by DMA) and checks their finiteness, and the next optimise
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,8 @@ class RowRead:
 
     def __init__(self):
         self._event = threading.Event()
+        #: seconds the optimiser step spent waiting for this row in :meth:`synchronize` (0.0: not at all)
+        self.waited = 0.0
 
     def set(self) -> None:
         self._event.set()
@@ -104,7 +107,10 @@ class RowRead:
         return self._event.is_set()
 
     def synchronize(self) -> None:
-        self._event.wait()
+        if not self._event.is_set():
+            t0 = time.perf_counter()
+            self._event.wait()
+            self.waited += time.perf_counter() - t0
 
 
 class FlatParams:

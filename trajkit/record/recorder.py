@@ -48,6 +48,10 @@ from trajkit.record.subset import subset_layout
 from trajkit.record.traces import TraceBuffer
 
 WRITER_MODES = ("auto", "inline", "thread")
+#: a zero-copy row that kept the next optimiser step waiting longer than this (seconds) stalled training
+ZERO_COPY_STALL_S = 2e-4
+#: snapshots copied after such a stall before zero copy is tried again
+ZERO_COPY_BACKOFF = 16
 #: trace rows buffered before they are handed to the writer even without a snapshot
 TRACE_FLUSH_ROWS = 65536
 
@@ -90,7 +94,11 @@ class Recorder:
         no copy: the next optimiser step waits until the writer has read them. False (default): copy, as
         always. None: wherever possible — CPU tensors already of the storage ``dtype``, none sharing memory
         with another, no process group, the writer thread — and only while the writer has no earlier row
-        still to read (otherwise that snapshot is copied into a buffer). True: required (an error where
+        still to read (otherwise that snapshot is copied into a buffer). A zero-copy row whose write kept
+        the next optimiser step waiting (more than :data:`ZERO_COPY_STALL_S`: the write takes longer than a
+        forward and backward pass, as when snapshots come at every step of a fast loop) makes the next
+        :data:`ZERO_COPY_BACKOFF` snapshots copy, after which zero copy is tried again;
+        ``zero_copy_rows`` counts the rows written without a copy. True: required (an error where
         impossible). A loop that later rebinds ``p.data`` (``model.to(...)``, ``model.half()``) is noticed
         at the next snapshot, which then copies again. Opt-in because it re-homes the model's parameters
         and, on the 2-core VM, its effect on the whole training time was not resolved (see the README).
@@ -217,6 +225,10 @@ class Recorder:
         self._gate = StepGate(optimizers, device) if self.overlap else None
         self._flat = self._adopt_params(zero_copy, dtype)
         self._last_read: RowRead | None = None   # of the last row handed to the writer
+        self._zero_read: RowRead | None = None   # of the last row written from the parameters' memory
+        self._copy_next = 0   # snapshots still to copy after a zero-copy row held up the optimiser
+        #: snapshots written straight from the parameters' memory (zero copy); the others were copied
+        self.zero_copy_rows = 0
         self._trace = TraceBuffer()
         self._epoch: float | None = None
         self._closed = False
@@ -384,10 +396,15 @@ class Recorder:
             read = RowRead()
             idle = self._last_read is None or self._last_read.done()
             self._last_read = read
-        if read is not None and idle:
+            if self._zero_read is not None and self._zero_read.waited > ZERO_COPY_STALL_S:
+                self._copy_next = ZERO_COPY_BACKOFF   # that row held up the optimiser: copy for a while
+            self._zero_read = None
+        if read is not None and idle and not self._copy_next:
             k, slot = None, self._flat.slot   # the writer reads the parameters themselves
-            slot.params_read = read
+            slot.params_read = self._zero_read = read
+            self.zero_copy_rows += 1
         else:
+            self._copy_next = max(0, self._copy_next - 1)
             k = self._sink.acquire()
             slot = self._copier.copy_into(k, overlap=self.overlap)
         if self._gate is not None:
