@@ -225,7 +225,6 @@ class Recorder:
         self._gate = StepGate(optimizers, device) if self.overlap else None
         self._flat = self._adopt_params(zero_copy, dtype)
         self._last_read: RowRead | None = None   # of the last row handed to the writer
-        self._zero_read: RowRead | None = None   # of the last row written from the parameters' memory
         self._copy_next = 0   # snapshots still to copy after a zero-copy row held up the optimiser
         #: snapshots written straight from the parameters' memory (zero copy); the others were copied
         self.zero_copy_rows = 0
@@ -393,15 +392,16 @@ class Recorder:
             self._flat = None   # the loop moved the parameters: copy from now on
         read = None
         if self._flat is not None:   # zero copy: rows are marked read, so the next snapshot knows
-            read = RowRead()
-            idle = self._last_read is None or self._last_read.done()
+            last, read = self._last_read, RowRead()
             self._last_read = read
-            if self._zero_read is not None and self._zero_read.waited > ZERO_COPY_STALL_S:
-                self._copy_next = ZERO_COPY_BACKOFF   # that row held up the optimiser: copy for a while
-            self._zero_read = None
+            idle = last is None or last.done()
+            # only a zero-copy row's RowRead is waited on by the optimiser step (a copied row's gate is its
+            # copy job), so a wait means the last row went out uncopied and held up training
+            if last is not None and last.waited > ZERO_COPY_STALL_S:
+                self._copy_next = ZERO_COPY_BACKOFF   # copy for a while
         if read is not None and idle and not self._copy_next:
             k, slot = None, self._flat.slot   # the writer reads the parameters themselves
-            slot.params_read = self._zero_read = read
+            slot.params_read = read
             self.zero_copy_rows += 1
         else:
             self._copy_next = max(0, self._copy_next - 1)
