@@ -257,7 +257,7 @@ class Recorder:
         if self._scheduled(step):
             self._snapshot(step, None)
             return True
-        if len(trace.steps) >= TRACE_FLUSH_ROWS:
+        if len(trace.rows) >= TRACE_FLUSH_ROWS:
             self._submit(None, None, None, None, trace.drain())
         return False
 

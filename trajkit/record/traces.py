@@ -35,49 +35,38 @@ class TraceBatch:
 
 @dataclass
 class TraceBuffer:
-    """Accumulates ``(step, {name: value})`` rows; :meth:`drain` hands them over as a :class:`TraceBatch`."""
+    """Accumulates ``(step, {name: value})`` rows; :meth:`drain` hands them over as a :class:`TraceBatch`.
 
-    steps: list[int] = field(default_factory=list)
-    values: dict[str, list[Any]] = field(default_factory=dict)
+    :meth:`add` runs after every optimiser step with the caches cold from the training step, so it only
+    appends the row (the caller's own dict) to a list: columns are built at :meth:`drain`, in one hot loop
+    (``benchmarks/recorder_overhead.py`` reports the microseconds per plain step inside ``rec.step``)."""
+
+    #: rows added one at a time since the last block or drain: ``(step, {name: value or None})``
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: blocks added by :meth:`extend` (and rows added before them), in order; ``n_blocked`` rows in all
     blocks: list[TraceBatch] = field(default_factory=list)
     n_blocked: int = 0
 
     def __len__(self) -> int:
-        return len(self.steps) + self.n_blocked
+        return len(self.rows) + self.n_blocked
 
     def add(self, step: int, scalars: dict[str, Any]) -> None:
-        """Add one row; ``scalars`` (the caller's own dict) gets its tensors replaced by what is kept. A bad
-        value raises before anything is added."""
+        """Add one row; ``scalars`` (the caller's own dict, kept: not to be reused) gets its tensors replaced
+        by what is kept. A bad value raises before anything is added."""
         for name, v in scalars.items():
-            if isinstance(v, torch.Tensor):
+            if type(v) is not float and isinstance(v, torch.Tensor):
                 if v.numel() != 1:
                     raise TrajkitError(f"trace scalar {name!r} must have one element, got shape {tuple(v.shape)}")
                 # a CPU value is read now (no sync to avoid, and a float is lighter to keep than a tensor);
                 # device tensors are kept and read in one batch at the next snapshot
                 scalars[name] = v.item() if v.is_cpu else v.detach()
-        steps, values = self.steps, self.values
-        n = len(steps)
-        steps.append(step)
-        added = 0
-        for name, v in scalars.items():
-            if v is None:
-                continue
-            col = values.get(name)
-            if col is None:
-                col = values[name] = [None] * n
-            col.append(v)
-            added += 1
-        if added != len(values):   # a name seen before but not given now
-            for col in values.values():
-                if len(col) < n + 1:
-                    col.append(None)
+        self.rows.append((step, scalars))
 
     def extend(self, steps: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         """Add a block of rows at once: ``steps`` int ``[k]`` and host columns ``{name: [k]}`` (the batched
         path, whose per-step values reach the host in blocks). Rows added one at a time before it stay first."""
         steps = np.asarray(steps, dtype=np.int64).reshape(-1)
-        if self.steps:
+        if self.rows:
             self._rows_to_block()
         self.blocks.append(TraceBatch(steps, {name: np.asarray(v, np.float64).reshape(steps.size)
                                               for name, v in columns.items()}))
@@ -87,7 +76,7 @@ class TraceBuffer:
         """Everything added since the last drain as one batch (None when empty)."""
         if not self.blocks:
             return self._drain_rows()
-        if self.steps:
+        if self.rows:
             self._rows_to_block()
         blocks, self.blocks, self.n_blocked = self.blocks, [], 0
         if len(blocks) == 1:
@@ -104,12 +93,16 @@ class TraceBuffer:
             self.n_blocked += int(batch.steps.size)
 
     def _drain_rows(self) -> TraceBatch | None:
-        if not self.steps:
+        rows = self.rows
+        if not rows:
             return None
-        steps = np.asarray(self.steps, dtype=np.int64)
+        self.rows = []
+        steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        names = list(dict.fromkeys(name for _, sc in rows for name, v in sc.items() if v is not None))
         columns: dict[str, Any] = {}
         event = None
-        for name, vals in self.values.items():
+        for name in names:
+            vals = [sc.get(name) for _, sc in rows]
             devs = {v.device for v in vals if isinstance(v, torch.Tensor)}
             cuda = next((d for d in devs if d.type == "cuda"), None)
             if cuda is None:
@@ -123,5 +116,4 @@ class TraceBuffer:
             columns[name] = host
             event = torch.cuda.Event()
             event.record()
-        self.steps, self.values = [], {}
         return TraceBatch(steps, columns, event)
