@@ -85,6 +85,7 @@ import numpy as np
 import torch
 
 import trajkit
+from trajkit.record.copier import copy_row
 
 #: minibatch size (``--batch``)
 BATCH = 128
@@ -199,9 +200,10 @@ class Trainer:
 
 class RawRows:
     """The I/O twin of a recorder: what any recorder of these bytes must do, and nothing else. At each snapshot
-    the parameters are copied on the training thread into one of two preallocated page-aligned buffers
-    (waiting if that buffer's previous write is still running), and one writer thread writes the row to its
-    own file with ``O_DIRECT`` — no archive metadata, no commit protocol, no trace, no Python writer logic."""
+    the parameters are copied on the training thread (``copier.copy_row``, as the recorder copies) into one
+    of two preallocated page-aligned buffers (waiting if that buffer's previous write is still running), and
+    one writer thread writes the row to its own file with ``O_DIRECT`` — no archive metadata, no commit
+    protocol, no trace, no Python writer logic."""
 
     def __init__(self, out: Path, params: list[torch.Tensor], write: bool = True):
         from concurrent.futures import ThreadPoolExecutor
@@ -212,8 +214,9 @@ class RawRows:
         n = sum(p.numel() for p in params)
         padded = -(-n * 4 // directio.ALIGN) * directio.ALIGN // 4
         self.bufs = [directio.aligned_empty(padded, 0.0) for _ in range(2)]
-        self.views = [torch.from_numpy(b) for b in self.bufs]
-        self.offs = np.cumsum([0, *[p.numel() for p in params]]).tolist()
+        offs = np.cumsum([0, *[p.numel() for p in params]]).tolist()
+        self.views = [[torch.from_numpy(b)[a:e].view(p.shape) for p, a, e in zip(params, offs, offs[1:], strict=False)]
+                      for b in self.bufs]
         self.pending: list = [None, None]
         self.pool = ThreadPoolExecutor(1)
         self.writes = write   # False: the copy alone (``copy``), nothing written
@@ -227,8 +230,7 @@ class RawRows:
         self.i += 1
         if self.pending[j] is not None:
             self.pending[j].result()
-        for p, a, b in zip(self.params, self.offs, self.offs[1:], strict=False):
-            self.views[j][a:b].copy_(p.reshape(-1))
+        copy_row(self.views[j], self.params)   # the recorder's own copy (memcpy for large tensors)
         if not self.writes:
             return
         self.pending[j] = self.pool.submit(directio.write_direct, self.out / f"row.{k}",

@@ -8,9 +8,11 @@ the gathered parameter vector and the logged loss of every step (``reference.pt`
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -247,8 +249,19 @@ def _rank_main(rank: int, world: int, port: int, scenario: str, out: str) -> Non
     except BaseException:
         result = {"crash": traceback.format_exc()}
     torch.save(result, out_dir / f"rank{rank}.pt")
+    del result
+    # Modules in reference cycles (DDP's hooks, FSDP2's states) hold the process group until a collection:
+    # release it now, while the interpreter is whole. Gloo's worker threads letting go of their last work
+    # during interpreter finalization abort the process ("terminate called without an active exception",
+    # SIGABRT; pytorch/pytorch#179291) — seen once in CI on rank 1, after its result was saved.
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
+    # The rank's work is saved and its archives closed; skip the interpreter's teardown, the racy part.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def free_port() -> int:
