@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,11 +205,110 @@ def test_bad_two_time_spec(kwargs, word):
         TwoTime(**kwargs)
 
 
-def test_online_refuses_to_continue_an_existing_archive(runs):
-    with pytest.raises(TrajkitError, match="cannot continue an existing archive"):
-        trajkit.Recorder(runs["online"][0], _model(), schedule=trajkit.schedules.log(1, STEPS, 2), online=SPEC,
-                         resume="allow")
-    assert validate(runs["online"][0]) == []
+#: snapshots at every waiting time of SPEC (what a resumed online run reads w(tw) back from), and two more
+RESUMABLE = trajkit.schedules.explicit([0, 10, 20, 35, 60, STEPS])
+
+
+def _train_resumed(path, schedule, stop_at, online=SPEC, kill=False, **kw) -> int:
+    """``_train``'s run (seed 0) stopped after step ``stop_at`` — closed, or (``kill``) a child process that
+    SIGKILLs itself there, nothing flushed — then continued by a fresh model and Recorder (``resume='must'``)
+    from the archive's last snapshot, as a checkpointed job restarts. Returns the step it resumed at."""
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g), torch.randn(64, 2, generator=g)
+    if kill:
+        code = textwrap.dedent(f"""
+            import os, signal, sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            import torch, trajkit, test_online as t
+            model = t._model()
+            g = torch.Generator().manual_seed(0)
+            x, y = torch.randn(64, 8, generator=g), torch.randn(64, 2, generator=g)
+            rec = trajkit.Recorder({str(path)!r}, model, online=t.SPEC,
+                                   schedule=trajkit.schedules.explicit({schedule.spec["steps"]}))
+            for k in range({stop_at} + 1):
+                if k:
+                    model.zero_grad()
+                    ((model(x) - y) ** 2).mean().backward()
+                    with torch.no_grad():
+                        for p in model.parameters():
+                            p -= 0.05 * p.grad
+                rec.step(k)
+            os.kill(os.getpid(), signal.SIGKILL)   # nothing closed, flushed or finalised
+            """)
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert child.returncode == -signal.SIGKILL, child.stderr
+    else:
+        _descend(model, x, y, [trajkit.Recorder(path, model, schedule=schedule, online=online, **kw)], stop_at,
+                 0.05)
+    stopped = online_rows(trajkit.open_archive(path))
+    model = _model()
+    with trajkit.Recorder(path, model, schedule=schedule, online=online, resume="must", **kw) as rec:
+        start = rec.restore()
+        assert (stopped.step >= start).any() and stopped.step.max() <= stop_at   # rows to drop and redo
+        for k in range(start, STEPS + 1):
+            if k > start:
+                model.zero_grad()
+                ((model(x) - y) ** 2).mean().backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= 0.05 * p.grad
+            rec.step(k)
+    return start
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["closed", "sigkill"])
+def test_a_resumed_online_run_measures_exactly_what_an_uninterrupted_one_does(tmp_path, kill):
+    """Stopped at step 50 (closed, or killed) and resumed from the snapshot at 35: the rows measured at
+    35..50 are dropped and measured again with w(0), w(10), w(20) read back from the snapshots, ε from the
+    committed rows; every online array equals the uninterrupted run's bit for bit, and the archive
+    validates."""
+    whole, resumed = tmp_path / "whole.trajkit", tmp_path / "resumed.trajkit"
+    _train(whole, RESUMABLE, SPEC)
+    assert _train_resumed(resumed, RESUMABLE, 50, kill=kill) == 35
+    want, got = online_rows(trajkit.open_archive(whole)), online_rows(trajkit.open_archive(resumed))
+    assert got.n_rows == want.n_rows > 0 and (want.step > 50).any() and (want.step < 35).any()
+    for name in ("tw_step", "step", "epsilon"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    for name in SUMS:
+        np.testing.assert_array_equal(got.sums[name], want.sums[name])
+        np.testing.assert_array_equal(got.per_layer[name], want.per_layer[name])
+    assert validate(resumed) == []
+    np.testing.assert_array_equal(trajkit.open_archive(resumed).steps, RESUMABLE.spec["steps"])
+
+
+def test_resuming_an_online_run_that_cannot_go_on_fails_and_loses_nothing(tmp_path):
+    """Waiting time 20 has no snapshot (schedule without it); bfloat16 snapshots of float32 parameters:
+    the resumed run stops at its first step with one line naming the fix, and the archive keeps every row."""
+    for name, schedule, kw, word in (
+            ("gap", trajkit.schedules.explicit([0, 10, 35, 60]), {}, r"waiting time\(s\) \[20\] are still measured"),
+            ("lossy", RESUMABLE, {"dtype": "bfloat16"}, "stored as bfloat16, the parameters are float32")):
+        path = tmp_path / f"{name}.trajkit"
+        _train(path, schedule, SPEC, **kw)   # the whole run: 120 steps
+        before = online_rows(trajkit.open_archive(path))
+        steps = trajkit.open_archive(path).steps.tolist()
+        rec = trajkit.Recorder(path, _model(), schedule=schedule, online=SPEC, resume="must", **kw)
+        with pytest.raises(TrajkitError, match=word) as err:
+            rec.step(rec.restore())
+        assert "\n" not in str(err.value)
+        with pytest.raises(TrajkitError, match="recording stopped"):
+            rec.step(36)
+        rec.close()
+        after = online_rows(trajkit.open_archive(path))
+        assert trajkit.open_archive(path).steps.tolist() == steps and after.n_rows == before.n_rows
+        np.testing.assert_array_equal(after.sums["sq"], before.sums["sq"])
+        assert validate(path) == []
+
+
+def test_resuming_with_another_online_spec_or_none_before_is_refused(runs, tmp_path):
+    sched = trajkit.schedules.log(1, STEPS, 2)
+    other = TwoTime(waiting_times=[0, 10, 20], lags=log_lags(100, 6), per_layer=True)
+    with pytest.raises(TrajkitError, match=r"online= differs from the archive's /online \(lags: archive"):
+        trajkit.Recorder(runs["online"][0], _model(), schedule=sched, online=other, resume="allow")
+    with pytest.raises(TrajkitError, match="recorded without online observables"):
+        trajkit.Recorder(runs["dense"][0], _model(), schedule=trajkit.schedules.explicit(
+            sorted(SPEC.steps() | {STEPS})), online=SPEC, resume="allow")
+    assert validate(runs["online"][0]) == [] and validate(runs["dense"][0]) == []
 
 
 def test_an_archive_with_no_snapshots_is_analysed_from_its_online_sums(tmp_path):

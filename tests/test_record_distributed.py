@@ -5,7 +5,7 @@ file and byte for byte, to what one process writes from the same gathered parame
 except what legitimately differs: ``snapshots/time`` (the wall clock), and in the root metadata ``run_id``,
 ``created`` and ``distributed`` (world size, backend, replicated/sharded). Ranks that disagree fail
 together with one line, and so do all ranks when one rank's chunk write fails; a 2-rank archive resumes
-with 3 ranks; a rank SIGKILLed inside a snapshot leaves
+with 3 ranks, its online two-time sums too; a rank SIGKILLed inside a snapshot leaves
 an archive that validates with only the snapshots committed before it.
 """
 
@@ -20,6 +20,8 @@ import torch
 
 import trajkit
 from trajkit.archive import format as fmt
+from trajkit.archive.online import SUMS, online_rows
+from trajkit.online import TwoTime
 from trajkit.record.distributed import TIMEOUT_ENV, plan_segments
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -39,10 +41,11 @@ def ranks_env(monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, "30")   # inherited by the spawned ranks: no collective waits longer
 
 
-def _replay(path: Path, ref: dict, schedule, resume: str = "never", truncate_at: int | None = None) -> None:
+def _replay(path: Path, ref: dict, schedule, resume: str = "never", truncate_at: int | None = None,
+            online: TwoTime | None = None) -> None:
     """What one process writes from the gathered parameters and rank 0's losses of ``ref``."""
     model = dist_ranks.build_model()
-    with trajkit.Recorder(path, model, schedule=schedule, resume=resume) as rec:
+    with trajkit.Recorder(path, model, schedule=schedule, resume=resume, online=online) as rec:
         for k, vec, loss in zip(ref["steps"], ref["params"], ref["loss"], strict=True):
             if truncate_at is not None and k < truncate_at:
                 continue
@@ -186,6 +189,23 @@ def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(
     resumed = trajkit.open_archive(out / "fsdp_small.trajkit")
     assert resumed.steps.tolist() == [0, 1, 2, 4, 7, 9, 12]
     assert resumed.trace["step"].tolist() == list(range(15))
+
+    # the online sums, resumed by 3 ranks at step 7 (w(1), w(4) read back from the snapshots, each rank its
+    # shards), equal one uninterrupted process's over the same gathered parameters (the ranks' partial sums
+    # add in another order: 1e-12 relative)
+    assert second["online_start"] == 7
+    whole = {key: first[key][:7] + second["fsdp"][key] for key in ("steps", "params", "loss")}
+    assert whole["steps"] == list(range(15))
+    _replay(ref / "online.trajkit", whole, RESUME_SCHED, online=TwoTime(**dist_ranks.ONLINE_R))
+    got = online_rows(trajkit.open_archive(out / "fsdp_online.trajkit"))
+    want = online_rows(trajkit.open_archive(ref / "online.trajkit"))
+    assert got.step.tolist() == want.step.tolist() and got.tw_step.tolist() == want.tw_step.tolist()
+    assert got.step.tolist().count(7) == 1 and max(got.step) == 12   # the row at 7 measured once, after resume
+    np.testing.assert_array_equal(got.epsilon, want.epsilon)
+    for name in SUMS:
+        np.testing.assert_allclose(got.sums[name], want.sums[name], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(got.per_layer[name], want.per_layer[name], rtol=1e-12, atol=1e-300)
+    assert trajkit.archive.validate(out / "fsdp_online.trajkit") == []
 
 
 @pytest.mark.slow

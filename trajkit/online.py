@@ -33,6 +33,15 @@ Distributed training: with replicated parameters (DDP) rank 0 measures alone. Wi
 across the ranks once per measured step (plus one all-reduce of three moments at each waiting time whose
 ε is ``std(w(tw))/F``); rank 0 writes ``online/``. ``reduce`` is then applied to the reduced device
 tensor before it is copied to the host (identity by default).
+
+Resuming (``Recorder(..., online=..., resume="allow")``, a Lightning / Hugging Face checkpoint resume, any
+world size): the run measures on exactly as if it had not stopped. At its first step k the rows measured
+at k or later are dropped and measured again, and each waiting time still measured from k on is taken
+back — w(tw) from the archive's snapshot at tw, ε from its committed rows. So **put the waiting times in
+the snapshot schedule** (``schedule | schedules.explicit(waiting_times)``) and store the
+snapshots in the parameters' own dtype (the default float32 for a float32 model), or the resume stops at
+its first step with a one-line error and the archive keeps every row. The ``TwoTime`` must be the
+original run's (its ``reference`` may change).
 """
 
 from __future__ import annotations

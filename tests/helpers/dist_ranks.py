@@ -131,9 +131,12 @@ def scenario_record(rank: int, world: int, out: Path) -> dict:
     if rank == 0:
         precreate_small_chunks(out / "fsdp_small.trajkit")
     model = shard(build_model())
+    from trajkit.online import TwoTime
+
     with trajkit.Recorder(out / "fsdp.trajkit", model, schedule=sched) as a, \
-            trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=sched, resume="allow") as b:
-        result["fsdp"] = train(model, [a, b], rank, 0, 9)
+            trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=sched, resume="allow") as b, \
+            trajkit.Recorder(out / "fsdp_online.trajkit", model, schedule=sched, online=TwoTime(**ONLINE_R)) as c:
+        result["fsdp"] = train(model, [a, b, c], rank, 0, 9)
         result["owned"] = b._dist.owned
     result["write_failure"] = _failing_write(model, rank, out / "fsdp_fail.trajkit")
     return result
@@ -159,13 +162,24 @@ def _failing_write(model: torch.nn.Module, rank: int, path: Path) -> tuple[str, 
     return None
 
 
+#: the online sums of scenario_record's FSDP2 run, resumed by scenario_resume (waiting times 1 and 4 are
+#: snapshot steps, so a resumed run reads w(tw) back; both are still measured at the resume step 7)
+ONLINE_R = dict(waiting_times=[1, 4], lags=[1, 2, 3, 5, 8], epsilon=0.05, per_layer=True)
+
+
 def scenario_resume(rank: int, world: int, out: Path) -> dict:
-    """Continue the 2-rank FSDP2 archive with ``world`` ranks from its last snapshot to step 14."""
+    """Continue the 2-rank FSDP2 archives (the small-chunk one and the online one) with ``world`` ranks
+    from their last snapshot to step 14."""
+    from trajkit.online import TwoTime
+
     model = shard(build_model())
-    with trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=trajkit.schedules.explicit(
-            [0, 1, 2, 4, 7, 9, 12]), resume="must") as rec:
+    sched = trajkit.schedules.explicit([0, 1, 2, 4, 7, 9, 12])
+    with trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=sched, resume="must") as rec, \
+            trajkit.Recorder(out / "fsdp_online.trajkit", model, schedule=sched, online=TwoTime(**ONLINE_R),
+                             resume="must") as online:
         start = rec.restore()
-        return {"start": start, "fsdp": train(model, [rec], rank, start, 15), "owned": rec._dist.owned}
+        return {"start": start, "online_start": online.last_step, "fsdp": train(model, [rec, online], rank, start, 15),
+                "owned": rec._dist.owned}
 
 
 def scenario_kill(rank: int, world: int, out: Path) -> dict:

@@ -42,9 +42,13 @@ class _RowColumn(_Column):
     """A growable 2-D float64 array ``[M, width]`` written whole rows at a time (chunks ``[C, width]``,
     keys ``c.<i>.0``), by the same in-place writes as :class:`trajkit.archive.writer._Column`."""
 
-    def __init__(self, root: Path, name: str, width: int, capacity: int, fsync: bool):
+    def __init__(self, root: Path, name: str, width: int, capacity: int, fsync: bool, length: int = 0,
+                 create: bool = True):
         self.width = int(width)
-        super().__init__(root, name, "float64", ONLINE_CHUNK * self.width, 0, True, capacity * self.width, fsync)
+        super().__init__(root, name, "float64", ONLINE_CHUNK * self.width, length * self.width, create,
+                         capacity * self.width, fsync)
+        if not create:   # the base read the shape's rows; it counts elements
+            self.shape0 *= self.width
 
     def _write_meta(self, shape0: int | None = None) -> None:
         rows = (shape0 if shape0 is not None else self.shape0) // self.width
@@ -56,6 +60,9 @@ class _RowColumn(_Column):
 
     def write_rows(self, start: int, values: np.ndarray) -> None:
         self.write(start * self.width, np.asarray(values, np.float64).reshape(-1))
+
+    def truncate(self, length: int) -> None:
+        self.length = length * self.width
 
     def finalize(self, length: int) -> None:
         self.release()
@@ -72,25 +79,40 @@ class _RowColumn(_Column):
 class OnlineWriter:
     """Appends measurement rows to ``online/`` of the archive at ``root`` and commits them.
 
-    ``n_layers``: width of the ``*_per_layer`` arrays (None: no per-layer arrays).
+    ``n_layers``: width of the ``*_per_layer`` arrays (None: no per-layer arrays). ``existing``: the ``step``
+    of the committed rows of an ``online/`` group to continue (a resumed run, :meth:`truncate` then drops
+    the rows from the resume step on); None creates the group afresh.
     """
 
-    def __init__(self, root: Path, n_layers: int | None, fsync: bool = False, capacity: int = 1024):
+    def __init__(self, root: Path, n_layers: int | None, fsync: bool = False, capacity: int = 1024,
+                 existing: np.ndarray | None = None):
         self.root, self.fsync = Path(root), fsync
         self.dir = self.root / ONLINE
-        self.dir.mkdir(exist_ok=True)
-        self.committed = 0
-        self._commit()
-        cap = max(1, capacity)
-        self._cols = {"tw_step": _Column(self.root, f"{ONLINE}/tw_step", "int64", ONLINE_CHUNK, 0, True, cap, fsync),
-                      "step": _Column(self.root, f"{ONLINE}/step", "int64", ONLINE_CHUNK, 0, True, cap, fsync),
-                      "epsilon": _Column(self.root, f"{ONLINE}/epsilon", "float64", ONLINE_CHUNK, 0, True, cap,
-                                         fsync)}
-        for name in SUMS:
-            self._cols[name] = _Column(self.root, f"{ONLINE}/{name}", "float64", ONLINE_CHUNK, 0, True, cap, fsync)
+        create = existing is None
+        self._steps: list[int] = [] if create else [int(x) for x in np.asarray(existing).reshape(-1)]
+        self.committed = len(self._steps)
+        if create:
+            self.dir.mkdir(exist_ok=True)
+            self._commit()
+        cap, n = max(1, capacity), self.committed
+        self._cols = {name: _Column(self.root, f"{ONLINE}/{name}", dtype, ONLINE_CHUNK, n, create, cap, fsync)
+                      for name, dtype in (("tw_step", "int64"), ("step", "int64"), ("epsilon", "float64"),
+                                          *((name, "float64") for name in SUMS))}
         self._layer_cols = ({} if n_layers is None else
-                            {name: _RowColumn(self.root, f"{ONLINE}/{name}_per_layer", n_layers, cap, fsync)
-                             for name in SUMS})
+                            {name: _RowColumn(self.root, f"{ONLINE}/{name}_per_layer", n_layers, cap, fsync, n,
+                                              create) for name in SUMS})
+
+    def truncate(self, step: int) -> int:
+        """Drop the committed rows measured at ``step`` or later (one atomic commit, before any of them is
+        overwritten); returns how many rows remain."""
+        keep = int(np.searchsorted(np.asarray(self._steps, np.int64), step, side="left"))
+        if keep < self.committed:
+            self.committed = keep
+            self._commit()
+            for col in (*self._cols.values(), *self._layer_cols.values()):
+                col.truncate(keep)
+        del self._steps[keep:]
+        return keep
 
     def _commit(self) -> None:
         fmt.write_json(self.dir / "zarr.json", fmt.group_json({"committed": self.committed}), self.fsync)
@@ -110,6 +132,7 @@ class OnlineWriter:
                 self._layer_cols[name].write_rows(k, sums[:, j, :])
         self.committed = k + m
         self._commit()
+        self._steps.extend([int(step)] * m)
 
     def close(self) -> None:
         """Trim every array to the committed rows and close the files."""

@@ -32,6 +32,9 @@ from trajkit.archive.online import SUMS, OnlineWriter
 from trajkit.errors import TrajkitError
 from trajkit.record import distributed
 
+#: the entries of ``/online`` a resumed run must measure alike (``reference``, where w(tw) is kept, may change)
+RESUME_KEYS = ("waiting_times", "lags", "select", "epsilon", "epsilon_factor", "n_cols", "layers",
+               "n_cols_per_layer", "per_layer")
 #: fewest columns per thread of the CPU loop (splitting less is not worth a thread hand-off)
 MIN_SPLIT_COLS = 65536
 #: elements per chunk of the sums (bounds the float64 temporaries: 5 × 8 B × 2²² ≈ 168 MB)
@@ -78,7 +81,9 @@ class OnlineTracker:
         self.device = params[0].device
         self.group = group
         rank = 0 if group is None else torch.distributed.get_rank(group)
-        self._tensors = [(p, pos[e["layer"]]) for p, e in chosen if group is None or distributed.counts_here(p, rank)]
+        here = [(p, e) for p, e in chosen if group is None or distributed.counts_here(p, rank)]
+        self._tensors = [(p, pos[e["layer"]]) for p, e in here]
+        self._names = [e["name"] for _, e in here]
         self._n_local = int(sum(distributed.local_flat(p).numel() for p, _ in self._tensors))
         self.n_cols = int(sum(e["size"] for _, e in chosen))
         per_layer_cols = [0] * len(layers)
@@ -95,6 +100,7 @@ class OnlineTracker:
                       if self.device.type == "cpu" and self._dtype in (torch.float32, torch.float64) else None)
         self._reduce = spec.reduce if spec.reduce is not None else _identity
         self._writer: OnlineWriter | None = None
+        self._resume: Any = None   # the committed rows of the archive a resumed run continues
         self.metadata = {"waiting_times": list(spec.waiting_times), "lags": list(spec.lags), "select": spec.select,
                          "epsilon": spec.epsilon, "epsilon_factor": None if spec.epsilon else spec.epsilon_factor,
                          "n_cols": self.n_cols, "layers": layers, "n_cols_per_layer": per_layer_cols,
@@ -110,9 +116,96 @@ class OnlineTracker:
         free, _ = torch.cuda.mem_get_info(self.device)
         return "device" if need <= free // 2 else "host"
 
+    def attach_existing(self, path: Path) -> bool:
+        """For a run that continues the archive at ``path``: check that its ``/online`` measured what this
+        spec measures and read its committed rows (kept for :meth:`open` and :meth:`resume_at`). True when
+        there are committed rows."""
+        from trajkit.archive.online import online_rows
+        from trajkit.archive.reader import open_archive
+
+        arch = open_archive(path)
+        have = arch.metadata.get("online")
+        if not have:
+            raise TrajkitError(f"{path}: the archive was recorded without online observables, so a run "
+                               "continuing it cannot add online=; leave online= out or record to a new path")
+        differ = [k for k in RESUME_KEYS if have.get(k) != self.metadata[k]]
+        if differ:
+            shown = "; ".join(f"{k}: archive {have.get(k)!r}, now {self.metadata[k]!r}" for k in differ)
+            raise TrajkitError(f"{path}: cannot resume: online= differs from the archive's /online ({shown}); "
+                               "pass the run's original TwoTime or record to a new path")
+        self._resume = online_rows(arch)
+        return self._resume.n_rows > 0
+
     def open(self, root: Path, fsync: bool) -> None:
-        """Create ``online/`` in the archive at ``root``."""
-        self._writer = OnlineWriter(root, len(self.metadata["layers"]) if self.spec.per_layer else None, fsync)
+        """Create ``online/`` in the archive at ``root`` (continue it after :meth:`attach_existing`)."""
+        self._writer = OnlineWriter(root, len(self.metadata["layers"]) if self.spec.per_layer else None, fsync,
+                                    existing=None if self._resume is None else self._resume.step)
+
+    @torch.no_grad()
+    def resume_at(self, step: int, path: Path) -> None:
+        """The first step of a run continuing the archive (after :meth:`attach_existing`): drop the rows
+        measured at ``step`` or later, and take back each waiting time still measured from ``step`` on —
+        w(tw) from the snapshot at tw (stored losslessly: the archive's dtype is the parameters'), ε from
+        its committed rows — so the run measures on as if it had not stopped."""
+        rows, self._resume = self._resume, None
+        if rows is None:
+            return
+        kept = self._read_back(step, path, rows)   # checked and read before anything is dropped
+        if self._writer is not None:
+            self._writer.truncate(step)
+        for j, (flat, eps) in kept.items():
+            if self._bank is not None:
+                self._bank.keep(j, flat)
+                flat = flat[:0]
+            self._refs[j] = (flat, eps)
+
+    def _read_back(self, step: int, path: Path, rows: Any) -> dict[int, tuple[torch.Tensor, float]]:
+        """w(tw) and ε of every waiting time still measured from ``step`` on, read from the archive."""
+        tws = self.spec.waiting_times
+        alive = [j for j, tw in enumerate(tws) if tw < step <= tw + self._max_lag]
+        if not alive:
+            return {}
+        from trajkit.archive.reader import open_archive
+
+        arch = open_archive(path)
+        row_of = {int(s): i for i, s in enumerate(arch.steps)}
+        missing = [tws[j] for j in alive if tws[j] not in row_of]
+        if missing:
+            raise TrajkitError(
+                f"{path}: cannot resume online observables at step {step}: waiting time(s) {missing} are still "
+                f"measured from there on, but the archive has no snapshot of w(tw) at them; put the waiting "
+                f"times in the snapshot schedule (schedule | schedules.explicit(waiting_times)), "
+                f"resume at a step no waiting time is measured past, or record to a new path")
+        want = str(self._dtype).removeprefix("torch.")
+        if arch.storage_dtype != want:
+            raise TrajkitError(f"{path}: cannot resume online observables: the snapshots are stored as "
+                               f"{arch.storage_dtype}, the parameters are {want}, so w(tw) cannot be read back "
+                               f"exactly; record online runs to resume with dtype={want!r}")
+        where = {e["name"]: e for e in arch.metadata["layout"]}
+        absent = [n for n in self._names if n not in where]
+        if absent:
+            raise TrajkitError(f"{path}: cannot resume online observables: tensor(s) {absent[:3]} of the online "
+                               "selection are not in the archive's recorded subset (select=); record online "
+                               "runs to resume with a select= that keeps them")
+        kept = {}
+        for j in alive:
+            eps = rows.epsilon[(rows.tw_step == tws[j]) & (rows.step < step)]
+            if eps.size == 0:
+                raise TrajkitError(f"{path}: cannot resume online observables: no committed row of waiting time "
+                                   f"{tws[j]} (its ε is unknown); run `trajkit validate` on the archive")
+            i = row_of[tws[j]]
+            parts = []
+            for (p, _), name in zip(self._tensors, self._names, strict=True):
+                a, b = distributed.local_interval(p, name)
+                off = int(where[name]["offset"])
+                parts.append(np.asarray(arch.params[i, off + a:off + b]))
+            flat = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0)).to(self._dtype)
+            if self.reference == "device" or self.device.type == "cpu":
+                flat = flat.to(self.device)
+            else:   # reference="host" for a CUDA model
+                flat = flat.pin_memory()
+            kept[j] = (flat, float(eps[0]))
+        return kept
 
     @torch.no_grad()
     def measure(self, step: int) -> None:

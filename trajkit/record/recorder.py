@@ -117,7 +117,9 @@ class Recorder:
     online : a :class:`trajkit.online.TwoTime`: two-time sums measured during training into ``online/``
         (see :mod:`trajkit.online`). With a process group: measured on rank 0 for replicated parameters;
         for sharded parameters every rank measures its shards' part and the sums are all-reduced once per
-        measured step (rank 0 writes ``online/``; :mod:`trajkit.record.online`).
+        measured step (rank 0 writes ``online/``; :mod:`trajkit.record.online`). A resumed run measures on
+        exactly when the waiting times still measured at its first step are snapshots stored in the
+        parameters' dtype (see :mod:`trajkit.online`, "Resuming").
     """
 
     def __init__(self, path: str | os.PathLike, model: torch.nn.Module,
@@ -181,9 +183,10 @@ class Recorder:
         if self._online is not None:
             auto_meta["online"] = self._online.metadata
         meta = deep_merge(auto_meta, metadata or {})
-        if online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
-            raise TrajkitError(f"{path}: online observables cannot continue an existing archive (the waiting-time "
-                               "vectors of the earlier run are gone); record to a new path")
+        # a run continuing an archive with online= takes its measurements on (OnlineTracker.resume_at); read
+        # here, before the archive opens, so that every rank reads it before rank 0 drops a row
+        online_rows = (self._online.attach_existing(Path(path)) if self._online is not None and resume != "never"
+                       and (Path(path) / "zarr.json").exists() else False)
         if zero_copy:   # required: say why not before anything is written
             why = ("it needs optimizer= (the next optimiser step waits for the writer)" if not optimizers else
                    "it needs the writer thread, not writer='inline'" if writer == "inline" else
@@ -201,7 +204,7 @@ class Recorder:
         self.path = self._archive.path
         if self._online is not None and lead:
             self._online.open(self.path, fsync)
-        self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0
+        self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0 or online_rows
         if writer == "auto":  # the thread pays off when the host idles (CUDA), the write costs no CPU (direct)
             # or its CPU work is worth moving off the training thread (compression: +7.6 % inline, +1.7 %
             # on the thread at 200 log-spaced snapshots)
@@ -366,7 +369,13 @@ class Recorder:
         step = _as_step(step)
         if self._resumed:
             self._resumed = False
-            self._archive.truncate(step)
+            try:   # online first: it checks that it can go on before the archive drops a row
+                if self._online is not None:
+                    self._online.resume_at(step, self.path)
+                self._archive.truncate(step)
+            except BaseException as e:
+                self._broken = e
+                raise
         if epoch is not None:
             self._epoch = float(epoch)
         return step
