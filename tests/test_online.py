@@ -113,6 +113,40 @@ def test_overlaps_from_online_sums_equal_overlaps_from_dense_snapshots(runs):
     assert np.isnan(on.arrays["disp_hist"]).all() and np.isnan(on.arrays["replica_overlap"]).all()
 
 
+def test_lag_mode_from_online_sums_averages_the_waiting_times_as_origins(runs):
+    """mode=lag on online sums: the origins are the recorded waiting times, the lags the recorded ones; each
+    curve equals the mean over origins of the dense snapshots' waiting-mode values at (tw, tw + lag), and
+    χ4 the pooled variance over replicas × origins of Q from the dense snapshots' pair kernels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        on = trajkit.analyze("overlaps", runs["online"], mode="lag")
+        de = trajkit.analyze("overlaps", runs["dense"], waiting_times=[0, 10, 20])
+        late = trajkit.analyze("overlaps", runs["online"], mode="lag", origin_min_step=10)
+        chi = trajkit.analyze("chi4", runs["online"], mode="lag", n_boot=2)
+    assert on.coords["lag"].tolist() == list(SPEC.lags)   # every recorded lag reached from some origin
+    steps = de.coords["step"].tolist()
+    for name in ("msd", "self_overlap", "overlap_normalized", "d4", "alpha2"):
+        for i, lag in enumerate(SPEC.lags):
+            cells = [de.arrays[name][k, steps.index(tw + lag)] for k, tw in enumerate(SPEC.waiting_times)
+                     if tw + lag <= STEPS]
+            assert on.arrays["n_pairs"][i] == len(cells)
+            assert on.arrays[name][i] == pytest.approx(np.mean(cells), rel=1e-6, abs=1e-12), (name, lag)
+    assert late.arrays["n_pairs"].tolist() == [2 if lag <= STEPS - 20 else 1 for lag in SPEC.lags]
+    # χ4 = N var(Q) over the samples (replica, origin) of each lag, Q from the dense pair kernels
+    n = trajkit.open_archive(runs["dense"][0]).n_params
+    for i, lag in enumerate(SPEC.lags):
+        q = []
+        for path in runs["dense"]:
+            arch = trajkit.open_archive(path)
+            for tw in SPEC.waiting_times:
+                if tw + lag <= STEPS:
+                    a, b = (int(np.searchsorted(arch.steps, s)) for s in (tw, tw + lag))
+                    wa, wb = (arch.params[r, :].astype(np.float64) for r in (a, b))
+                    q.append(np.mean(np.abs(wb - wa) < np.std(wa) / 10.0))
+        want = n * np.var(q) if len(q) >= 2 else np.nan
+        assert chi.arrays["chi4"][i] == pytest.approx(want, rel=1e-6, abs=1e-12, nan_ok=True), lag
+
+
 def test_aging_reads_online_sums_with_the_same_keys(runs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -150,8 +184,9 @@ def test_online_arrays_validate_and_a_damaged_one_is_reported(runs, tmp_path):
 
 def test_analysis_parameters_must_match_what_was_measured(runs):
     for params, word in (({"select": "weights"}, "select='all'"), ({"epsilon": 0.1}, "epsilon_factor=10.0"),
-                         ({"epsilon_factor": 5.0}, "epsilon_factor=10.0"), ({"mode": "lag"}, "mode=waiting"),
-                         ({"waiting_times": [15]}, "waiting time 15")):
+                         ({"epsilon_factor": 5.0}, "epsilon_factor=10.0"),
+                         ({"waiting_times": [15]}, "waiting time 15"),
+                         ({"mode": "lag", "origin_min_step": 21}, "no online waiting time is at or after")):
         with pytest.raises(AnalysisError, match=word):
             trajkit.analyze("overlaps", runs["online"][0], **params)
 

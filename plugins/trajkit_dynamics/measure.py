@@ -23,7 +23,8 @@ lists the masked steps in the measurement.
 
 Archives whose two-time sums were measured during training (``online/``, :mod:`trajkit.online`) and whose
 snapshots do not hold every measured step are read through :func:`trajkit.analysis.online.online_waiting_sums`
-instead of the pair kernels (``source = "online"``; waiting mode only), with the same arrays.
+instead of the pair kernels (``source = "online"``), with the same arrays; in lag mode the recorded waiting
+times (at or after ``origin_min_step``) are the origins and the recorded lags the lags, exactly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from trajkit.analysis import Param, kernels, times
-from trajkit.analysis.online import online_waiting_sums, uses_online
+from trajkit.analysis.online import OnlineLagSums, online_lag_sums, online_waiting_sums, uses_online
 from trajkit.archive import Selection
 from trajkit.errors import AnalysisError
 from trajkit_dynamics.two_time import two_time_from_sums
@@ -223,7 +224,7 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
     two-time observables; see the module docstring. ``params["normalize"] = "noise_D"`` adds
     ``msd_over_noise_D`` (each replica's Δ over its own D at the pair's first snapshot)."""
     if uses_online(data):
-        return _online_two_time(data, params, mode, sums)
+        return _online_two_time(data, params, mode, sums, origin_min_step)
     archives = list(getattr(data, "archives", [data]))
     steps = np.asarray(data.steps, dtype=np.int64)
     cols = selected_columns(data, params["select"])
@@ -274,15 +275,16 @@ def measure_two_time(data: Any, params: dict[str, Any], ctx: Any, *, mode: str =
                    noise_d=np.stack(noise_d) if rescale else np.zeros((0, 0)))
 
 
-def _online_two_time(data: Any, params: dict[str, Any], mode: str, sums: tuple[str, ...]) -> TwoTime:
-    """:func:`measure_two_time` from the online sums (waiting mode; the grid's steps are the measured ones)."""
-    if mode != "waiting":
-        raise AnalysisError("the two-time sums were measured online, on the t_w-resolved grid only; use "
-                            "mode=waiting (origin averages need snapshots)")
+def _online_two_time(data: Any, params: dict[str, Any], mode: str, sums: tuple[str, ...],
+                     origin_min_step: int | None = None) -> TwoTime:
+    """:func:`measure_two_time` from the online sums. Waiting mode: the grid's steps are the measured ones;
+    lag mode: the recorded waiting times at or after ``origin_min_step`` are the origins, the recorded lags
+    the lags (exactly; no matching)."""
     if params.get("normalize", "none") != "none":
         raise AnalysisError("normalize=noise_D needs snapshots of the run (D(tw) is a snapshot metric); the "
                             "archive holds online sums only: use normalize=none")
-    src = online_waiting_sums(data, params)
+    src = (online_waiting_sums(data, params) if mode == "waiting"
+           else online_lag_sums(data, params, origin_min_step))
     per_pair: dict[str, list[np.ndarray]] = {}
     for arch, got in zip(getattr(data, "archives", [data]), src.sums, strict=True):
         if not params.get("allow_nan") and np.isinf(np.stack(list(got.values()))).any():
@@ -291,6 +293,12 @@ def _online_two_time(data: Any, params: dict[str, Any], mode: str, sums: tuple[s
         wanted = {k: v for k, v in got.items() if k in (*sums, "norm_a", "norm_b")}
         for name, v in two_time_from_sums(wanted, src.n).items():
             per_pair.setdefault(name, []).append(v)
+    if isinstance(src, OnlineLagSums):
+        lp = src.pairs
+        values = {k: np.stack([lp.average(v) for v in vs]) for k, vs in per_pair.items()}
+        return TwoTime("lag", src.n, src.step, values, src.epsilon, lags=lp.lags,
+                       n_pairs=lp.n_pairs, pair_q=[np.asarray(v) for v in per_pair.get("self_overlap", [])],
+                       pair_lag_index=lp.lag_index, source="online")
     values = {k: np.stack([src.pairs.grid(v) for v in vs]) for k, vs in per_pair.items()}
     return TwoTime("waiting", src.n, src.pairs.step, values, src.epsilon, tw_step=src.pairs.tw_step,
                    tw_rows=src.pairs.tw_rows, source="online")

@@ -43,7 +43,9 @@ and its ``_sem`` like ``msd``, and ``noise_D [R, K]`` (the D(tw) used). For Lang
 
 Sums measured online (``online/``, :mod:`trajkit.online`; read when the snapshots do not hold the measured
 steps): the same keys, on the grid of measured steps; ``disp_hist``, ``disp_bins`` and ``replica_overlap``
-need the parameter vectors and are NaN there, ``disp_lag`` None.
+need the parameter vectors and are NaN there, ``disp_lag`` None. In ``lag`` mode the origins are the
+recorded waiting times (at or after ``origin_min_step``) and the lags the recorded ones, exactly;
+``disp_tw_step`` is None there.
 """
 
 from __future__ import annotations
@@ -183,7 +185,8 @@ class Overlaps(Analysis):
         steps = tt.steps
         if tt.source == "online":
             arrays.update(online_placeholders(tt, len(archives), params["hist_bins"]))
-            scalars = {"n_selected": tt.n, "replicas": tt.replicas, "disp_tw_step": int(tt.tw_step[0]),
+            scalars = {"n_selected": tt.n, "replicas": tt.replicas,
+                       "disp_tw_step": int(tt.tw_step[0]) if tt.mode == "waiting" else None,
                        "disp_lag": None, "masked_steps": tt.masked_steps}
             return Result(arrays=arrays, coords=coords, scalars=scalars)
         cols = selected_columns(data, params["select"])

@@ -52,8 +52,24 @@ def uses_online(data: Any) -> bool:
     return False
 
 
-def online_waiting_sums(data: Any, params: dict[str, Any]) -> OnlineWaitingSums:
-    """The online pair sums of every replica of ``data`` for the waiting times of ``params`` (module doc)."""
+@dataclass(frozen=True)
+class OnlineLagSums:
+    """Pair sums of the online measurements as origin-averaged pairs: the waiting times are the time
+    origins and the recorded lags the lags (exact: nothing to match). ``pairs`` indexes ``step`` (the
+    origins and measured steps); ``sums[r][name]`` float64 ``[P]`` (NaN where replica ``r`` measured
+    nothing); ``epsilon [R, K]`` at the origins ``origins [K]``; ``n`` the number of selected parameters."""
+
+    pairs: times.LagPairs
+    step: np.ndarray
+    origins: np.ndarray
+    sums: list[dict[str, np.ndarray]]
+    epsilon: np.ndarray
+    n: int
+
+
+def _recorded(data: Any, params: dict[str, Any]) -> tuple[list[Any], list[Any], dict[str, Any], np.ndarray]:
+    """Every replica's online rows (one TwoTime for all, parameters checked), their spec and the recorded
+    waiting times with at least one measurement."""
     archives = list(getattr(data, "archives", [data]))
     recorded = [online_rows(a) for a in archives]
     first = recorded[0]
@@ -69,6 +85,58 @@ def online_waiting_sums(data: Any, params: dict[str, Any]) -> OnlineWaitingSums:
     tws_all = tws_all[np.isin(tws_all, measured)]
     if tws_all.size == 0:
         raise AnalysisError(f"{archives[0].path}: no waiting time has online measurements yet")
+    return archives, recorded, spec, tws_all
+
+
+def _fill(recorded: list[Any], index: dict[tuple[int, int], int], n_cells: int, k_of: dict[int, int],
+          ) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """Each replica's sums at the cells ``index`` ((tw, step) -> pair) and ε at the waiting times ``k_of``."""
+    sums, eps = [], np.full((len(recorded), len(k_of)), np.nan)
+    for r, rows in enumerate(recorded):
+        out = {name: np.full(n_cells, np.nan) for name in SUMS}
+        for m, (tw, s) in enumerate(zip(rows.tw_step.tolist(), rows.step.tolist(), strict=True)):
+            if tw in k_of:
+                eps[r, k_of[tw]] = rows.epsilon[m]
+            p = index.get((tw, s))
+            if p is None:
+                continue
+            for name in SUMS:
+                out[name][p] = rows.sums[name][m]
+        sums.append(out)
+    return sums, eps
+
+
+def online_lag_sums(data: Any, params: dict[str, Any], origin_min_step: int | None = None) -> OnlineLagSums:
+    """The online pair sums of every replica of ``data`` as origin-averaged pairs (``mode = lag``): every
+    recorded waiting time at or after ``origin_min_step`` is an origin, each recorded lag a lag (lags no
+    origin reached are left out)."""
+    archives, recorded, spec, tws = _recorded(data, params)
+    if origin_min_step is not None:
+        tws = tws[tws >= origin_min_step]
+        if tws.size == 0:
+            raise AnalysisError(f"{archives[0].path}: no online waiting time is at or after origin_min_step="
+                                f"{origin_min_step} (recorded: {spec['waiting_times']}); lower origin_min_step")
+    lags = np.asarray(spec["lags"], dtype=np.int64)
+    have = {(int(tw), int(s)) for r in recorded for tw, s in zip(r.tw_step, r.step, strict=True)}
+    cells = [(int(tw), int(tw + lag), li) for li, lag in enumerate(lags) for tw in tws if (tw, tw + lag) in have]
+    if not cells:
+        raise AnalysisError(f"{archives[0].path}: no online measurement at a positive lag yet")
+    used = np.unique([li for _, _, li in cells])
+    renum = {int(li): i for i, li in enumerate(used)}
+    grid = np.unique([x for tw, s, _ in cells for x in (tw, s)])
+    lag_index = np.asarray([renum[li] for _, _, li in cells], dtype=np.int64)
+    pairs = times.LagPairs(pairs=np.stack([np.searchsorted(grid, [tw for tw, _, _ in cells]),
+                                           np.searchsorted(grid, [s for _, s, _ in cells])], axis=1).astype(np.int64),
+                           lag_index=lag_index, lags=lags[used],
+                           n_pairs=np.bincount(lag_index, minlength=used.size).astype(np.int64))
+    sums, eps = _fill(recorded, {(tw, s): p for p, (tw, s, _) in enumerate(cells)}, len(cells),
+                      {int(tw): i for i, tw in enumerate(tws)})
+    return OnlineLagSums(pairs, grid.astype(np.int64), tws, sums, eps, int(spec["n_cols"]))
+
+
+def online_waiting_sums(data: Any, params: dict[str, Any]) -> OnlineWaitingSums:
+    """The online pair sums of every replica of ``data`` for the waiting times of ``params`` (module doc)."""
+    _, recorded, spec, tws_all = _recorded(data, params)
     if params.get("waiting_times") is not None:
         k_rows = times.waiting_time_rows(tws_all, params["waiting_times"], snap=params.get("snap", "exact"))
     else:   # the recorded waiting times were chosen for this run: all of them, unless there are more than n
@@ -84,19 +152,7 @@ def online_waiting_sums(data: Any, params: dict[str, Any]) -> OnlineWaitingSums:
     k = np.asarray([k_of[tw] for tw, _ in cells], dtype=np.int64)
     pairs = times.WaitingPairs(pairs=np.stack([a, b], axis=1).astype(np.int64), k=k, t=b.astype(np.int64),
                                tw_rows=np.searchsorted(grid, tws).astype(np.int64), tw_step=tws, step=grid)
-    index = {cell: p for p, cell in enumerate(cells)}
-    sums, eps = [], np.full((len(archives), tws.size), np.nan)
-    for r, rows in enumerate(recorded):
-        assert rows is not None
-        out = {name: np.full(len(cells), np.nan) for name in SUMS}
-        for m, (tw, s) in enumerate(zip(rows.tw_step.tolist(), rows.step.tolist(), strict=True)):
-            p = index.get((tw, s))
-            if p is None:
-                continue
-            for name in SUMS:
-                out[name][p] = rows.sums[name][m]
-            eps[r, k_of[tw]] = rows.epsilon[m]
-        sums.append(out)
+    sums, eps = _fill(recorded, {cell: p for p, cell in enumerate(cells)}, len(cells), k_of)
     return OnlineWaitingSums(pairs, sums, eps, int(spec["n_cols"]))
 
 
