@@ -31,7 +31,8 @@ parameter copy on the training thread into a page-aligned buffer and an ``O_DIRE
 from a second thread, nothing else), so that what writing these bytes costs on this machine is told apart
 from what trajkit adds on top; (a-io, b-io, c-io), with ``--configs ...,io``: the bytes alone (``IoOnly``:
 at each snapshot the training thread writes one byte to a pipe, and a separate process writes a static
-row-sized page-aligned buffer to a new file with ``O_DIRECT`` — no copy, no thread, no GIL of ours), what
+row-sized page-aligned buffer to a new file with ``O_DIRECT`` and acknowledges it, at most two in flight —
+no copy, no thread, no GIL of ours), what
 merely sending these bytes to this machine's disk costs training; (a-copy, b-copy, c-copy), with
 ``--configs ...,copy``: the twin's copy alone, into the same two buffers, nothing written — what moving the
 row through memory costs training (at every step on the 2-core VM of 2026-12-03, batch 32: −0.2 %,
@@ -243,7 +244,10 @@ class RawRows:
 class IoOnly:
     """The bytes alone: a separate process writes a static row-sized page-aligned buffer to a new file with
     ``O_DIRECT`` whenever the training thread writes one byte to its pipe (no copy, no thread in this
-    process). Its slowdown is what sending these bytes to the disk costs training on this machine."""
+    process), and answers one byte when the write is done. Its slowdown is what sending these bytes to the
+    disk costs training on this machine. Back-pressure as the bare twin's two buffers: a third write waits
+    for the oldest to be acknowledged (without it the pipe queued requests at ~90 % disk load, and their
+    writes spilled into the baseline's block); ``close`` waits for all."""
 
     CHILD = (
         "import os, sys\n"
@@ -253,7 +257,10 @@ class IoOnly:
         "i = 0\n"
         "while (b := os.read(0, 1)) and b != b'q':\n"
         "    directio.write_direct(f'{out}/row.{i}', buf); i += 1\n"
+        "    os.write(1, b'a')\n"
     )
+    #: writes in flight at most (the bare twin's buffers)
+    IN_FLIGHT = 2
 
     def __init__(self, out: Path, n: int):
         import subprocess
@@ -263,12 +270,23 @@ class IoOnly:
 
         padded = -(-n * 4 // directio.ALIGN) * directio.ALIGN // 4
         self.proc = subprocess.Popen([sys.executable, "-c", self.CHILD, str(out), str(padded)],
-                                     stdin=subprocess.PIPE, bufsize=0)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.pending = 0
+
+    def _ack(self) -> None:
+        if os.read(self.proc.stdout.fileno(), 1) != b"a":
+            raise RuntimeError(f"io twin: the writer process stopped (exit code {self.proc.poll()})")
+        self.pending -= 1
 
     def write(self, k: int) -> None:
+        while self.pending >= self.IN_FLIGHT:
+            self._ack()
         self.proc.stdin.write(b"w")
+        self.pending += 1
 
     def close(self) -> None:
+        while self.pending:
+            self._ack()
         self.proc.stdin.write(b"q")
         self.proc.stdin.close()
         self.proc.wait()

@@ -143,6 +143,9 @@ def test_record_ddp_and_fsdp2_equal_single_process_then_resume_with_three_ranks(
         assert "ranks disagree on the schedule (rank 1 differs from rank 0)" in msg
         kind, msg = res["errors"]["layout"]
         assert kind == "DistributedError" and "ranks disagree on the layout" in msg
+        kind, msg = res["errors"]["online_resume"]   # rank 0's check reaches rank 1 (no wait for a timeout)
+        assert "ddp.trajkit: the archive was recorded without online observables" in msg and "\n" not in msg
+    assert [r["errors"]["online_resume"][0] for r in results] == ["TrajkitError", "DistributedError"]
     assert not (out / "bad_schedule.trajkit").exists() and not (out / "bad_layout.trajkit").exists()
 
     # DDP: rank 0 records as one process does; the other rank has no writer

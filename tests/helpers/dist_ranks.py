@@ -128,11 +128,16 @@ def scenario_record(rank: int, world: int, out: Path) -> dict:
     with trajkit.Recorder(out / "ddp.trajkit", ddp, schedule=sched) as rec:
         result["ddp"] = train(ddp, [rec], rank, 0, 9)
         result["ddp_mode"] = (rec._dist.sharded, rec._dist.writes_whole_rows, type(rec._archive).__name__)
+    from trajkit.online import TwoTime
+
+    try:   # an online resume of an archive recorded without: only rank 0 tracks (replicated), all must hear
+        trajkit.Recorder(out / "ddp.trajkit", ddp, schedule=sched, online=TwoTime(waiting_times=[1], lags=[1]),
+                         resume="must")
+    except trajkit.TrajkitError as e:
+        result["errors"]["online_resume"] = (type(e).__name__, str(e))
     if rank == 0:
         precreate_small_chunks(out / "fsdp_small.trajkit")
     model = shard(build_model())
-    from trajkit.online import TwoTime
-
     with trajkit.Recorder(out / "fsdp.trajkit", model, schedule=sched) as a, \
             trajkit.Recorder(out / "fsdp_small.trajkit", model, schedule=sched, resume="allow") as b, \
             trajkit.Recorder(out / "fsdp_online.trajkit", model, schedule=sched, online=TwoTime(**ONLINE_R)) as c:

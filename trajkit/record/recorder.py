@@ -183,10 +183,6 @@ class Recorder:
         if self._online is not None:
             auto_meta["online"] = self._online.metadata
         meta = deep_merge(auto_meta, metadata or {})
-        # a run continuing an archive with online= takes its measurements on (OnlineTracker.resume_at); read
-        # here, before the archive opens, so that every rank reads it before rank 0 drops a row
-        online_rows = (self._online.attach_existing(Path(path)) if self._online is not None and resume != "never"
-                       and (Path(path) / "zarr.json").exists() else False)
         if zero_copy:   # required: say why not before anything is written
             why = ("it needs optimizer= (the next optimiser step waits for the writer)" if not optimizers else
                    "it needs the writer thread, not writer='inline'" if writer == "inline" else
@@ -198,13 +194,31 @@ class Recorder:
             writer = "thread"
         if direct is None and writer == "inline":
             direct = False  # a direct write blocks its thread for the device's whole write: not the training one
-        self._archive = distributed.open_archive(self._dist, functools.partial(
-            ArchiveWriter, path, n_params, meta, layout, resume=resume, compressor=compressor, fsync=fsync,
-            direct=direct, dtype=dtype))
+        make = functools.partial(ArchiveWriter, path, n_params, meta, layout, resume=resume, compressor=compressor,
+                                 fsync=fsync, direct=direct, dtype=dtype)
+        # A run continuing an archive with online= measures on (OnlineTracker.resume_at); every tracker reads
+        # the archive's online rows before rank 0 can drop one (it does so at its first step, after the
+        # collective that shares the archive), rank 0's inside its opening so that its error reaches all.
+        online_rows: list[Any] = [False, None]   # committed online rows?, a rank > 0's error
+        if self._online is not None and resume != "never" and (Path(path) / "zarr.json").exists():
+            tracker, opener = self._online, make
+
+            def make() -> ArchiveWriter:
+                online_rows[0] = tracker.attach_existing(Path(path))
+                return opener()
+
+            if not lead:   # sharded ranks > 0: the same check; rank 0's error (the same) is raised below
+                try:
+                    online_rows[0] = tracker.attach_existing(Path(path))
+                except TrajkitError as e:
+                    online_rows[1] = e
+        self._archive = distributed.open_archive(self._dist, make)
+        if online_rows[1] is not None:   # rank 0 could open it (its view of the files differs from this rank's)
+            raise online_rows[1]
         self.path = self._archive.path
         if self._online is not None and lead:
             self._online.open(self.path, fsync)
-        self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0 or online_rows
+        self._resumed = self._archive.committed > 0 or self._archive.trace_committed > 0 or online_rows[0]
         if writer == "auto":  # the thread pays off when the host idles (CUDA), the write costs no CPU (direct)
             # or its CPU work is worth moving off the training thread (compression: +7.6 % inline, +1.7 %
             # on the thread at 200 log-spaced snapshots)
