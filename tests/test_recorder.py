@@ -405,3 +405,23 @@ def test_non_snapshot_steps_never_synchronise_the_host(tmp_path, device):
     np.testing.assert_array_equal(arch.trace["step"], np.arange(41))
     assert np.isnan(arch.trace["loss"][0])
     np.testing.assert_allclose(arch.trace["loss"][1:], torch.stack(losses).cpu().numpy(), rtol=1e-6)
+
+
+def test_a_repeated_or_decreasing_step_is_refused_at_the_call_and_records_nothing(tmp_path):
+    """rec.step(k) with k not above the last call's step: a one-line error naming both steps at that call
+    (not at the next flush), nothing recorded for it, and the run goes on."""
+    path = tmp_path / "r.trajkit"
+    model = _mlp()
+    with trajkit.Recorder(path, model, schedule=trajkit.schedules.explicit([0, 4])) as rec:
+        for k in (0, 1, 2):
+            rec.step(k, loss=float(k))
+        for bad in (2, 1, np.int64(2)):
+            with pytest.raises(trajkit.TrajkitError, match=rf"rec\.step\({int(bad)}\) after rec\.step\(2\): steps must "
+                                                           r"increase strictly") as err:
+                rec.step(bad, loss=99.0)
+            assert "\n" not in str(err.value)
+        for k in (3, 4):
+            rec.step(k, loss=float(k))
+    arch = trajkit.open_archive(path)
+    assert arch.trace["step"].tolist() == [0, 1, 2, 3, 4] and arch.trace["loss"].tolist() == [0, 1, 2, 3, 4]
+    assert arch.steps.tolist() == [0, 4] and not trajkit.archive.validate(path)

@@ -249,6 +249,7 @@ class Recorder:
         self._epoch: float | None = None
         self._closed = False
         self._broken: BaseException | None = None
+        self._prev = NO_STEP   # the step of the last step() call
 
     # -- training-loop API ------------------------------------------------------------------------------
 
@@ -261,10 +262,11 @@ class Recorder:
         # the common case — open, healthy, not resuming, an int step — is tested in one go: this runs every
         # optimiser step with the caches cold from the training step (benchmarks/recorder_overhead.py)
         if (self._closed or self._broken is not None or self._resumed or self._sink.error is not None
-                or type(step) is not int):
-            step = self._begin(step, epoch)
+                or type(step) is not int or step <= self._prev):
+            step = self._begin(step, epoch, stepping=True)
         elif epoch is not None:
             self._epoch = float(epoch)
+        self._prev = step
         if loss is not None:
             scalars["loss"] = loss
         trace = self._trace
@@ -377,10 +379,14 @@ class Recorder:
             self._broken = e
             raise
 
-    def _begin(self, step: Any, epoch: float | None) -> int:
+    def _begin(self, step: Any, epoch: float | None, stepping: bool = False) -> int:
         """Checks shared by step() and snapshot(); the first call after reopening drops rows >= step."""
         self._check()
         step = _as_step(step)
+        if stepping and step <= self._prev and not self._resumed:
+            raise TrajkitError(f"{self.path}: rec.step({step}) after rec.step({self._prev}): steps must increase "
+                               "strictly, one call per optimiser step (count the steps, not the epochs); "
+                               "nothing was recorded for this call")
         if self._resumed:
             self._resumed = False
             try:   # online first: it checks that it can go on before the archive drops a row
@@ -457,6 +463,10 @@ class Recorder:
         if self.writer_mode == "thread":
             self._sink.close()
             self._sink = make_sink("thread", len(self._copier.slots))
+
+
+#: ``Recorder._prev`` before the first ``step()``
+NO_STEP = -(1 << 63)
 
 
 def _as_step(step: Any) -> int:
