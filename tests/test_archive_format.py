@@ -479,3 +479,53 @@ def test_archives_with_slash_chunk_keys_still_read_validate_and_resume(tmp_path,
     np.testing.assert_array_equal(open_archive(path).params[:, :], rows[:3])
     z = zarr.open_array(path / "snapshots" / "params", mode="r")
     np.testing.assert_array_equal(z[:], rows[:3])
+
+
+def test_marker_file_replaces_without_freeing_a_block_and_readers_see_whole_versions(tmp_path, monkeypatch):
+    """MarkerFile: every version is read back whole by a concurrent reader (never torn, never going back);
+    with immediate reuse the marker alternates between two inodes (the replaced version is kept by a hard
+    link and written over later, so no block is freed); close deletes the kept versions; a new MarkerFile
+    removes a crashed writer's leftovers."""
+    import threading
+
+    from trajkit.archive import format as fmt
+
+    path = tmp_path / "zarr.json"
+    marker = fmt.MarkerFile(path)
+    seen, stop, torn = [], threading.Event(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(json.loads(path.read_bytes())["committed"])
+            except FileNotFoundError:
+                continue
+            except ValueError as e:   # a torn or partial file
+                torn.append(repr(e))
+
+    reader = threading.Thread(target=read)
+    marker.write(fmt.json_bytes({"committed": 0}))
+    reader.start()
+    for k in range(1, 3000):   # versions of varying length: a shorter one must not keep the old tail
+        marker.write(fmt.json_bytes({"committed": k, "pad": "x" * (k % 7)}))
+    stop.set()
+    reader.join()
+    assert not torn and len(seen) > 10 and seen == sorted(seen)
+    assert json.loads(path.read_bytes()) == {"committed": 2999, "pad": "x" * (2999 % 7)}
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".zarr.json.tmp")]
+    assert kept   # the versions replaced within the last second
+    marker.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["zarr.json"]
+
+    monkeypatch.setattr(fmt, "MARKER_REUSE_S", 0.0)
+    marker = fmt.MarkerFile(path)
+    inodes = set()
+    for k in range(20):
+        marker.write(fmt.json_bytes({"committed": k}))
+        inodes.add(path.stat().st_ino)
+        assert json.loads(path.read_bytes()) == {"committed": k}
+    assert len(inodes) == 2   # two files take turns: no version's block is given back
+    crashed = tmp_path / f".zarr.json.tmp{os.getpid() + 1}7"   # what a killed writer leaves
+    crashed.write_bytes(b"{}")
+    fmt.MarkerFile(path)
+    assert not crashed.exists() and path.exists()

@@ -75,6 +75,88 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = False
             os.close(dfd)
 
 
+class MarkerFile:
+    """A ``zarr.json`` rewritten at every commit (a commit marker), replaced atomically without freeing a
+    disk block.
+
+    :func:`atomic_write_bytes` renames a new file over the old one, which frees the old file's block. On
+    ext4 mounted with ``discard`` (common on cloud VMs, and this project's machine) the journal then
+    discards the freed blocks at its next commit, and every file operation waits for it: with ``O_DIRECT``
+    row writes keeping the disk busy, a marker rename every 16 rows stalled the writer for 1.2–2.6 s at a
+    time (1 to 4 such stalls per 1,000 rows), where the same loop without renames never waited more than
+    72 ms and one that replaces the marker this way no more than 40 ms. Here the previous version's inode
+    is kept under a hidden name (``.zarr.json.tmp<pid><n>``, a hard link made before the rename) and,
+    once it has been out of use for :data:`MARKER_REUSE_S`, written over in place for a later version: no
+    block is freed while the archive is recorded. Readers and crashes still see the old or the new file
+    whole — the new version is complete before the rename, and a file is written over only after it
+    stopped being the marker a second ago (a reader that opened it then has long read it). :meth:`close`
+    deletes the kept files; a crash leaves them (ignored by every reader, removed by ``trajkit repair``
+    and by the next writer). Where the file system has no hard links, it falls back to a plain replace."""
+
+    def __init__(self, path: Path, fsync: bool = False):
+        import collections
+
+        self.path, self.fsync = Path(path), fsync
+        self._prefix = f".{self.path.name}.tmp"
+        self._retired: collections.deque[tuple[Path, float]] = collections.deque()
+        self._seq = 0
+        if self.path.parent.is_dir():   # leftovers of a crashed writer (this one holds the lock)
+            for p in self.path.parent.iterdir():
+                if p.name.startswith(self._prefix) and p.name[len(self._prefix):].isdigit():
+                    p.unlink(missing_ok=True)
+
+    def _name(self) -> Path:
+        self._seq += 1
+        return self.path.with_name(f"{self._prefix}{os.getpid()}{self._seq}")
+
+    def write(self, data: bytes) -> None:
+        """Replace the file's content by ``data`` (atomically; see the class docstring)."""
+        import time
+
+        if not self.path.exists():
+            atomic_write_bytes(self.path, data, self.fsync)
+            return
+        now = time.monotonic()
+        if self._retired and now - self._retired[0][1] >= MARKER_REUSE_S:
+            spare = self._retired.popleft()[0]
+            fd = os.open(spare, os.O_WRONLY)
+        else:
+            spare = self._name()
+            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            mv, off = memoryview(data).cast("B"), 0
+            while off < len(mv):
+                off += os.pwrite(fd, mv[off:], off)
+            os.ftruncate(fd, len(mv))   # a shorter version keeps the block
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        keep = self._name()
+        try:
+            os.link(self.path, keep)   # the version being replaced keeps a name, so its block is not freed
+        except OSError:   # no hard links here: a plain replace (the block is freed)
+            keep = None
+        os.replace(spare, self.path)
+        if keep is not None:
+            self._retired.append((keep, now))
+        if self.fsync:
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def close(self) -> None:
+        """Delete the kept versions (their blocks are freed now, once)."""
+        while self._retired:
+            self._retired.popleft()[0].unlink(missing_ok=True)
+
+
+#: seconds a replaced marker version stays untouched before its inode is written over (see MarkerFile)
+MARKER_REUSE_S = 1.0
+
+
 #: bytes per ``write`` syscall for chunk files. Measured inside a training loop on this machine: one 2.6 MiB
 #: ``write`` cost 6.9 ms, the same bytes in 1 MiB pieces 1.2 ms (torch.save: 2.3 ms).
 WRITE_PIECE = 1 << 20
@@ -102,9 +184,14 @@ def write_chunk_file(path: Path, data: bytes | memoryview, fsync: bool = False, 
     return False
 
 
+def json_bytes(doc: dict[str, Any]) -> bytes:
+    """A ``zarr.json`` document's bytes, as :func:`write_json` writes them."""
+    return json.dumps(doc, indent=2, allow_nan=False).encode()
+
+
 def write_json(path: Path, doc: dict[str, Any], fsync: bool = False) -> None:
     """Atomically write a JSON document (used for every ``zarr.json``)."""
-    atomic_write_bytes(path, json.dumps(doc, indent=2, allow_nan=False).encode(), fsync)
+    atomic_write_bytes(path, json_bytes(doc), fsync)
 
 
 def group_json(attributes: dict[str, Any] | None = None) -> dict[str, Any]:

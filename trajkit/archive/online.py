@@ -53,7 +53,7 @@ class _RowColumn(_Column):
     def _write_meta(self, shape0: int | None = None) -> None:
         rows = (shape0 if shape0 is not None else self.shape0) // self.width
         doc = fmt.array_json((rows, self.width), (ONLINE_CHUNK, self.width), "float64", separator=".")
-        fmt.write_json(self.dir / "zarr.json", doc, self.fsync)
+        self._meta.write(fmt.json_bytes(doc))
 
     def _chunk_path(self, c: int) -> Path:
         return self.dir / f"c.{c}.0"
@@ -68,6 +68,7 @@ class _RowColumn(_Column):
         self.release()
         self.shape0 = length * self.width
         self._write_meta()
+        self._meta.close()
         last = (length - 1) // ONLINE_CHUNK if length else -1
         for p in self.dir.iterdir():
             parts = p.name.split(".")
@@ -89,6 +90,7 @@ class OnlineWriter:
         self.root, self.fsync = Path(root), fsync
         self.dir = self.root / ONLINE
         create = existing is None
+        self._marker = fmt.MarkerFile(self.dir / "zarr.json", fsync)   # committed at every measured step
         self._steps: list[int] = [] if create else [int(x) for x in np.asarray(existing).reshape(-1)]
         self.committed = len(self._steps)
         if create:
@@ -115,7 +117,7 @@ class OnlineWriter:
         return keep
 
     def _commit(self) -> None:
-        fmt.write_json(self.dir / "zarr.json", fmt.group_json({"committed": self.committed}), self.fsync)
+        self._marker.write(fmt.json_bytes(fmt.group_json({"committed": self.committed})))
 
     def append(self, tw_step: np.ndarray, step: int, epsilon: np.ndarray, sums: np.ndarray) -> None:
         """Append and commit ``m`` rows measured at ``step``: ``tw_step [m]``, ``epsilon [m]`` and ``sums``
@@ -138,6 +140,7 @@ class OnlineWriter:
         """Trim every array to the committed rows and close the files."""
         for col in (*self._cols.values(), *self._layer_cols.values()):
             col.finalize(self.committed)
+        self._marker.close()
 
 
 @dataclass(frozen=True)

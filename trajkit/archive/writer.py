@@ -49,6 +49,7 @@ class _Column:
         self.dir = root / name
         self.name, self.dtype, self.chunk, self.fsync = name, np.dtype(dtype).newbyteorder("<"), chunk, fsync
         self._fill = np.nan if self.dtype.kind == "f" else -1
+        self._meta = fmt.MarkerFile(self.dir / "zarr.json", fsync)   # rewritten as it grows: no block freed
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.shape0 = max(capacity, 1)
@@ -60,8 +61,8 @@ class _Column:
         self.length = length
 
     def _write_meta(self, shape0: int | None = None) -> None:
-        fmt.write_json(self.dir / "zarr.json", fmt.array_json((shape0 if shape0 is not None else self.shape0,),
-                                                              (self.chunk,), self.dtype.name), self.fsync)
+        self._meta.write(fmt.json_bytes(fmt.array_json((shape0 if shape0 is not None else self.shape0,),
+                                                       (self.chunk,), self.dtype.name)))
 
     def _chunk_path(self, c: int) -> Path:
         return self.dir / "c" / str(c)
@@ -113,6 +114,7 @@ class _Column:
         self.release()
         self.shape0 = length
         self._write_meta(length)
+        self._meta.close()
         last = (length - 1) // self.chunk if length else -1
         cdir = self.dir / "c"
         if cdir.exists():
@@ -161,6 +163,7 @@ class ArchiveWriter:
         self._closed = False
         #: (step, time, epoch, metrics) of committed rows whose 1-D values are not written yet (``defer_commit``)
         self._rows_pending: list[tuple[int, float, float, dict[str, float]]] = []
+        self._marker_files: dict[Path, fmt.MarkerFile] = {}   # metadata files rewritten while recording
         self._t0 = _time.perf_counter()
         self._time_offset = 0.0
         exists = self.path.exists()
@@ -275,20 +278,35 @@ class ArchiveWriter:
                              attributes=tag, separator=self._sep)
         if self.compressor == "zstd":
             doc["codecs"].append({"name": "zstd", "configuration": {"level": 3, "checksum": False}})
-        fmt.write_json(self.path / fmt.PARAMS / "zarr.json", doc, self.fsync)
+        self._rewrite(self.path / fmt.PARAMS / "zarr.json", doc)
 
     def _write_root(self) -> None:
-        fmt.write_json(self.path / "zarr.json", fmt.group_json({fmt.ROOT_ATTR: self.metadata}), self.fsync)
+        self._rewrite(self.path / "zarr.json", fmt.group_json({fmt.ROOT_ATTR: self.metadata}))
+
+    def _marker_file(self, path: Path) -> fmt.MarkerFile:
+        marker = self._marker_files.get(path)
+        if marker is None:
+            marker = self._marker_files[path] = fmt.MarkerFile(path, self.fsync)
+        return marker
+
+    def _rewrite(self, path: Path, doc: dict[str, Any]) -> None:
+        """Rewrite a metadata document (a commit marker, an array's shape, the root metadata) atomically
+        without freeing a disk block (:class:`~trajkit.archive.format.MarkerFile`)."""
+        self._marker_file(path).write(fmt.json_bytes(doc))
 
     def _write_commit(self) -> None:
         """Advance the snapshot commit marker; it carries the trace marker too (one rename per snapshot)."""
         self._write_rows()   # never a marker over rows whose scalars are not on disk
         attrs = {"committed": self.committed, fmt.TRACE_COMMITTED_ATTR: self.trace_committed}
-        fmt.write_json(self.path / fmt.SNAPSHOTS / "zarr.json", fmt.group_json(attrs), self.fsync)
+        self._rewrite(self.path / fmt.SNAPSHOTS / "zarr.json", fmt.group_json(attrs))
 
     def _write_trace_commit(self) -> None:
-        fmt.write_json(self.path / fmt.TRACE / "zarr.json", fmt.group_json({"committed": self.trace_committed}),
-                       self.fsync)
+        self._rewrite(self.path / fmt.TRACE / "zarr.json", fmt.group_json({"committed": self.trace_committed}))
+
+    def _close_markers(self) -> None:
+        """Delete the versions the metadata files kept (:class:`~trajkit.archive.format.MarkerFile`)."""
+        for marker in self._marker_files.values():
+            marker.close()
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -479,6 +497,7 @@ class ArchiveWriter:
             self.finalize()
         finally:
             self._closed = True
+            self._close_markers()
             self._lock.release()
 
     def abort(self) -> None:
@@ -486,6 +505,7 @@ class ArchiveWriter:
         if self._closed:
             return
         self._closed = True
+        self._close_markers()
         for col in (*self._cols.values(), *self._metric_cols.values(), *self._trace_cols.values()):
             col.release()
         self._lock.release(closed=False)   # not finalized: the archive reads as interrupted
