@@ -43,19 +43,25 @@ def _train(path, schedule, online=None, seed=0, **kw) -> None:
     _descend(model, x, y, [trajkit.Recorder(path, model, schedule=schedule, online=online, **kw)], STEPS, 0.05)
 
 
-def _descend(model, x, y, recs, steps, lr) -> None:
-    """Full-batch gradient descent on the squared error for ``steps`` steps, every recorder in ``recs``
-    stepped at each (step 0: the initialisation) and used as a context manager (closed at the end)."""
+def _gd_step(model, x, y, lr) -> None:
+    """One full-batch gradient-descent step on the squared error."""
+    model.zero_grad()
+    ((model(x) - y) ** 2).mean().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+
+
+def _descend(model, x, y, recs, steps, lr, start=0) -> None:
+    """Full-batch gradient descent up to step ``steps``, every recorder in ``recs`` stepped at each from
+    ``start`` (the model holds w(start): step 0, the initialisation, or a restored snapshot) and used as a
+    context manager (closed at the end)."""
     with contextlib.ExitStack() as stack:
         for rec in recs:
             stack.enter_context(rec)
-        for k in range(steps + 1):
-            if k:
-                model.zero_grad()
-                ((model(x) - y) ** 2).mean().backward()
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p -= lr * p.grad
+        for k in range(start, steps + 1):
+            if k > start:
+                _gd_step(model, x, y, lr)
             for rec in recs:
                 rec.step(k)
 
@@ -263,11 +269,7 @@ def _train_resumed(path, schedule, stop_at, online=SPEC, kill=False, **kw) -> in
                                    schedule=trajkit.schedules.explicit({schedule.spec["steps"]}))
             for k in range({stop_at} + 1):
                 if k:
-                    model.zero_grad()
-                    ((model(x) - y) ** 2).mean().backward()
-                    with torch.no_grad():
-                        for p in model.parameters():
-                            p -= 0.05 * p.grad
+                    t._gd_step(model, x, y, 0.05)
                 rec.step(k)
             os.kill(os.getpid(), signal.SIGKILL)   # nothing closed, flushed or finalised
             """)
@@ -278,17 +280,10 @@ def _train_resumed(path, schedule, stop_at, online=SPEC, kill=False, **kw) -> in
                  0.05)
     stopped = online_rows(trajkit.open_archive(path))
     model = _model()
-    with trajkit.Recorder(path, model, schedule=schedule, online=online, resume="must", **kw) as rec:
-        start = rec.restore()
-        assert (stopped.step >= start).any() and stopped.step.max() <= stop_at   # rows to drop and redo
-        for k in range(start, STEPS + 1):
-            if k > start:
-                model.zero_grad()
-                ((model(x) - y) ** 2).mean().backward()
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p -= 0.05 * p.grad
-            rec.step(k)
+    rec = trajkit.Recorder(path, model, schedule=schedule, online=online, resume="must", **kw)
+    start = rec.restore()
+    assert (stopped.step >= start).any() and stopped.step.max() <= stop_at   # rows to drop and redo
+    _descend(model, x, y, [rec], STEPS, 0.05, start=start)
     return start
 
 

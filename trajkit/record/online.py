@@ -154,10 +154,7 @@ class OnlineTracker:
         if self._writer is not None:
             self._writer.truncate(step)
         for j, (flat, eps) in kept.items():
-            if self._bank is not None:
-                self._bank.keep(j, flat)
-                flat = flat[:0]
-            self._refs[j] = (flat, eps)
+            self._hold(j, flat, eps)
 
     def _read_back(self, step: int, path: Path, rows: Any) -> dict[int, tuple[torch.Tensor, float]]:
         """w(tw) and ε of every waiting time still measured from ``step`` on, read from the archive."""
@@ -200,11 +197,7 @@ class OnlineTracker:
                 off = int(where[name]["offset"])
                 parts.append(np.asarray(arch.params[i, off + a:off + b]))
             flat = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0)).to(self._dtype)
-            if self.reference == "device" or self.device.type == "cpu":
-                flat = flat.to(self.device)
-            else:   # reference="host" for a CUDA model
-                flat = flat.pin_memory()
-            kept[j] = (flat, float(eps[0]))
+            kept[j] = (self._place(flat), float(eps[0]))
         return kept
 
     @torch.no_grad()
@@ -213,11 +206,7 @@ class OnlineTracker:
         whose grid has ``step``, and commit the rows."""
         k = self._tw_index.get(step)
         if k is not None:
-            flat, eps = self._keep()
-            if self._bank is not None:
-                self._bank.keep(k, flat)
-                flat = flat[:0]   # the bank holds the vector
-            self._refs[k] = (flat, eps)
+            self._hold(k, *self._keep())
         tws = self.spec.waiting_times
         due = [j for j in sorted(self._refs) if step - tws[j] in self._lags]
         if due:
@@ -252,11 +241,23 @@ class OnlineTracker:
             del x
         else:
             eps = self._global_std(flat) / float(self.spec.epsilon_factor)
+        return self._place(flat), eps
+
+    def _place(self, flat: torch.Tensor) -> torch.Tensor:
+        """A kept vector where ``reference`` says: pinned host memory for a CUDA model's ``host``, else the
+        parameters' device."""
         if self.reference == "host" and self.device.type != "cpu":
             host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
             host.copy_(flat)
-            flat = host
-        return flat, eps
+            return host
+        return flat.to(self.device)
+
+    def _hold(self, k: int, flat: torch.Tensor, eps: float) -> None:
+        """Keep w(tw) of waiting time ``k`` (in the CPU bank when there is one) with its cutoff."""
+        if self._bank is not None:
+            self._bank.keep(k, flat)
+            flat = flat[:0]   # the bank holds the vector
+        self._refs[k] = (flat, eps)
 
     def _global_std(self, flat: torch.Tensor) -> float:
         """std of the selected elements over every rank's part (one all-reduce of ``[n, Σw, Σw²]``)."""
