@@ -2,14 +2,18 @@
 
 MLP 784-512-512-10 (~670 k parameters), batch 128 (``--batch``), SGD, CPU, synthetic data.
 
-Alternation. By default (``--block 250``) each configuration trains side by side with its own plain
-baseline — two identical models in one process, alternating blocks of about 250 steps in ABBA order — so
-the two see the same machine to within a second; the slowdown of a repeat is (time of the recorded run,
-its final ``close()`` included) / (time of the baseline) − 1, and the median over repeats is reported.
-Block ends are moved (by < 20 steps) to where the last snapshot is furthest behind, so the writer thread's
-queued work rarely spills into the baseline's block; any spill that remains makes the figure an
-underestimate by at most one snapshot's write per block (none at schedules (a) and (b)). Drifts of the
-shared VM (±5 % between whole 16-second runs) cancel this way; with ``--block 0`` whole runs alternate
+Alternation. Each configuration trains side by side with its own plain baseline — two identical models in
+one process, sharing one copy of the (read-only) data, alternating short blocks of steps in ABBA order — so
+the two see the same machine to within a few milliseconds; the slowdown of a repeat is (time of the
+recorded run, its final ``close()`` included) / (time of the baseline) − 1, and the median over repeats is
+reported. Blocks (``--block``, default ``auto``) are 10 steps long for sparse schedules and 250 for those
+that snapshot at every step. Block ends are moved (by < 20 steps) to where the last snapshot is furthest
+behind, so the writer thread's queued work rarely spills into the baseline's block; any spill that remains
+makes the figure an underestimate by at most one snapshot's write per block (at (a) only in its dense
+start, none at (b); (c) spills one row per block, hence its long blocks). Why short blocks: the shared VM's
+speed swings at the scale of seconds (2.2 to 4.1 ms per step between 6-second runs on 2026-12-04), and an
+A/A run (``null``) of two plain twins read +6.1..+12.8 % in 250-step blocks with separate data copies,
+−2.2..+5.1 % with one copy, and −0.3..+1.3 % in 10-step blocks. With ``--block 0`` whole runs alternate
 instead (baseline, every configuration in rotating order, baseline again; ratio to the mean of the two
 baselines), as in earlier versions. For trajkit runs the time spent inside ``rec.step`` on the training
 thread is also reported (per snapshot and per plain step): the part of the overhead that does not depend
@@ -306,6 +310,17 @@ def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", 
     return t.finish()
 
 
+#: steps per block of the alternation (``--block auto``): sparse schedules, and those writing at every step
+SHORT_BLOCK, LONG_BLOCK = 10, 250
+
+
+def auto_block(schedule, steps: int) -> int:
+    """The alternation's block for ``schedule``: :data:`LONG_BLOCK` when it snapshots at (nearly) every step —
+    each block then ends with a row in flight, whose write spills into the baseline's block, so the blocks
+    must be long for that spill to stay small —, :data:`SHORT_BLOCK` otherwise."""
+    return LONG_BLOCK if schedule.steps(steps).size > steps // 2 else SHORT_BLOCK
+
+
 def block_ends(steps: int, block: int, schedule) -> list[int]:
     """Ends of the interleaving blocks: about every ``block`` steps, each moved (by < 20 steps) to where the
     last snapshot lies furthest behind, so that the recorder's queued writes rarely spill into the
@@ -327,6 +342,9 @@ def interleaved(steps: int, block: int, sink: str, schedule, workdir: Path, writ
     seconds."""
     rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct, overlap, zero_copy)
     base = Trainer("none", trajkit.schedules.explicit([]), workdir, "base", device=device)
+    # one copy of the (read-only) data for both: two copies placed differently made two identical plain models
+    # train up to ±5 % apart on the VM of 2026-12-04 (an A/A bias, not noise: it kept its sign across repeats)
+    base.X, base.y = rec.X, rec.y
     for i, end in enumerate(block_ends(steps, block, schedule)):
         first, second = (rec, base) if i % 2 == 0 else (base, rec)
         first.run_to(end)
@@ -381,16 +399,22 @@ def main() -> None:
     ap.add_argument("--disk-mib", type=int, default=None,
                     help="MiB written to measure the disk's direct-write rate (default: as many as (c) writes, so "
                          "that the rate is the sustained one, not a burst into the device's cache)")
-    ap.add_argument("--block", type=int, default=250,
+    ap.add_argument("--block", default="auto",
                     help="train each recorded run and its own baseline side by side, alternating blocks of about "
-                         "this many steps (default 250); 0: whole runs, baselines before and after each repeat")
+                         f"this many steps (default auto: {SHORT_BLOCK}, or {LONG_BLOCK} for schedules that snapshot "
+                         "at every step); 0: whole runs, baselines before and after each repeat")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.every_step_steps, args.repeats, args.block = 600, 200, 1, min(args.block, 100)
+        args.steps, args.every_step_steps, args.repeats = 600, 200, 1
+    if args.block != "auto":
+        try:
+            args.block = int(args.block)
+        except ValueError:
+            ap.error(f"--block must be auto or a number of steps, got {args.block!r}")
     torch.set_num_threads(args.threads)
     BATCH = args.batch
     from threadpoolctl import threadpool_info
@@ -481,7 +505,10 @@ def main() -> None:
         if args.block:   # each configuration against its own baseline, interleaved in blocks
             for name in order:
                 steps, sink, sched, writer, comp, direct, overlap, zc = run_args(name)
-                r, base = interleaved(steps, args.block, sink, sched, workdir, writer, comp, dev, direct, overlap, zc)
+                block = auto_block(sched, steps) if args.block == "auto" else args.block
+                if args.quick:
+                    block = min(block, 100)
+                r, base = interleaved(steps, block, sink, sched, workdir, writer, comp, dev, direct, overlap, zc)
                 info.setdefault(name, []).append(r)
                 ratios[name].append(r["seconds"] / base)
                 base_seconds[name].append(base)

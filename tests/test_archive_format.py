@@ -481,17 +481,24 @@ def test_archives_with_slash_chunk_keys_still_read_validate_and_resume(tmp_path,
     np.testing.assert_array_equal(z[:], rows[:3])
 
 
-def test_marker_file_replaces_without_freeing_a_block_and_readers_see_whole_versions(tmp_path, monkeypatch):
+@pytest.mark.parametrize("swap", ["renameat2", "link"])
+def test_marker_file_replaces_without_freeing_a_block_and_readers_see_whole_versions(tmp_path, monkeypatch, swap):
     """MarkerFile: every version is read back whole by a concurrent reader (never torn, never going back);
-    with immediate reuse the marker alternates between two inodes (the replaced version is kept by a hard
-    link and written over later, so no block is freed); close deletes the kept versions; a new MarkerFile
-    removes a crashed writer's leftovers."""
+    with immediate reuse the marker alternates between two inodes (the replaced version is kept — swapped
+    under the spare's name by renameat2, or by a hard link where that is missing — and written over later,
+    so no block is freed); close deletes the kept versions; a new MarkerFile removes a crashed writer's
+    leftovers."""
     import threading
 
     from trajkit.archive import format as fmt
 
+    if swap == "link":
+        monkeypatch.setattr(fmt, "_RENAMEAT2", False)   # as on a libc without renameat2
+    elif fmt._renameat2() is None:
+        pytest.skip("no renameat2 in this libc (not Linux, or glibc < 2.28): the link fallback is tested")
     path = tmp_path / "zarr.json"
     marker = fmt.MarkerFile(path)
+    assert marker._exchange == (swap == "renameat2")
     seen, stop, torn = [], threading.Event(), []
 
     def read() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,64 +86,85 @@ class MarkerFile:
     discards the freed blocks at its next commit, and every file operation waits for it: with ``O_DIRECT``
     row writes keeping the disk busy, a marker rename every 16 rows stalled the writer for 1.2–2.6 s at a
     time (1 to 4 such stalls per 1,000 rows), where the same loop without renames never waited more than
-    72 ms and one that replaces the marker this way no more than 40 ms. Here the previous version's inode
-    is kept under a hidden name (``.zarr.json.tmp<pid><n>``, a hard link made before the rename) and,
-    once it has been out of use for :data:`MARKER_REUSE_S`, written over in place for a later version: no
-    block is freed while the archive is recorded. Readers and crashes still see the old or the new file
-    whole — the new version is complete before the rename, and a file is written over only after it
-    stopped being the marker a second ago (a reader that opened it then has long read it). :meth:`close`
-    deletes the kept files; a crash leaves them (ignored by every reader, removed by ``trajkit repair``
-    and by the next writer). Where the file system has no hard links, it falls back to a plain replace."""
+    72 ms and one that replaces the marker this way no more than 40 ms. Here the new version is written
+    into a spare file under a hidden name (``.zarr.json.tmp<pid><n>``) and the two names are swapped in one
+    atomic ``renameat2(RENAME_EXCHANGE)`` (Linux; elsewhere, or on a file system that refuses it, a hard
+    link keeps the replaced version and a rename puts the new one in place): the previous version keeps
+    its inode under the spare's name and, once it has been out of use for :data:`MARKER_REUSE_S`, is written
+    over in place for a later version. No block is freed while the archive is recorded. Readers and crashes
+    still see the old or the new file whole — the new version is complete before the swap, and a file is
+    written over only after it stopped being the marker a second ago (a reader that opened it then has long
+    read it). :meth:`close` deletes the kept files; a crash leaves them (ignored by every reader, removed by
+    ``trajkit repair`` and by the next writer).
+
+    A version costs four system calls (open, pwrite, close, the swap; an ftruncate only when it is shorter
+    than the bytes it writes over) and no ``pathlib`` work: it runs on the writer thread at every commit,
+    where each Python step holds the GIL the training thread is waiting for
+    (``benchmarks/recorder_overhead.py``)."""
 
     def __init__(self, path: Path, fsync: bool = False):
         import collections
 
         self.path, self.fsync = Path(path), fsync
+        self._target = os.fsencode(self.path)
         self._prefix = f".{self.path.name}.tmp"
-        self._retired: collections.deque[tuple[Path, float]] = collections.deque()
+        self._dir = os.fsencode(self.path.parent)
+        #: kept versions, oldest first: (name as bytes, its size in bytes, when it stopped being the marker)
+        self._retired: collections.deque[tuple[bytes, int, float]] = collections.deque()
         self._seq = 0
+        self._size = -1   # bytes of the version at ``path`` (-1: not known, or not there yet)
+        self._exchange = _renameat2() is not None
         if self.path.parent.is_dir():   # leftovers of a crashed writer (this one holds the lock)
             for p in self.path.parent.iterdir():
                 if p.name.startswith(self._prefix) and p.name[len(self._prefix):].isdigit():
                     p.unlink(missing_ok=True)
 
-    def _name(self) -> Path:
+    def _name(self) -> bytes:
         self._seq += 1
-        return self.path.with_name(f"{self._prefix}{os.getpid()}{self._seq}")
+        return os.path.join(self._dir, os.fsencode(f"{self._prefix}{os.getpid()}{self._seq}"))
 
     def write(self, data: bytes) -> None:
         """Replace the file's content by ``data`` (atomically; see the class docstring)."""
-        import time
-
-        if not self.path.exists():
+        if self._size < 0 and not os.path.exists(self._target):
             atomic_write_bytes(self.path, data, self.fsync)
+            self._size = len(data)
             return
         now = time.monotonic()
-        if self._retired and now - self._retired[0][1] >= MARKER_REUSE_S:
-            spare = self._retired.popleft()[0]
+        if self._retired and now - self._retired[0][2] >= MARKER_REUSE_S:
+            spare, size, _ = self._retired.popleft()
             fd = os.open(spare, os.O_WRONLY)
         else:
-            spare = self._name()
+            spare, size = self._name(), 0
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        n = len(data)
         try:
-            mv, off = memoryview(data).cast("B"), 0
-            while off < len(mv):
-                off += os.pwrite(fd, mv[off:], off)
-            os.ftruncate(fd, len(mv))   # a shorter version keeps the block
+            off = os.pwrite(fd, data, 0)
+            if off < n:
+                mv = memoryview(data).cast("B")
+                while off < n:
+                    off += os.pwrite(fd, mv[off:], off)
+            if not 0 <= size <= n:   # a longer version was there: cut its tail (a shorter one is overwritten)
+                os.ftruncate(fd, n)
             if self.fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        keep = self._name()
-        try:
-            os.link(self.path, keep)   # the version being replaced keeps a name, so its block is not freed
-        except OSError:   # no hard links here: a plain replace (the block is freed)
-            keep = None
-        os.replace(spare, self.path)
-        if keep is not None:
-            self._retired.append((keep, now))
+        old = self._size
+        if self._exchange and _swap(spare, self._target):
+            self._retired.append((spare, old, now))   # the replaced version now lives under the spare's name
+        else:
+            self._exchange = False
+            keep = self._name()
+            try:
+                os.link(self._target, keep)   # the version being replaced keeps a name: its block is not freed
+            except OSError:   # no hard links here: a plain replace (the block is freed)
+                keep = None
+            os.replace(spare, self._target)
+            if keep is not None:
+                self._retired.append((keep, old, now))
+        self._size = n
         if self.fsync:
-            dfd = os.open(self.path.parent, os.O_RDONLY)
+            dfd = os.open(self._dir, os.O_RDONLY)
             try:
                 os.fsync(dfd)
             finally:
@@ -150,7 +173,48 @@ class MarkerFile:
     def close(self) -> None:
         """Delete the kept versions (their blocks are freed now, once)."""
         while self._retired:
-            self._retired.popleft()[0].unlink(missing_ok=True)
+            try:
+                os.unlink(self._retired.popleft()[0])
+            except FileNotFoundError:
+                pass
+
+
+_RENAMEAT2: Any = None   # libc's renameat2 (ctypes), False where there is none; looked up once
+
+
+def _renameat2() -> Any:
+    global _RENAMEAT2
+    if _RENAMEAT2 is None:
+        _RENAMEAT2 = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+            except (AttributeError, OSError):   # glibc < 2.28, or another libc without it
+                fn = None
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+                _RENAMEAT2 = fn
+    return _RENAMEAT2 or None
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _swap(a: bytes, b: bytes) -> bool:
+    """Exchange the files named ``a`` and ``b`` atomically; False (nothing changed) where the file system or
+    kernel does not support it, an OSError for any other failure."""
+    import ctypes
+    import errno
+
+    if _renameat2()(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), os.fsdecode(b))
 
 
 #: seconds a replaced marker version stays untouched before its inode is written over (see MarkerFile)
@@ -184,9 +248,17 @@ def write_chunk_file(path: Path, data: bytes | memoryview, fsync: bool = False, 
     return False
 
 
-def json_bytes(doc: dict[str, Any]) -> bytes:
-    """A ``zarr.json`` document's bytes, as :func:`write_json` writes them."""
+def json_bytes(doc: dict[str, Any], compact: bool = False) -> bytes:
+    """A ``zarr.json`` document's bytes, as :func:`write_json` writes them; ``compact``: on one line, for the
+    commit markers rewritten at every commit (json's C encoder: an indented document takes the pure-Python
+    one, ~0.1 ms on the writer thread)."""
+    if compact:
+        return _COMPACT.encode(doc).encode()
     return json.dumps(doc, indent=2, allow_nan=False).encode()
+
+
+#: one encoder for every compact document (``json.dumps`` with options builds a new one per call)
+_COMPACT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def write_json(path: Path, doc: dict[str, Any], fsync: bool = False) -> None:

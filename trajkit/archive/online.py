@@ -117,7 +117,7 @@ class OnlineWriter:
         return keep
 
     def _commit(self) -> None:
-        self._marker.write(fmt.json_bytes(fmt.group_json({"committed": self.committed})))
+        self._marker.write(fmt.json_bytes(fmt.group_json({"committed": self.committed}), compact=True))
 
     def append(self, tw_step: np.ndarray, step: int, epsilon: np.ndarray, sums: np.ndarray) -> None:
         """Append and commit ``m`` rows measured at ``step``: ``tw_step [m]``, ``epsilon [m]`` and ``sums``
