@@ -113,7 +113,8 @@ class Trainer:
 
     def __init__(self, sink: str, schedule, workdir: Path, name: str, writer: str = "auto", compressor=None,
                  device: str = "cpu", direct: bool | None = None, overlap: bool = True,
-                 zero_copy: bool | None = False):
+                 zero_copy: bool | None = False, batch: int = BATCH):
+        self.batch = batch
         self.model = make_model().to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
         g = torch.Generator().manual_seed(0)
@@ -149,13 +150,14 @@ class Trainer:
 
     def run_to(self, last: int) -> float:
         model, opt, X, y, rec, clock = self.model, self.opt, self.X, self.y, self.rec, time.perf_counter
+        B = self.batch
         t0 = clock()
         for k in range(self.k + 1, last + 1):
             loss = None
             if k:
-                i = (k * BATCH) % (4096 - 4096 % BATCH)
+                i = (k * B) % (4096 - 4096 % B)
                 opt.zero_grad(set_to_none=True)
-                loss = self.loss_fn(model(X[i:i + BATCH]), y[i:i + BATCH])
+                loss = self.loss_fn(model(X[i:i + B]), y[i:i + B])
                 loss.backward()
                 opt.step()
             if rec is not None:
@@ -303,9 +305,9 @@ class IoOnly:
 
 def train(steps: int, sink: str, schedule, workdir: Path, writer: str = "auto", compressor=None,
           device: str = "cpu", direct: bool | None = None, overlap: bool = True,
-          zero_copy: bool | None = False) -> dict:
+          zero_copy: bool | None = False, batch: int = BATCH) -> dict:
     """Train ``steps`` SGD steps in one go. Returns time, bytes and the recorder's own figures."""
-    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct, overlap, zero_copy)
+    t = Trainer(sink, schedule, workdir, "run", writer, compressor, device, direct, overlap, zero_copy, batch)
     t.run_to(steps)
     return t.finish()
 
@@ -336,12 +338,13 @@ def block_ends(steps: int, block: int, schedule) -> list[int]:
 
 
 def interleaved(steps: int, block: int, sink: str, schedule, workdir: Path, writer: str, compressor, device: str,
-                direct: bool | None, overlap: bool = True, zero_copy: bool | None = False) -> tuple[dict, float]:
+                direct: bool | None, overlap: bool = True, zero_copy: bool | None = False,
+                batch: int = BATCH) -> tuple[dict, float]:
     """Train the recorded run and a plain baseline side by side, alternating blocks of ~``block`` steps
     (ABBA order), so that both see the same machine; returns the recorded run's figures and the baseline's
     seconds."""
-    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct, overlap, zero_copy)
-    base = Trainer("none", trajkit.schedules.explicit([]), workdir, "base", device=device)
+    rec = Trainer(sink, schedule, workdir, "rec", writer, compressor, device, direct, overlap, zero_copy, batch)
+    base = Trainer("none", trajkit.schedules.explicit([]), workdir, "base", device=device, batch=batch)
     # one copy of the (read-only) data for both: two copies placed differently made two identical plain models
     # train up to ±5 % apart on the VM of 2026-12-04 (an A/A bias, not noise: it kept its sign across repeats)
     base.X, base.y = rec.X, rec.y
@@ -375,7 +378,6 @@ def direct_write_rate(workdir: Path, mib: int, chunk_bytes: int) -> float:
 
 
 def main() -> None:
-    global BATCH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--every-step-steps", type=int, default=1000, help="run length for config (c)")
@@ -416,7 +418,6 @@ def main() -> None:
         except ValueError:
             ap.error(f"--block must be auto or a number of steps, got {args.block!r}")
     torch.set_num_threads(args.threads)
-    BATCH = args.batch
     from threadpoolctl import threadpool_info
 
     print("threadpools:", [(i["internal_api"], i["num_threads"], i.get("architecture")) for i in threadpool_info()])
@@ -485,7 +486,8 @@ def main() -> None:
     ratios: dict[str, list[float]] = {k: [] for k in configs}
     info: dict[str, list[dict]] = {}
     dev = args.device
-    train(100, "none", trajkit.schedules.explicit([]), workdir, device=dev)  # warm-up
+    bs = args.batch
+    train(100, "none", trajkit.schedules.explicit([]), workdir, device=dev, batch=bs)  # warm-up
     names = list(configs)
 
     def run_args(name: str) -> tuple:
@@ -508,7 +510,7 @@ def main() -> None:
                 block = auto_block(sched, steps) if args.block == "auto" else args.block
                 if args.quick:
                     block = min(block, 100)
-                r, base = interleaved(steps, block, sink, sched, workdir, writer, comp, dev, direct, overlap, zc)
+                r, base = interleaved(steps, block, sink, sched, workdir, writer, comp, dev, direct, overlap, zc, bs)
                 info.setdefault(name, []).append(r)
                 ratios[name].append(r["seconds"] / base)
                 base_seconds[name].append(base)
@@ -516,14 +518,16 @@ def main() -> None:
                 f"{n.split(':')[0]} {100 * (ratios[n][-1] - 1):+.1f}%" for n in names), flush=True)
             continue
         lengths = {configs[n][0] for n in names}
-        base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
+        base = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev, batch=bs)["seconds"]
+                for n in lengths}
         runs = {}
         for name in order:
             steps, sink, sched, writer, comp, direct, overlap, zc = run_args(name)
             runs[name] = train(steps, sink, sched, workdir, writer, comp, device=dev, direct=direct, overlap=overlap,
-                               zero_copy=zc)
+                               zero_copy=zc, batch=bs)
             info.setdefault(name, []).append(runs[name])
-        base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev)["seconds"] for n in lengths}
+        base2 = {n: train(n, "none", trajkit.schedules.explicit([]), workdir, device=dev, batch=bs)["seconds"]
+                 for n in lengths}
         for name, r in runs.items():
             steps = configs[name][0]
             ratios[name].append(r["seconds"] / (0.5 * (base[steps] + base2[steps])))
@@ -545,7 +549,7 @@ def main() -> None:
         n = every_step[0]
         steps, demand = configs[n][0], info[n][-1]["bytes"] / float(np.median(base_seconds[n]))
         print(f"every step at the baseline's pace ({1e3 * float(np.median(base_seconds[n])) / steps:.2f} ms/step, "
-              f"batch {BATCH}) asks {demand / 1e9:.2f} GB/s of the disk: {100 * demand / rate:.0f} % of its "
+              f"batch {bs}) asks {demand / 1e9:.2f} GB/s of the disk: {100 * demand / rate:.0f} % of its "
               "direct-write rate")
     print(f"\n{'configuration':32s} {'slowdown':>9s} {'(min..max)':>16s} {'bytes written':>14s} {'ratio':>6s} "
           f"{'on training thread':>30s}  writer")

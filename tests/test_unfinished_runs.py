@@ -181,6 +181,28 @@ def test_aborted_writer_reads_interrupted_and_failed_reopen_changes_nothing(tmp_
     assert run_state(done).state == "finished"
 
 
+def test_aborted_writer_leaves_no_kept_metadata_versions(tmp_path):
+    """abort() deletes the zarr.json versions every rewritten file kept (format.MarkerFile) — the commit
+    markers' and those of the arrays whose shape grew — and the archive keeps every committed row."""
+    from trajkit.archive.validate import validate
+
+    path = tmp_path / "a.trajkit"
+    w = create(path, n_params=4, capacity=2)   # the 1-D arrays grow (shape rewritten) twice in 5 rows
+    for k in range(5):
+        w.append(k, np.full(4, k, np.float32), metrics={"acc": k / 10})
+    w.add_trace(np.arange(5, 9), {"loss": np.ones(4)})
+    w.flush()
+    kept = sorted(p.relative_to(path).as_posix() for p in path.rglob(".zarr.json.tmp*"))
+    assert any(k.startswith("snapshots/step/") for k in kept)   # a grown array kept one: the test can fail
+    w.abort()
+    assert sorted(p.relative_to(path).as_posix() for p in path.rglob(".zarr.json.tmp*")) == []
+    assert (run_state(path).state, run_state(path).last_step) == ("interrupted", 4)
+    assert validate(path) == []
+    arch = trajkit.open_archive(path)
+    np.testing.assert_array_equal(arch.steps, np.arange(5))
+    np.testing.assert_array_equal(arch.params[4, :], np.full(4, 4, np.float32))
+
+
 def test_legacy_lock_file_falls_back_to_the_trimmed_shape(tmp_path):
     """A lock file holding only a pid (trajkit before the ``open`` mark): a closed writer trimmed the arrays
     to the committed rows, a dead one left them at their capacity."""

@@ -109,6 +109,11 @@ class _Column:
             self._fd = None
             self._chunk_idx = -1
 
+    def abandon(self) -> None:
+        """Close the chunk file and delete the kept versions of ``zarr.json`` without finalizing."""
+        self.release()
+        self._meta.close()
+
     def finalize(self, length: int) -> None:
         """Set the array's shape to ``length`` and delete chunk files wholly beyond it."""
         self.release()
@@ -509,7 +514,7 @@ class ArchiveWriter:
         self._closed = True
         self._close_markers()
         for col in (*self._cols.values(), *self._metric_cols.values(), *self._trace_cols.values()):
-            col.release()
+            col.abandon()
         self._lock.release(closed=False)   # not finalized: the archive reads as interrupted
 
     def finalize(self) -> None:
