@@ -425,6 +425,37 @@ def test_record_to_a_url_on_a_local_cluster_equals_a_local_sweep_and_resumes(buc
     _same_runs_at(ref, url)                                       # the restarted point equals the local one
 
 
+def test_record_to_a_url_with_storage_options_needs_no_aws_environment(bucket, s3_server, monkeypatch, tmp_path):
+    """``trajkit record --out URL --storage-options JSON``: the endpoint and credentials come from the flag alone
+    (the AWS environment points nowhere), for the pushes, the ensemble.json and the resume's reading back."""
+    from trajkit.experiments import run_experiment
+
+    ref = run_experiment(None, tmp_path / "ref", TINY, quiet=True, threads=1)
+    (tmp_path / "exp.toml").write_text("")
+    options = json.dumps({"endpoint_url": s3_server, "key": "testing", "secret": "testing"})
+    args = ["record", "--config", str(tmp_path / "exp.toml"), "--out", f"s3://{bucket}/ens/", "-q", "--threads", "1",
+            *[a for s in TINY for a in ("--set", s)]]
+    _aws_env(monkeypatch, tmp_path, "http://127.0.0.1:9", credentials=False, fresh=True)   # nothing listens there
+    line = _one_error_line(CliRunner().invoke(cli, args), "trajkit: error: ")
+    assert f"s3://{bucket}/ens" in line                          # without the flag: one line, nothing recorded
+    res = CliRunner().invoke(cli, [*args, "--storage-options", options])
+    assert res.exit_code == 0, res.output
+    _aws_env(monkeypatch, tmp_path, s3_server, fresh=True)
+    _same_runs_at(ref, f"s3://{bucket}/ens")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    etags = {k: v["ETag"] for k, v in fs.find(f"{bucket}/ens", detail=True).items() if "ensemble.json" not in k}
+    _aws_env(monkeypatch, tmp_path, "http://127.0.0.1:9", credentials=False, fresh=True)
+    res = CliRunner().invoke(cli, [*args, "--storage-options", options])   # the rerun reads the state back
+    assert res.exit_code == 0, res.output
+    _aws_env(monkeypatch, tmp_path, s3_server, fresh=True)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    assert {k: v["ETag"] for k, v in fs.find(f"{bucket}/ens", detail=True).items()
+            if "ensemble.json" not in k} == etags                # every run found done at the URL: none redone
+    local = CliRunner().invoke(cli, [*args[:4], str(tmp_path / "here"), *args[5:], "--storage-options", options])
+    line = _one_error_line(local, "trajkit: error: ")
+    assert "--storage-options" in line and "local directory" in line and not (tmp_path / "here").exists()
+
+
 def test_record_to_a_missing_bucket_is_one_line(bucket, tmp_path):
     (tmp_path / "exp.toml").write_text("")
     res = CliRunner().invoke(cli, ["record", "--config", str(tmp_path / "exp.toml"), "--out",

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from trajkit.cli.archive_commands import storage_options_flag
+
 
 def _size(n: int | None) -> str:
     if n is None or n < 0:
@@ -74,10 +76,12 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run each sweep point as one task on a Dask cluster: tcp://HOST:PORT or local:N (--out must be "
                    "reachable from every worker, or a URL; needs trajkit[dask]).")
+@storage_options_flag
 def record_command(config: str | None, from_archive: str | None, out: str, overrides: tuple[str, ...],
                    dry_run: bool, quiet: bool, device: str | None, threads: int | None,
-                   scheduler: str | None) -> None:
+                   scheduler: str | None, storage_options: str | None) -> None:
     """Train and record a built-in experiment: replicas trained together, sweeps, one archive per run."""
+    from trajkit.archive.storage import parse_storage_options
     from trajkit.errors import ConfigError, DeviceError
     from trajkit.experiments import config_from_archive, run_experiment
 
@@ -86,7 +90,8 @@ def record_command(config: str | None, from_archive: str | None, out: str, overr
     source: Any = config if config is not None else config_from_archive(from_archive)
     try:
         summary = run_experiment(source, out, overrides, quiet=quiet, dry_run=dry_run, device=device,
-                                 threads=threads, scheduler=scheduler or "in-process")
+                                 threads=threads, scheduler=scheduler or "in-process",
+                                 storage_options=parse_storage_options(storage_options))
     except DeviceError as e:
         raise DeviceError(f"{e} (--device cpu)") from None
     if dry_run:

@@ -29,12 +29,13 @@ FINISHED = ("done", "diverged")
 
 
 def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int], doc: dict[str, Any],
-               device: str, threads: int | None) -> list[dict[str, Any]]:
+               device: str, threads: int | None, storage_options: dict[str, Any] | None = None
+               ) -> list[dict[str, Any]]:
     """On a worker: ``train(point, out, todo, doc, device)`` with ``threads`` torch threads; returns the
     ensemble.json entries of the runs ``todo`` (updated by ``train``). ``out`` a URL: trained in a local
-    temporary directory and pushed there (:func:`publish_point`)."""
+    temporary directory and pushed there (:func:`publish_point`, with ``storage_options``)."""
     if is_url(out):
-        return publish_point(train, point, out, todo, doc, device, threads)
+        return publish_point(train, point, out, todo, doc, device, threads, storage_options)
     import torch
 
     old = torch.get_num_threads()
@@ -48,9 +49,10 @@ def point_task(train: Callable[..., None], point: Any, out: str, todo: list[int]
 
 
 def publish_point(train: Any, point: Any, url: str, todo: list[int], doc: dict[str, Any], device: str,
-                  threads: int | None) -> list[dict[str, Any]]:
+                  threads: int | None, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train the runs ``todo`` of ``point`` into a local temporary directory and push the finished ones to
-    ``url/<name>``; returns their ensemble.json entries (as :func:`point_task`)."""
+    ``url/<name>`` (``storage_options``: the fsspec options of the URL); returns their ensemble.json entries
+    (as :func:`point_task`)."""
     from trajkit.archive.push import push
 
     with tempfile.TemporaryDirectory(prefix="trajkit-point-") as tmp:
@@ -58,16 +60,17 @@ def publish_point(train: Any, point: Any, url: str, todo: list[int], doc: dict[s
         for r, entry in zip(todo, entries, strict=True):
             local = Path(tmp) / point.names[r]
             if entry["status"] in FINISHED and local.is_dir():
-                push(local, f"{url}/{point.names[r]}")
+                push(local, f"{url}/{point.names[r]}", storage_options)
     return entries
 
 
 def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Cluster,
                        train: Callable[..., None], threads: int | None, out: str | None = None,
-                       after: Callable[[], None] | None = None) -> None:
+                       after: Callable[[], None] | None = None,
+                       storage_options: dict[str, Any] | None = None) -> None:
     """Run every sweep point of ``plan`` with runs still to do as one :func:`point_task` on ``cluster``,
     writing under ``out`` (default ``plan.out``; a URL: see :mod:`trajkit.experiments.url_out`) and calling
-    ``after()`` when a point's entries are saved."""
+    ``after()`` when a point's entries are saved; ``storage_options`` go with each task to its push."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -77,7 +80,8 @@ def execute_on_cluster(plan: Any, doc: dict[str, Any], quiet: bool, cluster: Clu
         entries = doc["runs"][p.index * p.replicas:(p.index + 1) * p.replicas]
         todo = [r for r, e in enumerate(entries) if e["status"] in ("pending", "failed")]
         if todo:
-            fut = cluster.client.submit(point_task, train, p, out, todo, doc, plan.device, threads, pure=False)
+            fut = cluster.client.submit(point_task, train, p, out, todo, doc, plan.device, threads, storage_options,
+                                        pure=False)
             futures[fut] = (p, todo)
     with tqdm(total=len(plan.points), unit="point", disable=quiet, desc=f"trajkit record on {cluster.address}",
               initial=len(plan.points) - len(futures), leave=True) as bar:

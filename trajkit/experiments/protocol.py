@@ -39,7 +39,8 @@ from trajkit.scheduler import connect
 
 def run_experiment(config: str | Path | Config | None, out: str | Path, overrides: Iterable[str] = (),
                    quiet: bool = False, dry_run: bool = False, device: str | None = None,
-                   threads: int | None = None, scheduler: Any = None) -> dict[str, Any]:
+                   threads: int | None = None, scheduler: Any = None,
+                   storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record every run of an experiment config into ``out`` (one ensemble, or one per ``[[stages]]`` stage).
 
     ``config`` is a TOML path or a config dict (e.g. an archive's stored ``config``); ``overrides`` are
@@ -48,7 +49,8 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
     ``scheduler`` (:mod:`trajkit.scheduler`: ``tcp://host:port``, ``local:N``, a Client, ``in-process``, or
     None for the active Dask client if any) runs each sweep point as one task on a worker, stage by stage;
     ``out`` must then be reachable from every worker. ``out`` may be a URL (``s3://bucket/prefix/``) for a
-    one-stage config: each point is recorded locally and pushed there (:mod:`trajkit.experiments.url_out`).
+    one-stage config: each point is recorded locally and pushed there (:mod:`trajkit.experiments.url_out`),
+    with ``storage_options`` the fsspec options of that URL (given for a local ``out``: an error).
 
     Returns a summary: ``{"out", "runs": [{"name", "path", "replica", "coords", "status", "reason",
     "steps", "snapshots", "n_params", "estimated_bytes", "train_loss", "test_loss", "train_acc", "test_acc",
@@ -57,8 +59,11 @@ def run_experiment(config: str | Path | Config | None, out: str | Path, override
     """
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
     cfg = load_config(config, overrides)
+    if storage_options is not None and not is_url(str(out)):
+        raise ConfigError(f"--storage-options: --out {out} is a local directory; the options are for an --out URL "
+                          "(s3://bucket/prefix/): drop them or give a URL")
     if not cfg.get("stages") and is_url(str(out)):
-        return record_to_url(cfg, str(out), (), quiet, dry_run, None, threads, scheduler)
+        return record_to_url(cfg, str(out), (), quiet, dry_run, None, threads, scheduler, storage_options)
     if not cfg.get("stages"):
         return run_ensemble(cfg, out, quiet=quiet, dry_run=dry_run, threads=threads, scheduler=scheduler)
     if is_url(str(out)):

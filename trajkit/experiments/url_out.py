@@ -30,20 +30,22 @@ from trajkit.scheduler import connect
 
 
 def record_to_url(config: Any, url: str, overrides: Any, quiet: bool, dry_run: bool, device: str | None,
-                  threads: int | None, scheduler: Any) -> dict[str, Any]:
+                  threads: int | None, scheduler: Any, storage_options: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """:func:`~trajkit.experiments.runner.run_ensemble` with ``out`` a URL (module doc); the summary's ``out``
-    and run paths are URLs."""
+    and run paths are URLs. ``storage_options``: the fsspec options of the URL (endpoint, credentials; without
+    them an ``s3://`` URL takes them from the AWS environment), used here and by every worker's push."""
     url = url.rstrip("/")
-    fs, path = filesystem(url, None)
+    fs, path = filesystem(url, storage_options)
     bucket = missing_bucket(fs, path, url)
     if bucket is not None:
         raise ConfigError(f"--out {url}: bucket {bucket!r} does not exist; create it first (aws s3 mb "
                           f"s3://{bucket}) or fix the URL")
     with tempfile.TemporaryDirectory(prefix="trajkit-record-") as tmp:
         plan = plan_experiment(config, Path(tmp) / "ensemble", overrides, device)
-        remote = read_ensemble_file(url)
+        remote = read_ensemble_file(url, storage_options)
         if remote is not None:
-            _reconcile(remote, url)
+            _reconcile(remote, url, storage_options)
             plan.out.mkdir()
             write_ensemble_file(plan.out, remote)
         if dry_run:
@@ -64,13 +66,15 @@ def record_to_url(config: Any, url: str, overrides: Any, quiet: bool, dry_run: b
             publish()
             with connect(scheduler) as cluster:
                 if cluster is not None:
-                    execute_on_cluster(plan, doc, quiet, cluster, train_point, threads, out=url, after=publish)
+                    execute_on_cluster(plan, doc, quiet, cluster, train_point, threads, out=url, after=publish,
+                                       storage_options=storage_options)
                 else:
                     for p in plan.points:
                         todo = [r for r in range(p.replicas)
                                 if doc["runs"][p.index * p.replicas + r]["status"] in ("pending", "failed")]
                         if todo:
-                            entries = publish_point(train_point, p, url, todo, doc, plan.device, threads)
+                            entries = publish_point(train_point, p, url, todo, doc, plan.device, threads,
+                                                    storage_options)
                             for r, e in zip(todo, entries, strict=True):
                                 doc["runs"][p.index * p.replicas + r] = e
                             publish()
@@ -81,21 +85,22 @@ def record_to_url(config: Any, url: str, overrides: Any, quiet: bool, dry_run: b
     return summary
 
 
-def _reconcile(doc: dict[str, Any], url: str) -> None:
+def _reconcile(doc: dict[str, Any], url: str, storage_options: dict[str, Any] | None) -> None:
     """Entries of ``doc`` (the ensemble.json at ``url``) made to say what is at the URL: ``done``/``diverged``
     only for a complete archive there (its own status and run id), every other run ``pending``."""
     for e in doc["runs"]:
-        state = _remote_state(f"{url}/{e['path']}")
+        state = _remote_state(f"{url}/{e['path']}", storage_options)
         if state is None:
             e.update(status="pending", reason=None, run_id=None)
         else:
             e.update(status=state[0], reason=state[1], run_id=state[2])
 
 
-def _remote_state(url: str) -> tuple[str, str | None, str | None] | None:
+def _remote_state(url: str, storage_options: dict[str, Any] | None
+                  ) -> tuple[str, str | None, str | None] | None:
     """``(status, reason, run_id)`` of a finished archive at ``url``, or None when none is complete there."""
     try:
-        arch = open_archive(url, validate=False)
+        arch = open_archive(url, validate=False, storage_options=storage_options)
     except TrajkitError:
         return None
     meta = arch.metadata
