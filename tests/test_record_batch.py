@@ -65,6 +65,39 @@ def test_rows_traces_and_ends_land_in_their_archives(tmp_path, writer):
         np.testing.assert_array_equal(a.trace["loss"], 10.0 * r + np.arange(n_trace))
 
 
+def test_a_burst_of_snapshots_is_committed_in_groups_by_the_writer_thread(tmp_path):
+    """Snapshots that queue up behind the writer (the dense start of a log schedule) share commit-marker
+    writes, as the Recorder's do: at most a few per GROUP snapshots in each archive, every row intact."""
+    import threading
+
+    from trajkit.record.background import GROUP
+
+    rec, w, b = _setup(tmp_path, "thread")
+    markers = [0] * R
+    for r, a in enumerate(rec.archives):   # count each archive's marker writes (the real ones still run)
+        def counted(write=a._write_commit, r=r):
+            markers[r] += 1
+            write()
+        a._write_commit = counted
+    gate = threading.Event()
+
+    def held(rows):
+        assert gate.wait(30)
+        return [{}] * R
+    n = 3 * GROUP
+    for step in range(n):
+        rec.snapshot(step, [0, 1, 2], [w + step, b - step], epoch=None, finish=held if step == 0 else None)
+    gate.set()
+    rec.close()
+    assert all(m <= 5 for m in markers), f"{n} queued snapshots took {markers} marker writes"
+    for r in range(R):
+        a = trajkit.open_archive(tmp_path / f"r{r}.trajkit")
+        assert a.steps.tolist() == list(range(n))
+        for k in (0, GROUP, n - 1):
+            np.testing.assert_array_equal(a.params[k, :], np.concatenate([(w[r] + k).reshape(-1),
+                                                                           (b[r] - k).reshape(-1)]))
+
+
 def test_a_writer_error_surfaces_and_every_archive_is_released(tmp_path):
     rec, w, b = _setup(tmp_path, "thread")
     rec.snapshot(0, [0, 1, 2], [w, b], epoch=0.0)

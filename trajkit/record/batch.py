@@ -7,7 +7,10 @@ the same sink (:mod:`trajkit.record.background`: inline, or one writer thread wi
 the same :class:`~trajkit.record.traces.TraceBuffer` per run (drained into each snapshot, so the trace is
 committed with it) and the same :class:`~trajkit.archive.writer.ArchiveWriter` commit protocol and direct
 I/O. One hand-over carries a whole snapshot of the batch — one slot, one :class:`WriteItem` per run — so R
-archives share one writer thread and their writes stay in order.
+archives share one writer thread and their writes stay in order. With the writer thread the archives
+commit with ``defer_commit`` and the thread's group commits publish them (all open runs in one settle), so
+a dense stretch of the schedule costs one marker write per archive for up to ``GROUP`` snapshots; a crash
+loses at most that group, as with the Recorder.
 
 A snapshot may leave work to the writer thread: ``finish(rows)`` gets the slot's rows ``[R', padded]``
 (in the archives' storage dtype, the parameters at that step) and returns, per run, its metrics or a
@@ -95,6 +98,13 @@ class BatchRecorder:
             raise TrajkitError(f"BatchRecorder: the parameters hold {self._copier.n} values per run but the "
                                f"archives {self.archives[0].n_params}")
         self._sink = make_sink(self.writer_mode, n_slots)
+        # the writer thread commits snapshots that queue up behind it in groups, as the Recorder's does
+        # (background.py): one marker write per archive for up to GROUP snapshots of a dense schedule
+        self._settle: Callable[[], None] | None = None
+        if self.writer_mode == "thread":
+            for a in self.archives:
+                a.defer_commit = True
+            self._settle = self._publish_open
         self._traces = [TraceBuffer() for _ in range(R)]
         self._where = str(self.archives[0].path.parent)
         #: per run ``(status, reason)``; final once :meth:`close` returned
@@ -143,7 +153,7 @@ class BatchRecorder:
                 else:
                     write_item(self.archives[r], item, row=rows[i])
 
-        self._submit(k, work, step)
+        self._submit(k, work, step, self._settle)
 
     def end(self, run: int, status: str, reason: str | None = None, step: int | None = None) -> None:
         """Hand over ``run``'s remaining trace, record ``status`` in its metadata and close its archive (in
@@ -201,8 +211,15 @@ class BatchRecorder:
 
     # -- internals (the writer side) ---------------------------------------------------------------------
 
-    def _submit(self, k: int | None, work: Callable[[], None], step: int | None) -> None:
-        self._sink.submit(Handover(k, work, self._where, step))
+    def _submit(self, k: int | None, work: Callable[[], None], step: int | None,
+                settle: Callable[[], None] | None = None) -> None:
+        self._sink.submit(Handover(k, work, self._where, step, settle))
+
+    def _publish_open(self) -> None:
+        """Make every open run's deferred snapshot commits visible (a closed archive published them itself)."""
+        for r, w in enumerate(self.archives):
+            if r not in self._ended:
+                w.publish()
 
     def _write_trace(self, run: int, trace: Any) -> None:
         """Write ``run``'s drained ``trace`` (if any) into its archive, unless the run has ended."""
