@@ -1,6 +1,6 @@
 """The Lightning and Hugging Face callbacks, with the real libraries on CPU: what they record is the trainer's
-own loss, learning rate and parameters, a checkpoint resume continues the archive exactly, DDP records once,
-and attaching a callback twice is a one-line error."""
+own loss, learning rate and parameters, a checkpoint resume continues the archive exactly (online two-time
+sums included), DDP records once, and attaching a callback twice is a one-line error."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import trajkit
+from trajkit.archive.online import SUMS, online_rows
 from trajkit.errors import TrajkitError
+from trajkit.online import TwoTime, log_lags
 
 pl = pytest.importorskip("lightning.pytorch", reason="the lightning extra is not installed")
 transformers = pytest.importorskip("transformers", reason="the transformers extra is not installed")
@@ -34,6 +36,14 @@ def _assert_same_trajectory(a, b):
     assert set(a.trace) == set(b.trace)
     for k in a.trace:
         np.testing.assert_array_equal(a.trace[k], b.trace[k], err_msg=k)
+    oa, ob = online_rows(a), online_rows(b)
+    assert (oa is None) == (ob is None)
+    if oa is not None:   # online two-time sums: the same rows, bit for bit
+        assert oa.n_rows == ob.n_rows > 0
+        for name in ("tw_step", "step", "epsilon"):
+            np.testing.assert_array_equal(getattr(oa, name), getattr(ob, name), err_msg=name)
+        for name in SUMS:
+            np.testing.assert_array_equal(oa.sums[name], ob.sums[name], err_msg=name)
 
 
 # -- Lightning ------------------------------------------------------------------------------------------------
@@ -111,18 +121,27 @@ def test_lightning_records_the_trainers_loss_lr_and_parameters(tmp_path):
     assert "\n" not in str(e.value)
 
 
+#: online two-time sums from waiting times that are snapshot steps (so a resume can take them back)
+PL_ONLINE = TwoTime(waiting_times=[0, 6], lags=log_lags(18, 5))
+
+
 @pytest.mark.slow
 def test_lightning_checkpoint_resume_continues_the_archive_exactly(tmp_path):
-    _trainer(tmp_path / "a", [LightningCallback(tmp_path / "a.trajkit", schedule=SCHEDULE)],
-             max_steps=24).fit(TinyModule(), _loader())
+    """Checkpoint at 12, stopped at 18, resumed from the checkpoint: the archive — trace, snapshots and the
+    online sums of waiting times 0 and 6 (rows at 12..18 dropped and measured again) — equals the
+    uninterrupted run's."""
+    def callback(name):
+        return LightningCallback(tmp_path / name, schedule=SCHEDULE, online=PL_ONLINE)
+
+    _trainer(tmp_path / "a", [callback("a.trajkit")], max_steps=24).fit(TinyModule(), _loader())
     # interrupted run: checkpoint at step 12, training (and recording) goes on to 18, then it stops
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=12, save_top_k=-1)
-    _trainer(tmp_path / "b", [LightningCallback(tmp_path / "b.trajkit", schedule=SCHEDULE), ckpt],
+    _trainer(tmp_path / "b", [callback("b.trajkit"), ckpt],
              max_steps=18, enable_checkpointing=True).fit(TinyModule(), _loader())
     assert trajkit.open_archive(tmp_path / "b.trajkit").trace["step"][-1] == 18
+    assert online_rows(trajkit.open_archive(tmp_path / "b.trajkit")).step.max() > 12   # rows to redo
     (path,) = (tmp_path / "ckpt").glob("*step=12*.ckpt")
-    _trainer(tmp_path / "b", [LightningCallback(tmp_path / "b.trajkit", schedule=SCHEDULE)],
-             max_steps=24).fit(TinyModule(), _loader(), ckpt_path=path)
+    _trainer(tmp_path / "b", [callback("b.trajkit")], max_steps=24).fit(TinyModule(), _loader(), ckpt_path=path)
     _assert_same_trajectory(tmp_path / "b.trajkit", tmp_path / "a.trajkit")
 
 
@@ -193,6 +212,7 @@ def _hf_trainer(out, callbacks, **kw):
 
 
 HF_SCHEDULE = trajkit.schedules.log(1, 20, 6) | trajkit.schedules.linear(4)
+HF_ONLINE = TwoTime(waiting_times=[0, 3], lags=log_lags(16, 5))
 
 
 def test_transformers_records_the_trainers_logged_loss_lr_and_parameters(tmp_path):
@@ -226,12 +246,18 @@ def test_transformers_sparse_logging_leaves_loss_nan_between_logs(tmp_path):
 
 @pytest.mark.slow
 def test_transformers_checkpoint_resume_continues_the_archive_exactly(tmp_path):
-    _hf_trainer(tmp_path / "a", [HFCallback(tmp_path / "a.trajkit", schedule=HF_SCHEDULE)]).train()
+    """Checkpoint at 8, stopped at 11, resumed from checkpoint-8: trace, snapshots and the online sums of
+    waiting times 0 and 3 (rows at 4, 5, 7, 11, 19 past the second) equal the uninterrupted run's."""
+    def callback(name):
+        return HFCallback(tmp_path / name, schedule=HF_SCHEDULE, online=HF_ONLINE)
+
+    _hf_trainer(tmp_path / "a", [callback("a.trajkit")]).train()
     # interrupted run: checkpoint at step 8, recording goes on to 11, then training stops
-    _hf_trainer(tmp_path / "b", [HFCallback(tmp_path / "b.trajkit", schedule=HF_SCHEDULE), HFProbe(stop_at=11)],
+    _hf_trainer(tmp_path / "b", [callback("b.trajkit"), HFProbe(stop_at=11)],
                 save_strategy="steps", save_steps=8).train()
     assert trajkit.open_archive(tmp_path / "b.trajkit").trace["step"][-1] == 11
-    _hf_trainer(tmp_path / "b", [HFCallback(tmp_path / "b.trajkit", schedule=HF_SCHEDULE)],
+    assert online_rows(trajkit.open_archive(tmp_path / "b.trajkit")).step.max() > 8   # rows to redo
+    _hf_trainer(tmp_path / "b", [callback("b.trajkit")],
                 save_strategy="steps", save_steps=8).train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-8"))
     _assert_same_trajectory(tmp_path / "b.trajkit", tmp_path / "a.trajkit")
 
