@@ -92,6 +92,15 @@ def main() -> None:
              params=np.stack([probe.params[s] for s in steps]),
              loss_steps=np.array(sorted(logged)), loss=np.array([logged[k] for k in sorted(logged)]),
              world=trainer.args.world_size)
+    # Tear down while the interpreter is whole. gloo's worker threads free each finished collective's tensors,
+    # which takes the GIL; the Trainer's last gathers may still be waiting for it when the process group goes
+    # — at interpreter exit that aborts the rank (SIGABRT, "terminate called without an active exception"),
+    # and a destroy_process_group() or the DDP reducer's last reference, whose C++ destructor joins those
+    # threads holding the GIL, deadlocks. A barrier waits with the GIL released, so the threads finish first.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        del trainer, model
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
