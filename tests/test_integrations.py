@@ -284,7 +284,10 @@ def _hf_ddp(out, *args):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     helper = Path(__file__).parent / "helpers" / "hf_ddp.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # TMPDIR: torchrun leaves a torchelastic_* log folder in the temporary directory of every launch
+    tmp = out.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(tmp)}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                         "127.0.0.1", "--master_port", str(port), str(helper), str(out), *args],
                        capture_output=True, text=True, timeout=600, env=env)
