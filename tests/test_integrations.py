@@ -183,13 +183,26 @@ class HalfBatches(TinyModule):
         return torch.utils.data.DataLoader(data, batch_size=4, sampler=sampler)
 
 
+class GlooTeardown(pl.Callback):
+    """Last callback of a ``ddp_spawn`` run: a barrier, then the process group destroyed, while each spawned
+    rank's interpreter is whole. Lightning leaves a gloo group to the interpreter's exit, where gloo's worker
+    threads, still freeing a collective's tensors (which takes the GIL), abort the rank now and then (SIGABRT,
+    "terminate called without an active exception", seen in CI); the barrier waits with the GIL released, so
+    they finish first (tests/helpers/hf_ddp.py does the same after a torchrun ``Trainer``)."""
+
+    def teardown(self, trainer, pl_module, stage):
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
 @pytest.mark.slow
 def test_lightning_ddp_records_once_what_one_process_would(tmp_path):
     """Two gloo processes (``ddp_spawn``), each half of every batch of 8: rank 0 records, and the trajectory
     is that of one process on the whole batches, up to the all-reduce's rounding."""
     module = HalfBatches()
-    _trainer(tmp_path, [LightningCallback(tmp_path / "ddp.trajkit", schedule=SCHEDULE)], max_steps=12, devices=2,
-             strategy="ddp_spawn", use_distributed_sampler=False).fit(module)
+    _trainer(tmp_path, [LightningCallback(tmp_path / "ddp.trajkit", schedule=SCHEDULE), GlooTeardown()], max_steps=12,
+             devices=2, strategy="ddp_spawn", use_distributed_sampler=False).fit(module)
     ref, probe = TinyModule(), ParamsProbe()
     _trainer(tmp_path / "ref", [probe], max_steps=12).fit(ref, _loader(n=96, batch=8))
     arch = trajkit.open_archive(tmp_path / "ddp.trajkit")
