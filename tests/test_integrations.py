@@ -24,7 +24,7 @@ from trajkit.integrations.transformers import TrajkitCallback as HFCallback  # n
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from hf_ddp import SCHEDULE as HF_DDP_SCHEDULE  # noqa: E402  (the torchrun rank program of the DDP test)
-from hf_ddp import HFProbe, TokenData, bert, flat  # noqa: E402
+from hf_ddp import HFProbe, TokenData, bert, end_process_group, flat  # noqa: E402
 
 
 def _assert_same_trajectory(a, b):
@@ -138,8 +138,9 @@ def test_lightning_checkpoint_resume_continues_the_archive_exactly(tmp_path):
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=12, save_top_k=-1)
     _trainer(tmp_path / "b", [callback("b.trajkit"), ckpt],
              max_steps=18, enable_checkpointing=True).fit(TinyModule(), _loader())
-    assert trajkit.open_archive(tmp_path / "b.trajkit").trace["step"][-1] == 18
-    assert online_rows(trajkit.open_archive(tmp_path / "b.trajkit")).step.max() > 12   # rows to redo
+    stopped = trajkit.open_archive(tmp_path / "b.trajkit")
+    assert stopped.trace["step"][-1] == 18
+    assert online_rows(stopped).step.max() > 12   # rows to redo
     (path,) = (tmp_path / "ckpt").glob("*step=12*.ckpt")
     _trainer(tmp_path / "b", [callback("b.trajkit")], max_steps=24).fit(TinyModule(), _loader(), ckpt_path=path)
     _assert_same_trajectory(tmp_path / "b.trajkit", tmp_path / "a.trajkit")
@@ -184,16 +185,11 @@ class HalfBatches(TinyModule):
 
 
 class GlooTeardown(pl.Callback):
-    """Last callback of a ``ddp_spawn`` run: a barrier, then the process group destroyed, while each spawned
-    rank's interpreter is whole. Lightning leaves a gloo group to the interpreter's exit, where gloo's worker
-    threads, still freeing a collective's tensors (which takes the GIL), abort the rank now and then (SIGABRT,
-    "terminate called without an active exception", seen in CI); the barrier waits with the GIL released, so
-    they finish first (tests/helpers/hf_ddp.py does the same after a torchrun ``Trainer``)."""
+    """Last callback of a ``ddp_spawn`` run: :func:`hf_ddp.end_process_group` in each spawned rank's teardown
+    (Lightning leaves a gloo group to the interpreter's exit, where a rank aborted now and then in CI)."""
 
     def teardown(self, trainer, pl_module, stage):
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+        end_process_group()
 
 
 @pytest.mark.slow
@@ -268,8 +264,9 @@ def test_transformers_checkpoint_resume_continues_the_archive_exactly(tmp_path):
     # interrupted run: checkpoint at step 8, recording goes on to 11, then training stops
     _hf_trainer(tmp_path / "b", [callback("b.trajkit"), HFProbe(stop_at=11)],
                 save_strategy="steps", save_steps=8).train()
-    assert trajkit.open_archive(tmp_path / "b.trajkit").trace["step"][-1] == 11
-    assert online_rows(trajkit.open_archive(tmp_path / "b.trajkit")).step.max() > 8   # rows to redo
+    stopped = trajkit.open_archive(tmp_path / "b.trajkit")
+    assert stopped.trace["step"][-1] == 11
+    assert online_rows(stopped).step.max() > 8   # rows to redo
     _hf_trainer(tmp_path / "b", [callback("b.trajkit")],
                 save_strategy="steps", save_steps=8).train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-8"))
     _assert_same_trajectory(tmp_path / "b.trajkit", tmp_path / "a.trajkit")

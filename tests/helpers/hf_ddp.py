@@ -68,6 +68,19 @@ class HFProbe(transformers.TrainerCallback):
             control.should_training_stop = True
 
 
+def end_process_group() -> None:
+    """A barrier, then the process group destroyed, at the end of a rank's work, while its interpreter is whole.
+
+    Neither the ``Trainer`` nor Lightning destroys a gloo group: it goes at interpreter exit, where gloo's
+    worker threads, still freeing a finished collective's tensors (which takes the GIL), abort the rank now
+    and then (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#190489). A
+    ``destroy_process_group()`` alone deadlocked instead: the DDP reducer's C++ destructor joins those threads
+    holding the GIL. The barrier waits with the GIL released, so the threads finish first."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -92,16 +105,7 @@ def main() -> None:
              params=np.stack([probe.params[s] for s in steps]),
              loss_steps=np.array(sorted(logged)), loss=np.array([logged[k] for k in sorted(logged)]),
              world=trainer.args.world_size)
-    # Tear down while the interpreter is whole. gloo's worker threads free each finished collective's tensors,
-    # which takes the GIL; the Trainer's last gathers may still be waiting for it when the process group goes
-    # — at interpreter exit that aborts the rank (SIGABRT, "terminate called without an active exception"),
-    # and a destroy_process_group() or the DDP reducer's last reference, whose C++ destructor joins those
-    # threads holding the GIL, deadlocks. A barrier waits with the GIL released, so the threads finish first.
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        del trainer, model
-        torch.distributed.destroy_process_group()
-
+    end_process_group()
 
 if __name__ == "__main__":
     main()
